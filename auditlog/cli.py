@@ -1,0 +1,64 @@
+"""The ``auditlog`` command. Subcommands live next to what they run and register themselves here:
+
+- ``auditlog.cli_up`` : ``up`` (embedded all-in-one), ``migrate``, ``emit``
+- ``consumers.cli``   : ``consume``, ``dlq list``, ``dlq replay``
+- ``query_api.cli``   : ``api``, ``export``
+
+Each module exposes ``register(subparsers)`` that adds its parsers with ``func=<callable(args) -> int>``.
+Settings come from ``AUDITLOG_*`` variables; flags override them (see ``auditlog <cmd> --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from auditlog import __version__
+from auditlog.settings import Settings
+
+COMMAND_MODULES = ("auditlog.cli_up", "consumers.cli", "query_api.cli")
+
+
+def settings_epilog() -> str:
+    lines = ["environment (AUDITLOG_*):"]
+    for name, f in Settings.model_fields.items():
+        default = f.default if f.default is not None else "-"
+        lines.append(f"  AUDITLOG_{name.upper():<24} {f.description} [default: {default}]")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="auditlog",
+        description="Audit-log pipeline: producer SDK -> Kafka -> consumer -> ClickHouse -> API and page.",
+        epilog=settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"auditlog {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod_name:
+                raise
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""The event contract shared by producers, consumer, store and API: models, catalog, JSON Schema, DDL."""
+
+from schemas.catalog import Catalog, CatalogError, get_catalog
+from schemas.event import AuditEvent, EventError, format_ts, parse_event
+
+__all__ = ["AuditEvent", "Catalog", "CatalogError", "EventError", "format_ts", "get_catalog", "parse_event"]

@@ -1,0 +1,215 @@
+"""The v1 audit event (EVENT.md) as pydantic models: the one source of the contract.
+
+Contract of :func:`parse_event` (used by the producer before sending and by the consumer on every message):
+- input is the raw message bytes (UTF-8 JSON object, no envelope) or a mapping;
+- unknown fields are rejected at every level, types are strict (``"1"`` is not an int), strings lose NUL bytes;
+- ``occurred_at`` must carry a zone; it is normalised to UTC with millisecond precision and may lie at most
+  24 h in the future;
+- ``(scope, category, action)`` must be a triple of the catalog given in the validation context
+  (default catalog otherwise);
+- a missing ``description`` is rendered from the action label and the target;
+- any violation raises :class:`EventError` whose ``field`` and ``reason`` name the first broken rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from schemas.catalog import Catalog, get_catalog
+
+SCHEMA_VERSION = 1
+MAX_MESSAGE_BYTES = 1024 * 1024  # a larger Kafka message is dead-lettered unparsed
+MAX_DETAIL_BYTES = 64 * 1024
+MAX_FUTURE = timedelta(hours=24)
+_EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$")
+
+
+def _strip_nul(v: Any) -> Any:
+    return v.replace("\x00", "") if isinstance(v, str) else v
+
+
+def _text(max_length: int, min_length: int = 0) -> Any:
+    return Annotated[str, BeforeValidator(_strip_nul), Field(min_length=min_length, max_length=max_length)]
+
+
+Id = _text(256, 1)
+OptText = Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=512)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Actor(_Strict):
+    """Who acted."""
+
+    id: Id  # type: ignore[valid-type]
+    email: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=254)] = None
+    type: Literal["user", "service", "system"]
+    ip: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=64)] = None
+    user_agent: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=1024)] = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is not None and not _EMAIL_RE.match(v):
+            raise ValueError("not a valid e-mail address")
+        return v
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise ValueError("not a valid IPv4 or IPv6 address") from None
+
+
+class Target(_Strict):
+    """The resource acted on."""
+
+    type: OptText = None
+    id: OptText = None
+    name: OptText = None
+
+
+class AuditEvent(_Strict):
+    """One audit event, schema version 1."""
+
+    schema_version: Literal[1] = 1
+    event_id: uuid.UUID
+    occurred_at: AwareDatetime
+    org_id: _text(128, 1)  # type: ignore[valid-type]
+    workspace_id: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, min_length=1, max_length=128)] = None
+    scope: _text(64, 1)  # type: ignore[valid-type]
+    category: _text(64, 1)  # type: ignore[valid-type]
+    action: _text(128, 1)  # type: ignore[valid-type]
+    status: Literal["SUCCESS", "FAILED"]
+    actor: Actor
+    target: Target = Target()
+    description: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=2000)] = None
+    detail: dict[str, Any] | None = None
+    source: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=256)] = None
+    request_id: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=256)] = None
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc_ms(cls, v: datetime) -> datetime:
+        v = v.astimezone(UTC)
+        v = v.replace(microsecond=v.microsecond // 1000 * 1000)
+        if v - datetime.now(UTC) > MAX_FUTURE:
+            raise ValueError("lies more than 24 h in the future")
+        return v
+
+    @field_validator("detail")
+    @classmethod
+    def _detail_size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and len(json.dumps(v, ensure_ascii=False).encode()) > MAX_DETAIL_BYTES:
+            raise ValueError(f"larger than {MAX_DETAIL_BYTES} bytes encoded")
+        return v
+
+    @model_validator(mode="after")
+    def _catalog(self, info: ValidationInfo) -> AuditEvent:
+        ctx = info.context if isinstance(info.context, dict) else {}
+        catalog: Catalog = ctx.get("catalog") or get_catalog()
+        problem = catalog.check(self.scope, self.category, self.action)
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        if self.description is None:
+            label = catalog.action_label(self.scope, self.action)
+            what = self.target.name or self.target.id
+            object.__setattr__(self, "description", f"{label} {what}" if what else label)
+        return self
+
+    def detail_json(self) -> str | None:
+        """``detail`` as compact JSON text (key order kept), as stored."""
+        if self.detail is None:
+            return None
+        return json.dumps(self.detail, ensure_ascii=False, separators=(",", ":"))
+
+    def to_json_bytes(self) -> bytes:
+        """The wire form (EVENT.md): compact JSON, ``occurred_at`` with millisecond precision and ``Z``."""
+        d = self.model_dump(mode="json")
+        d["occurred_at"] = format_ts(self.occurred_at)
+        return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class EventError(ValueError):
+    """An event broke the contract. ``field`` is a dotted path (``actor.ip``), ``reason`` says what rule."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def format_ts(ts: datetime) -> str:
+    """RFC 3339, UTC, milliseconds: ``2026-11-21T09:14:03.512Z``."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def _error_from(exc: ValidationError) -> EventError:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "event"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    # catalog errors arrive as "field: message" from the model validator
+    if not err["loc"] and ": " in msg and msg.split(": ", 1)[0] in ("scope", "category", "action"):
+        loc, msg = msg.split(": ", 1)
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field (not in the v1 contract)"
+    elif err["type"] == "literal_error" and loc == "schema_version":
+        msg = f"unsupported schema_version {err.get('input')!r}; this consumer accepts 1"
+    return EventError(loc, msg)
+
+
+def parse_event(data: bytes | str | dict[str, Any], catalog: Catalog | None = None) -> AuditEvent:
+    """Validate one event; raise :class:`EventError` (never anything else) when it breaks the contract."""
+    ctx = {"catalog": catalog} if catalog is not None else None
+    try:
+        if isinstance(data, dict):
+            return AuditEvent.model_validate_json(json.dumps(data), context=ctx)
+        if isinstance(data, bytes | bytearray) and len(data) > MAX_MESSAGE_BYTES:
+            raise EventError("message", f"larger than {MAX_MESSAGE_BYTES} bytes ({len(data)})")
+        return AuditEvent.model_validate_json(data, context=ctx)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors(include_url=False)):
+            return _raise_json(data)
+        raise _error_from(exc) from None
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, EventError):
+            raise
+        raise EventError("message", str(exc)) from None
+
+
+def _raise_json(data: bytes | str | dict[str, Any]) -> AuditEvent:
+    if isinstance(data, bytes | bytearray):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EventError("message", f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        json.loads(data)  # type: ignore[arg-type]
+    except json.JSONDecodeError as exc:
+        raise EventError("message", f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    raise EventError("message", "not valid JSON")

@@ -1,0 +1,23 @@
+"""Migrations on the real chDB engine: idempotent, and the table has the designed layout."""
+
+from __future__ import annotations
+
+from auditlog.store import Store, migrate
+from schemas.rows import EVENT_COLUMNS
+
+
+def test_migrate_is_idempotent(store: Store) -> None:
+    assert migrate(store) == []
+    names = [r[0] for r in store.client().query("SELECT name FROM schema_migrations FINAL").result_rows]
+    assert len(names) == len(set(names)) >= 1
+
+
+def test_events_table_layout(store: Store) -> None:
+    c = store.client()
+    cols = [r[0] for r in c.query("SELECT name FROM system.columns WHERE database = {db:String} AND table = 'audit_events' ORDER BY position",
+                                  parameters={"db": store.database}).result_rows]
+    assert tuple(cols[: len(EVENT_COLUMNS)]) == EVENT_COLUMNS
+    (key, part) = c.query("SELECT sorting_key, partition_key FROM system.tables WHERE database = {db:String} AND name = 'audit_events'",
+                          parameters={"db": store.database}).result_rows[0]
+    assert key.startswith("org_id, occurred_at")
+    assert "toYYYYMM(occurred_at)" in part
