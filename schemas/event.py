@@ -49,8 +49,13 @@ def _text(max_length: int, min_length: int = 0) -> Any:
     return Annotated[str, BeforeValidator(_strip_nul), Field(min_length=min_length, max_length=max_length)]
 
 
+def _opt(max_length: int, min_length: int = 0) -> Any:
+    inner = Annotated[str, Field(min_length=min_length, max_length=max_length)]
+    return Annotated[inner | None, BeforeValidator(_strip_nul)]
+
+
 Id = _text(256, 1)
-OptText = Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=512)]
+OptText = _opt(512)
 
 
 class _Strict(BaseModel):
@@ -61,10 +66,10 @@ class Actor(_Strict):
     """Who acted."""
 
     id: Id  # type: ignore[valid-type]
-    email: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=254)] = None
+    email: _opt(254) = None  # type: ignore[valid-type]
     type: Literal["user", "service", "system"]
-    ip: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=64)] = None
-    user_agent: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=1024)] = None
+    ip: _opt(64) = None  # type: ignore[valid-type]
+    user_agent: _opt(1024) = None  # type: ignore[valid-type]
 
     @field_validator("email")
     @classmethod
@@ -87,9 +92,9 @@ class Actor(_Strict):
 class Target(_Strict):
     """The resource acted on."""
 
-    type: OptText = None
-    id: OptText = None
-    name: OptText = None
+    type: OptText = None  # type: ignore[valid-type]
+    id: OptText = None  # type: ignore[valid-type]
+    name: OptText = None  # type: ignore[valid-type]
 
 
 class AuditEvent(_Strict):
@@ -99,17 +104,17 @@ class AuditEvent(_Strict):
     event_id: uuid.UUID
     occurred_at: AwareDatetime
     org_id: _text(128, 1)  # type: ignore[valid-type]
-    workspace_id: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, min_length=1, max_length=128)] = None
+    workspace_id: _opt(128, 1) = None  # type: ignore[valid-type]
     scope: _text(64, 1)  # type: ignore[valid-type]
     category: _text(64, 1)  # type: ignore[valid-type]
     action: _text(128, 1)  # type: ignore[valid-type]
     status: Literal["SUCCESS", "FAILED"]
     actor: Actor
     target: Target = Target()
-    description: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=2000)] = None
+    description: _opt(2000) = None  # type: ignore[valid-type]
     detail: dict[str, Any] | None = None
-    source: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=256)] = None
-    request_id: Annotated[str | None, BeforeValidator(_strip_nul), Field(default=None, max_length=256)] = None
+    source: _opt(256) = None  # type: ignore[valid-type]
+    request_id: _opt(256) = None  # type: ignore[valid-type]
 
     @field_validator("occurred_at")
     @classmethod

@@ -96,3 +96,20 @@ def test_operator_extra_catalog_extends_without_code_change(tmp_path) -> None:
     assert cat.check("service", "vm", "vm.delete") is None  # defaults kept
     with pytest.raises(EventError):
         parse_event(enc(make_event(action="vm.resize")))  # not in the default catalog
+
+
+def test_optional_fields_accept_null_and_absence() -> None:
+    ev = make_event(workspace_id=None, description=None, detail=None, source=None, request_id=None,
+                    actor={"email": None, "ip": None, "user_agent": None}, target={"type": None, "id": None, "name": None})
+    parsed = parse_event(enc(ev))
+    assert parsed.workspace_id is None and parsed.actor.email is None and parsed.target.name is None
+    assert parsed.description == "Delete VM"
+    minimal = {k: v for k, v in make_event().items() if k in ("event_id", "occurred_at", "org_id", "scope", "category", "action", "status")}
+    minimal["actor"] = {"id": "svc-1", "type": "service"}
+    assert parse_event(enc(minimal)).target.id is None
+
+
+def test_empty_workspace_id_is_rejected() -> None:
+    with pytest.raises(EventError) as exc:
+        parse_event(enc(make_event(workspace_id="")))
+    assert exc.value.field == "workspace_id"
