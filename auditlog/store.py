@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -76,16 +76,14 @@ class Store:
     def ping(self) -> bool:
         try:
             return bool(self.client().query("SELECT 1").result_rows)
-        except Exception:  # noqa: BLE001 - readiness: any failure means not ready
+        except Exception:
             return False
 
     def close(self) -> None:
         with self._lock:
             for c in self._clients:
-                try:
+                with suppress(Exception):
                     c.close()
-                except Exception:  # noqa: BLE001
-                    pass
             self._clients.clear()
         self._local = threading.local()
 

@@ -147,7 +147,7 @@ class AuditProducerSync:
             try:
                 fut = await self._producer.send_raw(ev.to_json_bytes(), ev.org_id)
                 out.set_result(await fut)
-            except Exception as exc:  # noqa: BLE001 - handed to the caller's future
+            except Exception as exc:
                 out.set_exception(exc)
 
         asyncio.run_coroutine_threadsafe(go(), self._loop)

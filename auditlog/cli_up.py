@@ -1,0 +1,239 @@
+"""``auditlog up`` (embedded all-in-one), ``auditlog migrate`` and ``auditlog emit``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from auditlog import logs
+from auditlog.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = sub.add_parser(
+        "up",
+        help="run broker + consumer + API + page on 127.0.0.1 (embedded chDB store)",
+        description="Start the embedded all-in-one on 127.0.0.1: a Tansu Kafka-compatible broker (memory only), "
+        "the consumer and the API/page in one process over one chDB data directory. Ctrl-C stops it; "
+        "stored events stay in --data.",
+    )
+    up.add_argument("--demo", action="store_true", help="publish realistic demo events (once per data dir) and print tokens")
+    up.add_argument("--port", type=int, default=None, help="API/page port [AUDITLOG_API_PORT, 8000]")
+    up.add_argument("--kafka-port", type=int, default=9092, help="broker port [9092]")
+    up.add_argument("--data", default=None, help="data directory [AUDITLOG_DATA_DIR, ./.auditlog]")
+    up.set_defaults(func=cmd_up)
+
+    mig = sub.add_parser("migrate", help="create or upgrade the ClickHouse schema (idempotent)")
+    mig.add_argument("--data", default=None, help="data directory (embedded store) [AUDITLOG_DATA_DIR]")
+    mig.set_defaults(func=cmd_migrate)
+
+    emit = sub.add_parser(
+        "emit",
+        help="publish audit events from JSON/NDJSON (file or stdin) or from flags",
+        description="Validate and publish events. Input: a JSON object, a JSON array or NDJSON, from FILE or "
+        "stdin ('-'); or one event built from flags. Every event is validated first; if any is invalid nothing "
+        "is sent (unless --skip-invalid) and the reasons are printed with their line numbers.",
+    )
+    emit.add_argument("file", nargs="?", help="JSON/NDJSON file, or '-' for stdin")
+    emit.add_argument("--bootstrap", default=None, help="Kafka bootstrap [AUDITLOG_KAFKA_BOOTSTRAP]")
+    emit.add_argument("--topic", default=None, help="topic [AUDITLOG_TOPIC]")
+    emit.add_argument("--skip-invalid", action="store_true", help="send the valid events even if some are invalid")
+    for flag in ("org", "workspace", "scope", "category", "action", "status", "actor-id", "actor-email",
+                 "actor-type", "ip", "user-agent", "target-type", "target-id", "target-name", "description",
+                 "source", "request-id", "occurred-at", "event-id"):
+        emit.add_argument(f"--{flag}", default=None)
+    emit.add_argument("--detail", default=None, help="detail as a JSON object")
+    emit.set_defaults(func=cmd_emit)
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    base = Settings()
+    if getattr(args, "data", None):
+        overrides["data_dir"] = Path(args.data)
+    return base.model_copy(update=overrides) if overrides else base
+
+
+# ----- up -------------------------------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {"kafka_bootstrap": f"127.0.0.1:{args.kafka_port}"}
+    if args.port is not None:
+        overrides["api_port"] = args.port
+    settings = _settings(args, **overrides)
+    if args.data:
+        settings = settings.model_copy(update={"data_dir": Path(args.data).expanduser().resolve()})
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "auditlog.log"
+    with open(log_path, "a", buffering=1, encoding="utf-8") as log_file:
+        logs.configure(settings.log_level, file=log_file)
+        try:
+            return asyncio.run(_up(settings, args.kafka_port, args.demo, log_path))
+        except KeyboardInterrupt:
+            return 0
+
+
+async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path) -> int:
+    from auditlog.embedded import EmbeddedStack, demo_tokens, jwt_secret_for
+
+    t0 = time.monotonic()
+    secret = jwt_secret_for(settings)
+    settings = settings.model_copy(update={"jwt_secret": secret})
+    stack = EmbeddedStack(settings, kafka_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    out = sys.stdout
+    try:
+        _say(out, f"auditlog: starting (data {settings.data_dir}) ...")
+        await stack.start()
+        url = f"http://127.0.0.1:{settings.api_port}/"
+        _banner(out, settings, url, stack.broker.bootstrap, log_path, time.monotonic() - t0)
+        if demo:
+            _say(out, "Loading demo events through the producer ...")
+            n, fresh = await stack.load_demo()
+            _say(out, f"Demo events: {n} stored" + ("" if fresh else " (already in this data directory; not re-published)"))
+            tokens = demo_tokens(secret)
+            _say(out, "")
+            _say(out, "Sign-in tokens (paste into the page; valid 12 h):")
+            _say(out, "  org owner of acme (kim@acme.example, all workspaces):")
+            _say(out, f"OWNER_TOKEN={tokens['owner']}")
+            _say(out, "  workspace admin of acme / ml-research, inference-prod (lee@acme.example):")
+            _say(out, f"ADMIN_TOKEN={tokens['admin']}")
+            _say(out, "")
+            _say(out, f'Try: curl -s -H "Authorization: Bearer $OWNER_TOKEN" "{url}v1/events?limit=5"')
+        _say(out, "READY (Ctrl-C to stop)")
+        while not stop.is_set():
+            failed = stack.failed_task
+            if failed is not None:
+                _say(out, f"auditlog: {failed.get_name()} stopped unexpectedly; see {log_path}")
+                return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+        _say(out, "auditlog: stopping ...")
+        return 0
+    except OSError as exc:
+        _say(out, f"auditlog: cannot start: {exc}")
+        return 1
+    finally:
+        await stack.stop()
+        _say(out, "auditlog: stopped")
+
+
+def _say(out: TextIO, line: str) -> None:
+    out.write(line + "\n")
+    out.flush()
+
+
+def _banner(out: TextIO, s: Settings, url: str, bootstrap: str, log_path: Path, took: float) -> None:
+    _say(out, f"auditlog is up ({took:.1f} s)")
+    _say(out, f"  Page      {url}")
+    _say(out, f"  API docs  {url}docs")
+    _say(out, f"  Broker    {bootstrap}   topics: {s.topic}, {s.dlq_topic} ({s.topic_partitions} partitions)")
+    _say(out, f"  Store     {s.store_url}   database: {s.clickhouse_database}")
+    _say(out, f"  Logs      {log_path}")
+
+
+# ----- migrate --------------------------------------------------------------------------------------------
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from auditlog.store import Store, migrate
+
+    settings = _settings(args)
+    logs.configure(settings.log_level)
+    store = Store.from_settings(settings)
+    applied = migrate(store, settings.retention_days)
+    print(f"migrations applied: {', '.join(applied) if applied else 'none (schema is current)'}")
+    return 0
+
+
+# ----- emit -----------------------------------------------------------------------------------------------
+def _read_events(args: argparse.Namespace) -> Iterator[tuple[int, Any]]:
+    if args.file:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        stripped = text.strip()
+        if stripped.startswith("["):
+            yield from enumerate(json.loads(stripped), start=1)
+            return
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                yield n, line
+        return
+    ev: dict[str, Any] = {}
+    simple = {"org": "org_id", "workspace": "workspace_id", "scope": "scope", "category": "category",
+              "action": "action", "status": "status", "description": "description", "source": "source",
+              "request_id": "request_id", "occurred_at": "occurred_at", "event_id": "event_id"}
+    for flag, key in simple.items():
+        if getattr(args, flag) is not None:
+            ev[key] = getattr(args, flag)
+    actor = {k: getattr(args, f"actor_{k}") for k in ("id", "email", "type") if getattr(args, f"actor_{k}")}
+    if args.ip:
+        actor["ip"] = args.ip
+    if args.user_agent:
+        actor["user_agent"] = args.user_agent
+    actor.setdefault("type", "user")
+    ev["actor"] = actor
+    target = {k: getattr(args, f"target_{k}") for k in ("type", "id", "name") if getattr(args, f"target_{k}")}
+    if target:
+        ev["target"] = target
+    if args.detail:
+        ev["detail"] = json.loads(args.detail)
+    ev.setdefault("status", "SUCCESS")
+    if ev.get("action") and "category" not in ev:
+        ev["category"] = ev["action"].split(".", 1)[0]
+    yield 1, ev
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from producers.producer import InvalidEvent, coerce_event
+    from schemas.catalog import get_catalog
+
+    settings = Settings()
+    logs.configure("warning")
+    catalog = get_catalog(settings.catalog_extra)
+    good, bad = [], 0
+    try:
+        items = list(_read_events(args))
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"error: cannot read events: {exc}", file=sys.stderr)
+        return 2
+    for n, item in items:
+        try:
+            data = json.loads(item) if isinstance(item, str) else item
+            if not isinstance(data, dict):
+                raise InvalidEvent("event", "must be a JSON object")
+            good.append(coerce_event(data, catalog))
+        except json.JSONDecodeError as exc:
+            bad += 1
+            print(f"line {n}: not valid JSON: {exc.msg}", file=sys.stderr)
+        except InvalidEvent as exc:
+            bad += 1
+            print(f"line {n}: invalid {exc.field}: {exc.reason}", file=sys.stderr)
+    if bad and not args.skip_invalid:
+        print(f"{bad} invalid event(s); nothing sent (use --skip-invalid to send the {len(good)} valid ones)",
+              file=sys.stderr)
+        return 1
+    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    topic = args.topic or settings.topic
+
+    async def send() -> int:
+        from producers import AuditProducer
+
+        async with AuditProducer(bootstrap, topic, catalog=catalog, request_timeout_ms=15000) as p:
+            return await p.send_many(good)
+
+    try:
+        sent = asyncio.run(send())
+    except Exception as exc:
+        print(f"error: could not publish to {bootstrap}: {exc}", file=sys.stderr)
+        return 3
+    for ev in good if len(good) <= 20 else []:
+        print(f"sent {ev.event_id} {ev.org_id} {ev.scope}/{ev.action} {ev.status}")
+    print(f"{sent} event(s) published to {topic} on {bootstrap}" + (f"; {bad} invalid skipped" if bad else ""))
+    return 1 if bad else 0

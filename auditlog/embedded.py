@@ -1,0 +1,161 @@
+"""The embedded all-in-one behind ``auditlog up``: broker + consumer + API + page in one process.
+
+Contract of :class:`EmbeddedStack`:
+- :meth:`start` starts the Tansu broker on ``127.0.0.1:<kafka_port>``, creates the topics, migrates the chDB
+  store under the data directory, starts the producer, the consumer worker (an asyncio task) and the API
+  (uvicorn on ``127.0.0.1:<api_port>``), and returns when the API answers;
+- :meth:`load_demo` publishes the demo data through the real producer once per data directory and waits until
+  the consumer has stored it;
+- :meth:`stop` stops the API, then the consumer (flush + commit), the producer and the broker (by PID); the chDB
+  data stays, so a second ``up`` on the same directory keeps the stored events.
+chDB allows one engine per process: that is why everything runs in this one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from auditlog.broker import EmbeddedBroker, ensure_topics
+from auditlog.demo import DEMO_ADMIN_WORKSPACES, DEMO_ORGS, demo_events
+from auditlog.logs import get_logger
+from auditlog.settings import Settings
+from auditlog.store import Store, migrate
+from producers import AuditProducer
+from schemas.catalog import get_catalog
+from schemas.rows import EVENTS_TABLE
+
+log = get_logger("auditlog.embedded")
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal capture: the owner of the process handles SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def jwt_secret_for(settings: Settings) -> str:
+    """The configured secret, else one generated once and kept (0600) in the data directory."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = settings.data_dir / "jwt-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+class EmbeddedStack:
+    def __init__(self, settings: Settings, kafka_port: int) -> None:
+        self.settings = settings
+        self.broker = EmbeddedBroker(kafka_port, log_file=settings.data_dir / "tansu.log")
+        self.store = Store.from_settings(settings)
+        self.catalog = get_catalog(settings.catalog_extra)
+        self.producer: AuditProducer | None = None
+        self.worker: Any = None
+        self.server: QuietServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, timeout: float = 30.0) -> None:
+        from consumers.worker import ConsumerWorker
+        from query_api.app import create_app
+
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.broker.start)
+        await ensure_topics(self.broker.bootstrap, [s.topic, s.dlq_topic], s.topic_partitions)
+        applied = await asyncio.to_thread(migrate, self.store, s.retention_days)
+        log.info("store.ready", url=self.store.url, migrations_applied=applied)
+        self.producer = AuditProducer(self.broker.bootstrap, s.topic, catalog=self.catalog)
+        await self.producer.start()
+        self.worker = ConsumerWorker(s, self.store, catalog=self.catalog)
+        self._tasks.append(asyncio.create_task(self.worker.run(), name="consumer"))
+        app = create_app(s, self.store, catalog=self.catalog, producer=self.producer,
+                         consumer_status=self.worker.status)
+        config = uvicorn.Config(app, host="127.0.0.1", port=s.api_port, log_config=None, access_log=False,
+                                lifespan="on", timeout_graceful_shutdown=5)
+        self.server = QuietServer(config)
+        self._tasks.append(asyncio.create_task(self.server.serve(), name="api"))
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            crashed = [t for t in self._tasks if t.done()]
+            if crashed:
+                await crashed[0]  # re-raises the failure (e.g. port in use)
+                raise RuntimeError(f"{crashed[0].get_name()} stopped during start-up")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"API did not start within {timeout}s")
+            await asyncio.sleep(0.05)
+
+    @property
+    def failed_task(self) -> asyncio.Task[None] | None:
+        return next((t for t in self._tasks if t.done()), None)
+
+    def count_events(self, orgs: list[str]) -> int:
+        rows = self.store.client().query(
+            f"SELECT count() FROM {EVENTS_TABLE} FINAL WHERE org_id IN {{orgs:Array(String)}}",
+            parameters={"orgs": orgs},
+        ).result_rows
+        return int(rows[0][0])
+
+    async def load_demo(self, timeout: float = 90.0) -> tuple[int, bool]:
+        """Publish the demo data unless this data directory has it; return (events stored, published now)."""
+        assert self.producer is not None
+        orgs = list(DEMO_ORGS)
+        have = await asyncio.to_thread(self.count_events, orgs)
+        if have:
+            return have, False
+        events = demo_events()
+        await self.producer.send_many(events)
+        deadline = time.monotonic() + timeout
+        while (have := await asyncio.to_thread(self.count_events, orgs)) < len(events):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {have} of {len(events)} demo events stored after {timeout}s")
+            await asyncio.sleep(0.25)
+        return have, True
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        if self.worker is not None:
+            self.worker.request_stop()
+        for t in self._tasks:
+            try:
+                await asyncio.wait_for(t, timeout=15)
+            except (TimeoutError, asyncio.CancelledError):
+                t.cancel()
+            except Exception as exc:
+                log.error("stack.task_failed", task=t.get_name(), error=repr(exc))
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+        await asyncio.to_thread(self.broker.stop)
+        log.info("stack.stopped")
+
+
+def demo_tokens(secret: str) -> dict[str, str]:
+    """Ready-to-paste tokens for the demo principals (org owner of acme; workspace admin of two workspaces)."""
+    from query_api.auth import mint_token
+
+    org, workspaces = DEMO_ADMIN_WORKSPACES
+    return {
+        "owner": mint_token(secret, sub="u-ac-kim", email="kim@acme.example", org_id=org, role="org_owner",
+                            ttl_seconds=12 * 3600),
+        "admin": mint_token(secret, sub="u-ac-lee", email="lee@acme.example", org_id=org, role="workspace_admin",
+                            workspaces=list(workspaces), ttl_seconds=12 * 3600),
+    }
+
+
+def data_path(p: str | None) -> Path | None:
+    return Path(p).expanduser().resolve() if p else None
