@@ -88,5 +88,5 @@ def test_emit_cli_ndjson_and_flags(broker: EmbeddedBroker, topics, tmp_path: Pat
     assert r.returncode == 0, r.stderr
     recs = asyncio.run(read_all(broker.bootstrap, topics[0], 3))
     assert len(recs) == 3
-    flagged = [parse_event(x.value) for x in recs if parse_event(x.value).action == "vm.stop"][0]
+    flagged = next(parse_event(x.value) for x in recs if parse_event(x.value).action == "vm.stop")
     assert flagged.category == "vm" and flagged.description == "Stop VM train-a100-4"
