@@ -7,15 +7,22 @@ Contract:
 - All values reach SQL as server-side bound parameters (``{name:Type}``) or through ``insert``; identifiers
   (the database name) come only from validated settings.
 - :func:`migrate` applies ``schemas/migrations/*.sql`` in order, idempotently, recording each in
-  ``schema_migrations``; it runs on start-up of every process that owns the store.
+  ``schema_migrations``; it is safe to run from several processes at once (claims, see the design note
+  above :func:`migrate`), then applies the repeatable steps (catalog labels, retention TTL, roles).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -25,6 +32,7 @@ from clickhouse_connect.driver.client import Client
 
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
+from schemas.catalog import Catalog, get_catalog
 
 log = get_logger("auditlog.store")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -93,13 +101,63 @@ class Store:
 
 
 # ----- migrations ---------------------------------------------------------------------------------------
-def _migration_files() -> list[tuple[int, str, str]]:
+# Design (docs/operations.md, "Migrations"):
+# - Versioned migrations: ``schemas/migrations/NNNN_name.sql``, applied in order, each recorded once in
+#   ``schema_migrations`` (a "done" row inserted with ``insert_deduplication_token`` = version, so even a
+#   duplicate insert stores one row; readers use FINAL anyway).
+# - Concurrency: before applying version V a migrator *claims* it: it inserts (V, attempt, owner) into
+#   ``schema_migration_claims`` with the dedup token "claim:V:attempt" and reads the row back. The table
+#   stores exactly one row per token (block deduplication, atomic on one server, through Keeper on a
+#   replicated table), so exactly one migrator reads back its own owner id and applies V; the others wait
+#   until V is recorded done. A claim older than the lease (a crashed migrator) is taken over with attempt+1;
+#   a migrator whose statement fails releases its claim at once. Statements are also idempotent
+#   (IF NOT EXISTS / OR REPLACE, enforced by tests/integration/test_migrations_contract.py), so even a lease
+#   taken over from a live-but-slow migrator does no harm beyond repeated work.
+# - Repeatable steps after the versioned ones, idempotent and cheap when nothing changed: the catalog labels
+#   (``catalog_actions``), the retention TTL (ALTER TABLE ... MODIFY TTL when AUDITLOG_RETENTION_DAYS changed)
+#   and, with admin credentials on a server, the roles of :mod:`auditlog.roles`.
+MIGRATIONS_TABLE = "schema_migrations"
+CLAIMS_TABLE = "schema_migration_claims"
+DEFAULT_LEASE_SECONDS = 900.0
+_TTL_EXPR = re.compile(r"\bTTL\s+(.+?)\s*\+\s*toIntervalDay\((\d+)\)")
+
+
+class MigrationError(RuntimeError):
+    """A migration failed, or waiting for another migrator's claim timed out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.version:04d}_{self.name}"
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+def migration_files() -> list[Migration]:
+    """Every ``schemas/migrations/NNNN_name.sql``, ordered by version (versions must be unique)."""
     out = []
     for f in resources.files("schemas").joinpath("migrations").iterdir():
         m = re.match(r"^(\d{4})_([a-z0-9_]+)\.sql$", f.name)
         if m:
-            out.append((int(m.group(1)), m.group(2), f.read_text(encoding="utf-8")))
-    return sorted(out)
+            out.append(Migration(int(m.group(1)), m.group(2), f.read_text(encoding="utf-8")))
+    out.sort(key=lambda m: m.version)
+    versions = [m.version for m in out]
+    if len(versions) != len(set(versions)):
+        raise MigrationError(f"two migration files share a version: {versions}")
+    return out
+
+
+def _migration_files() -> list[tuple[int, str, str]]:
+    """Compatibility helper: (version, name, sql) tuples."""
+    return [(m.version, m.name, m.sql) for m in migration_files()]
 
 
 def _statements(sql: str) -> list[str]:
@@ -116,33 +174,275 @@ def render_migration(sql: str, database: str, retention_days: int) -> list[str]:
     ]
 
 
-def migrate(store: Store, retention_days: int = 400) -> list[str]:
-    """Apply pending migrations; return the names applied. Safe to run repeatedly."""
-    admin = store.admin_client()
+def retention_tables() -> list[str]:
+    """Tables whose TTL is the retention period: those a migration creates with ``{ttl_days}`` in its TTL."""
+    out: list[str] = []
+    for m in migration_files():
+        for stmt in _statements(m.sql):
+            hit = re.match(r"^CREATE TABLE(?: IF NOT EXISTS)? \{db\}\.(\w+)", stmt)
+            if hit and "{ttl_days}" in stmt and hit.group(1) not in out:
+                out.append(hit.group(1))
+    return out
+
+
+def migrate(
+    store: Store,
+    retention_days: int = 400,
+    *,
+    catalog: Catalog | None = None,
+    roles: bool | None = None,
+    target: int | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    wait_seconds: float | None = None,
+) -> list[str]:
+    """Apply pending migrations and the repeatable steps; return the names of what changed.
+
+    Safe to run repeatedly and from several processes or threads at once (each with its own client): every
+    versioned migration is applied by exactly one of them (see the design note above). ``catalog``: the
+    labels to load (default: the packaged catalog; pass ``get_catalog(settings.catalog_extra)``).
+    ``roles``: create the roles of :mod:`auditlog.roles` (None = when the connection can manage access,
+    i.e. admin credentials on a server; never on chDB; True = required, error if impossible).
+    ``target``: stop after this version (tests, staged upgrades). Returns ``[]`` when nothing changed.
+    """
+    if retention_days < 1:
+        raise ValueError("retention_days must be >= 1")
+    migrator = _Migrator(store, retention_days, lease_seconds, wait_seconds)
     try:
-        admin.command(f"CREATE DATABASE IF NOT EXISTS {store.database}")
-        admin.command(
-            f"CREATE TABLE IF NOT EXISTS {store.database}.schema_migrations "
-            "(version UInt32, name String, applied_at DateTime64(3, 'UTC')) "
-            "ENGINE = ReplacingMergeTree ORDER BY version"
-        )
-        done = {
-            r[0] for r in admin.query(f"SELECT version FROM {store.database}.schema_migrations FINAL").result_rows
-        }
-        applied = []
-        for version, name, sql in _migration_files():
-            if version in done:
-                continue
-            for stmt in render_migration(sql, store.database, retention_days):
-                admin.command(stmt)
-            admin.insert(
-                f"{store.database}.schema_migrations",
-                [[version, name, datetime.now(UTC)]],
-                column_names=["version", "name", "applied_at"],
-            )
-            applied.append(f"{version:04d}_{name}")
-            log.info("migration.applied", version=version, name=name)
+        applied = migrator.apply_versions(target)
+        applied += migrator.sync_catalog(catalog)
+        applied += migrator.apply_retention()
+        applied += migrator.apply_roles(roles)
         return applied
     finally:
-        if not store.embedded:
-            admin.close()
+        migrator.close()
+
+
+class _Migrator:
+    def __init__(self, store: Store, retention_days: int, lease_seconds: float, wait_seconds: float | None) -> None:
+        self.store = store
+        self.db = store.database
+        self.retention_days = int(retention_days)
+        self.lease = float(lease_seconds)
+        self.wait = float(wait_seconds) if wait_seconds is not None else self.lease + 60.0
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+        self.c = store.admin_client()
+        self._bootstrap()
+
+    def close(self) -> None:
+        if not self.store.embedded:
+            self.c.close()
+
+    # --- bookkeeping tables -------------------------------------------------------------------------
+    def _bootstrap(self) -> None:
+        db, c = self.db, self.c
+        c.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+        c.command(
+            f"CREATE TABLE IF NOT EXISTS {db}.{MIGRATIONS_TABLE} "
+            "(version UInt32, name String, applied_at DateTime64(3, 'UTC'), "
+            "checksum String DEFAULT '', applied_by String DEFAULT '') "
+            "ENGINE = ReplacingMergeTree ORDER BY version SETTINGS non_replicated_deduplication_window = 1000"
+        )
+        ddl = self._create_query(MIGRATIONS_TABLE)
+        if "checksum" not in ddl:  # a table made by the first foundation version: upgrade in place
+            c.command(
+                f"ALTER TABLE {db}.{MIGRATIONS_TABLE} ADD COLUMN IF NOT EXISTS checksum String DEFAULT '', "
+                "ADD COLUMN IF NOT EXISTS applied_by String DEFAULT ''"
+            )
+        if "non_replicated_deduplication_window" not in ddl:
+            c.command(f"ALTER TABLE {db}.{MIGRATIONS_TABLE} MODIFY SETTING non_replicated_deduplication_window = 1000")
+        c.command(
+            f"CREATE TABLE IF NOT EXISTS {db}.{CLAIMS_TABLE} "
+            "(version UInt32, attempt UInt32, owner String, claimed_at DateTime64(3, 'UTC')) "
+            "ENGINE = MergeTree ORDER BY (version, attempt) SETTINGS non_replicated_deduplication_window = 10000"
+        )
+
+    def _create_query(self, table: str) -> str:
+        rows = self.c.query(
+            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            parameters={"db": self.db, "t": table},
+        ).result_rows
+        return str(rows[0][0]) if rows else ""
+
+    def _done(self) -> dict[int, str]:
+        rows = self.c.query(f"SELECT version, checksum FROM {self.db}.{MIGRATIONS_TABLE} FINAL").result_rows
+        return {int(v): str(cs) for v, cs in rows}
+
+    # --- claims ----------------------------------------------------------------------------------------
+    def _insert_claim(self, version: int, attempt: int, owner: str, stale: bool = False) -> None:
+        self.c.command(
+            f"INSERT INTO {self.db}.{CLAIMS_TABLE} (version, attempt, owner, claimed_at) SELECT "
+            "{v:UInt32}, {a:UInt32}, {o:String}, " + ("toDateTime64(0, 3, 'UTC')" if stale else "now64(3)"),
+            parameters={"v": version, "a": attempt, "o": owner},
+            settings={"insert_deduplication_token": f"claim:{version}:{attempt}"},
+        )
+
+    def _try_claim(self, version: int) -> bool | None:
+        """True: this migrator owns ``version``; False: it is done; None: another live migrator holds it."""
+        if version in self._done():
+            return False
+        rows = self.c.query(
+            f"SELECT attempt, owner, dateDiff('millisecond', claimed_at, now64(3)) / 1000.0 "
+            f"FROM {self.db}.{CLAIMS_TABLE} WHERE version = {{v:UInt32}} ORDER BY attempt DESC LIMIT 1",
+            parameters={"v": version},
+        ).result_rows
+        if rows:
+            attempt, owner, age = int(rows[0][0]), str(rows[0][1]), float(rows[0][2])
+            if owner == self.owner:
+                return True
+            if age < self.lease:
+                return None
+            log.warning("migration.claim_taken_over", version=version, previous_owner=owner, age_s=round(age, 1))
+            attempt += 1
+        else:
+            attempt = 0
+        self._insert_claim(version, attempt, self.owner)
+        winner = self.c.query(
+            f"SELECT owner FROM {self.db}.{CLAIMS_TABLE} WHERE version = {{v:UInt32}} AND attempt = {{a:UInt32}} "
+            "ORDER BY claimed_at LIMIT 1",
+            parameters={"v": version, "a": attempt},
+        ).result_rows
+        return bool(winner) and winner[0][0] == self.owner
+
+    # --- versioned migrations ------------------------------------------------------------------------
+    def apply_versions(self, target: int | None) -> list[str]:
+        applied: list[str] = []
+        done = self._done()
+        for m in migration_files():
+            if target is not None and m.version > target:
+                break
+            if m.version in done:
+                if done[m.version] and done[m.version] != m.checksum:
+                    log.warning("migration.changed_after_apply", version=m.version, name=m.name)
+                continue
+            if self._wait_and_apply(m):
+                applied.append(m.label)
+        return applied
+
+    def _wait_and_apply(self, m: Migration) -> bool:
+        deadline = time.monotonic() + self.wait
+        while True:
+            state = self._try_claim(m.version)
+            if state is False:
+                return False
+            if state is True:
+                self._apply(m)
+                return True
+            if time.monotonic() > deadline:
+                raise MigrationError(
+                    f"migration {m.label} is being applied by another migrator and did not finish within "
+                    f"{self.wait:.0f}s; see {self.db}.{CLAIMS_TABLE}"
+                )
+            time.sleep(0.1)
+
+    def _apply(self, m: Migration) -> None:
+        t0 = time.monotonic()
+        for stmt in render_migration(m.sql, self.db, self.retention_days):
+            try:
+                self.c.command(stmt)
+            except Exception as exc:
+                # Release the claim at once (a stale claim row) so another run can retry after a fix.
+                last = self.c.query(
+                    f"SELECT max(attempt) FROM {self.db}.{CLAIMS_TABLE} WHERE version = {{v:UInt32}}",
+                    parameters={"v": m.version},
+                ).result_rows[0][0]
+                self._insert_claim(m.version, int(last) + 1, f"released-by:{self.owner}", stale=True)
+                log.error("migration.failed", version=m.version, name=m.name, error=str(exc).splitlines()[0])
+                raise MigrationError(f"migration {m.label} failed: {str(exc).splitlines()[0]}") from exc
+        self.c.insert(
+            f"{self.db}.{MIGRATIONS_TABLE}",
+            [[m.version, m.name, datetime.now(UTC), m.checksum, self.owner]],
+            column_names=["version", "name", "applied_at", "checksum", "applied_by"],
+            settings={"insert_deduplication_token": f"done:{m.version}"},
+        )
+        log.info("migration.applied", version=m.version, name=m.name, ms=round((time.monotonic() - t0) * 1000))
+
+    # --- repeatable steps ------------------------------------------------------------------------------
+    def _table_exists(self, table: str) -> bool:
+        return bool(self._create_query(table))
+
+    def sync_catalog(self, catalog: Catalog | None) -> list[str]:
+        """Insert the catalog labels that are missing or changed in ``catalog_actions``."""
+        if not self._table_exists("catalog_actions"):
+            return []
+        cat = catalog or get_catalog()
+        want = set()
+        for scope, category, action in cat.all_actions():
+            labels = cat.labels(scope, action)
+            assert labels is not None
+            want.add((scope, action, category, *labels))
+        have = {
+            tuple(str(x) for x in r)
+            for r in self.c.query(
+                f"SELECT scope, action, category, scope_label, category_label, action_label "
+                f"FROM {self.db}.catalog_actions FINAL"
+            ).result_rows
+        }
+        missing = sorted(want - have)
+        if not missing:
+            return []
+        # Token over (current state, wanted rows): a concurrent migrator with the same view inserts nothing.
+        token = hashlib.sha256(repr((sorted(have), missing)).encode()).hexdigest()
+        now = datetime.now(UTC)
+        self.c.insert(
+            f"{self.db}.catalog_actions",
+            [[*row, now] for row in missing],
+            column_names=["scope", "action", "category", "scope_label", "category_label", "action_label", "loaded_at"],
+            settings={"insert_deduplication_token": f"catalog:{token}"},
+        )
+        log.info("migration.catalog_synced", rows=len(missing))
+        return [f"catalog:{len(missing)}_labels"]
+
+    def current_ttl(self, table: str) -> tuple[str, int] | None:
+        """(time expression, days) of ``table``'s TTL as the server reports it, or None."""
+        m = _TTL_EXPR.search(self._create_query(table))
+        return (m.group(1), int(m.group(2))) if m else None
+
+    def apply_retention(self) -> list[str]:
+        """``ALTER TABLE ... MODIFY TTL`` on each retention table whose TTL differs from the setting."""
+        changed = []
+        for table in retention_tables():
+            current = self.current_ttl(table)
+            if current is None or current[1] == self.retention_days:
+                continue
+            expr, days = current
+            self.c.command(
+                f"ALTER TABLE {self.db}.{table} MODIFY TTL {expr} + INTERVAL {self.retention_days} DAY DELETE"
+            )
+            log.info("migration.retention_changed", table=table, from_days=days, to_days=self.retention_days)
+            changed.append(f"ttl:{table}={self.retention_days}d")
+        return changed
+
+    def apply_roles(self, roles: bool | None) -> list[str]:
+        from auditlog import roles as access
+
+        if roles is False:
+            return []
+        capable = access.can_manage_access(self.c)
+        if not capable:
+            if roles:
+                raise MigrationError(
+                    "cannot create roles: this connection cannot manage access (chDB has no writable access "
+                    "storage; on a server use a user with access_management / CREATE ROLE)"
+                )
+            return []
+        before = self.c.query(
+            "SELECT count() FROM system.roles WHERE name IN {names:Array(String)}",
+            parameters={"names": list(access.ROLES)},
+        ).result_rows[0][0]
+        for stmt in access.role_statements(self.db):
+            self.c.command(stmt)
+        return [] if before == len(access.ROLES) else ["access:roles"]
+
+
+def ttl_days(store: Store, table: str = "audit_events") -> int | None:
+    """The retention (days) currently in ``table``'s TTL, read from the server (None: no TTL)."""
+    rows = (
+        store.client()
+        .query(
+            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            parameters={"db": store.database, "t": table},
+        )
+        .result_rows
+    )
+    m = _TTL_EXPR.search(str(rows[0][0])) if rows else None
+    return int(m.group(2)) if m else None

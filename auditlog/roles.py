@@ -1,0 +1,271 @@
+"""Least-privilege ClickHouse access for auditlog: the one place that generates roles, grants, row policies
+and users as SQL.
+
+Roles (created by ``auditlog migrate`` when it runs with admin credentials on a ClickHouse server):
+
+- ``auditlog_writer`` (the consumer): ``INSERT`` on ``audit_events`` only, plus ``SELECT`` on the tables
+  listed in :data:`WRITER_READABLE` (the consumer's partition watermarks). Materialized views on
+  ``audit_events`` are ``SQL SECURITY DEFINER``, so the writer needs no grant on their target tables.
+- ``auditlog_reader`` (the API): ``SELECT`` on the auditlog database, ``readonly = 2`` (CONST): it cannot
+  write, alter, delete or truncate anything, even if someone grants it more by mistake. A permissive row
+  policy ``USING 1`` keeps every row visible to it once analysts' row policies exist on the same tables
+  (ClickHouse: once a table has row policies, access depends on them); the API scopes tenants itself.
+- ``auditlog_analyst``: ``SELECT`` on the analysts' objects (:data:`ANALYST_TABLES`), ``readonly = 2``
+  CONST, and a fail-closed row policy ``USING 0`` on every org-scoped table; each analyst *user* gets its
+  own permissive policy ``org_id = '<org>'`` (policies combine with OR), so an analyst user without an org
+  sees no rows at all, and one with an org sees only that org, through the views too (they are
+  ``SQL SECURITY INVOKER``).
+
+No statement here grants ALTER, DELETE, TRUNCATE, DROP, OPTIMIZE or ALL: ``tests/unit/test_roles.py``
+checks the generated text. chDB (the embedded engine) has no writable access storage, so it cannot run
+CREATE ROLE/USER/ROW POLICY (measured: see docs/operations.md); those statements run on a server, tested
+by ``tests/server/test_server_access.py`` with testcontainers.
+
+Access-control DDL cannot take bound query parameters, so every identifier is validated against
+:data:`IDENT` and every literal goes through :func:`sql_literal` (quotes and backslashes escaped, control
+characters rejected).
+
+Command line (prints SQL; ``--apply`` runs it on ``AUDITLOG_CLICKHOUSE_URL`` with those credentials)::
+
+    python -m auditlog.roles roles
+    python -m auditlog.roles analyst --user alice --org acme --password-sha256 <hex>
+    python -m auditlog.roles service --user auditlog_consumer --role writer --password-env CONSUMER_PW --apply
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+from schemas.rows import EVENTS_TABLE
+
+WRITER = "auditlog_writer"
+READER = "auditlog_reader"
+ANALYST = "auditlog_analyst"
+ROLES: tuple[str, ...] = (WRITER, READER, ANALYST)
+ROLE_ALIASES = {"writer": WRITER, "reader": READER, "analyst": ANALYST}
+
+FLAT_VIEW = "audit_events_flat"
+DAILY_COUNTS = "audit_daily_counts"
+CATALOG_TABLE = "catalog_actions"
+
+#: Tables the consumer may read besides inserting events: its per-partition offset watermarks
+#: (consumer migration 0010). SELECT only.
+WRITER_READABLE: tuple[str, ...] = ("audit_events_offsets",)
+#: Tables (and views) analysts may read.
+ANALYST_TABLES: tuple[str, ...] = (EVENTS_TABLE, FLAT_VIEW, DAILY_COUNTS, CATALOG_TABLE)
+#: Tables that carry ``org_id`` and get the per-org row policies (views inherit them: SQL SECURITY INVOKER).
+ORG_SCOPED_TABLES: tuple[str, ...] = (EVENTS_TABLE, DAILY_COUNTS)
+#: Privileges no auditlog role may ever hold on the events (checked by the tests).
+FORBIDDEN_PRIVILEGES: tuple[str, ...] = ("ALTER", "DELETE", "TRUNCATE", "DROP", "OPTIMIZE", "ALL", "UPDATE")
+
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def check_ident(name: str, what: str = "identifier") -> str:
+    """``name`` if it is a plain SQL identifier, else ValueError."""
+    if not IDENT.match(name):
+        raise ValueError(f"invalid {what} {name!r}: letters, digits and '_' only, not starting with a digit")
+    return name
+
+
+def sql_literal(value: str) -> str:
+    """A ClickHouse string literal for ``value`` (for DDL that cannot take bound parameters)."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("control characters are not allowed in access-control literals")
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _on_cluster(cluster: str | None) -> str:
+    return f" ON CLUSTER {check_ident(cluster, 'cluster name')}" if cluster else ""
+
+
+def role_statements(database: str, cluster: str | None = None) -> list[str]:
+    """The idempotent SQL that creates and grants the three roles for ``database``."""
+    db = check_ident(database, "database name")
+    oc = _on_cluster(cluster)
+    stmts = [f"CREATE ROLE IF NOT EXISTS {role}{oc}" for role in ROLES]
+    # Read-only roles: readonly = 2 forbids every write/DDL but allows per-query settings (limits, formats).
+    stmts += [f"ALTER ROLE {role}{oc} SETTINGS readonly = 2 CONST" for role in (READER, ANALYST)]
+    stmts.append(f"GRANT{oc} INSERT ON {db}.{EVENTS_TABLE} TO {WRITER}")
+    stmts += [f"GRANT{oc} SELECT ON {db}.{t} TO {WRITER}" for t in WRITER_READABLE]
+    stmts.append(f"GRANT{oc} SELECT ON {db}.* TO {READER}")
+    stmts += [f"GRANT{oc} SELECT ON {db}.{t} TO {ANALYST}" for t in ANALYST_TABLES]
+    on_tables = ", ".join(f"{db}.{t}" for t in ORG_SCOPED_TABLES)
+    stmts.append(
+        f"CREATE ROW POLICY OR REPLACE auditlog_reader_all_rows{oc} ON {on_tables} "
+        f"AS PERMISSIVE FOR SELECT USING 1 TO {READER}"
+    )
+    stmts.append(
+        f"CREATE ROW POLICY OR REPLACE auditlog_analyst_no_org{oc} ON {on_tables} "
+        f"AS PERMISSIVE FOR SELECT USING 0 TO {ANALYST}"
+    )
+    return stmts
+
+
+def _identified(password: str | None, password_sha256: str | None) -> str:
+    if password_sha256 is not None:
+        if not _HEX64.match(password_sha256):
+            raise ValueError("password_sha256 must be 64 hex digits (sha256 of the password)")
+        return f"IDENTIFIED WITH sha256_hash BY {sql_literal(password_sha256.lower())}"
+    if password is not None:
+        if not password:
+            raise ValueError("empty password")
+        return f"IDENTIFIED WITH sha256_hash BY {sql_literal(hashlib.sha256(password.encode()).hexdigest())}"
+    raise ValueError("a password or its sha256 is required")
+
+
+def service_user_statements(
+    user: str,
+    role: str,
+    *,
+    password: str | None = None,
+    password_sha256: str | None = None,
+    cluster: str | None = None,
+) -> list[str]:
+    """SQL for a service account (the consumer: ``writer``; the API: ``reader``) holding one role.
+
+    The password is sent as its SHA-256 only (``sha256_hash``), never in clear text.
+    """
+    u = check_ident(user, "user name")
+    r = ROLE_ALIASES.get(role, role)
+    if r not in (WRITER, READER):
+        raise ValueError(f"service users hold {WRITER} or {READER}, not {role!r}")
+    oc = _on_cluster(cluster)
+    ident = _identified(password, password_sha256)
+    return [
+        f"CREATE USER IF NOT EXISTS {u}{oc} {ident}",
+        f"ALTER USER {u}{oc} {ident}",
+        f"GRANT{oc} {r} TO {u}",
+        f"ALTER USER {u}{oc} DEFAULT ROLE {r}",
+    ]
+
+
+def analyst_policy_name(user: str) -> str:
+    return f"auditlog_org_{check_ident(user, 'user name')}"
+
+
+def analyst_user_statements(
+    database: str,
+    user: str,
+    org_id: str,
+    *,
+    password: str | None = None,
+    password_sha256: str | None = None,
+    cluster: str | None = None,
+) -> list[str]:
+    """SQL for an analyst user who sees one org's rows only (run after :func:`role_statements`)."""
+    db = check_ident(database, "database name")
+    u = check_ident(user, "user name")
+    if not 1 <= len(org_id) <= 128:
+        raise ValueError("org_id must be 1-128 characters")
+    oc = _on_cluster(cluster)
+    ident = _identified(password, password_sha256)
+    on_tables = ", ".join(f"{db}.{t}" for t in ORG_SCOPED_TABLES)
+    return [
+        f"CREATE USER IF NOT EXISTS {u}{oc} {ident}",
+        f"ALTER USER {u}{oc} {ident}",
+        f"GRANT{oc} {ANALYST} TO {u}",
+        f"ALTER USER {u}{oc} DEFAULT ROLE {ANALYST}",
+        f"CREATE ROW POLICY OR REPLACE {analyst_policy_name(u)}{oc} ON {on_tables} "
+        f"AS PERMISSIVE FOR SELECT USING org_id = {sql_literal(org_id)} TO {u}",
+    ]
+
+
+def drop_analyst_statements(user: str, database: str, cluster: str | None = None) -> list[str]:
+    """SQL that removes an analyst user and its org policy."""
+    db = check_ident(database, "database name")
+    u = check_ident(user, "user name")
+    oc = _on_cluster(cluster)
+    on_tables = ", ".join(f"{db}.{t}" for t in ORG_SCOPED_TABLES)
+    return [f"DROP ROW POLICY IF EXISTS {analyst_policy_name(u)}{oc} ON {on_tables}", f"DROP USER IF EXISTS {u}{oc}"]
+
+
+def granted_privileges(statements: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(privilege, object, grantee) for every ``GRANT <privileges> ON <object> TO <grantee>`` statement."""
+    out = []
+    rx = re.compile(r"^GRANT(?: ON CLUSTER \w+)? (.+?) ON (\S+) TO (\w+)$")
+    for s in statements:
+        m = rx.match(s)
+        if m:
+            for priv in m.group(1).split(","):
+                out.append((priv.strip().upper(), m.group(2), m.group(3)))
+    return out
+
+
+def can_manage_access(client: object) -> bool:
+    """Whether this connection can create roles: a writable access storage and the CREATE ROLE grant.
+
+    False on chDB (no writable user directory, no access management) and for non-admin users.
+    """
+    from clickhouse_connect.driver.client import Client
+
+    assert isinstance(client, Client)
+    try:
+        dirs = client.query(
+            "SELECT count() FROM system.user_directories WHERE type IN ('local_directory', 'replicated', 'memory')"
+        ).result_rows[0][0]
+        if not dirs:
+            return False
+        return bool(client.query("CHECK GRANT CREATE ROLE ON *.*").result_rows[0][0])
+    except Exception:  # any refusal means "not an admin connection"
+        return False
+
+
+# ----- command line -------------------------------------------------------------------------------------
+def _password_args(args: argparse.Namespace) -> dict[str, str | None]:
+    pw = os.environ.get(args.password_env) if args.password_env else None
+    if args.password_env and not pw:
+        raise SystemExit(f"environment variable {args.password_env} is empty or unset")
+    return {"password": pw, "password_sha256": args.password_sha256}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from auditlog.settings import Settings
+
+    p = argparse.ArgumentParser(prog="python -m auditlog.roles", description=__doc__.split("\n\n")[0])
+    p.add_argument("--database", default=None, help="database [AUDITLOG_CLICKHOUSE_DATABASE]")
+    p.add_argument("--cluster", default=None, help="add ON CLUSTER <name>")
+    p.add_argument("--apply", action="store_true", help="execute on AUDITLOG_CLICKHOUSE_URL instead of printing")
+    sub = p.add_subparsers(dest="what", required=True)
+    sub.add_parser("roles", help="the three roles, their grants and row policies")
+    for name in ("analyst", "service"):
+        sp = sub.add_parser(name, help=f"a {name} user")
+        sp.add_argument("--user", required=True)
+        sp.add_argument("--password-env", default=None, help="name of the environment variable holding the password")
+        sp.add_argument("--password-sha256", default=None, help="sha256 hex of the password")
+        if name == "analyst":
+            sp.add_argument("--org", required=True, help="the only org_id this analyst may read")
+        else:
+            sp.add_argument("--role", required=True, choices=["writer", "reader"])
+    args = p.parse_args(argv)
+    settings = Settings()
+    database = args.database or settings.clickhouse_database
+    if args.what == "roles":
+        stmts = role_statements(database, args.cluster)
+    elif args.what == "analyst":
+        stmts = analyst_user_statements(database, args.user, args.org, cluster=args.cluster, **_password_args(args))
+    else:
+        stmts = service_user_statements(args.user, args.role, cluster=args.cluster, **_password_args(args))
+    if not args.apply:
+        print(";\n".join(stmts) + ";")
+        return 0
+    from auditlog.store import connect
+
+    client = connect(settings.store_url)
+    try:
+        for s in stmts:
+            client.command(s)
+    finally:
+        client.close()
+    print(f"applied {len(stmts)} statements to {database}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
