@@ -34,8 +34,9 @@ FROM {db}.audit_events
 GROUP BY day, org_id, workspace_id, scope, category, action, status;
 
 -- Backfill what was stored before the view existed (an upgrade of a database that already holds events).
--- Runs once: migrations are claimed by one migrator (auditlog.store.migrate); rows received after the
--- view was created are counted by the view itself.
+-- Runs once: each migration is claimed by one migrator (auditlog.store.migrate). A batch inserted by a
+-- running consumer between the view's creation and this statement would be counted twice: run migrate
+-- before the consumers start (deploy/compose.yaml does; `auditlog up` migrates before consuming).
 INSERT INTO {db}.audit_daily_counts
 SELECT
     toDate(occurred_at) AS day,
@@ -47,9 +48,4 @@ SELECT
     status,
     count() AS events
 FROM {db}.audit_events FINAL
-WHERE received_at < (
-    SELECT toDateTime64(max(metadata_modification_time), 3, 'UTC')
-    FROM system.tables
-    WHERE database = '{db}' AND name = 'audit_daily_counts_mv'
-)
 GROUP BY day, org_id, workspace_id, scope, category, action, status;
