@@ -1,0 +1,94 @@
+"""Per-partition batch buffer: the unit of insert, dead-lettering and commit.
+
+Contract:
+- a :class:`PartitionBatch` covers one *contiguous* range of offsets ``first..last`` of one partition; every
+  message of the range is in exactly one of ``rows`` (valid, to store), ``dead`` (invalid, to dead-letter) or
+  was skipped (already stored / dead-lettered before a crash: see the watermarks in :mod:`consumers.worker`);
+- after its rows are stored and its dead letters acknowledged, the commit offset is ``last + 1``;
+- :meth:`PartitionBatch.dedup_token` is ``"{topic}:{partition}:{first}-{last}"``: a retried insert of the
+  same range is dropped by ClickHouse (``insert_deduplication_token``).
+- :class:`BatchBuffer` holds at most one open batch per partition, never mixes partitions, and reports which
+  batches are due (size or age).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from consumers.decode import DeadLetter
+
+
+@dataclass(slots=True)
+class PartitionBatch:
+    tp: TopicPartition
+    first: int
+    last: int = -1
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    skipped: int = 0
+    created: float = field(default_factory=time.monotonic)
+
+    def add_row(self, offset: int, row: tuple[Any, ...]) -> None:
+        self.rows.append(row)
+        self.last = offset
+
+    def add_dead(self, offset: int, dead: DeadLetter) -> None:
+        self.dead.append(dead)
+        self.last = offset
+
+    def add_skipped(self, offset: int) -> None:
+        self.skipped += 1
+        self.last = offset
+
+    @property
+    def messages(self) -> int:
+        return len(self.rows) + len(self.dead) + self.skipped
+
+    @property
+    def commit_offset(self) -> int:
+        return self.last + 1
+
+    def dedup_token(self) -> str:
+        return f"{self.tp.topic}:{self.tp.partition}:{self.first}-{self.last}"
+
+
+class BatchBuffer:
+    """Open batches by partition."""
+
+    def __init__(self) -> None:
+        self._open: dict[TopicPartition, PartitionBatch] = {}
+
+    def batch_for(self, tp: TopicPartition, offset: int) -> PartitionBatch:
+        b = self._open.get(tp)
+        if b is None:
+            b = self._open[tp] = PartitionBatch(tp, first=offset)
+        return b
+
+    def due(self, max_rows: int, max_seconds: float, now: float | None = None) -> list[TopicPartition]:
+        now = time.monotonic() if now is None else now
+        return [
+            tp for tp, b in self._open.items() if b.messages >= max_rows or now - b.created >= max_seconds
+        ]
+
+    def take(self, tp: TopicPartition) -> PartitionBatch | None:
+        return self._open.pop(tp, None)
+
+    def drop(self, tps: Iterable[TopicPartition]) -> int:
+        """Forget open batches (partitions no longer owned); returns the messages dropped (not committed)."""
+        n = 0
+        for tp in list(tps):
+            b = self._open.pop(tp, None)
+            n += b.messages if b else 0
+        return n
+
+    def partitions(self) -> list[TopicPartition]:
+        return list(self._open)
+
+    @property
+    def messages(self) -> int:
+        return sum(b.messages for b in self._open.values())

@@ -1,0 +1,62 @@
+"""Inserter step: every store call of one worker runs in ONE dedicated thread with that thread's own client.
+
+Contract:
+- chDB must never share a connection across threads: this class owns a single-thread executor and only that
+  thread calls ``store.client()``; the asyncio loop awaits the futures (fetching overlaps inserting);
+- :meth:`Inserter.insert` writes one partition range as one column-oriented INSERT with
+  ``insert_deduplication_token = "{topic}:{partition}:{first}-{last}"``. ClickHouse drops a block whose token
+  it has seen (plain MergeTree: only with the table setting ``non_replicated_deduplication_window`` > 0,
+  which ``audit_events`` has; Replicated*MergeTree: ``replicated_deduplication_window`` is on by default).
+  So a retry of a range whose first attempt did land (timeout after success) stores nothing twice;
+- :meth:`Inserter.stored_watermarks` returns, per partition of a topic, the highest stored ``kafka_offset``
+  (from the ``audit_events_offsets`` aggregate kept by migration 0010's materialized view);
+- errors propagate unchanged: the caller retries with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from auditlog.store import Store
+from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
+
+OFFSETS_TABLE = "audit_events_offsets"
+
+
+class Inserter:
+    def __init__(self, store: Store, *, dedup: bool = True, name: str = "auditlog-inserter") -> None:
+        self.store = store
+        self.dedup = dedup
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def insert(self, rows: list[tuple[Any, ...]], token: str) -> int:
+        return int(await self._run(self._insert, rows, token))
+
+    def _insert(self, rows: list[tuple[Any, ...]], token: str) -> int:
+        if not rows:
+            return 0
+        columns = list(zip(*rows, strict=True))
+        settings = {"insert_deduplication_token": token} if self.dedup else {}
+        self.store.client().insert(
+            EVENTS_TABLE, columns, column_names=list(EVENT_COLUMNS), column_oriented=True, settings=settings
+        )
+        return len(rows)
+
+    async def stored_watermarks(self, topic: str) -> dict[int, int]:
+        return dict(await self._run(self._watermarks, topic))
+
+    def _watermarks(self, topic: str) -> dict[int, int]:
+        res = self.store.client().query(
+            f"SELECT kafka_partition, max(max_offset) FROM {OFFSETS_TABLE} "
+            "WHERE kafka_topic = {topic:String} GROUP BY kafka_partition",
+            parameters={"topic": topic},
+        )
+        return {int(p): int(o) for p, o in res.result_rows}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
