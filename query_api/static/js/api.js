@@ -1,0 +1,98 @@
+// The read API client (API.md). Every call carries the bearer token; errors become ApiError with the
+// server's {"error": {"code", "message", "field"}} when present.
+
+import { getToken } from "./auth.js";
+
+export class ApiError extends Error {
+  constructor(status, code, message, field) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.field = field || null;
+  }
+}
+
+let onUnauthorized = () => {};
+
+/** Called with the ApiError whenever the API answers 401 (the page brings back the sign-in prompt). */
+export function setUnauthorizedHandler(fn) {
+  onUnauthorized = fn;
+}
+
+/** URLSearchParams from an object; arrays repeat the key; empty values are dropped. */
+export function toQuery(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params || {})) {
+    if (Array.isArray(v)) v.filter((x) => x !== "" && x != null).forEach((x) => q.append(k, x));
+    else if (v !== "" && v !== null && v !== undefined) q.append(k, String(v));
+  }
+  return q;
+}
+
+async function errorFrom(resp) {
+  let code = `http_${resp.status}`;
+  let message = `${resp.status} ${resp.statusText || "error"}`;
+  let field = null;
+  try {
+    const body = await resp.json();
+    const e = body && (body.error || body);
+    if (e && typeof e === "object") {
+      if (e.code) code = String(e.code);
+      if (e.message) message = String(e.message);
+      else if (typeof e.detail === "string") message = e.detail;
+      if (e.field) field = String(e.field);
+    }
+  } catch {
+    /* not JSON */
+  }
+  return new ApiError(resp.status, code, message, field);
+}
+
+/** GET path?params with the token; returns the Response (ok) or throws ApiError. */
+export async function request(path, params, { signal } = {}) {
+  const q = toQuery(params).toString();
+  let resp;
+  try {
+    resp = await fetch(q ? `${path}?${q}` : path, {
+      headers: { Authorization: `Bearer ${getToken()}`, Accept: "application/json" },
+      signal,
+      cache: "no-store",
+    });
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    throw new ApiError(0, "network_error", "Cannot reach the audit-log API. Check your connection and try again.");
+  }
+  if (!resp.ok) {
+    const err = await errorFrom(resp);
+    if (resp.status === 401) onUnauthorized(err);
+    throw err;
+  }
+  return resp;
+}
+
+export async function getJson(path, params, opts) {
+  const resp = await request(path, params, opts);
+  return resp.json();
+}
+
+export const api = {
+  catalog: () => getJson("/v1/catalog"),
+  events: (params, opts) => getJson("/v1/events", params, opts),
+  event: (id) => getJson(`/v1/events/${encodeURIComponent(id)}`),
+  actors: (prefix, opts) => getJson("/v1/actors", { prefix }, opts),
+  stats: (params, opts) => getJson("/v1/stats", params, opts),
+  /** The export as {blob, filename}; the bearer header is why this is a fetch and not a link. */
+  async export(params, format) {
+    const resp = await request("/v1/events/export", { ...params, format });
+    const cd = resp.headers.get("Content-Disposition") || "";
+    const m = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(cd);
+    const filename = m ? decodeURIComponent(m[1]) : `audit-log.${format === "ndjson" ? "ndjson" : "csv"}`;
+    return { blob: await resp.blob(), filename };
+  },
+};
+
+/** Which permission a 403 is about, for a message a person can act on. */
+export function missingPermission(err, fallback = "audit:read") {
+  const m = /audit:[a-z_]+/.exec(err && err.message ? err.message : "");
+  return m ? m[0] : fallback;
+}
