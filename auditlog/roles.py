@@ -60,6 +60,10 @@ WRITER_READABLE: tuple[str, ...] = ("audit_events_offsets",)
 ANALYST_TABLES: tuple[str, ...] = (EVENTS_TABLE, FLAT_VIEW, DAILY_COUNTS, CATALOG_TABLE)
 #: Tables that carry ``org_id`` and get the per-org row policies (views inherit them: SQL SECURITY INVOKER).
 ORG_SCOPED_TABLES: tuple[str, ...] = (EVENTS_TABLE, DAILY_COUNTS)
+#: Settings of the read-only roles (reader, analyst), CONST so a session cannot lift them. readonly = 2
+#: rejects INSERT/ALTER/DELETE/TRUNCATE/DROP/CREATE but still allows per-query settings (limits, formats).
+#: The API can also open its own connections with these settings as a second guard (works on chDB too).
+READONLY_SETTINGS: dict[str, int] = {"readonly": 2}
 #: Privileges no auditlog role may ever hold on the events (checked by the tests).
 FORBIDDEN_PRIVILEGES: tuple[str, ...] = ("ALTER", "DELETE", "TRUNCATE", "DROP", "OPTIMIZE", "ALL", "UPDATE")
 
@@ -90,8 +94,8 @@ def role_statements(database: str, cluster: str | None = None) -> list[str]:
     db = check_ident(database, "database name")
     oc = _on_cluster(cluster)
     stmts = [f"CREATE ROLE IF NOT EXISTS {role}{oc}" for role in ROLES]
-    # Read-only roles: readonly = 2 forbids every write/DDL but allows per-query settings (limits, formats).
-    stmts += [f"ALTER ROLE {role}{oc} SETTINGS readonly = 2 CONST" for role in (READER, ANALYST)]
+    ro = ", ".join(f"{k} = {int(v)} CONST" for k, v in READONLY_SETTINGS.items())
+    stmts += [f"ALTER ROLE {role}{oc} SETTINGS {ro}" for role in (READER, ANALYST)]
     stmts.append(f"GRANT{oc} INSERT ON {db}.{EVENTS_TABLE} TO {WRITER}")
     stmts += [f"GRANT{oc} SELECT ON {db}.{t} TO {WRITER}" for t in WRITER_READABLE]
     stmts.append(f"GRANT{oc} SELECT ON {db}.* TO {READER}")
