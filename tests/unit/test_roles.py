@@ -104,7 +104,7 @@ def test_chdb_cannot_manage_access(store: Store) -> None:
     """Measured fact (see module doc): if chDB ever gains access storage, this test says so."""
     c = store.client()
     assert roles.can_manage_access(c) is False
-    with pytest.raises(Exception, match="ACCESS_DENIED|ACCESS_STORAGE|Not enough privileges"):
+    with pytest.raises(Exception, match=r"ACCESS_DENIED|ACCESS_STORAGE|Not enough privileges"):
         c.command("CREATE ROLE IF NOT EXISTS auditlog_probe_role")
     assert migrate(store, roles=None) == []  # auto: skipped on chDB
     with pytest.raises(RuntimeError, match="cannot create roles"):
@@ -127,7 +127,7 @@ def test_readonly_role_setting_blocks_every_mutation(store: Store) -> None:
             "DROP TABLE audit_events",
             "SET readonly = 0",
         ):
-            with pytest.raises(Exception, match="READONLY|readonly"):
+            with pytest.raises(Exception, match=r"READONLY|readonly"):
                 ro.command(stmt)
     finally:
         ro.close()
