@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
     INDEX idx_actor_ip actor_ip TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX idx_target_id target_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX idx_event_id event_id TYPE bloom_filter(0.001) GRANULARITY 4,
-    INDEX idx_search lower(concat(ifNull(actor_email, ''), ' ', ifNull(target_id, ''), ' ', ifNull(target_name, ''), ' ', description))
+    INDEX idx_search lowerUTF8(concat(ifNull(actor_email, ''), ' ', ifNull(target_id, ''), ' ', ifNull(target_name, ''), ' ', description))
         TYPE ngrambf_v1(3, 65536, 3, 0) GRANULARITY 4
 )
 ENGINE = ReplacingMergeTree

@@ -1,0 +1,40 @@
+"""``/v1/actors`` (e-mail autocomplete) and ``/v1/stats`` (histogram and top groups)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+
+from query_api import actors, stats
+from query_api.api_events import ERRORS
+from query_api.deps import StoreDep
+from query_api.errors import invalid
+from query_api.filters import Filters, clean_text
+from query_api.models import ActorPage, StatsOut
+from query_api.scoping import ScopedFilters, TenantScope
+
+router = APIRouter(prefix="/v1", tags=["insights"])
+
+
+@router.get("/actors", response_model=ActorPage, responses=ERRORS, summary="Autocomplete of actor e-mails")
+async def suggest_actors(
+    sq: TenantScope, store: StoreDep,
+    prefix: Annotated[str, Query(description=f"at least {actors.MIN_PREFIX} characters", max_length=254)],
+) -> dict[str, object]:
+    p = clean_text("prefix", prefix.strip())
+    if p is None or len(p) < actors.MIN_PREFIX:
+        raise invalid("prefix", f"prefix needs at least {actors.MIN_PREFIX} characters")
+    return {"data": await run_in_threadpool(actors.suggest, store, sq, p), "next_cursor": None}
+
+
+@router.get("/stats", response_model=StatsOut, responses=ERRORS,
+            summary="Counts per hour/day and status; optional top e-mails or IPs")
+async def get_stats(
+    sq: ScopedFilters, filters: Filters, store: StoreDep,
+    interval: Annotated[stats.Interval, Query(description="bucket size")] = "day",
+    group_by: Annotated[stats.GroupBy | None, Query(description="also count per actor_email or ip")] = None,
+    top: Annotated[int, Query(ge=1, le=100, description="how many groups")] = 10,
+) -> dict[str, object]:
+    return await run_in_threadpool(stats.compute, store, sq, filters.start, filters.end, interval, group_by, top)

@@ -1,0 +1,57 @@
+"""Reads of ``audit_events`` for the list and detail endpoints (one thread's client per call).
+
+Contract:
+- every function takes a :class:`~query_api.scoping.ScopedQuery` (tenant scope always applied) and reads
+  ``audit_events FINAL`` so a re-sent event_id is seen once;
+- :func:`list_page` returns at most ``limit`` events newest first by (occurred_at, event_id) and the position
+  of the last one when more rows follow (for the next cursor);
+- returned datetimes are timezone-aware UTC (chDB hands back naive UTC values).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from auditlog.store import Store
+from query_api.scoping import ScopedQuery
+from schemas.catalog import Catalog
+from schemas.rows import EVENTS_TABLE, row_to_public
+
+SELECT_COLUMNS = ("org_id, occurred_at, event_id, schema_version, workspace_id, scope, category, action, status, "
+                  "actor_id, actor_email, actor_type, actor_ip, actor_user_agent, target_type, target_id, "
+                  "target_name, description, detail, source, request_id, received_at")
+ORDER = "ORDER BY occurred_at DESC, event_id DESC"
+
+
+def as_utc(row: dict[str, Any]) -> dict[str, Any]:
+    for k in ("occurred_at", "received_at"):
+        v = row.get(k)
+        if isinstance(v, datetime) and v.tzinfo is None:
+            row[k] = v.replace(tzinfo=UTC)
+    return row
+
+
+def list_page(store: Store, sq: ScopedQuery, catalog: Catalog, limit: int
+              ) -> tuple[list[dict[str, Any]], tuple[datetime, uuid.UUID] | None]:
+    sql = (f"SELECT {SELECT_COLUMNS} FROM {EVENTS_TABLE} FINAL WHERE {sq.where()} {ORDER} "
+           "LIMIT {lim:UInt32}")
+    res = store.client().query(sql, parameters={**sq.params, "lim": limit + 1})
+    rows = [as_utc(r) for r in res.named_results()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = (rows[-1]["occurred_at"], rows[-1]["event_id"]) if more and rows else None
+    return [row_to_public(r, catalog, with_detail=True) for r in rows], last
+
+
+def get_event(store: Store, sq: ScopedQuery, catalog: Catalog, event_id: uuid.UUID) -> dict[str, Any] | None:
+    sq.add("event_id = {e_id:UUID}", e_id=event_id)
+    sql = f"SELECT {SELECT_COLUMNS} FROM {EVENTS_TABLE} FINAL WHERE {sq.where()} {ORDER} LIMIT 1"
+    rows = list(store.client().query(sql, parameters=sq.params).named_results())
+    return row_to_public(as_utc(rows[0]), catalog, with_detail=True) if rows else None
+
+
+def count(store: Store, sq: ScopedQuery) -> int:
+    sql = f"SELECT count() FROM {EVENTS_TABLE} FINAL WHERE {sq.where()}"
+    return int(store.client().query(sql, parameters=sq.params).result_rows[0][0])

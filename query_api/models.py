@@ -1,0 +1,119 @@
+"""Response models of the read API (they shape ``/openapi.json``). Request parameters live in ``filters.py``.
+
+Families: events (:class:`EventOut`, :class:`EventPage`), autocomplete (:class:`ActorOut`, :class:`ActorPage`),
+stats (:class:`StatsOut`), catalog (:class:`CatalogOut`), health (:class:`Health`). Errors: ``errors.ErrorBody``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ActorOut(BaseModel):
+    id: str
+    email: str | None = None
+    type: Literal["user", "service", "system"]
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+class TargetOut(BaseModel):
+    type: str | None = None
+    id: str | None = None
+    name: str | None = None
+
+
+class EventOut(BaseModel):
+    """A stored event: every field of EVENT.md, ``received_at``, and the catalog labels."""
+
+    schema_version: int = 1
+    event_id: str
+    occurred_at: str = Field(description="RFC 3339 UTC with milliseconds")
+    org_id: str
+    workspace_id: str | None = None
+    scope: str
+    scope_label: str
+    category: str
+    category_label: str
+    action: str
+    action_label: str
+    status: Literal["SUCCESS", "FAILED"]
+    actor: ActorOut
+    target: TargetOut
+    description: str
+    detail: dict[str, Any] | None = None
+    source: str | None = None
+    request_id: str | None = None
+    received_at: str
+
+
+class EventPage(BaseModel):
+    data: list[EventOut]
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next (older) page; null at the end")
+
+
+class ActorSuggestion(BaseModel):
+    email: str
+    last_seen: str = Field(description="RFC 3339 UTC with milliseconds")
+
+
+class ActorPage(BaseModel):
+    data: list[ActorSuggestion]
+    next_cursor: None = None
+
+
+class Bucket(BaseModel):
+    start: str
+    total: int
+    success: int
+    failed: int
+
+
+class TopGroup(BaseModel):
+    key: str
+    total: int
+    success: int
+    failed: int
+    first_seen: str
+    last_seen: str
+
+
+class StatsOut(BaseModel):
+    interval: Literal["hour", "day"]
+    start: str
+    end: str
+    total: int
+    success: int
+    failed: int
+    buckets: list[Bucket]
+    group_by: Literal["actor_email", "ip"] | None = None
+    top: list[TopGroup]
+
+
+class ActionOut(BaseModel):
+    code: str
+    label: str
+
+
+class CategoryOut(BaseModel):
+    code: str
+    label: str
+    actions: list[ActionOut]
+
+
+class ScopeOut(BaseModel):
+    code: str
+    label: str
+    categories: list[CategoryOut]
+
+
+class CatalogOut(BaseModel):
+    scopes: list[ScopeOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    store: Literal["ok", "unreachable"] | None = None
+    consumer: dict[str, Any] | None = None

@@ -1,0 +1,60 @@
+"""Prometheus metrics and structlog access logs of the API (an ASGI middleware).
+
+Contract:
+- metrics live in prometheus_client's default REGISTRY (the embedded consumer registers its own there too), are
+  created once per process, and are labelled by route template (``/v1/events/{event_id}``), never by raw path:
+  ``auditlog_api_requests_total{method,route,status}``, ``auditlog_api_request_seconds{method,route}``
+  (until the last body byte, so exports count fully), ``auditlog_api_rows_exported_total{format}``;
+- one ``api.request`` log line per request: method, route, path, status, ms, client, and the caller's ``sub`` /
+  ``org_id`` when authenticated. Headers and the query string are not logged (no tokens, no e-mails).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from auditlog.logs import get_logger
+
+log = get_logger("query_api.access")
+
+REQUESTS = Counter("auditlog_api_requests_total", "API requests", ["method", "route", "status"])
+LATENCY = Histogram("auditlog_api_request_seconds", "API request duration until the last byte", ["method", "route"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120))
+ROWS_EXPORTED = Counter("auditlog_api_rows_exported_total", "Rows streamed by exports", ["format"])
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - t0
+            route_obj: Any = scope.get("route")
+            route = getattr(route_obj, "path", None) or "unmatched"
+            REQUESTS.labels(scope["method"], route, str(status)).inc()
+            LATENCY.labels(scope["method"], route).observe(elapsed)
+            principal = getattr(scope.get("state", {}).get("principal"), "sub", None) if isinstance(
+                scope.get("state"), dict) else None
+            org = getattr(scope.get("state", {}).get("principal"), "org_id", None) if principal else None
+            client = scope.get("client")
+            log.info("api.request", method=scope["method"], route=route, path=scope.get("path"), status=status,
+                     ms=round(elapsed * 1000, 1), client=client[0] if client else None, sub=principal, org_id=org)

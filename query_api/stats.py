@@ -1,0 +1,71 @@
+"""Counts for the page's histogram and for spotting spikes (``GET /v1/stats``).
+
+Contract of :func:`compute`:
+- ``buckets``: one entry per hour/day (UTC) from the bucket holding ``start`` to the one holding ``end``,
+  dense (empty buckets count 0), each with total/success/failed;
+- ``top`` (when ``group_by`` is ``actor_email`` or ``ip``): the ``top`` groups with the most events in the
+  filtered view, most first, with their failed count and first/last time (rows without that value are left out);
+- totals over the whole filtered view. All counts read ``audit_events FINAL`` (a re-sent event counts once).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from auditlog.store import Store
+from query_api.errors import invalid
+from query_api.scoping import ScopedQuery
+from schemas.event import format_ts
+from schemas.rows import EVENTS_TABLE
+
+Interval = Literal["hour", "day"]
+GroupBy = Literal["actor_email", "ip"]
+_BUCKET_SQL = {"hour": "toStartOfHour(occurred_at, 'UTC')", "day": "toStartOfDay(occurred_at, 'UTC')"}
+_STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+_GROUP_COLUMN = {"actor_email": "actor_email", "ip": "actor_ip"}
+MAX_BUCKETS = 10_000
+
+
+def _floor(ts: datetime, interval: str) -> datetime:
+    ts = ts.astimezone(UTC)
+    ts = ts.replace(minute=0, second=0, microsecond=0)
+    return ts.replace(hour=0) if interval == "day" else ts
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def compute(store: Store, sq: ScopedQuery, start: datetime, end: datetime, interval: str,
+            group_by: str | None, top: int) -> dict[str, Any]:
+    first, last = _floor(start, interval), _floor(end, interval)
+    n_buckets = (last - first) // _STEP[interval] + 1
+    if n_buckets > MAX_BUCKETS:
+        raise invalid("interval", f"{n_buckets} {interval} buckets exceed {MAX_BUCKETS}; narrow the range or use "
+                                  "interval=day")
+    client = store.client()
+    where, params = sq.where(), sq.params
+    sql = (f"SELECT {_BUCKET_SQL[interval]} AS b, count(), countIf(status = 'SUCCESS'), countIf(status = 'FAILED') "
+           f"FROM {EVENTS_TABLE} FINAL WHERE {where} GROUP BY b ORDER BY b")
+    counts = {_utc(b): (int(t), int(s), int(f)) for b, t, s, f in client.query(sql, parameters=params).result_rows}
+    buckets = []
+    tot = [0, 0, 0]
+    for i in range(n_buckets):
+        b = first + i * _STEP[interval]
+        t, s, f = counts.get(b, (0, 0, 0))
+        tot = [tot[0] + t, tot[1] + s, tot[2] + f]
+        buckets.append({"start": format_ts(b), "total": t, "success": s, "failed": f})
+    out: dict[str, Any] = {"interval": interval, "start": format_ts(start), "end": format_ts(end),
+                           "total": tot[0], "success": tot[1], "failed": tot[2], "buckets": buckets,
+                           "group_by": group_by, "top": []}
+    if group_by is not None:
+        col = _GROUP_COLUMN[group_by]
+        gsql = (f"SELECT {col} AS k, count() AS n, countIf(status = 'SUCCESS'), countIf(status = 'FAILED'), "
+                f"min(occurred_at), max(occurred_at) FROM {EVENTS_TABLE} FINAL WHERE {where} AND {col} IS NOT NULL "
+                "GROUP BY k ORDER BY n DESC, k LIMIT {g_top:UInt32}")
+        rows = client.query(gsql, parameters={**params, "g_top": top}).result_rows
+        out["top"] = [{"key": k, "total": int(n), "success": int(s), "failed": int(f),
+                       "first_seen": format_ts(_utc(a)), "last_seen": format_ts(_utc(z))}
+                      for k, n, s, f, a, z in rows]
+    return out

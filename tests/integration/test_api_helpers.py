@@ -1,0 +1,47 @@
+"""Shared helpers of the API tests (no tests here): storing events, an app client, tokens."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from auditlog.settings import Settings
+from auditlog.store import Store
+from query_api.app import create_app
+from query_api.auth import mint_token
+from schemas.event import parse_event
+from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+
+_offsets = itertools.count()
+
+
+def store_events(store: Store, events: Iterable[dict[str, Any]]) -> int:
+    """Validate and insert events straight into ClickHouse (for tests that are not about the pipeline)."""
+    now = datetime.now(UTC)
+    rows = [event_row(parse_event(e), now, "direct", 0, next(_offsets)) for e in events]
+    if rows:
+        store.client().insert(EVENTS_TABLE, rows, column_names=list(EVENT_COLUMNS))
+    return len(rows)
+
+
+def token(settings: Settings, *, org: str = "acme", role: str = "org_owner", workspaces: list[str] | None = None,
+          permissions: tuple[str, ...] = ("audit:read", "audit:export"), sub: str = "u-test",
+          email: str = "tester@acme.example", ttl: int = 3600) -> str:
+    assert settings.jwt_secret
+    return mint_token(settings.jwt_secret, sub=sub, email=email, org_id=org, role=role, workspaces=workspaces,
+                      permissions=list(permissions), ttl_seconds=ttl)
+
+
+def auth(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+@pytest.fixture
+def api(settings: Settings, store: Store) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, store), raise_server_exceptions=False) as c:
+        yield c
