@@ -48,7 +48,7 @@ class DecodeStep:
             return event_row(ev, received_at, record.topic, record.partition, record.offset)
         except EventError as exc:
             return self._dead(record, exc.field, exc.reason)
-        except Exception as exc:  # noqa: BLE001 - a validator bug must not kill the worker or lose the message
+        except Exception as exc:  # a validator bug must not kill the worker or lose the message
             return self._dead(record, "message", f"unexpected validation error ({type(exc).__name__}: {exc})")
 
     @staticmethod

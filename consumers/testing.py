@@ -8,42 +8,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from auditlog.store import Store
+from consumers.topic_reader import read_topic
 from consumers.worker import ConsumerWorker
-
-
-async def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
-    """Every record of ``topic`` (all partitions, from the start up to each high watermark)."""
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                         max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
-    await c.start()
-    try:
-        parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        c.assign(tps)
-        for tp in tps:
-            c.seek(tp, 0)
-        out: list[Any] = []
-        done: set[TopicPartition] = set()
-        pos = dict.fromkeys(tps, 0)
-        deadline = time.monotonic() + timeout_s
-        while len(done) < len(tps):
-            batch = await c.getmany(timeout_ms=200)
-            for tp, recs in batch.items():
-                out.extend(recs)
-                if recs:
-                    pos[tp] = recs[-1].offset + 1
-            for tp in tps:
-                hw = c.highwater(tp)
-                if hw is not None and pos[tp] >= hw:
-                    done.add(tp)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic}: {len(done)}/{len(tps)} partitions complete")
-        return out
-    finally:
-        await c.stop()
 
 
 async def publish(bootstrap: str, topic: str, values: list[bytes | None], keys: list[bytes | None] | None = None,
@@ -95,3 +64,6 @@ class BackgroundWorker:
     async def __aexit__(self, *exc: object) -> None:
         if self.task is not None and not self.task.done():
             await self.stop()
+
+
+__all__ = ["BackgroundWorker", "count_events", "publish", "read_topic"]

@@ -25,6 +25,8 @@ Contract (issue 2 and issue 5):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import random
 import time
@@ -231,10 +233,8 @@ class ConsumerWorker:
                 continue
             if tp not in self._owned:
                 # revoking, or watermarks not loaded yet: never buffer; fetch these again later
-                try:
+                with contextlib.suppress(IllegalStateError):
                     self._c.seek(tp, msgs[0].offset)
-                except IllegalStateError:
-                    pass
                 continue
             b = self.buffer.batch_for(tp, msgs[0].offset)
             wm_s = self._wm_stored.get(tp, -1)
@@ -290,7 +290,7 @@ class ConsumerWorker:
         task = asyncio.create_task(self._flush(b), name=f"flush-{b.tp.partition}-{b.first}")
         self._inflight[b.tp] = task
         self._inflight_msgs[b.tp] = b.messages
-        task.add_done_callback(lambda t, tp=b.tp: self._flush_done(tp, t))
+        task.add_done_callback(functools.partial(self._flush_done, b.tp))
 
     def _flush_done(self, tp: TopicPartition, task: asyncio.Task[None]) -> None:
         if self._inflight.get(tp) is task:
@@ -348,7 +348,7 @@ class ConsumerWorker:
                 return out
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any store/broker failure is retried, never committed
+            except Exception as exc:  # any store/broker failure is retried, never committed
                 self._failing[step] = True
                 delay = backoff_delay(attempt, self.retry_base_s, self.settings.consumer_retry_max_seconds)
                 self.stats[f"{step}_retries"] += 1
@@ -381,7 +381,7 @@ class ConsumerWorker:
                 m.COMMITS.labels("rebalanced").inc()
                 log.warning("commit.failed", worker=self.name, error=str(exc)[:200], retry=False)
                 return
-            except Exception as exc:  # noqa: BLE001 - transient: keep the newest offset and retry next round
+            except Exception as exc:  # transient: keep the newest offset and retry next round
                 m.COMMITS.labels("error").inc()
                 log.warning("commit.failed", worker=self.name, error=repr(exc)[:200], retry=True)
                 for tp, o in offsets.items():
@@ -426,10 +426,8 @@ class ConsumerWorker:
 
     def _drop_lag_metric(self, partition: int) -> None:
         self._lag.pop(partition, None)
-        try:
+        with contextlib.suppress(KeyError):
             m.LAG.remove(self._topic, str(partition))
-        except KeyError:
-            pass
 
     @property
     def _c(self) -> AIOKafkaConsumer:
@@ -480,7 +478,7 @@ class ConsumerWorker:
         self.buffer.drop(self.buffer.partitions())
         try:
             await self._commit()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("commit.failed", worker=self.name, error=repr(exc)[:200], during="abort")
 
     # ----- rebalance ----------------------------------------------------------------------------------
@@ -525,7 +523,7 @@ class ConsumerWorker:
             self._wm_dlq[tp] = dlq.get(tp.partition, -1)
             try:
                 committed = await self._c.committed(tp)
-            except Exception:  # noqa: BLE001 - lag only
+            except Exception:  # lag only
                 committed = None
             self._committed[tp] = int(committed or 0)
         self._owned = set(assigned)
