@@ -206,6 +206,8 @@ def migrate(
     """
     if retention_days < 1:
         raise ValueError("retention_days must be >= 1")
+    if not _may_run_ddl(store):
+        return []
     migrator = _Migrator(store, retention_days, lease_seconds, wait_seconds)
     try:
         applied = migrator.apply_versions(target)
@@ -215,6 +217,35 @@ def migrate(
         return applied
     finally:
         migrator.close()
+
+
+def _may_run_ddl(store: Store) -> bool:
+    """False for a least-privilege connection (the consumer's writer, the API's reader on a server).
+
+    Such a process must not migrate: the deployment runs ``auditlog migrate`` with admin credentials first
+    (deploy/compose.yaml: the one-shot ``migrate`` service). It may start if the schema exists; otherwise
+    :class:`MigrationError` says what to do. chDB and admin users return True.
+    """
+    if store.embedded:
+        return True
+    c = store.admin_client()
+    try:
+        try:
+            allowed = bool(c.query(f"CHECK GRANT CREATE TABLE ON {store.database}.*").result_rows[0][0])
+        except Exception:  # a server without CHECK GRANT (< 24.5): assume an admin, as before
+            return True
+        if allowed:
+            return True
+        exists = c.query(f"EXISTS TABLE {store.database}.audit_events").result_rows[0][0]
+    finally:
+        c.close()
+    if not exists:
+        raise MigrationError(
+            f"database {store.database} is not migrated and this user may not create tables: run "
+            "`auditlog migrate` with admin credentials first"
+        )
+    log.info("migration.skipped", reason="least-privilege user; schema present", database=store.database)
+    return False
 
 
 class _Migrator:
