@@ -4,12 +4,18 @@ background, count stored events. Real broker and real store only (nothing here f
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers.topic_reader import read_topic
 from consumers.worker import ConsumerWorker
@@ -67,3 +73,80 @@ class BackgroundWorker:
 
 
 __all__ = ["BackgroundWorker", "count_events", "publish", "read_topic"]
+
+
+async def highwaters(bootstrap: str, topic: str) -> dict[int, int]:
+    """High watermark per partition (from fetch responses; ``end_offsets`` is unreliable on Tansu)."""
+    from consumers.dlq import _highwaters
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+    await c.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        c.assign(tps)
+        hw = await _highwaters(c, tps, time.monotonic() + 20)
+        return {tp.partition: o for tp, o in hw.items()}
+    finally:
+        await c.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition (-1 when none), without joining the group."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await c.start()
+    try:
+        out = {}
+        for p in sorted(c.partitions_for_topic(topic) or ()):
+            o = await c.committed(TopicPartition(topic, p))
+            out[p] = -1 if o is None else int(o)
+        return out
+    finally:
+        await c.stop()
+
+
+def consumer_env(settings: Settings, data_dir: Path, **extra: Any) -> dict[str, str]:
+    """Environment for an ``auditlog consume`` subprocess on its own chDB directory (one engine per process)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITLOG_")}
+    env.update({
+        "AUDITLOG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "AUDITLOG_TOPIC": settings.topic,
+        "AUDITLOG_DLQ_TOPIC": settings.dlq_topic,
+        "AUDITLOG_CONSUMER_GROUP": settings.consumer_group,
+        "AUDITLOG_DATA_DIR": str(data_dir),
+        "AUDITLOG_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+        "AUDITLOG_BATCH_MAX_SECONDS": str(settings.batch_max_seconds),
+        "AUDITLOG_CONSUMER_METRICS_PORT": "0",
+    })
+    env.update({f"AUDITLOG_{k.upper()}": str(v) for k, v in extra.items()})
+    return env
+
+
+def sql_in_subprocess(data_dir: Path, queries: dict[str, str], database: str = "auditlog") -> dict[str, Any]:
+    """Run read-only queries on the chDB directory of another (stopped) process: a fresh process, since one
+    process holds one chDB engine path. Returns ``{name: rows}``."""
+    code = (
+        "import json,sys\n"
+        "from auditlog.store import Store\n"
+        "s = Store(sys.argv[1], sys.argv[2])\n"
+        "qs = json.loads(sys.argv[3])\n"
+        "print(json.dumps({k: [list(map(str, r)) for r in s.client().query(q).result_rows] for k, q in qs.items()}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, f"chdb://{data_dir / 'chdb'}", database, json.dumps(queries)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def log_events(text: str, name: str) -> list[dict[str, Any]]:
+    """The structlog JSON lines of ``text`` whose ``event`` is ``name``."""
+    out = []
+    for line in text.splitlines():
+        if f'"{name}"' in line:
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            if d.get("event") == name:
+                out.append(d)
+    return out
