@@ -1,0 +1,120 @@
+"""Store outage (issue 5 acceptance 2): the store raises for a while mid-stream. chDB has no server to stop, so
+the test injects a Store wrapper whose INSERTs raise while ``down`` is set (the only fake; broker and chDB are
+real). Expect: retries with backoff, fetching paused (bounded memory), nothing committed past the stored rows,
+readiness red while stalled, then recovery by itself with no loss and no duplicates; /metrics shows it all."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.request
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+
+from auditlog.settings import Settings
+from auditlog.store import Store
+from consumers.health import HealthServer
+from consumers.testing import BackgroundWorker, committed_offsets, count_events, publish
+from consumers.worker import ConsumerWorker
+from tests.factories import random_events
+
+
+class StoreDown(ConnectionError):
+    pass
+
+
+class _FlakyClient:
+    def __init__(self, client: Any, down: threading.Event) -> None:
+        self._c, self._down = client, down
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._c, name)
+
+    def insert(self, *a: Any, **k: Any) -> Any:
+        if self._down.is_set():
+            raise StoreDown("injected: ClickHouse unreachable")
+        return self._c.insert(*a, **k)
+
+
+class FlakyStore(Store):
+    """The real store, except that INSERTs raise while ``down`` is set."""
+
+    def __init__(self, url: str, database: str) -> None:
+        super().__init__(url, database)
+        self.down = threading.Event()
+
+    def client(self) -> Any:
+        return _FlakyClient(super().client(), self.down)
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+async def _outage(settings: Settings, store: Store, outage_s: float) -> None:
+    limit = 3000
+    settings = settings.model_copy(update={
+        "max_inflight_rows": limit, "batch_max_rows": 1000, "consumer_max_poll_records": 500,
+        "consumer_retry_max_seconds": 1.0, "consumer_stall_seconds": 1.0,
+    })
+    flaky = FlakyStore(store.url, store.database)
+    events = random_events(12_000, seed=5)
+    values = [json.dumps(e).encode() for e in events]
+    worker = ConsumerWorker(settings, flaky, retry_base_s=0.05)
+    health = HealthServer("127.0.0.1", 0, lambda: [worker.status()]).start()
+    base = f"http://127.0.0.1:{health.port}"
+    try:
+        async with BackgroundWorker(worker) as bw:
+            await publish(settings.kafka_bootstrap, settings.topic, values[:3000])
+            await bw.until(lambda s: s["stored"] == 3000, 60)
+            await bw.until(lambda s: s["ready"], 10)
+            assert _get(base + "/readyz")[0] == 200
+            flaky.down.set()
+            producer = asyncio.create_task(publish(settings.kafka_bootstrap, settings.topic, values[3000:]))
+            await bw.until(lambda s: s["store_failing"], 30)
+            before = await committed_offsets(settings.kafka_bootstrap, settings.consumer_group, settings.topic)
+            await bw.until(lambda s: s["paused"], 30)
+            await bw.until(lambda s: not s["ready"], 30)  # no commit for > stall time while lag grows
+            code, body = _get(base + "/readyz")
+            assert code == 503 and json.loads(body)["workers"][0]["store_failing"]
+            await producer
+            await asyncio.sleep(max(0.0, outage_s - 2))
+            during = await committed_offsets(settings.kafka_bootstrap, settings.consumer_group, settings.topic)
+            assert during == before, "committed while the store was down"
+            assert count_events(store) == 3000
+            st = worker.status()
+            assert st["held_messages"] <= limit + settings.consumer_max_poll_records
+            assert st["store_retries"] >= 2
+            flaky.down.clear()
+            await bw.until(lambda s: s["stored"] == len(values), 90)
+            await bw.until(lambda s: s["lag_total"] == 0 and s["ready"] and not s["paused"], 30)
+            assert _get(base + "/readyz")[0] == 200
+            code, metrics = _get(base + "/metrics")
+            assert code == 200
+        assert worker.stats["max_held"] <= limit + settings.consumer_max_poll_records
+        assert count_events(store) == len(values)
+        raw = store.client().query("SELECT count(), uniqExact(event_id) FROM audit_events").result_rows[0]
+        assert raw == (len(values), len(values))
+        assert 'auditlog_consumer_retries_total{step="store"}' in metrics
+        assert "auditlog_consumer_lag{" in metrics and "auditlog_consumer_flush_seconds_bucket" in metrics
+        assert b"auditlog_consumer_events_stored_total" in generate_latest(REGISTRY)
+    finally:
+        health.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_store_outage_short(settings: Settings, store: Store) -> None:
+    await _outage(settings, store, outage_s=3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_store_outage_30s(settings: Settings, store: Store) -> None:
+    await _outage(settings, store, outage_s=30)
