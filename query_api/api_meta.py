@@ -22,7 +22,8 @@ def get_catalog(catalog: CatalogDep) -> dict[str, object]:
     return catalog.to_document()
 
 
-@router.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
+@router.get("/healthz", response_model=Health, response_model_exclude_none=True, tags=["health"],
+            summary="The process is up")
 def healthz() -> dict[str, object]:
     return {"status": "ok"}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from auditlog.settings import Settings
@@ -41,7 +41,8 @@ def auth(tok: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tok}"}
 
 
-@pytest.fixture
-def api(settings: Settings, store: Store) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, store), raise_server_exceptions=False) as c:
+@contextmanager
+def app_client(settings: Settings, store: Store, **kwargs: Any) -> Iterator[TestClient]:
+    """A TestClient of the real app on ``store`` (server errors answered as 500, not raised)."""
+    with TestClient(create_app(settings, store, **kwargs), raise_server_exceptions=False) as c:
         yield c
