@@ -20,7 +20,7 @@ function lines(value, key, depth, comma, cls, parentKey, out) {
   const isArr = Array.isArray(value);
   if (value !== null && typeof value === "object" && (isArr ? value.length : Object.keys(value).length)) {
     const [open, close] = isArr ? ["[", "]"] : ["{", "}"];
-    const tag = mine && mine !== cls ? h("span.j-tag", key === "before" ? "before" : "after") : null;
+    const tag = mine && mine !== cls ? h("span.j-tag", { "data-tag": key, "aria-hidden": "true" }) : null;
     line([keyNode, h("span.j-punc", open), tag]);
     const entries = isArr ? value.map((v, i) => [undefined, v, i]) : Object.entries(value).map(([k, v], i) => [k, v, i]);
     const n = entries.length;
@@ -28,7 +28,7 @@ function lines(value, key, depth, comma, cls, parentKey, out) {
     line([h("span.j-punc", close + (comma ? "," : ""))]);
   } else {
     const empty = value !== null && typeof value === "object" ? h("span.j-punc", isArr ? "[]" : "{}") : scalar(value);
-    const tag = mine && mine !== cls ? h("span.j-tag", key) : null;
+    const tag = mine && mine !== cls ? h("span.j-tag", { "data-tag": key, "aria-hidden": "true" }) : null;
     line([keyNode, empty, comma ? h("span.j-punc", ",") : null, tag]);
   }
   return out;

@@ -6,7 +6,7 @@ import { clearToken, decodeClaims, describeCaller, getToken, isExpired, normalis
 import { attachAutocomplete } from "./autocomplete.js";
 import { $, $$, debounce, h, setChildren, toast } from "./dom.js";
 import { formatCount, formatTs, fromInputValue, getTzMode, setTzMode, toInputValue, tzLabel } from "./format.js";
-import { fillBuckets, intervalFor, normaliseStats, renderHistogram } from "./histogram.js";
+import { intervalFor, normaliseStats, renderHistogram } from "./histogram.js";
 import { icon } from "./icons.js";
 import { apiParams, DEFAULT_RANGE, emptyState, fromSearch, hasFilters, RANGES, resolveWindow, TEXT_FILTERS, toSearch } from "./state.js";
 import { COLSPAN, detailRow, eventRow, skeletonRows } from "./table.js";
@@ -420,12 +420,11 @@ async function load({ append = false, markNew = false } = {}) {
 
 async function loadStats(seq) {
   const interval = intervalFor(app.win);
-  const win = app.win;
   E.histCard.classList.add("is-loading");
   try {
     const body = await api.stats({ ...app.params, interval });
     if (seq !== app.seq) return;
-    app.lastStats = { points: normaliseStats(body), win, interval };
+    app.lastStats = { buckets: normaliseStats(body), interval: body.interval || interval };
     drawHistogram(app.lastStats);
   } catch (err) {
     if (seq !== app.seq) return;
@@ -438,14 +437,21 @@ async function loadStats(seq) {
   }
 }
 
-function drawHistogram({ points, win, interval }) {
-  const buckets = fillBuckets(points, win, interval);
-  app.total = renderHistogram(E.hist, buckets, {
+function drawHistogram({ buckets, interval }) {
+  const { total, failed } = renderHistogram(E.hist, buckets, {
     tz: app.tz,
     interval,
     onPick: (start, end) => setFilters({ range: "", start, end: end > new Date() ? new Date() : end }),
   });
-  E.histMeta.textContent = `${formatCount(app.total)} event${app.total === 1 ? "" : "s"} · per ${interval} · click a bar to zoom`;
+  app.total = total;
+  setChildren(
+    E.histMeta,
+    `${formatCount(total)} event${total === 1 ? "" : "s"} per ${interval}`,
+    h("span.legend-dot.ok", { "aria-hidden": "true" }),
+    "succeeded",
+    h("span.legend-dot.failed", { "aria-hidden": "true" }),
+    `${formatCount(failed)} failed`,
+  );
   renderMeta();
 }
 
@@ -589,6 +595,13 @@ async function toggleRow(tr) {
   else app.expanded.delete(id);
   tr.setAttribute("aria-expanded", String(open));
   replaceDetail(id);
+  const ev = app.rows.find((r) => r.event_id === id);
+  if (open && ev && "detail" in ev && !app.details.has(id)) {
+    // the list already carries the full event (detail included): no second request
+    app.details.set(id, ev);
+    replaceDetail(id);
+    return;
+  }
   if (open && !(app.details.get(id) && !(app.details.get(id) instanceof Error))) {
     try {
       app.details.set(id, await api.event(id));

@@ -1,0 +1,111 @@
+"""Run ``auditlog up --demo`` as a subprocess for the browser tests and read what it prints.
+
+Contract of the output (``auditlog/cli_up.py``): a banner with ``  Page      <url>`` and
+``  Broker    <host:port> ...``, then ``OWNER_TOKEN=<jwt>`` and ``ADMIN_TOKEN=<jwt>`` lines, then a line starting
+with ``READY``. :func:`parse_up_output` turns those lines into :class:`UpDemo`; :func:`start_up_demo` starts the
+process on free loopback ports and waits for READY; :func:`stop_up_demo` stops it by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+AUDITLOG = str(Path(sys.executable).with_name("auditlog"))
+
+
+@dataclass
+class UpDemo:
+    url: str
+    bootstrap: str
+    owner_token: str
+    admin_token: str
+    data_dir: Path | None = None
+    proc: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def origin(self) -> str:
+        """scheme://host:port of the app (what every page request must stay on)."""
+        m = re.match(r"(https?://[^/]+)", self.url)
+        assert m, self.url
+        return m.group(1)
+
+
+def parse_up_output(lines: list[str]) -> UpDemo | None:
+    """The URL, broker and tokens once all are printed and READY was seen; else None."""
+    url = bootstrap = owner = admin = None
+    ready = False
+    for line in lines:
+        if m := re.match(r"\s+Page\s+(https?://\S+)", line):
+            url = m.group(1)
+        elif m := re.match(r"\s+Broker\s+(\S+)", line):
+            bootstrap = m.group(1)
+        elif line.startswith("OWNER_TOKEN="):
+            owner = line.split("=", 1)[1].strip()
+        elif line.startswith("ADMIN_TOKEN="):
+            admin = line.split("=", 1)[1].strip()
+        elif line.startswith("READY"):
+            ready = True
+    if ready and url and bootstrap and owner and admin:
+        return UpDemo(url=url, bootstrap=bootstrap, owner_token=owner, admin_token=admin, output=list(lines))
+    return None
+
+
+def start_up_demo(data_dir: Path, port: int, kafka_port: int, timeout: float = 240.0) -> UpDemo:
+    """Start ``auditlog up --demo`` on 127.0.0.1 and return once it printed READY (or raise with its output)."""
+    proc = subprocess.Popen(
+        [AUDITLOG, "up", "--demo", "--port", str(port), "--kafka-port", str(kafka_port), "--data", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "AUDITLOG_SESSION_TIMEOUT_MS": "3000"},
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait(10)
+            raise RuntimeError("auditlog up --demo exited early:\n" + "".join(lines))
+        lines.append(line)
+        if line.startswith("READY"):
+            up = parse_up_output(lines)
+            if up is None:
+                stop_up_demo_pid(proc)
+                raise RuntimeError("auditlog up --demo printed READY without URL/broker/tokens:\n" + "".join(lines))
+            up.proc, up.data_dir = proc, data_dir
+            # keep draining its output so a chatty process never blocks on a full pipe
+            threading.Thread(target=_drain, args=(proc, up.output), daemon=True).start()
+            return up
+    stop_up_demo_pid(proc)
+    raise RuntimeError(f"auditlog up --demo not ready after {timeout:.0f}s:\n" + "".join(lines))
+
+
+def _drain(proc: subprocess.Popen[str], sink: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sink.append(line)
+
+
+def stop_up_demo_pid(proc: subprocess.Popen[str]) -> None:
+    """SIGINT (graceful stop), then SIGKILL of that PID if it does not exit."""
+    if proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(40)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def stop_up_demo(up: UpDemo) -> None:
+    if up.proc is not None:
+        stop_up_demo_pid(up.proc)
