@@ -89,18 +89,28 @@ def _on_cluster(cluster: str | None) -> str:
     return f" ON CLUSTER {check_ident(cluster, 'cluster name')}" if cluster else ""
 
 
-def role_statements(database: str, cluster: str | None = None) -> list[str]:
-    """The idempotent SQL that creates and grants the three roles for ``database``."""
+def role_statements(database: str, cluster: str | None = None, local_suffix_for: Sequence[str] = ()) -> list[str]:
+    """The idempotent SQL that creates and grants the three roles for ``database``.
+
+    ``local_suffix_for``: on a sharded cluster, the tables that also exist as ``<name>_local`` (a query
+    through the Distributed table runs on every shard as the same user, so grants and row policies must
+    cover the local tables too).
+    """
     db = check_ident(database, "database name")
     oc = _on_cluster(cluster)
+    local = set(local_suffix_for)
+
+    def objs(*tables: str) -> list[str]:
+        return [f"{db}.{x}" for t in tables for x in ((t, f"{t}_local") if t in local else (t,))]
+
     stmts = [f"CREATE ROLE IF NOT EXISTS {role}{oc}" for role in ROLES]
     ro = ", ".join(f"{k} = {int(v)} CONST" for k, v in READONLY_SETTINGS.items())
     stmts += [f"ALTER ROLE {role}{oc} SETTINGS {ro}" for role in (READER, ANALYST)]
-    stmts.append(f"GRANT{oc} INSERT ON {db}.{EVENTS_TABLE} TO {WRITER}")
-    stmts += [f"GRANT{oc} SELECT ON {db}.{t} TO {WRITER}" for t in WRITER_READABLE]
+    stmts += [f"GRANT{oc} INSERT ON {o} TO {WRITER}" for o in objs(EVENTS_TABLE)]
+    stmts += [f"GRANT{oc} SELECT ON {o} TO {WRITER}" for o in objs(*WRITER_READABLE)]
     stmts.append(f"GRANT{oc} SELECT ON {db}.* TO {READER}")
-    stmts += [f"GRANT{oc} SELECT ON {db}.{t} TO {ANALYST}" for t in ANALYST_TABLES]
-    on_tables = ", ".join(f"{db}.{t}" for t in ORG_SCOPED_TABLES)
+    stmts += [f"GRANT{oc} SELECT ON {o} TO {ANALYST}" for o in objs(*ANALYST_TABLES)]
+    on_tables = ", ".join(objs(*ORG_SCOPED_TABLES))
     stmts.append(
         f"CREATE ROW POLICY OR REPLACE auditlog_reader_all_rows{oc} ON {on_tables} "
         f"AS PERMISSIVE FOR SELECT USING 1 TO {READER}"
@@ -162,6 +172,7 @@ def analyst_user_statements(
     password: str | None = None,
     password_sha256: str | None = None,
     cluster: str | None = None,
+    local_suffix_for: Sequence[str] = (),
 ) -> list[str]:
     """SQL for an analyst user who sees one org's rows only (run after :func:`role_statements`)."""
     db = check_ident(database, "database name")
@@ -170,7 +181,9 @@ def analyst_user_statements(
         raise ValueError("org_id must be 1-128 characters")
     oc = _on_cluster(cluster)
     ident = _identified(password, password_sha256)
-    on_tables = ", ".join(f"{db}.{t}" for t in ORG_SCOPED_TABLES)
+    on_tables = ", ".join(
+        f"{db}.{x}" for t in ORG_SCOPED_TABLES for x in ((t, f"{t}_local") if t in local_suffix_for else (t,))
+    )
     return [
         f"CREATE USER IF NOT EXISTS {u}{oc} {ident}",
         f"ALTER USER {u}{oc} {ident}",
@@ -235,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m auditlog.roles", description=__doc__.split("\n\n")[0])
     p.add_argument("--database", default=None, help="database [AUDITLOG_CLICKHOUSE_DATABASE]")
     p.add_argument("--cluster", default=None, help="add ON CLUSTER <name>")
+    p.add_argument("--sharded", action="store_true",
+                   help="the schema is sharded (deploy/cluster): also cover the <table>_local tables")
     p.add_argument("--apply", action="store_true", help="execute on AUDITLOG_CLICKHOUSE_URL instead of printing")
     sub = p.add_subparsers(dest="what", required=True)
     sub.add_parser("roles", help="the three roles, their grants and row policies")
@@ -250,10 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     settings = Settings()
     database = args.database or settings.clickhouse_database
+    from auditlog.store import sharded_tables
+
+    local = sorted(sharded_tables()) if args.sharded else []
     if args.what == "roles":
-        stmts = role_statements(database, args.cluster)
+        stmts = role_statements(database, args.cluster, local_suffix_for=local)
     elif args.what == "analyst":
-        stmts = analyst_user_statements(database, args.user, args.org, cluster=args.cluster, **_password_args(args))
+        stmts = analyst_user_statements(
+            database, args.user, args.org, cluster=args.cluster, local_suffix_for=local, **_password_args(args)
+        )
     else:
         stmts = service_user_statements(args.user, args.role, cluster=args.cluster, **_password_args(args))
     if not args.apply:

@@ -192,6 +192,7 @@ def migrate(
     catalog: Catalog | None = None,
     roles: bool | None = None,
     target: int | None = None,
+    cluster: str | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     wait_seconds: float | None = None,
 ) -> list[str]:
@@ -202,13 +203,14 @@ def migrate(
     labels to load (default: the packaged catalog; pass ``get_catalog(settings.catalog_extra)``).
     ``roles``: create the roles of :mod:`auditlog.roles` (None = when the connection can manage access,
     i.e. admin credentials on a server; never on chDB; True = required, error if impossible).
-    ``target``: stop after this version (tests, staged upgrades). Returns ``[]`` when nothing changed.
+    ``target``: stop after this version (tests, staged upgrades). ``cluster``: render every statement for
+    that ClickHouse cluster (see "cluster rendering" below). Returns ``[]`` when nothing changed.
     """
     if retention_days < 1:
         raise ValueError("retention_days must be >= 1")
     if not _may_run_ddl(store):
         return []
-    migrator = _Migrator(store, retention_days, lease_seconds, wait_seconds)
+    migrator = _Migrator(store, retention_days, lease_seconds, wait_seconds, cluster)
     try:
         applied = migrator.apply_versions(target)
         applied += migrator.sync_catalog(catalog)
@@ -249,7 +251,13 @@ def _may_run_ddl(store: Store) -> bool:
 
 
 class _Migrator:
-    def __init__(self, store: Store, retention_days: int, lease_seconds: float, wait_seconds: float | None) -> None:
+    def __init__(
+        self, store: Store, retention_days: int, lease_seconds: float, wait_seconds: float | None, cluster: str | None
+    ) -> None:
+        if cluster is not None and not _IDENT.match(cluster):
+            raise ValueError(f"invalid cluster name {cluster!r}")
+        self.cluster = cluster
+        self.sharded = sharded_tables() if cluster else set()
         self.store = store
         self.db = store.database
         self.retention_days = int(retention_days)
@@ -266,12 +274,18 @@ class _Migrator:
     # --- bookkeeping tables -------------------------------------------------------------------------
     def _bootstrap(self) -> None:
         db, c = self.db, self.c
-        c.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+        oc = f" ON CLUSTER {self.cluster}" if self.cluster else ""
+
+        def engine(family: str, table: str) -> str:
+            return _replicated_engine(family, None, f"/clickhouse/tables/all/{db}/{table}") if self.cluster else family
+
+        c.command(f"CREATE DATABASE IF NOT EXISTS {db}{oc}")
         c.command(
-            f"CREATE TABLE IF NOT EXISTS {db}.{MIGRATIONS_TABLE} "
+            f"CREATE TABLE IF NOT EXISTS {db}.{MIGRATIONS_TABLE}{oc} "
             "(version UInt32, name String, applied_at DateTime64(3, 'UTC'), "
             "checksum String DEFAULT '', applied_by String DEFAULT '') "
-            "ENGINE = ReplacingMergeTree ORDER BY version SETTINGS non_replicated_deduplication_window = 1000"
+            f"ENGINE = {engine('ReplacingMergeTree', MIGRATIONS_TABLE)} ORDER BY version "
+            "SETTINGS non_replicated_deduplication_window = 1000"
         )
         ddl = self._create_query(MIGRATIONS_TABLE)
         if "checksum" not in ddl:  # a table made by the first foundation version: upgrade in place
@@ -282,9 +296,10 @@ class _Migrator:
         if "non_replicated_deduplication_window" not in ddl:
             c.command(f"ALTER TABLE {db}.{MIGRATIONS_TABLE} MODIFY SETTING non_replicated_deduplication_window = 1000")
         c.command(
-            f"CREATE TABLE IF NOT EXISTS {db}.{CLAIMS_TABLE} "
+            f"CREATE TABLE IF NOT EXISTS {db}.{CLAIMS_TABLE}{oc} "
             "(version UInt32, attempt UInt32, owner String, claimed_at DateTime64(3, 'UTC')) "
-            "ENGINE = MergeTree ORDER BY (version, attempt) SETTINGS non_replicated_deduplication_window = 10000"
+            f"ENGINE = {engine('MergeTree', CLAIMS_TABLE)} ORDER BY (version, attempt) "
+            "SETTINGS non_replicated_deduplication_window = 10000"
         )
 
     def _create_query(self, table: str) -> str:
@@ -367,7 +382,10 @@ class _Migrator:
 
     def _apply(self, m: Migration) -> None:
         t0 = time.monotonic()
-        for stmt in render_migration(m.sql, self.db, self.retention_days):
+        stmts = render_migration(m.sql, self.db, self.retention_days)
+        if self.cluster:
+            stmts = [x for st in stmts for x in render_cluster(st, self.db, self.cluster, self.sharded)]
+        for stmt in stmts:
             try:
                 self.c.command(stmt)
             except Exception as exc:
@@ -431,16 +449,18 @@ class _Migrator:
     def apply_retention(self) -> list[str]:
         """``ALTER TABLE ... MODIFY TTL`` on each retention table whose TTL differs from the setting."""
         changed = []
-        for table in retention_tables():
+        oc = f" ON CLUSTER {self.cluster}" if self.cluster else ""
+        for name in retention_tables():
+            table = f"{name}_local" if name in self.sharded else name
             current = self.current_ttl(table)
             if current is None or current[1] == self.retention_days:
                 continue
             expr, days = current
             self.c.command(
-                f"ALTER TABLE {self.db}.{table} MODIFY TTL {expr} + INTERVAL {self.retention_days} DAY DELETE"
+                f"ALTER TABLE {self.db}.{table}{oc} MODIFY TTL {expr} + INTERVAL {self.retention_days} DAY DELETE"
             )
             log.info("migration.retention_changed", table=table, from_days=days, to_days=self.retention_days)
-            changed.append(f"ttl:{table}={self.retention_days}d")
+            changed.append(f"ttl:{name}={self.retention_days}d")
         return changed
 
     def apply_roles(self, roles: bool | None) -> list[str]:
@@ -460,9 +480,85 @@ class _Migrator:
             "SELECT count() FROM system.roles WHERE name IN {names:Array(String)}",
             parameters={"names": list(access.ROLES)},
         ).result_rows[0][0]
-        for stmt in access.role_statements(self.db):
+        for stmt in access.role_statements(self.db, local_suffix_for=sorted(self.sharded)):
             self.c.command(stmt)
         return [] if before == len(access.ROLES) else ["access:roles"]
+
+
+# ----- cluster rendering ----------------------------------------------------------------------------------
+# The same migration files serve a ClickHouse cluster (deploy/cluster/: Keeper, 2 shards x 2 replicas) when
+# ``migrate(..., cluster="name")`` is used: every statement gets ``ON CLUSTER``; a table with an ``org_id``
+# column becomes ``<name>_local`` (Replicated*MergeTree, one replication group per shard) plus ``<name>``
+# as a Distributed table sharded by cityHash64(org_id) (all of an org's rows, and every copy of an event_id,
+# live on one shard, so FINAL per shard is exact); a table without ``org_id`` (catalog, offsets,
+# bookkeeping) is replicated to every node under its own name. Materialized views read and write the local
+# tables; plain views and backfills use the Distributed names.
+SHARD_KEY = "cityHash64(org_id)"
+_CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)\s*\((.*)\)\s*ENGINE\s*=\s*(\w*MergeTree)(?:\(([^)]*)\))?(.*)$", re.S)
+
+
+def sharded_tables() -> set[str]:
+    """Tables the migrations create with an ``org_id`` column (sharded on a cluster)."""
+    out = set()
+    for m in migration_files():
+        for stmt in _statements(m.sql):
+            hit = _CREATE_TABLE.match(stmt.replace("{db}", "db"))
+            if hit and re.search(r"^\s*org_id\s", hit.group(3), re.M):
+                out.add(hit.group(2))
+    return out
+
+
+def _replicated_engine(family: str, args: str | None, path: str) -> str:
+    extra = f", {args}" if args and args.strip() else ""
+    return f"Replicated{family}('{path}', '{{replica}}'{extra})"
+
+
+def render_cluster(stmt: str, database: str, cluster: str, sharded: set[str]) -> list[str]:
+    """One rendered single-node statement as the statements for ``cluster`` (see the note above)."""
+    if not _IDENT.match(cluster):
+        raise ValueError(f"invalid cluster name {cluster!r}")
+    db, oc = database, f" ON CLUSTER {cluster}"
+
+    def local(name: str) -> str:
+        return f"{name}_local" if name in sharded else name
+
+    hit = _CREATE_TABLE.match(stmt)
+    if hit:
+        _, name, cols, family, args, rest = hit.groups()
+        if name in sharded:
+            path = f"/clickhouse/tables/{{shard}}/{db}/{name}_local"
+            return [
+                f"CREATE TABLE IF NOT EXISTS {db}.{name}_local{oc} ({cols}) "
+                f"ENGINE = {_replicated_engine(family, args, path)}{rest}",
+                f"CREATE TABLE IF NOT EXISTS {db}.{name}{oc} AS {db}.{name}_local "
+                f"ENGINE = Distributed({cluster}, {db}, {name}_local, {SHARD_KEY})",
+            ]
+        path = f"/clickhouse/tables/all/{db}/{name}"
+        return [f"CREATE TABLE IF NOT EXISTS {db}.{name}{oc} ({cols}) ENGINE = {_replicated_engine(family, args, path)}{rest}"]
+    mv = re.match(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+)\s+TO (\w+)\.(\w+)(.*)$", stmt, re.S)
+    if mv:
+        _, name, _, target, rest = mv.groups()
+        rest = re.sub(rf"\bFROM {db}\.(\w+)", lambda m: f"FROM {db}.{local(m.group(1))}", rest)
+        return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name}{oc} TO {db}.{local(target)}{rest}"]
+    view = re.match(r"^(CREATE OR REPLACE VIEW|CREATE VIEW IF NOT EXISTS) (\w+)\.(\w+)(.*)$", stmt, re.S)
+    if view:
+        return [f"{view.group(1)} {db}.{view.group(3)}{oc}{view.group(4)}"]
+    alter = re.match(r"^ALTER TABLE (\w+)\.(\w+)(.*)$", stmt, re.S)
+    if alter:
+        return [f"ALTER TABLE {db}.{local(alter.group(2))}{oc}{alter.group(3)}"]
+    if stmt.startswith(("INSERT INTO", "DROP ")):
+        return [stmt if stmt.startswith("INSERT") else re.sub(r"^(DROP \w+ IF EXISTS \w+\.\w+)", rf"\1{oc}", stmt)]
+    raise MigrationError(f"no cluster rendering for statement: {stmt[:80]}")
+
+
+def cluster_statements(database: str, cluster: str, retention_days: int = 400) -> list[str]:
+    """Every migration rendered for ``cluster``, in order (for review: ``python -m auditlog.store``)."""
+    sharded = sharded_tables()
+    out = [f"CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}"]
+    for m in migration_files():
+        for stmt in render_migration(m.sql, database, retention_days):
+            out += render_cluster(stmt, database, cluster, sharded)
+    return out
 
 
 def ttl_days(store: Store, table: str = "audit_events") -> int | None:
@@ -477,3 +573,44 @@ def ttl_days(store: Store, table: str = "audit_events") -> int | None:
     )
     m = _TTL_EXPR.search(str(rows[0][0])) if rows else None
     return int(m.group(2)) if m else None
+
+
+def run_migrate(settings: Settings, *, cluster: str | None = None, roles: bool | None = None) -> list[str]:
+    """What ``auditlog migrate`` runs: :func:`migrate` with the settings' retention and catalog (including
+    the operator's extra file), roles when the credentials allow it, optionally rendered for a cluster."""
+    store = Store.from_settings(settings)
+    try:
+        return migrate(
+            store, settings.retention_days, catalog=get_catalog(settings.catalog_extra), roles=roles, cluster=cluster
+        )
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m auditlog.store [--cluster NAME] [--roles | --no-roles] [--print]``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m auditlog.store", description="Apply the ClickHouse migrations.")
+    p.add_argument("--cluster", default=None, help="render every migration ON CLUSTER for this cluster")
+    p.add_argument("--roles", dest="roles", action="store_true", default=None, help="require creating the roles")
+    p.add_argument("--no-roles", dest="roles", action="store_false", help="never create roles")
+    p.add_argument("--print", action="store_true", help="print the (cluster) SQL instead of applying it")
+    args = p.parse_args(argv)
+    settings = Settings()
+    if args.print:
+        stmts = (
+            cluster_statements(settings.clickhouse_database, args.cluster, settings.retention_days)
+            if args.cluster
+            else [s for m in migration_files() for s in render_migration(m.sql, settings.clickhouse_database, settings.retention_days)]
+        )
+        print(";\n\n".join(stmts) + ";")
+        return 0
+    applied = run_migrate(settings, cluster=args.cluster, roles=args.roles)
+    print(f"migrations applied: {', '.join(applied) if applied else 'none (schema is current)'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
