@@ -5,8 +5,9 @@ Contract:
   message of the range is in exactly one of ``rows`` (valid, to store), ``dead`` (invalid, to dead-letter) or
   was skipped (already stored / dead-lettered before a crash: see the watermarks in :mod:`consumers.worker`);
 - after its rows are stored and its dead letters acknowledged, the commit offset is ``last + 1``;
-- :meth:`PartitionBatch.dedup_token` is ``"{topic}:{partition}:{first}-{last}"``: a retried insert of the
-  same range is dropped by ClickHouse (``insert_deduplication_token``).
+- :meth:`PartitionBatch.dedup_token` is ``"{topic}:{partition}:{first}-{last}:{crc32 of the range's bytes}"``:
+  a retried insert of the same range is dropped by ClickHouse (``insert_deduplication_token``), while the same
+  offsets of a *new* log (re-created topic, restarted memory broker) carry other bytes and another token.
 - :class:`BatchBuffer` holds at most one open batch per partition, never mixes partitions, and reports which
   batches are due (size or age).
 """
@@ -31,6 +32,7 @@ class PartitionBatch:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     skipped: int = 0
+    fingerprint: int = 0  # crc32 over the values of every message of the range, in offset order
     created: float = field(default_factory=time.monotonic)
 
     def add_row(self, offset: int, row: tuple[Any, ...]) -> None:
@@ -54,7 +56,7 @@ class PartitionBatch:
         return self.last + 1
 
     def dedup_token(self) -> str:
-        return f"{self.tp.topic}:{self.tp.partition}:{self.first}-{self.last}"
+        return f"{self.tp.topic}:{self.tp.partition}:{self.first}-{self.last}:{self.fingerprint:08x}"
 
 
 class BatchBuffer:

@@ -172,7 +172,6 @@ def _dead_letters(s: Settings) -> list[Any]:
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     s = _settings(args)
-    logs.configure("warning")
     recs = _dead_letters(s)
     counts: Counter[tuple[str, str, str]] = Counter()
     for r in recs:
@@ -214,7 +213,6 @@ def _sample(r: Any) -> dict[str, Any]:
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     s = _settings(args)
-    logs.configure("warning")
     return asyncio.run(_replay(s, args.field, args.reason, args.all, args.dry_run))
 
 

@@ -4,7 +4,7 @@ Contract:
 - chDB must never share a connection across threads: this class owns a single-thread executor and only that
   thread calls ``store.client()``; the asyncio loop awaits the futures (fetching overlaps inserting);
 - :meth:`Inserter.insert` writes one partition range as one column-oriented INSERT with
-  ``insert_deduplication_token = "{topic}:{partition}:{first}-{last}"``. ClickHouse drops a block whose token
+  ``insert_deduplication_token`` = :meth:`PartitionBatch.dedup_token`. ClickHouse drops a block whose token
   it has seen (plain MergeTree: only with the table setting ``non_replicated_deduplication_window`` > 0,
   which ``audit_events`` has; Replicated*MergeTree: ``replicated_deduplication_window`` is on by default).
   So a retry of a range whose first attempt did land (timeout after success) stores nothing twice;
@@ -57,6 +57,21 @@ class Inserter:
             parameters={"topic": topic},
         )
         return {int(p): int(o) for p, o in res.result_rows}
+
+    async def stored_at(self, topic: str, partition: int, offset: int, event_id: str) -> bool:
+        """Whether ``audit_events`` holds ``event_id`` from exactly this topic, partition and offset."""
+        return bool(await self._run(self._stored_at, topic, partition, offset, event_id))
+
+    def _stored_at(self, topic: str, partition: int, offset: int, event_id: str) -> bool:
+        try:
+            res = self.store.client().query(
+                f"SELECT count() FROM {EVENTS_TABLE} WHERE event_id = toUUID({{eid:String}}) "
+                "AND kafka_topic = {topic:String} AND kafka_partition = {p:UInt32} AND kafka_offset = {o:UInt64}",
+                parameters={"eid": event_id, "topic": topic, "p": partition, "o": offset},
+            )
+        except Exception:
+            return False
+        return bool(res.result_rows[0][0])
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

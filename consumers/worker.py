@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from itertools import count
 from typing import Any, TypeVar
+from zlib import crc32
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -52,6 +53,7 @@ from consumers.dlq import (
     make_dlq_producer,
     read_dlq_watermarks,
 )
+from consumers.incarnation import verify_watermarks
 from consumers.inserter import Inserter
 from schemas.catalog import Catalog
 
@@ -243,6 +245,7 @@ class ConsumerWorker:
             n_rows, n_dead, n_skip_s, n_skip_d = len(b.rows), len(b.dead), 0, 0
             for msg in msgs:
                 o = msg.offset
+                b.fingerprint = crc32(msg.value or b"", b.fingerprint)
                 if o <= both:
                     b.add_skipped(o)
                     n_skip_s += 1
@@ -518,6 +521,9 @@ class ConsumerWorker:
             stored = await self._retry("store", lambda _a: inserter.stored_watermarks(self._topic))
             dlq = await self._retry("dlq", lambda _a: read_dlq_watermarks(
                 s.kafka_bootstrap, s.dlq_topic, self._topic, [tp.partition for tp in new], self._dlq_partitions))
+            stored, dlq = await self._retry("dlq", lambda _a: verify_watermarks(
+                s.kafka_bootstrap, self._topic, {tp.partition: stored.get(tp.partition, -1) for tp in new},
+                {tp.partition: dlq.get(tp.partition, -1) for tp in new}, inserter.stored_at, self.decoder.catalog))
         for tp in new:
             self._wm_stored[tp] = stored.get(tp.partition, -1)
             self._wm_dlq[tp] = dlq.get(tp.partition, -1)
