@@ -174,6 +174,8 @@ def test_expand_row_shows_json_detail_with_before_after(up: UpDemo, new_page: An
     assert page.locator("tr.detail-row .changes-table").is_visible()
     page.get_by_role("button", name="Copy JSON").click()
     assert json.loads(page.evaluate("navigator.clipboard.readText()")) == shown
+    first.scroll_into_view_if_needed()
+    first.evaluate("tr => tr.scrollIntoView({block: 'start'})")
     screenshot(page, "expanded")
     first.press("Enter")  # Enter again collapses
     assert page.locator("tr.detail-row").count() == 0 and first.get_attribute("aria-expanded") == "false"
@@ -247,3 +249,23 @@ def test_load_more_pages_over_the_cursor(up: UpDemo, new_page: Any) -> None:
     page.wait_for_function("document.querySelectorAll('tr.event-row').length === 100")
     ids = [r["id"] for r in table_rows(page)]
     assert len(set(ids)) == 100, "no duplicates across pages"
+
+
+def test_top_ip_list_leads_to_a_password_spraying_source(up: UpDemo, new_page: Any, api: Any) -> None:
+    """Product use case: monitor suspicious sign-in attempts, look for repeated failures from one IP."""
+    page = new_page()
+    sign_in(page, up.owner_token, "/?scope=authentication&category=sign_in&status=FAILED")
+    top = page.locator("#top-ips .top-item").first
+    top.wait_for(state="visible")
+    ip = top.locator(".top-key").inner_text()
+    stats = api(up.owner_token).get("/v1/stats", params={
+        "scope": "authentication", "category": "sign_in", "status": "FAILED", "interval": "day",
+        "group_by": "ip", "top": 1}).json()
+    assert ip == stats["top"][0]["key"]
+    screenshot(page, "investigate")
+    top.click()
+    page.wait_for_url(re.compile(r"ip=" + re.escape(ip)))
+    wait_idle(page)
+    rows = table_rows(page)
+    assert rows and {r["IP address"] for r in rows} == {ip}
+    assert any(f"IP address: {ip}" in c.replace("\n", " ") for c in page.locator("#chips li").all_inner_texts())

@@ -14,6 +14,7 @@ import { COLSPAN, detailRow, eventRow, skeletonRows } from "./table.js";
 const PAGE_SIZE = 50;
 const AUTO_REFRESH_MS = 10_000;
 const AUTO_KEY = "auditlog.autorefresh";
+const TOP_N = 5;
 
 const el = (id) => document.getElementById(id);
 const E = {
@@ -48,6 +49,8 @@ const E = {
   hist: el("histogram"),
   histMeta: el("hist-meta"),
   histCard: $(".hist-card"),
+  topIps: el("top-ips"),
+  topUsers: el("top-users"),
   signin: el("signin"),
   signinForm: el("signin-form"),
   signinReason: el("signin-reason"),
@@ -207,6 +210,10 @@ function syncControls() {
   }
   E.status.value = f.status;
   if (document.activeElement !== E.email) E.email.value = f.actor_email;
+  if (f.workspace_id && E.wsSelect.hidden === false && ![...E.wsSelect.options].some((o) => o.value === f.workspace_id)) {
+    // a shared link may name a workspace this admin cannot see: show it (the API answers 403 and the page says so)
+    E.wsSelect.append(h("option", { value: f.workspace_id }, `${f.workspace_id} (no access)`));
+  }
   E.wsSelect.value = f.workspace_id;
   if (document.activeElement !== E.wsText) E.wsText.value = f.workspace_id;
   for (const b of $$("#tz-switch button")) b.setAttribute("aria-pressed", String(b.dataset.tz === app.tz));
@@ -422,19 +429,61 @@ async function loadStats(seq) {
   const interval = intervalFor(app.win);
   E.histCard.classList.add("is-loading");
   try {
-    const body = await api.stats({ ...app.params, interval });
+    // one call draws the histogram and the top IPs; a second (coarse buckets) gives the top users
+    const [body, users] = await Promise.all([
+      api.stats({ ...app.params, interval, group_by: "ip", top: TOP_N }),
+      api.stats({ ...app.params, interval: "day", group_by: "actor_email", top: TOP_N }).catch(() => null),
+    ]);
     if (seq !== app.seq) return;
     app.lastStats = { buckets: normaliseStats(body), interval: body.interval || interval };
     drawHistogram(app.lastStats);
+    drawTops(E.topIps, body.top, "ip");
+    drawTops(E.topUsers, users ? users.top : [], "actor_email");
   } catch (err) {
     if (seq !== app.seq) return;
     app.lastStats = null;
     app.total = null;
     E.histMeta.textContent = "";
-    setChildren(E.hist, h("p.hist-error", err instanceof ApiError && err.status === 403 ? "No permission to read statistics." : `Histogram unavailable: ${err.message}`));
+    if (err instanceof ApiError && err.status === 401) return;
+    setChildren(E.hist, h("p.hist-error", `No histogram for this view: ${err.message}`));
+    drawTops(E.topIps, [], "ip");
+    drawTops(E.topUsers, [], "actor_email");
   } finally {
     E.histCard.classList.remove("is-loading");
   }
+}
+
+/** The most frequent users / IPs of the view; a click filters on one (spotting repeated failures from one IP). */
+function drawTops(list, top, key) {
+  const items = Array.isArray(top) ? top : [];
+  const max = Math.max(1, ...items.map((t) => t.total || 0));
+  setChildren(
+    list,
+    items.length
+      ? items.map((t) =>
+          h(
+            "li",
+            h(
+              "button.top-item",
+              {
+                type: "button",
+                title: `Show only events with ${key === "ip" ? "IP address" : "user"} ${t.key}`,
+                onclick: () => setFilters({ [key]: t.key }),
+                "aria-pressed": String(app.filters[key] === t.key),
+              },
+              h("span.top-bar", { style: `width:${((t.total || 0) / max) * 100}%`, "aria-hidden": "true" }),
+              h("span.top-key", key === "ip" ? { class: "mono" } : null, t.key),
+              h(
+                "span.top-count",
+                t.failed && t.failed === t.total
+                  ? h("span.top-failed", `${formatCount(t.failed)} failed`)
+                  : [formatCount(t.total || 0), t.failed ? h("span.top-failed", ` · ${formatCount(t.failed)} failed`) : null],
+              ),
+            ),
+          ),
+        )
+      : h("li.top-none", "—"),
+  );
 }
 
 function drawHistogram({ buckets, interval }) {
@@ -444,9 +493,10 @@ function drawHistogram({ buckets, interval }) {
     onPick: (start, end) => setFilters({ range: "", start, end: end > new Date() ? new Date() : end }),
   });
   app.total = total;
+  if (!total) setChildren(E.hist, h("p.hist-empty", "No events in this period."));
   setChildren(
     E.histMeta,
-    `${formatCount(total)} event${total === 1 ? "" : "s"} per ${interval}`,
+    `${formatCount(total)} event${total === 1 ? "" : "s"} · ${interval === "day" ? "daily" : "hourly"}`,
     h("span.legend-dot.ok", { "aria-hidden": "true" }),
     "succeeded",
     h("span.legend-dot.failed", { "aria-hidden": "true" }),
