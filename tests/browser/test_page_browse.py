@@ -269,3 +269,45 @@ def test_top_ip_list_leads_to_a_password_spraying_source(up: UpDemo, new_page: A
     rows = table_rows(page)
     assert rows and {r["IP address"] for r in rows} == {ip}
     assert any(f"IP address: {ip}" in c.replace("\n", " ") for c in page.locator("#chips li").all_inner_texts())
+
+
+def test_period_quick_ranges_and_pickers(up: UpDemo, new_page: Any) -> None:
+    page = new_page()
+    sign_in(page, up.owner_token)
+    page.click("#quick-ranges button[data-range='24h']")
+    wait_idle(page)
+    assert "range=24h" in page.url
+    since = datetime.now(UTC) - timedelta(hours=24, minutes=1)
+    stamps = [datetime.strptime(r["Timestamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) for r in table_rows(page)]
+    assert stamps and min(stamps) >= since
+    assert any("Last 24 hours" in c for c in page.locator("#chips li").all_inner_texts())
+
+    # custom start/end with the pickers (UTC mode): the URL carries both, rows stay inside
+    day = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%d")
+    page.fill("#f-start", f"{day}T00:00")
+    wait_idle(page)
+    page.fill("#f-end", f"{day}T12:00")
+    wait_idle(page)
+    assert "start=" in page.url and "end=" in page.url and "range=" not in page.url
+    stamps = [r["Timestamp"] for r in table_rows(page)]
+    assert stamps and all(f"{day} 00:00:00" <= s <= f"{day} 12:00:00" for s in stamps)
+    page.get_by_role("button", name=re.compile(r"Remove filter Period")).click()
+    wait_idle(page)
+    assert "start=" not in page.url
+    assert page.locator("#quick-ranges button[data-range='7d']").get_attribute("aria-pressed") == "true"
+
+
+def test_auto_refresh_every_10_seconds(up: UpDemo, new_page: Any, api: Any) -> None:
+    page = new_page()
+    sign_in(page, up.owner_token)
+    page.click("label.toggle")  # the switch is a styled label around a visually hidden checkbox
+    assert page.is_checked("#auto-refresh")
+    marker = f"browser-auto-{uuid.uuid4().hex[:8]}"
+    with AuditProducerSync(up.bootstrap, "audit.events") as producer:
+        producer.send_and_wait({
+            "org_id": "acme", "workspace_id": "ml-research", "scope": "service", "category": "notebook",
+            "action": "notebook.start", "status": "FAILED", "actor": {"id": "u-ac-kim", "type": "user"},
+            "target": {"type": "notebook", "id": f"nb-{marker}", "name": marker},
+        })
+    page.locator("tr.event-row", has_text=marker).wait_for(state="visible", timeout=30_000)
+    assert page.evaluate("localStorage.getItem('auditlog.autorefresh')") == "1"

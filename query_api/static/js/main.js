@@ -9,7 +9,7 @@ import { formatCount, formatTs, fromInputValue, getTzMode, setTzMode, toInputVal
 import { intervalFor, normaliseStats, renderHistogram } from "./histogram.js";
 import { icon } from "./icons.js";
 import { apiParams, DEFAULT_RANGE, emptyState, fromSearch, hasFilters, RANGES, resolveWindow, TEXT_FILTERS, toSearch } from "./state.js";
-import { COLSPAN, detailRow, eventRow, skeletonRows } from "./table.js";
+import { detailRow, eventRow, skeletonRows } from "./table.js";
 
 const PAGE_SIZE = 50;
 const AUTO_REFRESH_MS = 10_000;
@@ -520,6 +520,9 @@ function renderMeta() {
 }
 
 function render() {
+  // keep keyboard focus on the same event across re-renders (refresh, auto-refresh, time-zone switch)
+  const focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest("tr.event-row") : null;
+  const focusId = focused && E.rows.contains(focused) ? focused.dataset.id : null;
   const frag = [];
   for (const ev of app.rows) {
     const expanded = app.expanded.has(ev.event_id);
@@ -527,6 +530,10 @@ function render() {
     if (expanded) frag.push(detailRow(ev, app.details.get(ev.event_id) || null, detailOpts));
   }
   setChildren(E.rows, frag);
+  if (focusId) {
+    const again = E.rows.querySelector(`tr.event-row[data-id="${CSS.escape(focusId)}"]`);
+    if (again) again.focus({ preventScroll: true });
+  }
   renderState();
   renderMeta();
 }
@@ -810,6 +817,3 @@ function boot() {
 }
 
 boot();
-
-// exported for the console / debugging only
-export { app, COLSPAN };
