@@ -90,8 +90,10 @@ def requests_seen(up: UpDemo) -> RequestLog:
 @pytest.fixture
 def new_page(browser: Any, up: UpDemo, requests_seen: RequestLog) -> Iterator[Callable[..., Any]]:
     """Factory of fresh pages (own context: empty session/local storage). Every request of every page is
-    recorded; at teardown the test fails if any went to a host other than the app's."""
+    recorded; at teardown the test fails if any went to a host other than the app's, or if the page threw an
+    uncaught error."""
     contexts: list[Any] = []
+    js_errors: list[str] = []
 
     def make(width: int = 1280, height: int = 860) -> Any:
         ctx = browser.new_context(
@@ -103,9 +105,7 @@ def new_page(browser: Any, up: UpDemo, requests_seen: RequestLog) -> Iterator[Ca
         ctx.set_default_timeout(15_000)
         contexts.append(ctx)
         page = ctx.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.js_errors = errors  # type: ignore[attr-defined]
+        page.on("pageerror", lambda e: js_errors.append(str(e)))
         return page
 
     yield make
@@ -113,6 +113,7 @@ def new_page(browser: Any, up: UpDemo, requests_seen: RequestLog) -> Iterator[Ca
         ctx.close()
     assert requests_seen.urls, "no request was recorded: the request log is not wired"
     assert not requests_seen.foreign(), f"the page requested other hosts: {requests_seen.foreign()}"
+    assert not js_errors, f"uncaught errors in the page: {js_errors}"
 
 
 @pytest.fixture
