@@ -160,7 +160,7 @@ def reason_class(reason: str) -> str:
     r = re.sub(r"\([^)]*\)", "", reason)
     r = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", r)
     r = re.sub(r"; valid: .*$", "", r)
-    r = re.sub(r"\d+", "N", r)
+    r = re.sub(r"(?<![\w-])\d+(?![\w-])", "N", r)
     return re.sub(r"\s+", " ", r).strip()[:120]
 
 

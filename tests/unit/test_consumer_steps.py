@@ -1,0 +1,119 @@
+"""Unit contracts of the consumer's small steps (no broker, no store)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import TopicPartition
+
+from consumers.batch import BatchBuffer, PartitionBatch
+from consumers.cli import reason_class
+from consumers.decode import DeadLetter, DecodeStep
+from consumers.dlq import (
+    H_FIELD,
+    H_OFFSET,
+    H_PARTITION,
+    H_REASON,
+    H_TOPIC,
+    DlqLimit,
+    DlqLimitExceeded,
+    dlq_headers,
+    header,
+    original_headers,
+)
+from consumers.worker import backoff_delay
+from schemas.rows import EVENT_COLUMNS
+from tests.factories import make_event
+
+
+@dataclass
+class Rec:
+    value: bytes | None
+    topic: str = "t"
+    partition: int = 2
+    offset: int = 41
+    key: bytes | None = b"acme"
+    headers: tuple[tuple[str, bytes], ...] = field(default_factory=lambda: (("trace", b"abc"),))
+
+
+def test_decode_valid_row_in_column_order() -> None:
+    ev = make_event()
+    row = DecodeStep().decode(Rec(json.dumps(ev).encode()), datetime.now(UTC))
+    assert isinstance(row, tuple) and len(row) == len(EVENT_COLUMNS)
+    named = dict(zip(EVENT_COLUMNS, row, strict=True))
+    assert str(named["event_id"]) == ev["event_id"]
+    assert (named["kafka_topic"], named["kafka_partition"], named["kafka_offset"]) == ("t", 2, 41)
+
+
+@pytest.mark.parametrize(("raw", "field_"), [
+    (None, "message"),
+    (b"\xff\xfe{}", "message"),
+    (b"{nope", "message"),
+    (b"x" * (1024 * 1024 + 1), "message"),
+    (json.dumps(make_event(action="vm.fly")).encode(), "action"),
+    (json.dumps(make_event(status="MAYBE")).encode(), "status"),
+    (json.dumps({**make_event(), "extra": 1}).encode(), "extra"),
+])
+def test_decode_invalid_is_a_dead_letter_never_an_exception(raw: bytes | None, field_: str) -> None:
+    out = DecodeStep().decode(Rec(raw), datetime.now(UTC))
+    assert isinstance(out, DeadLetter)
+    assert out.field == field_ and out.reason
+    assert out.value == raw and out.key == b"acme" and out.headers == (("trace", b"abc"),)
+
+
+def test_dlq_headers_keep_originals_and_add_coordinates() -> None:
+    d = DeadLetter("t", 3, 99, b"k", b"v", (("trace", b"abc"),), "actor.ip", "not a valid IPv4 or IPv6 address")
+    h = dlq_headers(d, "grp")
+    assert h[0] == ("trace", b"abc")
+    assert header(h, H_FIELD) == "actor.ip" and header(h, H_REASON).startswith("not a valid")
+    assert (header(h, H_TOPIC), header(h, H_PARTITION), header(h, H_OFFSET)) == ("t", "3", "99")
+    assert original_headers(h) == [("trace", b"abc")]
+
+
+def test_partition_batch_range_token_and_commit_offset() -> None:
+    tp = TopicPartition("audit.events", 4)
+    buf = BatchBuffer()
+    b = buf.batch_for(tp, 10)
+    b.add_skipped(10)
+    b.add_row(11, ("r",))
+    b.add_dead(12, DeadLetter("audit.events", 4, 12, None, b"x", (), "message", "bad"))
+    assert b.messages == 3 and b.commit_offset == 13
+    b.fingerprint = 0xBEEF
+    assert b.dedup_token() == "audit.events:4:10-12:0000beef"  # range + crc32 of the range's bytes
+    assert buf.due(max_rows=3, max_seconds=60) == [tp]
+    assert buf.due(max_rows=4, max_seconds=60, now=b.created + 1) == []
+    assert buf.due(max_rows=4, max_seconds=0.5, now=b.created + 1) == [tp]
+    assert buf.take(tp) is b and buf.partitions() == []
+    assert isinstance(buf.batch_for(TopicPartition("audit.events", 5), 0), PartitionBatch)
+    assert buf.drop([TopicPartition("audit.events", 5)]) == 0
+
+
+def test_dlq_limit_trips_only_on_a_full_window_above_ratio() -> None:
+    lim = DlqLimit(0.5, 10)
+    for _ in range(9):
+        lim.observe(True)  # window not full yet
+    lim = DlqLimit(0.5, 10)
+    for _ in range(5):
+        lim.observe(False)
+        lim.observe(True)  # exactly half: fine
+    with pytest.raises(DlqLimitExceeded, match="6 of the last 10"):
+        lim.observe(True)
+    never = DlqLimit(1.0, 3)
+    for _ in range(10):
+        never.observe(True)
+
+
+def test_backoff_is_capped_exponential_with_jitter() -> None:
+    delays = [backoff_delay(a, base=0.1, cap=2.0) for a in range(12)]
+    assert all(0.05 <= d <= 2.0 for d in delays)
+    assert 0.05 <= delays[0] <= 0.1 and 1.0 <= delays[-1] <= 2.0
+    assert len({round(backoff_delay(8, 0.1, 2.0), 6) for _ in range(20)}) > 1
+
+
+def test_reason_class_removes_variable_parts() -> None:
+    assert reason_class("not UTF-8 (invalid start byte at byte 12)") == "not UTF-8"
+    assert reason_class("unknown action 'vm.x' for service/vm; valid: a, b") == "unknown action '…' for service/vm"
+    assert reason_class("larger than 1048576 bytes (2097774)") == "larger than N bytes"
