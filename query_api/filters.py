@@ -23,6 +23,8 @@ from query_api.errors import invalid
 from schemas.catalog import Catalog
 
 DEFAULT_RANGE = timedelta(days=7)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 MAX_TEXT = 512
 Status = Literal["SUCCESS", "FAILED"]
 
@@ -61,7 +63,10 @@ def _iso(ts: datetime) -> str:
 
 
 def utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    try:
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:  # e.g. year 1 with a positive offset
+        return EARLIEST - timedelta(days=1)
 
 
 def clean_text(name: str, value: str | None) -> str | None:
@@ -113,6 +118,9 @@ def event_filters(
     now = datetime.now(UTC)
     end_ = utc(end) if end is not None else now
     start_ = utc(start) if start is not None else end_ - DEFAULT_RANGE
+    for name, v in (("end", end_), ("start", start_)):
+        if not EARLIEST <= v <= LATEST:
+            raise invalid(name, f"{name} must lie between {_iso(EARLIEST)} and {_iso(LATEST)}")
     if start_ > end_:
         raise invalid("start", f"start ({_iso(start_)}) is after end ({_iso(end_)})")
     texts = {k: clean_text(k, v) for k, v in (("scope", scope), ("category", category), ("actor_email", actor_email),

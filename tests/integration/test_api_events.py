@@ -190,6 +190,8 @@ def test_detail_has_everything(api: TestClient, store: Store, owner: dict[str, s
     ({"limit": 1001}, "limit", "1000"),
     ({"limit": "ten"}, "limit", "integer"),
     ({"start": "yesterday"}, "start", "datetime"),
+    ({"start": "0999-12-25T00:00:00Z"}, "start", "between"),
+    ({"end": "9999-12-31T23:59:59+14:00"}, "end", "between"),
     ({"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "start", "after"),
     ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor", "cursor"),
     ({"ip": "300.1.1.1"}, "ip", "IPv4"),
