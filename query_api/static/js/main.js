@@ -113,6 +113,7 @@ function showSignIn(reason) {
   E.signinReason.hidden = !reason;
   E.signinReason.textContent = reason || "";
   E.signin.hidden = false;
+  el("whoami").hidden = true;
   E.main.inert = true;
   E.topbar.inert = true;
   E.tokenInput.value = "";
@@ -133,6 +134,14 @@ E.signinForm.addEventListener("submit", (e) => {
   setToken(token);
   hideSignIn();
   start();
+});
+
+E.tokenInput.addEventListener("keydown", (e) => {
+  // a pasted token is one line: Enter signs in (Shift+Enter still inserts a newline)
+  if (e.key === "Enter" && !e.shiftKey) {
+    e.preventDefault();
+    E.signinForm.requestSubmit();
+  }
 });
 
 el("sign-out").addEventListener("click", () => {
