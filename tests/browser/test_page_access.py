@@ -148,3 +148,14 @@ def test_keyboard_reaches_filters_and_rows(up: UpDemo, new_page: Any) -> None:
     page.keyboard.press(" ")
     assert rows.nth(1).get_attribute("aria-expanded") == "true"
     assert re.search(r"Showing 50 of [\d,]+ events", page.locator("#results-meta").inner_text())
+
+
+def test_invalid_filter_in_a_link_shows_the_api_message(up: UpDemo, new_page: Any) -> None:
+    page = new_page()
+    sign_in(page, up.owner_token, "/?scope=bogus")
+    page.wait_for_selector(".error-state")
+    text = page.locator("#state").inner_text()
+    assert "This filter is not valid" in text and "bogus" in text and "organization" in text  # names valid ones
+    page.get_by_role("button", name="Reset filters").click()
+    wait_idle(page)
+    assert "scope=" not in page.url and len(table_rows(page)) == 50

@@ -88,6 +88,9 @@ def test_filter_by_scope_then_category_lives_in_the_url(up: UpDemo, new_page: An
     rows = table_rows(page)
     assert rows and {(r["Scope"], r["Category"]) for r in rows} == {("Service", "VM")}
     assert "scope=service" in page.url and "category=vm" in page.url
+    vm = next(c for c in service["categories"] if c["code"] == "vm")
+    actions = page.eval_on_selector_all("#f-action option", "os => os.map(o => o.value).filter(Boolean)")
+    assert actions == [a["code"] for a in vm["actions"]], "the Action select follows scope and category"
     chips = page.locator("#chips li").all_inner_texts()
     assert any("Scope:" in c and "Service" in c for c in chips) and any("Category:" in c and "VM" in c for c in chips)
     screenshot(page, "filtered")
