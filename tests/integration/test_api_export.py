@@ -1,0 +1,157 @@
+"""GET /v1/events/export: CSV/NDJSON content equals the list endpoint's view, formula injection neutralised,
+headers, streaming on one thread that stops when the reader goes away; self-audit events of list/export."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from auditlog.settings import Settings
+from auditlog.store import Store
+from consumers.worker import ConsumerWorker
+from producers.producer import AuditProducer
+from query_api.app import create_app
+from query_api.auth import Principal
+from query_api.export import CSV_COLUMNS, ExportStream
+from query_api.scoping import ScopedQuery
+from schemas.catalog import get_catalog
+from tests.factories import make_event, random_events
+from tests.integration.test_api_helpers import app_client, auth, store_events, token
+
+
+@pytest.fixture
+def api(settings: Settings, store: Store) -> Iterator[TestClient]:
+    with app_client(settings, store) as c:
+        yield c
+
+
+def _all_pages(api: TestClient, h: dict[str, str], params: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        r = api.get("/v1/events", params={**params, "limit": 1000, **({"cursor": cursor} if cursor else {})},
+                    headers=h).json()
+        out += r["data"]
+        cursor = r["next_cursor"]
+        if not cursor:
+            return out
+
+
+def test_csv_and_ndjson_equal_the_listed_view(api: TestClient, store: Store, settings: Settings) -> None:
+    evs = random_events(2500, seed=3, orgs=("acme", "globex"), days=6)
+    store_events(store, evs)
+    h = auth(token(settings))
+    params = {"scope": "service", "status": "SUCCESS"}
+    listed = _all_pages(api, h, params)
+    assert len(listed) > 200
+    r = api.get("/v1/events/export", params={**params, "format": "ndjson"}, headers=h)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+    assert [json.loads(line) for line in r.text.splitlines()] == listed  # same shape, same order, same detail
+    r = api.get("/v1/events/export", params=params, headers=h)
+    assert r.headers["content-type"] == "text/csv; charset=utf-8"
+    cd = r.headers["content-disposition"]
+    assert cd.startswith('attachment; filename="audit-log-') and cd.endswith('.csv"')
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert [row["event_id"] for row in rows] == [e["event_id"] for e in listed]
+    first, ev = rows[0], listed[0]
+    assert (first["occurred_at"], first["actor_email"], first["action_label"], first["target_name"]) == (
+        ev["occurred_at"], ev["actor"]["email"], ev["action_label"], ev["target"]["name"])
+    assert json.loads(first["detail"]) == ev["detail"]
+
+
+def test_csv_neutralises_formulas_and_keeps_text(api: TestClient, store: Store, settings: Settings) -> None:
+    nasty = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR", "plain, \"quoted\"\nline"]
+    evs = [make_event(description=d, target={"id": f"t{i}", "name": d}, actor={"user_agent": d})
+           for i, d in enumerate(nasty)]
+    store_events(store, evs)
+    r = api.get("/v1/events/export", params={"format": "csv"}, headers=auth(token(settings)))
+    rows = {row["target_id"]: row for row in csv.DictReader(io.StringIO(r.text))}
+    for i, d in enumerate(nasty):
+        row = rows[f"t{i}"]
+        expected = d if i == len(nasty) - 1 else "'" + d
+        assert row["description"] == row["target_name"] == row["actor_user_agent"] == expected
+    assert all(not row[c].startswith(("=", "+", "-", "@", "\t", "\r")) for row in rows.values() for c in CSV_COLUMNS)
+
+
+def test_export_of_nothing_has_a_header_only(api: TestClient, settings: Settings) -> None:
+    r = api.get("/v1/events/export", headers=auth(token(settings)))
+    assert r.status_code == 200 and r.text == ",".join(CSV_COLUMNS) + "\n"
+    assert api.get("/v1/events/export", params={"format": "ndjson"}, headers=auth(token(settings))).text == ""
+    r = api.get("/v1/events/export", params={"format": "xml"}, headers=auth(token(settings)))
+    assert r.status_code == 422 and r.json()["error"]["field"] == "format"
+
+
+def test_stream_runs_on_one_thread_and_stops_when_the_reader_leaves(store: Store) -> None:
+    n = 20_000  # several granules (8192 rows): ClickHouse streams at most one granule per block here
+    store_events(store, random_events(n, seed=8, orgs=("acme",), days=5))
+    principal = Principal(sub="u", email="u@x.example", org_id="acme", role="org_owner",
+                          permissions=frozenset({"audit:read", "audit:export"}))
+    threads: set[str] = set()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-test")
+    orig = store.client
+
+    def spy() -> Any:
+        threads.add(threading.current_thread().name)
+        return orig()
+
+    store.client = spy  # type: ignore[method-assign]
+    try:
+        sq = ScopedQuery(principal)
+        stream = ExportStream(store, sq, get_catalog(), "ndjson", pool, block_rows=100, queue_chunks=1).start()
+        it = iter(stream)
+        assert next(it)
+        stream.close()  # the reader goes away after one chunk
+        fut = pool.submit(lambda: None)
+        fut.result(timeout=10)  # the worker is free again: the query was abandoned, not drained
+        assert stream.rows < n
+        # complete run: every chunk produced on the one pool thread
+        full = ExportStream(store, ScopedQuery(principal), get_catalog(), "csv", pool, block_rows=128).start()
+        body = b"".join(full)
+        assert body.count(b"\n") == n + 1 and full.rows == n
+        assert threads == {"export-test_0"}
+    finally:
+        store.client = orig  # type: ignore[method-assign]
+        pool.shutdown()
+
+
+async def test_list_and_export_publish_self_audit_events(settings: Settings, store: Store) -> None:
+    """Through the real producer and consumer: the reads appear as organization/audit_log events."""
+    store_events(store, [make_event()])
+    worker = ConsumerWorker(settings, store)
+    task = asyncio.create_task(worker.run())
+    try:
+        async with AuditProducer(settings.kafka_bootstrap, settings.topic) as producer:
+            app = create_app(settings, store, producer=producer)
+            h = auth(token(settings, sub="u-reader", email="reader@acme.example"))
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                assert (await c.get("/v1/events", params={"q": "train"}, headers=h)).status_code == 200
+                assert (await c.get("/v1/events/export", headers=h)).status_code == 200
+                assert (await c.get("/v1/events", headers={})).status_code == 401  # not audited: no caller
+                deadline = time.monotonic() + 30
+                while True:
+                    r = (await c.get("/v1/events", params={"category": "audit_log"}, headers=h)).json()
+                    got = {e["action"]: e for e in r["data"]}
+                    if {"audit_log.list", "audit_log.export"} <= set(got):
+                        break
+                    assert time.monotonic() < deadline, got
+                    await asyncio.sleep(0.3)
+        lst = got["audit_log.list"]
+        assert lst["actor"]["id"] == "u-reader" and lst["actor"]["email"] == "reader@acme.example"
+        assert lst["org_id"] == "acme" and lst["detail"]["filters"]["q"] == "train"
+        assert got["audit_log.export"]["detail"]["format"] == "csv"
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 30)
