@@ -279,3 +279,17 @@ def test_readyz_reports_consumer_status(settings: Settings, store: Store) -> Non
     with TestClient(create_app(settings, store, consumer_status=broken)) as c:
         r = c.get("/readyz")
         assert r.status_code == 503 and "consumer gone" in r.json()["consumer"]["error"]
+
+
+def test_access_log_names_the_caller_but_never_the_token(api: TestClient, settings: Settings) -> None:
+    from structlog.testing import capture_logs
+
+    tok = token(settings, sub="u-logged")
+    with capture_logs() as logs:
+        api.get("/v1/events", params={"q": "secret-term"}, headers=auth(tok))
+        api.get("/v1/events", headers=auth(tok + "x"))
+    access = [e for e in logs if e["event"] == "api.request"]
+    assert [(e["route"], e["status"]) for e in access] == [("/v1/events", 200), ("/v1/events", 401)]
+    assert access[0]["sub"] == "u-logged" and access[0]["org_id"] == "acme" and access[0]["ms"] >= 0
+    text = repr(logs)
+    assert tok not in text and tok.split(".")[1] not in text and "secret-term" not in text
