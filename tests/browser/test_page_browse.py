@@ -313,3 +313,28 @@ def test_auto_refresh_every_10_seconds(up: UpDemo, new_page: Any, api: Any) -> N
         })
     page.locator("tr.event-row", has_text=marker).wait_for(state="visible", timeout=30_000)
     assert page.evaluate("localStorage.getItem('auditlog.autorefresh')") == "1"
+
+
+def test_several_actions_password_or_otp_failure(up: UpDemo, new_page: Any, api: Any) -> None:
+    """Product use case: filter by Password failure OR OTP failure (the API's repeatable `action`)."""
+    end = datetime.now(UTC).replace(microsecond=0)
+    window = {"start": (end - timedelta(days=30)).isoformat().replace("+00:00", "Z"),
+              "end": end.isoformat().replace("+00:00", "Z")}
+    page = new_page()
+    sign_in(page, up.owner_token, f"/?scope=authentication&category=sign_in&start={window['start']}&end={window['end']}")
+    page.select_option("#f-action", "sign_in.password_failure")
+    wait_idle(page)
+    page.click("#action-or")
+    page.select_option("#f-action", "sign_in.otp_failure")
+    wait_idle(page)
+    assert "action=sign_in.password_failure" in page.url and "action=sign_in.otp_failure" in page.url
+    assert "2 actions selected" in page.locator("#f-action option:checked").inner_text()
+    rows = table_rows(page)
+    assert {r["Action"] for r in rows} == {"Password Failure", "OTP Failure"}
+    params = {"scope": "authentication", "category": "sign_in",
+              "action": ["sign_in.password_failure", "sign_in.otp_failure"], **window}
+    assert [r["id"] for r in rows] == [e["event_id"] for e in api_all(api(up.owner_token), params)][:50]
+    page.get_by_role("button", name="Remove filter Action: OTP Failure").click()
+    wait_idle(page)
+    assert page.locator("#f-action").input_value() == "sign_in.password_failure"
+    assert {r["Action"] for r in table_rows(page)} == {"Password Failure"}

@@ -27,6 +27,7 @@ const E = {
   category: el("f-category"),
   categoryHint: el("category-hint"),
   action: el("f-action"),
+  actionOr: el("action-or"),
   status: el("f-status"),
   email: el("f-email"),
   emailList: el("f-email-list"),
@@ -76,6 +77,7 @@ const app = {
   seq: 0,
   timer: null,
   started: false,
+  addingAction: false,
 };
 
 // ----- catalog lookups ----------------------------------------------------------------------------------
@@ -215,7 +217,11 @@ function syncControls() {
     E.category.value = f.category;
     E.categoryHint.hidden = Boolean(s);
     fillSelect(E.action, "All actions", actionGroups());
-    E.action.value = f.action.length === 1 ? f.action[0] : "";
+    // several actions (OR), or adding one more: a disabled placeholder option says so
+    const placeholder = app.addingAction ? "Add another action…" : f.action.length > 1 ? `${f.action.length} actions selected` : "";
+    if (placeholder) E.action.options[0].after(h("option", { value: "__placeholder", disabled: true }, placeholder));
+    E.action.value = placeholder ? "__placeholder" : f.action.length === 1 ? f.action[0] : "";
+    E.actionOr.hidden = app.addingAction || f.action.length === 0;
   }
   E.status.value = f.status;
   if (document.activeElement !== E.email) E.email.value = f.actor_email;
@@ -331,7 +337,25 @@ E.start.addEventListener("change", onPeriodInput);
 E.end.addEventListener("change", onPeriodInput);
 E.scope.addEventListener("change", () => setFilters({ scope: E.scope.value, category: "" }));
 E.category.addEventListener("change", () => setFilters({ category: E.category.value }));
-E.action.addEventListener("change", () => setFilters({ action: E.action.value ? [E.action.value] : [] }));
+E.action.addEventListener("change", () => {
+  const v = E.action.value;
+  const adding = app.addingAction;
+  app.addingAction = false;
+  if (!v) setFilters({ action: [] });
+  else setFilters({ action: adding ? [...new Set([...app.filters.action, v])] : [v] });
+});
+E.actionOr.addEventListener("click", () => {
+  // "Password failure OR OTP failure": the next choice adds to the selected actions
+  app.addingAction = true;
+  syncControls();
+  E.action.focus();
+});
+E.action.addEventListener("blur", () => {
+  if (app.addingAction) {
+    app.addingAction = false;
+    syncControls();
+  }
+});
 E.status.addEventListener("change", () => setFilters({ status: E.status.value }));
 E.wsSelect.addEventListener("change", () => setFilters({ workspace_id: E.wsSelect.value }));
 E.wsText.addEventListener("change", () => setFilters({ workspace_id: E.wsText.value.trim() }));
