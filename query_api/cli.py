@@ -1,0 +1,237 @@
+"""``auditlog api`` and ``auditlog export``.
+
+- ``api [--host] [--port]``: serves the read API with uvicorn against ``AUDITLOG_CLICKHOUSE_URL`` (a server, or a
+  ``chdb:///dir`` store when no consumer process holds that directory: chDB locks it). Migrates on start. When
+  the broker answers, list/export calls publish their ``audit_log.*`` events through the producer; if it does not,
+  the API still serves and logs ``api.self_audit_disabled``.
+- ``export``: writes the filtered view to a file with a progress bar. Two modes:
+  * ``--url http://127.0.0.1:8000 --token JWT``: through the HTTP API (what a user does; works while
+    ``auditlog up`` holds the chDB directory); the total for the progress bar comes from ``/v1/stats``;
+  * ``--org ORG [--workspace W ...]``: straight from the store as that org's owner (or as an admin of the given
+    workspaces), for operators on the store's host; same SQL, scoping and formatting as the API.
+  Filters: ``--start --end --scope --category --action (repeatable) --status --actor-email --actor-id --ip
+  --workspace-id --target --q``; ``--format csv|ndjson``; ``-o FILE`` (default ``audit-log-<start>-<end>.<ext>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from auditlog.logs import configure, get_logger
+from auditlog.settings import Settings
+
+log = get_logger("query_api.cli")
+_FILTER_FLAGS = ("start", "end", "scope", "category", "status", "actor_email", "actor_id", "ip", "workspace_id",
+                 "target", "q")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    a = sub.add_parser("api", help="serve the read API and the page (uvicorn)")
+    a.add_argument("--host", default=None, help="bind address [AUDITLOG_API_HOST, default 127.0.0.1]")
+    a.add_argument("--port", type=int, default=None, help="port [AUDITLOG_API_PORT, default 8000]")
+    a.set_defaults(func=run_api)
+
+    e = sub.add_parser("export", help="export the filtered audit log to a CSV/NDJSON file (progress bar)")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--url", help="API base URL, e.g. http://127.0.0.1:8000 (needs --token)")
+    src.add_argument("--org", help="read the store directly, scoped to this org (operators)")
+    e.add_argument("--token", help="JWT with audit:read and audit:export (for --url)")
+    e.add_argument("--workspace", action="append", default=None,
+                   help="with --org: act as admin of this workspace (repeatable); default: org owner")
+    e.add_argument("--format", choices=("csv", "ndjson"), default="csv")
+    e.add_argument("-o", "--output", help="output file (default audit-log-<start>-<end>.<ext>)")
+    for f in _FILTER_FLAGS:
+        e.add_argument(f"--{f.replace('_', '-')}", dest=f, default=None, help=f"filter {f} (API.md)")
+    e.add_argument("--action", action="append", default=None, help="filter action (repeatable)")
+    e.set_defaults(func=run_export)
+
+
+# ----- api ---------------------------------------------------------------------------------------------------
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal capture (it would re-raise SIGTERM before our clean-up ran)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def run_api(args: argparse.Namespace) -> int:
+    from auditlog.store import Store, migrate
+    from producers.producer import AuditProducer
+    from query_api.app import create_app
+    from schemas.catalog import get_catalog
+
+    settings = Settings()
+    configure(settings.log_level)
+    host, port = args.host or settings.api_host, args.port if args.port is not None else settings.api_port
+    store = Store.from_settings(settings)
+    try:
+        migrate(store, settings.retention_days)
+    except Exception as exc:
+        print(f"auditlog api: cannot open the store {store.url}: {exc}", file=sys.stderr)
+        if store.embedded:
+            print("  (a chdb:// directory can be used by one process at a time: stop `auditlog consume`/`up`)",
+                  file=sys.stderr)
+        return 1
+    catalog = get_catalog(settings.catalog_extra)
+
+    async def main() -> None:
+        producer: AuditProducer | None = AuditProducer(settings.kafka_bootstrap, settings.topic, catalog=catalog,
+                                                       request_timeout_ms=5000)
+        try:
+            await asyncio.wait_for(producer.start(), 10)  # type: ignore[union-attr]
+        except Exception as exc:
+            log.error("api.self_audit_disabled", bootstrap=settings.kafka_bootstrap, error=repr(exc))
+            producer = None
+        app = create_app(settings, store, catalog=catalog, producer=producer)
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+        server = _Server(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # graceful: stop serving, then stop the producer
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        print(f"auditlog api on http://{host}:{port}/ (docs at /docs)", file=sys.stderr)
+        try:
+            await server.serve()
+        finally:
+            if producer is not None:
+                await producer.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+# ----- export ------------------------------------------------------------------------------------------------
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {f: getattr(args, f) for f in _FILTER_FLAGS if getattr(args, f) is not None}
+    if args.action:
+        out["action"] = args.action
+    return out
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]export"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    settings = Settings()
+    configure(settings.log_level)
+    filters = _filters(args)
+    try:
+        if args.url:
+            if not args.token:
+                print("auditlog export: --url needs --token", file=sys.stderr)
+                return 2
+            name, total, chunks = _http_source(args.url, args.token, filters, args.format)
+        else:
+            name, total, chunks = _store_source(settings, args.org, args.workspace, filters, args.format)
+    except ExportError as exc:
+        print(f"auditlog export: {exc}", file=sys.stderr)
+        return 1
+    path = Path(args.output or name)
+    lines = 0
+    with _progress() as progress, path.open("wb") as out:
+        task = progress.add_task("export", total=total)
+        for chunk in chunks:
+            out.write(chunk)
+            lines += chunk.count(b"\n")  # CSV cells may hold newlines: the bar is approximate, the file is not
+            progress.update(task, completed=min(lines, total))
+        progress.update(task, completed=total)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes, {total:,} rows)", file=sys.stderr)
+    return 0
+
+
+class ExportError(Exception):
+    pass
+
+
+def _http_source(url: str, tok: str, filters: dict[str, Any], fmt: str) -> tuple[str, int, Iterator[bytes]]:
+    base = url.rstrip("/")
+    headers = {"Authorization": f"Bearer {tok}"}
+
+    def get(path: str, params: dict[str, Any]) -> Any:
+        q = urllib.parse.urlencode(params, doseq=True)
+        req = urllib.request.Request(f"{base}{path}?{q}", headers=headers)
+        try:
+            return urllib.request.urlopen(req, timeout=60)
+        except urllib.error.HTTPError as exc:
+            try:
+                msg = json.loads(exc.read())["error"]["message"]
+            except Exception:
+                msg = exc.reason
+            raise ExportError(f"{exc.code}: {msg}") from None
+        except urllib.error.URLError as exc:
+            raise ExportError(f"cannot reach {base}: {exc.reason}") from None
+
+    with get("/v1/stats", {**filters, "interval": "day"}) as r:
+        total = int(json.loads(r.read())["total"])
+    resp = get("/v1/events/export", {**filters, "format": fmt})
+    disp = resp.headers.get("Content-Disposition", "")
+    name = disp.split('filename="', 1)[1].rstrip('"') if 'filename="' in disp else f"audit-log.{fmt}"
+
+    def chunks() -> Iterator[bytes]:
+        with resp:
+            while block := resp.read(1 << 20):
+                yield block
+
+    return name, total, chunks()
+
+
+def _store_source(settings: Settings, org: str, workspaces: list[str] | None, filters: dict[str, Any],
+                  fmt: str) -> tuple[str, int, Iterator[bytes]]:
+    from auditlog.store import Store
+    from query_api import events_read
+    from query_api.auth import EXPORT, READ, Principal
+    from query_api.errors import ApiError
+    from query_api.export import ExportStream
+    from query_api.filters import DEFAULT_RANGE, check_codes, clean_text, utc
+    from query_api.filters import EventFilters as F
+    from query_api.scoping import ScopedQuery
+    from schemas.catalog import get_catalog
+
+    catalog = get_catalog(settings.catalog_extra)
+    store = Store.from_settings(settings)
+    principal = Principal(sub="cli", email="", org_id=org, role="workspace_admin" if workspaces else "org_owner",
+                          workspaces=tuple(workspaces or ()), permissions=frozenset({READ, EXPORT}))
+    try:
+        end = utc(datetime.fromisoformat(filters["end"])) if "end" in filters else datetime.now(UTC)
+        start = utc(datetime.fromisoformat(filters["start"])) if "start" in filters else end - DEFAULT_RANGE
+        texts = {k: clean_text(k, filters.get(k)) for k in _FILTER_FLAGS if k not in ("start", "end")}
+        actions = tuple(filters.get("action") or ())
+        check_codes(catalog, texts["scope"], texts["category"], actions)
+        f = F(start=start, end=end, actions=actions, **texts)
+        sq = ScopedQuery(principal).with_filters(f, catalog)
+        total = events_read.count(store, ScopedQuery(principal).with_filters(f, catalog))
+    except ApiError as exc:
+        raise ExportError(f"{exc.field or 'filter'}: {exc.message}") from None
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export")
+    stream = ExportStream(store, sq, catalog, fmt, pool).start()
+    stamp = "%Y%m%dT%H%M%SZ"
+    name = f"audit-log-{start.strftime(stamp)}-{end.strftime(stamp)}.{fmt}"
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield from stream
+        finally:
+            pool.shutdown(wait=True)
+
+    return name, total, chunks()

@@ -1,0 +1,112 @@
+"""``auditlog export`` (store mode and HTTP mode) and ``auditlog api`` (a real uvicorn process)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from auditlog.broker import EmbeddedBroker, free_port
+from auditlog.cli import main
+from auditlog.settings import Settings
+from auditlog.store import Store
+from query_api.app import create_app
+from tests.factories import random_events
+from tests.integration.test_api_helpers import store_events, token
+
+
+@pytest.fixture
+def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("AUDITLOG_CLICKHOUSE_URL", settings.store_url)
+    monkeypatch.setenv("AUDITLOG_CLICKHOUSE_DATABASE", settings.clickhouse_database)
+    monkeypatch.setenv("AUDITLOG_JWT_SECRET", settings.jwt_secret or "")
+    return settings
+
+
+def _expected(evs: list[dict], org: str, ws: str | None = None, scope: str | None = None) -> set[str]:
+    return {e["event_id"] for e in evs if e["org_id"] == org and (ws is None or e["workspace_id"] == ws)
+            and (scope is None or e["scope"] == scope)}
+
+
+def test_export_from_the_store(env: Settings, store: Store, tmp_path: Path) -> None:
+    evs = random_events(600, seed=21, orgs=("acme", "globex"), days=5)
+    store_events(store, evs)
+    out = tmp_path / "all.csv"
+    assert main(["export", "--org", "acme", "-o", str(out)]) == 0
+    rows = list(csv.DictReader(out.open(newline="", encoding="utf-8")))
+    assert {r["event_id"] for r in rows} == _expected(evs, "acme") and len(rows) == len(_expected(evs, "acme"))
+    out2 = tmp_path / "ws.ndjson"
+    assert main(["export", "--org", "acme", "--workspace", "acme-ws1", "--scope", "service", "--format", "ndjson",
+                 "-o", str(out2)]) == 0
+    got = [json.loads(line) for line in out2.read_text().splitlines()]
+    assert {e["event_id"] for e in got} == _expected(evs, "acme", "acme-ws1", "service")
+    assert main(["export", "--org", "acme", "--scope", "bill", "-o", str(tmp_path / "x")]) == 1
+
+
+@pytest.fixture
+def served(env: Settings, store: Store) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(env, store), host="127.0.0.1", port=port, log_config=None))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    t.join(10)
+
+
+def test_export_through_the_api(env: Settings, store: Store, served: str, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    evs = random_events(400, seed=22, orgs=("acme", "globex"), days=5)
+    store_events(store, evs)
+    monkeypatch.chdir(tmp_path)
+    tok = token(env, role="workspace_admin", workspaces=["acme-ws2"])
+    assert main(["export", "--url", served, "--token", tok]) == 0
+    files = list(tmp_path.glob("audit-log-*.csv"))
+    assert len(files) == 1  # the server's Content-Disposition name
+    rows = list(csv.DictReader(files[0].open(newline="", encoding="utf-8")))
+    assert {r["event_id"] for r in rows} == _expected(evs, "acme", "acme-ws2")
+    assert main(["export", "--url", served, "--token", tok, "--workspace-id", "acme-ws1"]) == 1  # 403
+    assert main(["export", "--url", served, "--token", "bad"]) == 1  # 401
+
+
+def test_api_command_serves(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """``auditlog api`` as its own process on its own chDB directory; stopped by PID."""
+    port = free_port()
+    env = {**os.environ, "AUDITLOG_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "AUDITLOG_JWT_SECRET": "x" * 32,
+           "AUDITLOG_KAFKA_BOOTSTRAP": broker.bootstrap}
+    proc = subprocess.Popen([sys.executable, "-m", "auditlog.cli", "api", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    assert json.loads(r.read())["store"] == "ok"
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/catalog", timeout=5) as r:
+            assert json.loads(r.read())["scopes"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0
