@@ -55,16 +55,17 @@ def invalid_message(draw: Any) -> bytes:
 def _generate() -> list[bytes]:
     out: list[bytes] = []
 
-    @hsettings(max_examples=N_INVALID * 2, database=None, deadline=None,
+    @hsettings(max_examples=N_INVALID // 5, database=None, deadline=None,
                suppress_health_check=list(HealthCheck))
-    @given(invalid_message())
-    def collect(msg: bytes) -> None:
-        if len(out) >= N_INVALID:
-            return
-        try:
-            parse_event(msg)
-        except EventError:
-            out.append(msg)
+    @given(st.lists(invalid_message(), min_size=10, max_size=10))
+    def collect(msgs: list[bytes]) -> None:
+        for msg in msgs:
+            if len(out) >= N_INVALID:
+                return
+            try:
+                parse_event(msg)
+            except EventError:
+                out.append(msg)
 
     collect()
     assert len(out) == N_INVALID, len(out)
