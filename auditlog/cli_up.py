@@ -31,8 +31,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--data", default=None, help="data directory [AUDITLOG_DATA_DIR, ./.auditlog]")
     up.set_defaults(func=cmd_up)
 
-    mig = sub.add_parser("migrate", help="create or upgrade the ClickHouse schema (idempotent)")
-    mig.add_argument("--data", default=None, help="data directory (embedded store) [AUDITLOG_DATA_DIR]")
+    from auditlog.migrations import add_arguments
+
+    mig = sub.add_parser(
+        "migrate",
+        help="create or upgrade the ClickHouse schema (idempotent, safe to run concurrently)",
+        description="Apply schemas/migrations in order, then the repeatable steps: catalog labels, retention TTL "
+        "(AUDITLOG_RETENTION_DAYS), and with admin credentials on a server the least-privilege roles.",
+    )
+    add_arguments(mig)
     mig.set_defaults(func=cmd_migrate)
 
     emit = sub.add_parser(
@@ -143,14 +150,11 @@ def _banner(out: TextIO, s: Settings, url: str, bootstrap: str, log_path: Path, 
 
 # ----- migrate --------------------------------------------------------------------------------------------
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from auditlog.store import Store, migrate
+    from auditlog.migrations import run_cli
 
     settings = _settings(args)
     logs.configure(settings.log_level)
-    store = Store.from_settings(settings)
-    applied = migrate(store, settings.retention_days)
-    print(f"migrations applied: {', '.join(applied) if applied else 'none (schema is current)'}")
-    return 0
+    return run_cli(args, settings)
 
 
 # ----- emit -----------------------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ import uvicorn
 from auditlog.broker import EmbeddedBroker, ensure_topics
 from auditlog.demo import DEMO_ADMIN_WORKSPACES, DEMO_ORGS, demo_events
 from auditlog.logs import get_logger
+from auditlog.migrations import migrate
 from auditlog.settings import Settings
-from auditlog.store import Store, migrate
+from auditlog.store import Store
 from producers import AuditProducer
 from schemas.catalog import get_catalog
 from schemas.rows import EVENTS_TABLE
@@ -76,7 +77,7 @@ class EmbeddedStack:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.broker.start)
         await ensure_topics(self.broker.bootstrap, [s.topic, s.dlq_topic], s.topic_partitions)
-        applied = await asyncio.to_thread(migrate, self.store, s.retention_days)
+        applied = await asyncio.to_thread(migrate, self.store, s.retention_days, catalog=self.catalog)
         log.info("store.ready", url=self.store.url, migrations_applied=applied)
         self.producer = AuditProducer(self.broker.bootstrap, s.topic, catalog=self.catalog)
         await self.producer.start()

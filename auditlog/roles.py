@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     settings = Settings()
     database = args.database or settings.clickhouse_database
-    from auditlog.store import sharded_tables
+    from auditlog.migrations import sharded_tables
 
     local = sorted(sharded_tables()) if args.sharded else []
     if args.what == "roles":

@@ -32,7 +32,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from auditlog import logs
 from auditlog.broker import EmbeddedBroker, ensure_topics
 from auditlog.settings import Settings
-from auditlog.store import Store, migrate
+from auditlog.store import Store
+from auditlog.migrations import migrate
 from consumers import metrics as m
 from consumers.testing import count_events
 from consumers.worker import ConsumerWorker

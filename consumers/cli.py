@@ -107,7 +107,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 async def _consume(s: Settings, workers: int, create_topics: bool = True) -> int:
     from auditlog.broker import ensure_topics
-    from auditlog.store import Store, migrate
+    from auditlog.migrations import migrate
+    from auditlog.store import Store
     from consumers.health import HealthServer
     from consumers.worker import ConsumerWorker
     from schemas.catalog import get_catalog

@@ -12,7 +12,8 @@ import pytest
 
 from auditlog.broker import EmbeddedBroker, ensure_topics
 from auditlog.settings import Settings
-from auditlog.store import Store, migrate
+from auditlog.store import Store
+from auditlog.migrations import migrate
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

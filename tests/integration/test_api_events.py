@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from auditlog.settings import Settings
-from auditlog.store import Store, migrate
+from auditlog.store import Store
+from auditlog.migrations import migrate
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
 

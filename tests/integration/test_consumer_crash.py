@@ -30,7 +30,8 @@ CRASHING_CONSUMER = """
 import asyncio, os, signal, sys
 from auditlog import logs
 from auditlog.settings import Settings
-from auditlog.store import Store, migrate
+from auditlog.store import Store
+from auditlog.migrations import migrate
 from consumers.worker import ConsumerWorker
 
 KILL_AFTER = int(sys.argv[1])

@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import auditlog.store as store_mod
-from auditlog.store import Migration, MigrationError, Store, migrate, migration_files, retention_tables, ttl_days
+import auditlog.migrations as store_mod
+from auditlog.store import Store
+from auditlog.migrations import Migration, MigrationError, migrate, migration_files, retention_tables, ttl_days
 from schemas.catalog import get_catalog
 from schemas.event import parse_event
 from schemas.rows import EVENT_COLUMNS, event_row

@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 
 from auditlog.broker import EmbeddedBroker, ensure_topics
 from auditlog.settings import Settings
-from auditlog.store import Store, migrate
+from auditlog.store import Store
+from auditlog.migrations import migrate
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer
 from query_api.app import create_app

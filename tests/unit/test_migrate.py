@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from auditlog.store import Store, migrate
+from auditlog.store import Store
+from auditlog.migrations import migrate
 from schemas.rows import EVENT_COLUMNS
 
 
