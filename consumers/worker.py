@@ -90,13 +90,16 @@ class ConsumerWorker:
         catalog: Catalog | None = None,
         name: str | None = None,
         retry_base_s: float = 0.1,
+        wrap_dlq: Callable[[DlqSender], Any] | None = None,
     ) -> None:
+        """``wrap_dlq`` (tests only) may wrap the DLQ sender, e.g. to make the DLQ unwritable for a while."""
         self.settings = settings
         self.store = store
         self.name = name or f"{settings.consumer_group}-{os.getpid()}-{next(_ids)}"
         self.decoder = DecodeStep(catalog)
         self.dedup = settings.consumer_dedup
         self.retry_base_s = retry_base_s
+        self._wrap_dlq = wrap_dlq
         self.buffer = BatchBuffer()
         self.limit = DlqLimit(settings.dlq_limit_ratio, settings.dlq_limit_window)
         self.stats: dict[str, int] = dict.fromkeys(
@@ -173,6 +176,8 @@ class ConsumerWorker:
                 raise RuntimeError(f"DLQ topic {s.dlq_topic!r} has no partitions (create it first)")
             self._dlq_partitions = len(parts)
             self._dlq = DlqSender(producer, s.dlq_topic, self._dlq_partitions, s.consumer_group)
+            if self._wrap_dlq is not None:
+                self._dlq = self._wrap_dlq(self._dlq)
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=s.kafka_bootstrap,
                 group_id=s.consumer_group,

@@ -118,3 +118,43 @@ async def test_store_outage_short(settings: Settings, store: Store) -> None:
 @pytest.mark.timeout(180)
 async def test_store_outage_30s(settings: Settings, store: Store) -> None:
     await _outage(settings, store, outage_s=30)
+
+
+class _FlakyDlq:
+    """The real DLQ sender, except that sends raise while ``down`` is set (records sent before stay sent)."""
+
+    def __init__(self, real: Any, down: threading.Event) -> None:
+        self.real, self.down = real, down
+
+    async def send(self, dead: Any) -> None:
+        if self.down.is_set():
+            if dead:  # half of the range lands, then the DLQ "fails": the retry must not send it twice
+                await self.real.send(dead[: len(dead) // 2])
+            raise ConnectionError("injected: DLQ topic unwritable")
+        await self.real.send(dead)
+
+
+@pytest.mark.timeout(120)
+async def test_dlq_unwritable_blocks_insert_and_commit(settings: Settings, store: Store) -> None:
+    from consumers.testing import read_topic
+    from tests.factories import make_event
+
+    settings = settings.model_copy(update={"consumer_retry_max_seconds": 0.5})
+    down = threading.Event()
+    down.set()
+    worker = ConsumerWorker(settings, store, retry_base_s=0.05, wrap_dlq=lambda real: _FlakyDlq(real, down))
+    valid = [json.dumps(e).encode() for e in random_events(200, seed=12)]
+    invalid = [json.dumps(make_event(status=f"NOPE{i}")).encode() for i in range(40)]
+    keys = [b"same-partition"] * (len(valid) + len(invalid))  # one partition: every range has both kinds
+    async with BackgroundWorker(worker) as bw:
+        await publish(settings.kafka_bootstrap, settings.topic, [*invalid[:20], *valid, *invalid[20:]], keys)
+        await bw.until(lambda s: s["dlq_retries"] >= 3, 30)
+        assert worker.status()["dlq_failing"]
+        assert count_events(store) == 0  # rows wait for the dead letters of their range
+        com = await committed_offsets(settings.kafka_bootstrap, settings.consumer_group, settings.topic)
+        assert all(o <= 0 for o in com.values())
+        down.clear()
+        await bw.until(lambda s: s["stored"] == 200 and s["dead_lettered"] == 40, 60)
+    dlq = await read_topic(settings.kafka_bootstrap, settings.dlq_topic)
+    assert sorted(r.value for r in dlq) == sorted(invalid)  # the half sent before the failure is not doubled
+    assert count_events(store) == 200
