@@ -85,3 +85,31 @@ async def test_plain_kafka_python_client(settings: Settings, store: Store) -> No
     async with BackgroundWorker(ConsumerWorker(settings, store)) as bw:
         await bw.until(lambda s: s["stored"] == 20 and s["dead_lettered"] == 1, 60)
     assert count_events(store) == 20
+
+
+async def test_new_log_with_old_watermarks_loses_nothing(settings: Settings, store: Store) -> None:
+    """``auditlog up`` restarts a memory broker (and topics can be re-created): offsets start again at 0 while
+    the store keeps the old watermarks. The worker must notice that they belong to another log."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from auditlog.broker import ensure_topics
+
+    first = random_events(120, seed=31)
+    await publish(settings.kafka_bootstrap, settings.topic, [_enc(e) for e in first])
+    async with BackgroundWorker(ConsumerWorker(settings, store)) as bw:
+        await bw.until(lambda s: s["stored"] == 120, 60)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([settings.topic, settings.dlq_topic])
+    finally:
+        await admin.close()
+    await ensure_topics(settings.kafka_bootstrap, [settings.topic, settings.dlq_topic], 6)
+    second = random_events(60, seed=32)
+    await publish(settings.kafka_bootstrap, settings.topic, [_enc(e) for e in second])
+    fresh = settings.model_copy(update={"consumer_group": settings.consumer_group + "-new"})
+    worker = ConsumerWorker(fresh, store)
+    async with BackgroundWorker(worker) as bw:
+        await bw.until(lambda s: s["stored"] + s["skipped_stored"] >= 60 and s["lag_total"] == 0, 60)
+    assert worker.stats["skipped_stored"] == 0
+    assert count_events(store) == 180
