@@ -96,7 +96,9 @@ class _Gen:
         names = _NAMES.get(category)
         tname = target_name or (rng.choice(names) if names else f"{category}-{rng.randint(100, 999)}")
         tid = f"{_TARGET_TYPES[category][:3]}-{uuid.UUID(int=rng.getrandbits(128)).hex[:8]}"
-        if category in ("member", "sign_in", "password", "profile"):
+        if category in ("sign_in", "password", "profile", "session"):
+            tname = f"{person}@{org}.example"  # one acts on one's own account
+        elif category == "member":
             tname = f"{rng.choice(_PEOPLE[org])}@{org}.example"
         self.n += 1
         label = self.catalog.action_label(scope, action)
