@@ -119,7 +119,7 @@ def main() -> int:
     print(f"parsed rows {rows:,} == API count {api_count:,}: {rows == api_count}", flush=True)
     met = {"rows_per_s>=200k": rate >= 200_000, "rss_growth<300MB": growth_mb < 300, "count_matches": rows == api_count}
     print("targets met:", met)
-    path = write_result("export", {"rows": args.rows, "format": args.format, "exported_rows": rows,
+    path = write_result("export" if args.format == "csv" else "export-ndjson", {"rows": args.rows, "format": args.format, "exported_rows": rows,
                                    "api_count": api_count, "bytes": size, "seconds": round(elapsed, 2),
                                    "rows_per_s": round(rate), "rss_baseline_mib": round(baseline / 2**20),
                                    "rss_peak_mib": round(sampler.peak / 2**20), "rss_growth_mib": round(growth_mb),

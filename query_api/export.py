@@ -5,6 +5,8 @@ Contract:
   injection; NDJSON objects in the API's event shape incl. labels and the original ``detail`` JSON), and the
   lines are streamed in blocks of ``block_rows`` (``max_block_size``) with ``max_memory_usage`` set: memory
   stays constant whatever the row count, and Python only joins strings;
+- the rows are read in keyset pages of ``page_rows`` (chDB's engine runs a query ahead of its reader, so one
+  query over everything would buffer its whole output); each page streams in blocks;
 - the whole query runs on ONE thread (a worker of the export pool, with that thread's own client: chDB must not
   share a connection across threads); chunks reach the HTTP response through a bounded queue, so a slow client
   slows the query instead of buffering;
@@ -17,10 +19,14 @@ Contract:
 
 from __future__ import annotations
 
+import json
 import queue
+import re
 import threading
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, Literal
 
 from auditlog.logs import get_logger
@@ -109,22 +115,38 @@ def csv_header() -> bytes:
 
 
 _DONE = object()
+_CSV_KEY = re.compile(r'^"([0-9a-f-]{36})","([0-9T:.\-]+Z)"')
+
+
+def line_key(line: str, fmt: str) -> tuple[datetime, uuid.UUID]:
+    """(occurred_at, event_id) of a rendered line: the keyset position after it."""
+    if fmt == "csv":
+        m = _CSV_KEY.match(line)
+        if m is None:
+            raise ValueError(f"unexpected export line start {line[:80]!r}")
+        eid, ts = m.group(1), m.group(2)
+    else:
+        doc = json.loads(line)
+        eid, ts = doc["event_id"], doc["occurred_at"]
+    return datetime.fromisoformat(ts), uuid.UUID(eid)
 
 
 class ExportStream:
     """One export: a query running on a pool thread, its rendered chunks handed over through a bounded queue."""
 
     def __init__(self, store: Store, sq: ScopedQuery, catalog: Catalog, fmt: str, pool: ThreadPoolExecutor, *,
-                 block_rows: int = 16_384, max_memory: int = 1 << 30, queue_chunks: int = 4) -> None:
+                 block_rows: int = 2048, page_rows: int = 500_000, max_memory: int = 1 << 30,
+                 queue_chunks: int = 4) -> None:
         if fmt not in MEDIA_TYPES:
             raise ValueError(f"unknown export format {fmt!r}")
         self.fmt = fmt
         self.rows = 0
         self._store = store
-        self._sql = export_sql(sq, fmt)
-        self._params = {**sq.params, **label_params(catalog)}
+        self._sq = sq
+        self._labels = label_params(catalog)
+        self._page_rows = page_rows
         self._settings: dict[str, Any] = {"max_block_size": block_rows, "max_memory_usage": max_memory,
-                                          "max_threads": 2, "output_format_json_escape_forward_slashes": 0}
+                                          "max_threads": 1, "output_format_json_escape_forward_slashes": 0}
         self._q: queue.Queue[Any] = queue.Queue(maxsize=queue_chunks)
         self._stop = threading.Event()
         self._pool = pool
@@ -141,17 +163,31 @@ class ExportStream:
         return False
 
     def _run(self) -> None:
+        """Keyset pages of ``page_rows`` (the engine may run a query ahead of its reader: a page bounds what it
+        can buffer), each streamed in blocks; the next page starts after the last line's (occurred_at, event_id)."""
         try:
             client = self._store.client()
-            with client.query_column_block_stream(self._sql, parameters=self._params,
-                                                  settings=self._settings) as blocks:
-                for block in blocks:
-                    lines = block[0]
-                    if not lines:
-                        continue
-                    if not self._put(("\n".join(lines) + "\n").encode()):
-                        return  # the reader went away: closing the stream ends the query
-                    self.rows += len(lines)
+            after: tuple[datetime, uuid.UUID] | None = None
+            while True:
+                sq = self._sq.copy()
+                if after is not None:
+                    sq.after(*after)
+                sql = export_sql(sq, self.fmt) + " LIMIT {x_page:UInt32}"
+                params = {**sq.params, **self._labels, "x_page": self._page_rows}
+                n, last = 0, ""
+                with client.query_column_block_stream(sql, parameters=params, settings=self._settings) as blocks:
+                    for block in blocks:
+                        lines = block[0]
+                        if not lines:
+                            continue
+                        if not self._put(("\n".join(lines) + "\n").encode()):
+                            return  # the reader went away: closing the stream ends the query
+                        self.rows += len(lines)
+                        n += len(lines)
+                        last = lines[-1]
+                if n < self._page_rows:
+                    break
+                after = line_key(last, self.fmt)
             self._put(_DONE)
         except BaseException as exc:
             self._put(exc)

@@ -114,6 +114,13 @@ class ScopedQuery:
             "(occurred_at < {k_ts2:DateTime64(3, 'UTC')} OR event_id < {k_id:UUID})",
             k_ts=occurred_at, k_ts2=occurred_at, k_id=event_id)
 
+    def copy(self) -> ScopedQuery:
+        """An independent copy (same principal, same conditions) to extend differently."""
+        other = ScopedQuery(self.principal)
+        other._conds = list(self._conds)
+        other._params = dict(self._params)
+        return other
+
     # ----- reading -------------------------------------------------------------------------------
     def where(self) -> str:
         return " AND ".join(f"({c})" for c in self._conds)

@@ -117,13 +117,34 @@ def test_stream_runs_on_one_thread_and_stops_when_the_reader_leaves(store: Store
         fut.result(timeout=10)  # the worker is free again: the query was abandoned, not drained
         assert stream.rows < n
         # complete run: every chunk produced on the one pool thread
-        full = ExportStream(store, ScopedQuery(principal), get_catalog(), "csv", pool, block_rows=128).start()
+        full = ExportStream(store, ScopedQuery(principal), get_catalog(), "csv", pool, block_rows=128,
+                            page_rows=999).start()
         body = b"".join(full)
         assert body.count(b"\n") == n + 1 and full.rows == n
+        ids = [row["event_id"] for row in csv.DictReader(io.StringIO(body.decode()))]
+        assert len(set(ids)) == n
         assert threads == {"export-test_0"}
     finally:
         store.client = orig  # type: ignore[method-assign]
         pool.shutdown()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+def test_keyset_pages_neither_skip_nor_repeat_ties(store: Store, fmt: str) -> None:
+    evs = random_events(40, seed=12, orgs=("acme",), days=2)
+    for e in evs[:25]:
+        e["occurred_at"] = evs[0]["occurred_at"]  # 25 events in the same millisecond
+    store_events(store, evs)
+    principal = Principal(sub="u", email="u@x.example", org_id="acme", role="org_owner",
+                          permissions=frozenset({"audit:read", "audit:export"}))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        body = b"".join(ExportStream(store, ScopedQuery(principal), get_catalog(), fmt, pool,
+                                     page_rows=4).start()).decode()
+    if fmt == "csv":
+        ids = [row["event_id"] for row in csv.DictReader(io.StringIO(body))]
+    else:
+        ids = [json.loads(line)["event_id"] for line in body.splitlines()]
+    assert sorted(ids) == sorted(e["event_id"] for e in evs)
 
 
 async def test_list_and_export_publish_self_audit_events(settings: Settings, store: Store) -> None:
