@@ -68,6 +68,10 @@ def backoff_delay(attempt: int, base: float = 0.1, cap: float = 30.0) -> float:
     return d / 2 + random.uniform(0, d / 2)
 
 
+class _Stopping(Exception):
+    """A stop was requested while a stoppable step was being retried."""
+
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, worker: ConsumerWorker) -> None:
         self.worker = worker
@@ -131,6 +135,7 @@ class ConsumerWorker:
         self._lag: dict[int, int] = {}
         self._lag_at_commit = 0
         self._last_observe = 0.0
+        self._held_snapshot = 0
 
     # ----- public interface ---------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -156,7 +161,7 @@ class ConsumerWorker:
             "paused": self._paused,
             "store_failing": self._failing["store"],
             "dlq_failing": self._failing["dlq"],
-            "held_messages": self._held(),
+            "held_messages": self._held_snapshot,
             **self.stats,
         }
 
@@ -198,6 +203,8 @@ class ConsumerWorker:
             try:
                 await self._consume()
                 await self._drain(s.consumer_shutdown_timeout_s)
+                if self._fatal is not None:
+                    raise RuntimeError(f"consumer worker failed: {self._fatal!r}") from self._fatal
             except DlqLimitExceeded as exc:
                 self._fatal = exc
                 log.error("consumer.dlq_limit_exceeded", worker=self.name, error=str(exc))
@@ -345,9 +352,12 @@ class ConsumerWorker:
             dead = [d for d in dead if d.offset > wm[b.tp.partition]]
         await self._dlq.send(dead)
 
-    async def _retry(self, step: str, fn: Callable[[int], Awaitable[T]]) -> T:
+    async def _retry(self, step: str, fn: Callable[[int], Awaitable[T]], stoppable: bool = False) -> T:
+        """Run ``fn(attempt)`` until it succeeds; ``stoppable``: raise :class:`_Stopping` once a stop is requested."""
         attempt = 0
         while True:
+            if stoppable and self._stop_requested:
+                raise _Stopping(step)
             try:
                 out = await fn(attempt)
                 if attempt:
@@ -414,6 +424,7 @@ class ConsumerWorker:
             log.info("consumer.resumed", worker=self.name, held=held)
         if self._paused:
             c.pause(*c.assignment())  # also partitions assigned since
+        self._held_snapshot = held
         m.PAUSED.labels(self.name).set(int(self._paused))
         m.INFLIGHT.labels(self.name).set(held)
 
@@ -491,7 +502,7 @@ class ConsumerWorker:
 
     # ----- rebalance ----------------------------------------------------------------------------------
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        self._owned -= revoked
+        self._owned = self._owned - revoked  # a new set: status() may be iterating the old one
         if self._closing or not revoked:
             return
         self.stats["rebalances"] += 1
@@ -523,12 +534,18 @@ class ConsumerWorker:
             assert self._inserter is not None
             inserter = self._inserter
             s = self.settings
-            stored = await self._retry("store", lambda _a: inserter.stored_watermarks(self._topic))
-            dlq = await self._retry("dlq", lambda _a: read_dlq_watermarks(
-                s.kafka_bootstrap, s.dlq_topic, self._topic, [tp.partition for tp in new], self._dlq_partitions))
-            stored, dlq = await self._retry("dlq", lambda _a: verify_watermarks(
-                s.kafka_bootstrap, self._topic, {tp.partition: stored.get(tp.partition, -1) for tp in new},
-                {tp.partition: dlq.get(tp.partition, -1) for tp in new}, inserter.stored_at, self.decoder.catalog))
+            try:
+                stored = await self._retry("store", lambda _a: inserter.stored_watermarks(self._topic), True)
+                dlq = await self._retry("dlq", lambda _a: read_dlq_watermarks(
+                    s.kafka_bootstrap, s.dlq_topic, self._topic, [tp.partition for tp in new],
+                    self._dlq_partitions), True)
+                stored, dlq = await self._retry("dlq", lambda _a: verify_watermarks(
+                    s.kafka_bootstrap, self._topic, {tp.partition: stored.get(tp.partition, -1) for tp in new},
+                    {tp.partition: dlq.get(tp.partition, -1) for tp in new}, inserter.stored_at,
+                    self.decoder.catalog), True)
+            except _Stopping:
+                log.info("consumer.rebalanced", worker=self.name, phase="assigned", stopping=True)
+                return  # not owned: their records are never buffered
         for tp in new:
             self._wm_stored[tp] = stored.get(tp.partition, -1)
             self._wm_dlq[tp] = dlq.get(tp.partition, -1)
