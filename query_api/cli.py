@@ -71,8 +71,8 @@ class _Server(uvicorn.Server):
 
 
 def run_api(args: argparse.Namespace) -> int:
-    from auditlog.store import Store
     from auditlog.migrations import migrate
+    from auditlog.store import Store
     from producers.producer import AuditProducer
     from query_api.app import create_app
     from schemas.catalog import get_catalog
