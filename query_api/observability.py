@@ -52,9 +52,9 @@ class AccessLogMiddleware:
             route = getattr(route_obj, "path", None) or "unmatched"
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(scope["method"], route).observe(elapsed)
-            principal = getattr(scope.get("state", {}).get("principal"), "sub", None) if isinstance(
-                scope.get("state"), dict) else None
-            org = getattr(scope.get("state", {}).get("principal"), "org_id", None) if principal else None
+            state = scope.get("state")
+            principal = state.get("principal") if isinstance(state, dict) else None  # set by auth.current_principal
             client = scope.get("client")
             log.info("api.request", method=scope["method"], route=route, path=scope.get("path"), status=status,
-                     ms=round(elapsed * 1000, 1), client=client[0] if client else None, sub=principal, org_id=org)
+                     ms=round(elapsed * 1000, 1), client=client[0] if client else None,
+                     sub=getattr(principal, "sub", None), org_id=getattr(principal, "org_id", None))

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from auditlog.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
-from auditlog.migrations import migrate
 from query_api.app import create_app
 from schemas.catalog import get_catalog
 from tests.factories import make_event

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from auditlog.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
-from auditlog.migrations import migrate
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
 
@@ -162,6 +162,22 @@ def test_resent_event_is_one_event(api: TestClient, store: Store, owner: dict[st
     export = api.get("/v1/events/export", params={"format": "ndjson"}, headers=owner)
     assert len(export.text.splitlines()) == 1
     assert api.get(f"/v1/events/{ev['event_id']}", headers=owner).json()["detail"] == ev["detail"]
+
+
+def test_many_copies_of_one_event_still_page_correctly(api: TestClient, store: Store, owner: dict[str, str]) -> None:
+    a, b, c = make_event(occurred_at=_ts(1)), make_event(occurred_at=_ts(2)), make_event(occurred_at=_ts(3))
+    store_events(store, [b, c])
+    for _ in range(25):  # more copies than the page query's slack: exercises the FINAL fallback
+        store_events(store, [a])
+    seen, cursor = [], None
+    for _ in range(5):
+        r = api.get("/v1/events", params={"limit": 1, **({"cursor": cursor} if cursor else {})}, headers=owner)
+        seen += _ids(r)
+        cursor = r.json()["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [a["event_id"], b["event_id"], c["event_id"]]
+    assert _ids(api.get("/v1/events", params={"limit": 2}, headers=owner)) == [a["event_id"], b["event_id"]]
 
 
 def test_detail_has_everything(api: TestClient, store: Store, owner: dict[str, str]) -> None:

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from schemathesis.checks import not_a_server_error
 
+from auditlog.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
-from auditlog.migrations import migrate
 from query_api.app import create_app
 from schemas.rows import EVENTS_TABLE
 from tests.factories import make_event

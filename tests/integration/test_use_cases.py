@@ -18,9 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from auditlog.broker import EmbeddedBroker, ensure_topics
+from auditlog.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
-from auditlog.migrations import migrate
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer
 from query_api.app import create_app
