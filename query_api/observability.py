@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auditlog.logs import get_logger
 
-log = get_logger("query_api.access")
+ACCESS_LOGGER = "query_api.access"
 
 REQUESTS = Counter("auditlog_api_requests_total", "API requests", ["method", "route", "status"])
 LATENCY = Histogram("auditlog_api_request_seconds", "API request duration until the last byte", ["method", "route"],
@@ -55,6 +55,8 @@ class AccessLogMiddleware:
             state = scope.get("state")
             principal = state.get("principal") if isinstance(state, dict) else None  # set by auth.current_principal
             client = scope.get("client")
-            log.info("api.request", method=scope["method"], route=route, path=scope.get("path"), status=status,
-                     ms=round(elapsed * 1000, 1), client=client[0] if client else None,
-                     sub=getattr(principal, "sub", None), org_id=getattr(principal, "org_id", None))
+            # a fresh proxy per request: it follows the current structlog configuration (tests capture it)
+            get_logger(ACCESS_LOGGER).info(
+                "api.request", method=scope["method"], route=route, path=scope.get("path"), status=status,
+                ms=round(elapsed * 1000, 1), client=client[0] if client else None,
+                sub=getattr(principal, "sub", None), org_id=getattr(principal, "org_id", None))
