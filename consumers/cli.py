@@ -97,15 +97,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # ----- consume ------------------------------------------------------------------------------------------
 def cmd_consume(args: argparse.Namespace) -> int:
+    early_stop: list[str] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):  # until the loop's handlers take over: remember, exit 0
+        signal.signal(sig, lambda signum, _frame: early_stop.append(signal.Signals(signum).name))
     s = _settings(args)
     logs.configure(s.log_level)
     if args.workers < 1:
         print("--workers must be >= 1", file=sys.stderr)
         return 2
-    return asyncio.run(_consume(s, args.workers, create_topics=not args.no_create_topics))
+    return asyncio.run(_consume(s, args.workers, create_topics=not args.no_create_topics, early_stop=early_stop))
 
 
-async def _consume(s: Settings, workers: int, create_topics: bool = True) -> int:
+async def _consume(s: Settings, workers: int, create_topics: bool = True,
+                   early_stop: list[str] | None = None) -> int:
     from auditlog.broker import ensure_topics
     from auditlog.migrations import migrate
     from auditlog.store import Store
@@ -134,6 +138,8 @@ async def _consume(s: Settings, workers: int, create_topics: bool = True) -> int
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig.name)
+    if early_stop:
+        stop(early_stop[0])  # a signal arrived during start-up: stop right after joining
     tasks = [asyncio.create_task(w.run(), name=w.name) for w in ws]
     code = 0
     try:
