@@ -430,11 +430,12 @@ class ConsumerWorker:
 
     def _observe(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last_observe < 1.0:
+        owned = self._owned
+        if not force and now - self._last_observe < 1.0 and all(tp.partition in self._lag for tp in owned):
             return
         self._last_observe = now
         c = self._c
-        for tp in list(self._owned):
+        for tp in owned:
             hw = c.highwater(tp)
             if hw is None:
                 continue

@@ -80,3 +80,38 @@ async def test_sigterm_flushes_commits_and_exits_0(settings: Settings, tmp_path:
     assert first["stored"] + second["stored"] == len(events)
     res = sql_in_subprocess(tmp_path / "c", {"n": "SELECT count(), uniqExact(event_id) FROM audit_events"})
     assert res["n"][0] == [str(len(events)), str(len(events))]
+
+
+async def test_consume_two_workers_serves_metrics_and_readyz(settings: Settings, tmp_path: Path) -> None:
+    import urllib.request
+
+    from auditlog.broker import free_port
+
+    port = free_port()
+    env = consumer_env(settings, tmp_path / "c", consumer_metrics_port=port)
+    proc = subprocess.Popen([sys.executable, "-m", "auditlog.cli", "consume", "--workers", "2"], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        await publish(settings.kafka_bootstrap, settings.topic,
+                      [json.dumps(e).encode() for e in random_events(3000, seed=9)])
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    body = json.loads(r.read())
+                if sum(w["stored"] for w in body["workers"]) == 3000 and all(w["assigned"] for w in body["workers"]):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "not ready"
+            await asyncio.sleep(0.2)
+        assert len(body["workers"]) == 2 and body["ready"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            metrics = r.read().decode()
+        assert "auditlog_consumer_events_stored_total{" in metrics, metrics[-3000:]
+        assert "auditlog_consumer_lag{" in metrics, metrics[-3000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert len(log_events(err, "consumer.stopped")) == 2
