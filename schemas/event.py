@@ -168,7 +168,10 @@ class EventError(ValueError):
 
 
 def format_ts(ts: datetime) -> str:
-    """RFC 3339, UTC, milliseconds: ``2026-11-21T09:14:03.512Z``."""
+    """RFC 3339, UTC, milliseconds: ``2026-11-21T09:14:03.512Z``. A naive ``ts`` is taken as UTC (ClickHouse
+    drivers return naive UTC values for ``DateTime64(3, 'UTC')`` in some modes), never as local time."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 

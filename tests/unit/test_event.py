@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -113,3 +113,19 @@ def test_empty_workspace_id_is_rejected() -> None:
     with pytest.raises(EventError) as exc:
         parse_event(enc(make_event(workspace_id="")))
     assert exc.value.field == "workspace_id"
+
+
+def test_format_ts_takes_naive_values_as_utc_whatever_the_local_zone(monkeypatch) -> None:
+    import time
+
+    from schemas import format_ts
+
+    monkeypatch.setenv("TZ", "Asia/Seoul")
+    time.tzset()
+    try:
+        assert format_ts(datetime(2026, 11, 21, 9, 14, 3, 512999)) == "2026-11-21T09:14:03.512Z"
+        aware = datetime(2026, 11, 21, 18, 14, 3, 512000, tzinfo=timezone(timedelta(hours=9)))
+        assert format_ts(aware) == "2026-11-21T09:14:03.512Z"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
