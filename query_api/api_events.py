@@ -48,9 +48,11 @@ async def list_events(
         ts, eid = cursors.decode(cursor)
         sq.after(ts, eid)
     data, last = await run_in_threadpool(events_read.list_page, store, sq, catalog, limit)
-    ip, ua = _client(request)
-    await publish(producer, build_event(sq.principal, "audit_log.list", filters=filters.describe(), client_ip=ip,
-                                        user_agent=ua, extra={"rows": len(data)}))
+    described = filters.describe()
+    if request.app.state.read_coalescer.first(sq.principal, described):
+        ip, ua = _client(request)
+        await publish(producer, build_event(sq.principal, "audit_log.list", filters=described, client_ip=ip,
+                                            user_agent=ua, extra={"rows": len(data)}))
     return {"data": data, "next_cursor": cursors.encode(*last) if last else None}
 
 

@@ -29,6 +29,7 @@ from query_api import api_events, api_insights, api_meta
 from query_api.auth import TokenVerifier
 from query_api.errors import install_error_handlers
 from query_api.observability import AccessLogMiddleware
+from query_api.self_audit import ReadCoalescer
 from schemas.catalog import Catalog, get_catalog
 
 EXPORT_THREADS = 4
@@ -58,6 +59,7 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     app.state.store = store
     app.state.catalog = catalog or get_catalog(settings.catalog_extra)
     app.state.producer = producer
+    app.state.read_coalescer = ReadCoalescer()
     app.state.consumer_status = consumer_status
     app.state.verifier = TokenVerifier(settings)
     app.state.export_pool = pool
