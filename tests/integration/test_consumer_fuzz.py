@@ -8,7 +8,9 @@ import random
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from auditlog.settings import Settings
 from auditlog.store import Store
