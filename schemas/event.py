@@ -20,15 +20,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
-    field_validator,
     model_validator,
 )
 
@@ -41,21 +40,53 @@ MAX_FUTURE = timedelta(hours=24)
 _EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$")
 
 
-def _strip_nul(v: Any) -> Any:
-    return v.replace("\x00", "") if isinstance(v, str) else v
-
-
 def _text(max_length: int, min_length: int = 0) -> Any:
-    return Annotated[str, BeforeValidator(_strip_nul), Field(min_length=min_length, max_length=max_length)]
+    return Annotated[str, Field(min_length=min_length, max_length=max_length)]
 
 
 def _opt(max_length: int, min_length: int = 0) -> Any:
-    inner = Annotated[str, Field(min_length=min_length, max_length=max_length)]
-    return Annotated[inner | None, BeforeValidator(_strip_nul)]
+    return Annotated[_text(max_length, min_length) | None, Field(default=None)]
+
+
+def _without_nul(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return obj.replace("\x00", "")
+    if isinstance(obj, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_without_nul(v) for v in obj]
+    return obj
+
+
+def _strip_nul(data: bytes | str) -> bytes | str:
+    """Strings lose NUL bytes (EVENT.md). In JSON a NUL can only be the escape ``\\u0000`` inside a string, so
+    the common case is one substring test on the raw message; the rare message with one is re-encoded."""
+    if (b"\\u0000" not in data) if isinstance(data, bytes | bytearray) else ("\\u0000" not in data):
+        return data
+    try:
+        return json.dumps(_without_nul(json.loads(data)), ensure_ascii=False)
+    except ValueError:
+        return data  # not JSON: validation reports it
 
 
 Id = _text(256, 1)
 OptText = _opt(512)
+
+
+_IPV4 = re.compile(r"^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$")
+
+
+def _normal_ip(v: str) -> str:
+    """The canonical text of an IPv4/IPv6 address (regex fast path for canonical IPv4)."""
+    if _IPV4.match(v):
+        return v
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise ValueError("actor.ip: not a valid IPv4 or IPv6 address") from None
+
+
+_RULE_FIELDS = ("scope", "category", "action", "occurred_at", "actor.email", "actor.ip", "detail")
 
 
 class _Strict(BaseModel):
@@ -70,23 +101,6 @@ class Actor(_Strict):
     type: Literal["user", "service", "system"]
     ip: _opt(64) = None  # type: ignore[valid-type]
     user_agent: _opt(1024) = None  # type: ignore[valid-type]
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, v: str | None) -> str | None:
-        if v is not None and not _EMAIL_RE.match(v):
-            raise ValueError("not a valid e-mail address")
-        return v
-
-    @field_validator("ip")
-    @classmethod
-    def _ip(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return str(ipaddress.ip_address(v))
-        except ValueError:
-            raise ValueError("not a valid IPv4 or IPv6 address") from None
 
 
 class Target(_Strict):
@@ -116,25 +130,24 @@ class AuditEvent(_Strict):
     source: _opt(256) = None  # type: ignore[valid-type]
     request_id: _opt(256) = None  # type: ignore[valid-type]
 
-    @field_validator("occurred_at")
-    @classmethod
-    def _utc_ms(cls, v: datetime) -> datetime:
-        v = v.astimezone(UTC)
-        v = v.replace(microsecond=v.microsecond // 1000 * 1000)
-        if v - datetime.now(UTC) > MAX_FUTURE:
-            raise ValueError("lies more than 24 h in the future")
-        return v
-
-    @field_validator("detail")
-    @classmethod
-    def _detail_size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None and len(json.dumps(v, ensure_ascii=False).encode()) > MAX_DETAIL_BYTES:
-            raise ValueError(f"larger than {MAX_DETAIL_BYTES} bytes encoded")
-        return v
-
     @model_validator(mode="after")
-    def _catalog(self, info: ValidationInfo) -> AuditEvent:
+    def _rules(self, info: ValidationInfo) -> AuditEvent:
+        """Every rule beyond types, in one call (each validator call costs ~0.5 us on the consumer's hot path).
+        Errors are ``"<field>: <rule>"``; :func:`_error_from` turns them into :class:`EventError`."""
         ctx = info.context if isinstance(info.context, dict) else {}
+        ts = self.occurred_at.astimezone(UTC)
+        ts = ts.replace(microsecond=ts.microsecond // 1000 * 1000)
+        if ts - datetime.now(UTC) > MAX_FUTURE:
+            raise ValueError("occurred_at: lies more than 24 h in the future")
+        object.__setattr__(self, "occurred_at", ts)
+        a = self.actor
+        if a.email is not None and not _EMAIL_RE.match(a.email):
+            raise ValueError("actor.email: not a valid e-mail address")
+        if a.ip is not None:
+            object.__setattr__(a, "ip", _normal_ip(a.ip))
+        big_message = ctx.get("message_bytes", MAX_DETAIL_BYTES + 1) > MAX_DETAIL_BYTES  # else detail can't be
+        if self.detail is not None and big_message and len(_dumps(self.detail)) > MAX_DETAIL_BYTES:
+            raise ValueError(f"detail: larger than {MAX_DETAIL_BYTES} bytes encoded")
         catalog: Catalog = ctx.get("catalog") or get_catalog()
         problem = catalog.check(self.scope, self.category, self.action)
         if problem is not None:
@@ -149,13 +162,21 @@ class AuditEvent(_Strict):
         """``detail`` as compact JSON text (key order kept), as stored."""
         if self.detail is None:
             return None
-        return json.dumps(self.detail, ensure_ascii=False, separators=(",", ":"))
+        return _dumps(self.detail).decode()
 
     def to_json_bytes(self) -> bytes:
         """The wire form (EVENT.md): compact JSON, ``occurred_at`` with millisecond precision and ``Z``."""
         d = self.model_dump(mode="json")
         d["occurred_at"] = format_ts(self.occurred_at)
         return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, key order kept (orjson; json for what orjson refuses, e.g. integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class EventError(ValueError):
@@ -181,8 +202,8 @@ def _error_from(exc: ValidationError) -> EventError:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    # catalog errors arrive as "field: message" from the model validator
-    if not err["loc"] and ": " in msg and msg.split(": ", 1)[0] in ("scope", "category", "action"):
+    # rule errors (catalog, ip, ...) arrive as "field: message" from the model validator
+    if not err["loc"] and ": " in msg and msg.split(": ", 1)[0] in _RULE_FIELDS:
         loc, msg = msg.split(": ", 1)
     if err["type"] == "extra_forbidden":
         msg = "unknown field (not in the v1 contract)"
@@ -193,12 +214,13 @@ def _error_from(exc: ValidationError) -> EventError:
 
 def parse_event(data: bytes | str | dict[str, Any], catalog: Catalog | None = None) -> AuditEvent:
     """Validate one event; raise :class:`EventError` (never anything else) when it breaks the contract."""
-    ctx = {"catalog": catalog} if catalog is not None else None
     try:
         if isinstance(data, dict):
-            return AuditEvent.model_validate_json(json.dumps(data), context=ctx)
+            data = json.dumps(data, ensure_ascii=False)
         if isinstance(data, bytes | bytearray) and len(data) > MAX_MESSAGE_BYTES:
             raise EventError("message", f"larger than {MAX_MESSAGE_BYTES} bytes ({len(data)})")
+        data = _strip_nul(data)
+        ctx = {"catalog": catalog, "message_bytes": len(data) * (1 if isinstance(data, bytes | bytearray) else 4)}
         return AuditEvent.model_validate_json(data, context=ctx)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors(include_url=False)):

@@ -129,3 +129,30 @@ def test_format_ts_takes_naive_values_as_utc_whatever_the_local_zone(monkeypatch
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_escaped_nul_inside_strings_is_removed_everywhere_but_escaped_backslashes_stay() -> None:
+    raw = enc(make_event(description="a\x00b", target={"name": "vm\x00-1"}, detail={"k\x00": ["x\x00y"]}))
+    assert b"\\u0000" in raw
+    ev = parse_event(raw)
+    assert (ev.description, ev.target.name, ev.detail) == ("ab", "vm-1", {"k": ["xy"]})
+    literal = enc(make_event(description="C:\\u0000dir"))  # a backslash followed by the text u0000
+    assert parse_event(literal).description == "C:\\u0000dir"
+
+
+def test_ipv4_fast_path_and_ipv6_normalisation_and_rejects() -> None:
+    for given, stored in [("203.0.113.7", "203.0.113.7"), ("::FFFF:203.0.113.7", "::ffff:cb00:7107"),
+                          ("2001:0db8::0001", "2001:db8::1")]:
+        assert parse_event(enc(make_event(actor={"ip": given}))).actor.ip == stored
+    for bad in ("203.0.113.256", "01.2.3.4", "1.2.3", "203.0.113.7 ", "fe80::1::2"):
+        with pytest.raises(EventError) as exc:
+            parse_event(enc(make_event(actor={"ip": bad})))
+        assert exc.value.field == "actor.ip", bad
+
+
+def test_detail_size_limit_applies_to_detail_inside_a_large_message() -> None:
+    ok = make_event(detail={"pad": "x" * (60 * 1024)}, description="d" * 1000)
+    parse_event(enc(ok))
+    with pytest.raises(EventError) as exc:
+        parse_event(enc(make_event(detail={"pad": "x" * (65 * 1024)})))
+    assert exc.value.field == "detail"
