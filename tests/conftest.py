@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from auditlog.broker import EmbeddedBroker, ensure_topics
+from auditlog.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
-from auditlog.migrations import migrate
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import auditlog.migrations as store_mod
-from auditlog.store import Store
 from auditlog.migrations import Migration, MigrationError, migrate, migration_files, retention_tables, ttl_days
+from auditlog.store import Store
 from schemas.catalog import get_catalog
 from schemas.event import parse_event
 from schemas.rows import EVENT_COLUMNS, event_row

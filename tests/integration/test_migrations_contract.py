@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from auditlog.store import Store
 from auditlog.migrations import _statements, migration_files, render_migration
+from auditlog.store import Store
 
 IDEMPOTENT = [
     re.compile(r"^CREATE (?:TABLE|VIEW|MATERIALIZED VIEW|DICTIONARY|FUNCTION) IF NOT EXISTS\b", re.I),

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.store import Store
 from auditlog.migrations import SHARD_KEY, cluster_statements, migrate, sharded_tables
+from auditlog.store import Store
 from schemas.catalog import get_catalog
 from schemas.event import parse_event
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row

@@ -17,8 +17,8 @@ import clickhouse_connect
 import pytest
 
 from auditlog import roles
-from auditlog.store import Store
 from auditlog.migrations import migrate
+from auditlog.store import Store
 from schemas.catalog import get_catalog
 from schemas.event import parse_event
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row

@@ -14,9 +14,9 @@ import pytest
 
 from auditlog import roles
 from auditlog.broker import ensure_topics
+from auditlog.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
-from auditlog.migrations import migrate
 from producers.producer import AuditProducerSync
 from tests.factories import random_events
 from tests.server.conftest import user_url

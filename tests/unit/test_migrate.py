@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from auditlog.store import Store
 from auditlog.migrations import migrate
+from auditlog.store import Store
 from schemas.rows import EVENT_COLUMNS
 
 

@@ -17,8 +17,8 @@ import clickhouse_connect
 import pytest
 
 from auditlog import roles
-from auditlog.store import Store
 from auditlog.migrations import migrate
+from auditlog.store import Store
 from schemas.rows import EVENTS_TABLE
 
 
