@@ -38,9 +38,9 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def up(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> Iterator[UpDemo]:
-    """``auditlog up --demo`` for the whole session, stopped by PID at the end."""
+    """``auditlog up --demo`` for the browser tests, stopped by PID when they are done."""
     data = tmp_path_factory.mktemp("up-demo")
     demo = start_up_demo(data, free_port(), free_port())
     try:
@@ -49,8 +49,10 @@ def up(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> Iterator
         stop_up_demo(demo)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium_path: str) -> Iterator[Any]:
+    """Package scope on purpose: Playwright's sync API keeps an event loop running in the main thread while it
+    is open, which breaks every later ``asyncio.run`` in the session (other packages' fixtures and tests)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
