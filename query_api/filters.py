@@ -12,7 +12,6 @@ Tenant checks (another org or workspace named: 403) happen in :mod:`query_api.sc
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
@@ -21,6 +20,7 @@ from fastapi import Depends, Query, Request
 
 from query_api.errors import invalid
 from schemas.catalog import Catalog
+from schemas.event import normal_ip
 
 DEFAULT_RANGE = timedelta(days=7)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -131,7 +131,7 @@ def event_filters(
     ip_norm = texts["ip"]
     if ip_norm is not None:
         try:
-            ip_norm = str(ipaddress.ip_address(ip_norm.strip()))
+            ip_norm = normal_ip(ip_norm.strip())
         except ValueError:
             raise invalid("ip", f"ip {ip_norm!r} is not an IPv4 or IPv6 address") from None
     return EventFilters(start=start_, end=end_, scope=texts["scope"], category=texts["category"],

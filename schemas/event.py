@@ -13,9 +13,9 @@ Contract of :func:`parse_event` (used by the producer before sending and by the 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
+import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -76,14 +76,15 @@ OptText = _opt(512)
 _IPV4 = re.compile(r"^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$")
 
 
-def _normal_ip(v: str) -> str:
-    """The canonical text of an IPv4/IPv6 address (regex fast path for canonical IPv4)."""
+def normal_ip(v: str) -> str:
+    """The canonical text of an IPv4/IPv6 address: IPv4 dotted quad without leading zeros, IPv6 as RFC 5952
+    (lower case, longest zero run compressed, IPv4-mapped as ``::ffff:192.0.2.1``). libc does the work."""
     if _IPV4.match(v):
         return v
     try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        raise ValueError("actor.ip: not a valid IPv4 or IPv6 address") from None
+        return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, v))
+    except (OSError, ValueError):
+        raise ValueError(f"actor.ip: {v!r} is not a valid IPv4 or IPv6 address") from None
 
 
 _RULE_FIELDS = ("scope", "category", "action", "occurred_at", "actor.email", "actor.ip", "detail")
@@ -144,7 +145,7 @@ class AuditEvent(_Strict):
         if a.email is not None and not _EMAIL_RE.match(a.email):
             raise ValueError("actor.email: not a valid e-mail address")
         if a.ip is not None:
-            object.__setattr__(a, "ip", _normal_ip(a.ip))
+            object.__setattr__(a, "ip", normal_ip(a.ip))
         big_message = ctx.get("message_bytes", MAX_DETAIL_BYTES + 1) > MAX_DETAIL_BYTES  # else detail can't be
         if self.detail is not None and big_message and len(_dumps(self.detail)) > MAX_DETAIL_BYTES:
             raise ValueError(f"detail: larger than {MAX_DETAIL_BYTES} bytes encoded")

@@ -310,3 +310,16 @@ def test_access_log_names_the_caller_but_never_the_token(api: TestClient, settin
     assert access[0]["sub"] == "u-logged" and access[0]["org_id"] == "acme" and access[0]["ms"] >= 0
     text = repr(logs)
     assert tok not in text and tok.split(".")[1] not in text and "secret-term" not in text
+
+
+def test_ip_filter_matches_whatever_spelling_of_the_address(api: TestClient, settings: Settings, store: Store) -> None:
+    """Stored and filter values share one normalisation (schemas.event.normal_ip), so spellings agree."""
+    evs = [make_event(actor={"ip": "2001:DB8:0:0:0:0:0:1"}), make_event(actor={"ip": "::ffff:203.0.113.9"}),
+           make_event(actor={"ip": "203.0.113.9"})]
+    store_events(store, evs)
+    h = auth(token(settings))
+    for spelling, expected in [("2001:db8::1", evs[0]), ("2001:0DB8::0:1", evs[0]), ("::FFFF:CB00:7109", evs[1])]:
+        r = api.get("/v1/events", params={"ip": spelling}, headers=h)
+        assert r.status_code == 200 and _ids(r) == [expected["event_id"]], (spelling, r.text)
+    bad = api.get("/v1/events", params={"ip": "2001:db8::1%eth0"}, headers=h)
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "ip"

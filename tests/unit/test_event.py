@@ -141,10 +141,12 @@ def test_escaped_nul_inside_strings_is_removed_everywhere_but_escaped_backslashe
 
 
 def test_ipv4_fast_path_and_ipv6_normalisation_and_rejects() -> None:
-    for given, stored in [("203.0.113.7", "203.0.113.7"), ("::FFFF:203.0.113.7", "::ffff:cb00:7107"),
-                          ("2001:0db8::0001", "2001:db8::1")]:
+    for given, stored in [("203.0.113.7", "203.0.113.7"), ("::FFFF:203.0.113.7", "::ffff:203.0.113.7"),
+                          ("2001:0db8::0001", "2001:db8::1"), ("2001:DB8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),
+                          ("::", "::"), ("fe80:0:0:0:0:0:0:1", "fe80::1")]:
         assert parse_event(enc(make_event(actor={"ip": given}))).actor.ip == stored
-    for bad in ("203.0.113.256", "01.2.3.4", "1.2.3", "203.0.113.7 ", "fe80::1::2"):
+    for bad in ("203.0.113.256", "01.2.3.4", "1.2.3", "203.0.113.7 ", "fe80::1::2", "fe80::1%eth0", "12345::1",
+                "1.2.3.4.5", "", "::g"):
         with pytest.raises(EventError) as exc:
             parse_event(enc(make_event(actor={"ip": bad})))
         assert exc.value.field == "actor.ip", bad
