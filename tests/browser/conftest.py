@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from auditlog.broker import free_port
-from tests.browser.updemo import UpDemo, start_up_demo, stop_up_demo
+from tests.updemo import UpDemo, start_up_demo, stop_up_demo
 
 CHROMIUM = os.environ.get("AUDITLOG_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import RequestLog
-from tests.browser.updemo import parse_up_output
+from tests.updemo import parse_up_output
 
 SAMPLE = """auditlog: starting (data /tmp/x) ...
 auditlog is up (1.1 s)

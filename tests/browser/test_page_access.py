@@ -12,7 +12,7 @@ import pytest
 from query_api.auth import mint_token
 from tests.browser.conftest import screenshot
 from tests.browser.helpers import api_all, sign_in, table_rows, wait_idle
-from tests.browser.updemo import UpDemo
+from tests.updemo import UpDemo
 
 pytestmark = pytest.mark.browser
 

@@ -21,7 +21,7 @@ import pytest
 from producers.producer import AuditProducerSync
 from tests.browser.conftest import TIMEZONE, screenshot
 from tests.browser.helpers import COLUMNS, api_all, sign_in, table_rows, wait_idle
-from tests.browser.updemo import UpDemo
+from tests.updemo import UpDemo
 
 pytestmark = pytest.mark.browser
 

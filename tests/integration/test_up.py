@@ -8,15 +8,9 @@ consumer keeps running) and 4 (a restart of `up` keeps the data and keeps ingest
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,60 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from auditlog.broker import free_port
 from auditlog.demo import DEMO_ADMIN_WORKSPACES
 from tests.factories import make_event
-
-AUDITLOG = str(Path(sys.executable).with_name("auditlog"))
-
-
-@dataclass
-class Up:
-    proc: subprocess.Popen[str]
-    url: str
-    bootstrap: str
-    owner: str
-    admin: str
-    output: list[str]
-    started_s: float
-
-
-def start_up(data: Path, port: int, kafka_port: int, timeout: float = 120) -> Up:
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [AUDITLOG, "up", "--demo", "--port", str(port), "--kafka-port", str(kafka_port), "--data", str(data)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "AUDITLOG_SESSION_TIMEOUT_MS": "3000"},
-    )
-    lines: list[str] = []
-    url = bootstrap = owner = admin = None
-    page_s = None
-    assert proc.stdout is not None
-    while time.monotonic() - t0 < timeout:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError("auditlog up exited early:\n" + "".join(lines))
-        lines.append(line)
-        if m := re.match(r"\s+Page\s+(http://\S+)", line):
-            url = m.group(1)
-            page_s = time.monotonic() - t0
-        elif m := re.match(r"\s+Broker\s+(\S+)", line):
-            bootstrap = m.group(1)
-        elif line.startswith("OWNER_TOKEN="):
-            owner = line.split("=", 1)[1].strip()
-        elif line.startswith("ADMIN_TOKEN="):
-            admin = line.split("=", 1)[1].strip()
-        elif line.startswith("READY"):
-            assert url and bootstrap and owner and admin, "".join(lines)
-            return Up(proc, url, bootstrap, owner, admin, lines, page_s or 0.0)
-    proc.kill()
-    raise AssertionError("auditlog up not ready in time:\n" + "".join(lines))
-
-
-def stop_up(up: Up) -> int:
-    os.kill(up.proc.pid, signal.SIGINT)
-    try:
-        return up.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(up.proc.pid, signal.SIGKILL)
-        return -9
+from tests.updemo import UpDemo, start_up_demo, stop_up_demo
 
 
 @pytest.fixture(scope="module")
@@ -88,44 +29,43 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def up(data_dir: Path) -> Iterator[Up]:
-    u = start_up(data_dir, free_port(), free_port())
+def up(data_dir: Path) -> Iterator[UpDemo]:
+    u = start_up_demo(data_dir, free_port(), free_port())
     yield u
-    if u.proc.poll() is None:
-        stop_up(u)
+    stop_up_demo(u)
 
 
-def get(up: Up, path: str, token: str, **params: object) -> httpx.Response:
+def get(up: UpDemo, path: str, token: str, **params: object) -> httpx.Response:
     return httpx.get(up.url.rstrip("/") + path, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
-def test_page_answers_within_30s(up: Up) -> None:
-    assert up.started_s < 30, f"page URL printed after {up.started_s:.1f}s"
+def test_page_answers_within_30s(up: UpDemo) -> None:
+    assert up.page_s < 30, f"page URL printed after {up.page_s:.1f}s"
     r = httpx.get(up.url, timeout=5)
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
 
 
-def test_owner_sees_demo_events_and_admin_only_its_workspaces(up: Up) -> None:
+def test_owner_sees_demo_events_and_admin_only_its_workspaces(up: UpDemo) -> None:
     start = "2020-01-01T00:00:00Z"
-    owner = get(up, "/v1/events", up.owner, start=start, limit=1000).json()["data"]
+    owner = get(up, "/v1/events", up.owner_token, start=start, limit=1000).json()["data"]
     assert len(owner) == 1000
     assert {e["org_id"] for e in owner} == {"acme"}
     owner_ws = {e["workspace_id"] for e in owner}
     allowed = set(DEMO_ADMIN_WORKSPACES[1])
     assert owner_ws - allowed - {None}, "demo data should contain other workspaces too"
-    admin = get(up, "/v1/events", up.admin, start=start, limit=1000).json()["data"]
+    admin = get(up, "/v1/events", up.admin_token, start=start, limit=1000).json()["data"]
     assert admin, "workspace admin sees its workspaces' events"
     assert {e["workspace_id"] for e in admin} <= allowed
 
 
-def test_plain_kafka_client_valid_event_is_queryable_within_3s(up: Up) -> None:
+def test_plain_kafka_client_valid_event_is_queryable_within_3s(up: UpDemo) -> None:
     producer = KafkaProducer(bootstrap_servers=up.bootstrap, acks="all")
     ev = make_event(org_id="acme", description=f"plain-client {uuid.uuid4()}")
     producer.send("audit.events", key=b"acme", value=json.dumps(ev).encode()).get(timeout=10)
     producer.close()
     t0 = time.monotonic()
     while time.monotonic() - t0 < 3:
-        r = get(up, f"/v1/events/{ev['event_id']}", up.owner)
+        r = get(up, f"/v1/events/{ev['event_id']}", up.owner_token)
         if r.status_code == 200:
             assert r.json()["description"] == ev["description"]
             return
@@ -133,7 +73,7 @@ def test_plain_kafka_client_valid_event_is_queryable_within_3s(up: Up) -> None:
     raise AssertionError(f"event not visible within 3 s (last status {r.status_code})")
 
 
-def test_plain_kafka_client_invalid_events_are_dead_lettered_with_reason(up: Up) -> None:
+def test_plain_kafka_client_invalid_events_are_dead_lettered_with_reason(up: UpDemo) -> None:
     marker = uuid.uuid4().hex
     bad = {
         "unknown_action": json.dumps(make_event(action="vm.nuke", request_id=marker)).encode(),
@@ -167,14 +107,14 @@ def test_plain_kafka_client_invalid_events_are_dead_lettered_with_reason(up: Up)
     test_plain_kafka_client_valid_event_is_queryable_within_3s(up)
 
 
-def test_restart_keeps_data_and_keeps_ingesting(up: Up, data_dir: Path) -> None:
+def test_restart_keeps_data_and_keeps_ingesting(up: UpDemo, data_dir: Path) -> None:
     start = "2020-01-01T00:00:00Z"
-    before = len(get(up, "/v1/events", up.owner, start=start, limit=1000, workspace_id="ml-research").json()["data"])
-    assert stop_up(up) == 0
-    again = start_up(data_dir, free_port(), free_port())
+    before = len(get(up, "/v1/events", up.owner_token, start=start, limit=1000, workspace_id="ml-research").json()["data"])
+    assert stop_up_demo(up) == 0
+    again = start_up_demo(data_dir, free_port(), free_port())
     try:
         assert any("already in this data directory" in line for line in again.output), "".join(again.output)
-        after = get(again, "/v1/events", again.owner, start=start, limit=1000, workspace_id="ml-research").json()["data"]
+        after = get(again, "/v1/events", again.owner_token, start=start, limit=1000, workspace_id="ml-research").json()["data"]
         assert len(after) == before
         # the new broker starts with empty topics; new events must still be stored after the restart
         producer = KafkaProducer(bootstrap_servers=again.bootstrap, acks="all")
@@ -186,8 +126,8 @@ def test_restart_keeps_data_and_keeps_ingesting(up: Up, data_dir: Path) -> None:
         deadline = time.monotonic() + 10
         missing = {e["event_id"] for e in evs}
         while missing and time.monotonic() < deadline:
-            missing = {i for i in missing if get(again, f"/v1/events/{i}", again.owner).status_code != 200}
+            missing = {i for i in missing if get(again, f"/v1/events/{i}", again.owner_token).status_code != 200}
             time.sleep(0.2)
         assert not missing, f"{len(missing)} of 20 events published after the restart were not stored"
     finally:
-        assert stop_up(again) == 0
+        assert stop_up_demo(again) == 0

@@ -1,4 +1,4 @@
-"""Run ``auditlog up --demo`` as a subprocess for the browser tests and read what it prints.
+"""Run ``auditlog up --demo`` as a subprocess (for the end-to-end and browser tests) and read what it prints.
 
 Contract of the output (``auditlog/cli_up.py``): a banner with ``  Page      <url>`` and
 ``  Broker    <host:port> ...``, then ``OWNER_TOKEN=<jwt>`` and ``ADMIN_TOKEN=<jwt>`` lines, then a line starting
@@ -29,6 +29,7 @@ class UpDemo:
     admin_token: str
     data_dir: Path | None = None
     proc: subprocess.Popen[str] | None = None
+    page_s: float = 0.0  # seconds from start until the page URL was printed (the API answers by then)
     output: list[str] = field(default_factory=list)
 
     @property
@@ -68,9 +69,13 @@ def start_up_demo(data_dir: Path, port: int, kafka_port: int, timeout: float = 2
     )
     assert proc.stdout is not None
     lines: list[str] = []
-    deadline = time.monotonic() + timeout
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    page_s = 0.0
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
+        if not page_s and re.match(r"\s+Page\s+", line):
+            page_s = time.monotonic() - t0
         if not line:
             proc.wait(10)
             raise RuntimeError("auditlog up --demo exited early:\n" + "".join(lines))
@@ -80,7 +85,7 @@ def start_up_demo(data_dir: Path, port: int, kafka_port: int, timeout: float = 2
             if up is None:
                 stop_up_demo_pid(proc)
                 raise RuntimeError("auditlog up --demo printed READY without URL/broker/tokens:\n" + "".join(lines))
-            up.proc, up.data_dir = proc, data_dir
+            up.proc, up.data_dir, up.page_s = proc, data_dir, page_s
             # keep draining its output so a chatty process never blocks on a full pipe
             threading.Thread(target=_drain, args=(proc, up.output), daemon=True).start()
             return up
@@ -94,18 +99,18 @@ def _drain(proc: subprocess.Popen[str], sink: list[str]) -> None:
         sink.append(line)
 
 
-def stop_up_demo_pid(proc: subprocess.Popen[str]) -> None:
-    """SIGINT (graceful stop), then SIGKILL of that PID if it does not exit."""
+def stop_up_demo_pid(proc: subprocess.Popen[str]) -> int:
+    """SIGINT (graceful stop), then SIGKILL of that PID if it does not exit; returns the exit code."""
     if proc.poll() is not None:
-        return
+        return proc.returncode
     os.kill(proc.pid, signal.SIGINT)
     try:
-        proc.wait(40)
+        return proc.wait(40)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        return proc.wait(10)
 
 
-def stop_up_demo(up: UpDemo) -> None:
-    if up.proc is not None:
-        stop_up_demo_pid(up.proc)
+def stop_up_demo(up: UpDemo) -> int:
+    """Stop it; the exit code (0 after a clean stop), or 0 when it was never started."""
+    return stop_up_demo_pid(up.proc) if up.proc is not None else 0
