@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 
+from clickhouse_connect.driver.client import Client
+
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import _IDENT, Store
@@ -83,11 +85,6 @@ def migration_files() -> list[Migration]:
     return out
 
 
-def _migration_files() -> list[tuple[int, str, str]]:
-    """Compatibility helper: (version, name, sql) tuples."""
-    return [(m.version, m.name, m.sql) for m in migration_files()]
-
-
 def _statements(sql: str) -> list[str]:
     body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
     return [s.strip() for s in re.split(r";\s*(?:\n|$)", body) if s.strip()]
@@ -140,6 +137,7 @@ def migrate(
         return []
     migrator = _Migrator(store, retention_days, lease_seconds, wait_seconds, cluster)
     try:
+        migrator.bootstrap()
         applied = migrator.apply_versions(target)
         applied += migrator.sync_catalog(catalog)
         applied += migrator.apply_retention()
@@ -147,6 +145,21 @@ def migrate(
         return applied
     finally:
         migrator.close()
+
+
+def _create_query(client: Client, database: str, table: str) -> str:
+    """``table``'s CREATE statement as the server reports it ('' when the table does not exist)."""
+    rows = client.query(
+        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        parameters={"db": database, "t": table},
+    ).result_rows
+    return str(rows[0][0]) if rows else ""
+
+
+def _current_ttl(client: Client, database: str, table: str) -> tuple[str, int] | None:
+    """(time expression, days) of ``table``'s retention TTL, or None."""
+    m = _TTL_EXPR.search(_create_query(client, database, table))
+    return (m.group(1), int(m.group(2))) if m else None
 
 
 def _may_run_ddl(store: Store) -> bool:
@@ -193,14 +206,14 @@ class _Migrator:
         self.wait = float(wait_seconds) if wait_seconds is not None else self.lease + 60.0
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
         self.c = store.admin_client()
-        self._bootstrap()
 
     def close(self) -> None:
         if not self.store.embedded:
             self.c.close()
 
     # --- bookkeeping tables -------------------------------------------------------------------------
-    def _bootstrap(self) -> None:
+    def bootstrap(self) -> None:
+        """Create (or upgrade) the database and the bookkeeping tables."""
         db, c = self.db, self.c
         oc = f" ON CLUSTER {self.cluster}" if self.cluster else ""
 
@@ -231,11 +244,7 @@ class _Migrator:
         )
 
     def _create_query(self, table: str) -> str:
-        rows = self.c.query(
-            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-            parameters={"db": self.db, "t": table},
-        ).result_rows
-        return str(rows[0][0]) if rows else ""
+        return _create_query(self.c, self.db, table)
 
     def _done(self) -> dict[int, str]:
         rows = self.c.query(f"SELECT version, checksum FROM {self.db}.{MIGRATIONS_TABLE} FINAL").result_rows
@@ -369,18 +378,13 @@ class _Migrator:
         log.info("migration.catalog_synced", rows=len(missing))
         return [f"catalog:{len(missing)}_labels"]
 
-    def current_ttl(self, table: str) -> tuple[str, int] | None:
-        """(time expression, days) of ``table``'s TTL as the server reports it, or None."""
-        m = _TTL_EXPR.search(self._create_query(table))
-        return (m.group(1), int(m.group(2))) if m else None
-
     def apply_retention(self) -> list[str]:
         """``ALTER TABLE ... MODIFY TTL`` on each retention table whose TTL differs from the setting."""
         changed = []
         oc = f" ON CLUSTER {self.cluster}" if self.cluster else ""
         for name in retention_tables():
             table = f"{name}_local" if name in self.sharded else name
-            current = self.current_ttl(table)
+            current = _current_ttl(self.c, self.db, table)
             if current is None or current[1] == self.retention_days:
                 continue
             expr, days = current
@@ -491,16 +495,8 @@ def cluster_statements(database: str, cluster: str, retention_days: int = 400) -
 
 def ttl_days(store: Store, table: str = "audit_events") -> int | None:
     """The retention (days) currently in ``table``'s TTL, read from the server (None: no TTL)."""
-    rows = (
-        store.client()
-        .query(
-            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-            parameters={"db": store.database, "t": table},
-        )
-        .result_rows
-    )
-    m = _TTL_EXPR.search(str(rows[0][0])) if rows else None
-    return int(m.group(2)) if m else None
+    current = _current_ttl(store.client(), store.database, table)
+    return current[1] if current else None
 
 
 def run_migrate(settings: Settings, *, cluster: str | None = None, roles: bool | None = None) -> list[str]:
