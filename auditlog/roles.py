@@ -89,6 +89,11 @@ def _on_cluster(cluster: str | None) -> str:
     return f" ON CLUSTER {check_ident(cluster, 'cluster name')}" if cluster else ""
 
 
+def _objects(db: str, tables: Sequence[str], local_suffix_for: Sequence[str]) -> list[str]:
+    """``db.<table>`` for each table, followed by ``db.<table>_local`` for those in ``local_suffix_for``."""
+    return [f"{db}.{x}" for t in tables for x in ((t, f"{t}_local") if t in local_suffix_for else (t,))]
+
+
 def role_statements(database: str, cluster: str | None = None, local_suffix_for: Sequence[str] = ()) -> list[str]:
     """The idempotent SQL that creates and grants the three roles for ``database``.
 
@@ -98,10 +103,9 @@ def role_statements(database: str, cluster: str | None = None, local_suffix_for:
     """
     db = check_ident(database, "database name")
     oc = _on_cluster(cluster)
-    local = set(local_suffix_for)
 
     def objs(*tables: str) -> list[str]:
-        return [f"{db}.{x}" for t in tables for x in ((t, f"{t}_local") if t in local else (t,))]
+        return _objects(db, tables, local_suffix_for)
 
     stmts = [f"CREATE ROLE IF NOT EXISTS {role}{oc}" for role in ROLES]
     ro = ", ".join(f"{k} = {int(v)} CONST" for k, v in READONLY_SETTINGS.items())
@@ -181,9 +185,7 @@ def analyst_user_statements(
         raise ValueError("org_id must be 1-128 characters")
     oc = _on_cluster(cluster)
     ident = _identified(password, password_sha256)
-    on_tables = ", ".join(
-        f"{db}.{x}" for t in ORG_SCOPED_TABLES for x in ((t, f"{t}_local") if t in local_suffix_for else (t,))
-    )
+    on_tables = ", ".join(_objects(db, ORG_SCOPED_TABLES, local_suffix_for))
     return [
         f"CREATE USER IF NOT EXISTS {u}{oc} {ident}",
         f"ALTER USER {u}{oc} {ident}",
@@ -194,12 +196,15 @@ def analyst_user_statements(
     ]
 
 
-def drop_analyst_statements(user: str, database: str, cluster: str | None = None) -> list[str]:
-    """SQL that removes an analyst user and its org policy."""
+def drop_analyst_statements(
+    user: str, database: str, cluster: str | None = None, local_suffix_for: Sequence[str] = ()
+) -> list[str]:
+    """SQL that removes an analyst user and its org policy (on the same tables as
+    :func:`analyst_user_statements` made it, so pass the same ``local_suffix_for``)."""
     db = check_ident(database, "database name")
     u = check_ident(user, "user name")
     oc = _on_cluster(cluster)
-    on_tables = ", ".join(f"{db}.{t}" for t in ORG_SCOPED_TABLES)
+    on_tables = ", ".join(_objects(db, ORG_SCOPED_TABLES, local_suffix_for))
     return [f"DROP ROW POLICY IF EXISTS {analyst_policy_name(u)}{oc} ON {on_tables}", f"DROP USER IF EXISTS {u}{oc}"]
 
 
