@@ -63,8 +63,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     base = Settings()
-    if getattr(args, "data", None):
-        overrides["data_dir"] = Path(args.data)
+    if getattr(args, "data", None):  # model_copy skips validators: resolve here as Settings._abs does
+        overrides["data_dir"] = Path(args.data).expanduser().resolve()
     return base.model_copy(update=overrides) if overrides else base
 
 
@@ -74,8 +74,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["api_port"] = args.port
     settings = _settings(args, **overrides)
-    if args.data:
-        settings = settings.model_copy(update={"data_dir": Path(args.data).expanduser().resolve()})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "auditlog.log"
     with open(log_path, "a", buffering=1, encoding="utf-8") as log_file:

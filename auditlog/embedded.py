@@ -19,7 +19,6 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -156,7 +155,3 @@ def demo_tokens(secret: str) -> dict[str, str]:
         "admin": mint_token(secret, sub="u-ac-lee", email="lee@acme.example", org_id=org, role="workspace_admin",
                             workspaces=list(workspaces), ttl_seconds=12 * 3600),
     }
-
-
-def data_path(p: str | None) -> Path | None:
-    return Path(p).expanduser().resolve() if p else None

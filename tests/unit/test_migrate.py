@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
+import pytest
+
+from auditlog.cli_up import _settings
 from auditlog.migrations import migrate
 from auditlog.store import Store
 from schemas.rows import EVENT_COLUMNS
@@ -22,3 +28,11 @@ def test_events_table_layout(store: Store) -> None:
                           parameters={"db": store.database}).result_rows[0]
     assert key.startswith("org_id, occurred_at")
     assert "toYYYYMM(occurred_at)" in part
+
+
+def test_migrate_data_option_is_an_absolute_store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auditlog migrate --data rel`` must point the store at <cwd>/rel/chdb, not at a URL host named 'rel'."""
+    monkeypatch.chdir(tmp_path)
+    s = _settings(argparse.Namespace(data="rel"))
+    assert s.data_dir == tmp_path.resolve() / "rel"
+    assert s.store_url == f"chdb://{(tmp_path.resolve() / 'rel' / 'chdb').as_posix()}"
