@@ -13,8 +13,8 @@ from query_api import cursor as cursors
 from query_api import events_read
 from query_api.deps import CatalogDep, ExportPoolDep, ProducerDep, StoreDep
 from query_api.errors import ApiError, ErrorBody, invalid
-from query_api.export import MEDIA_TYPES, ExportStream
-from query_api.filters import EventFilters, Filters
+from query_api.export import MEDIA_TYPES, ExportStream, export_filename
+from query_api.filters import Filters
 from query_api.models import EventOut, EventPage
 from query_api.observability import ROWS_EXPORTED
 from query_api.scoping import ExportScope, ScopedFilters, TenantScope
@@ -26,11 +26,6 @@ ERRORS: dict[int | str, dict[str, object]] = {
     403: {"model": ErrorBody, "description": "missing permission or a filter outside your scope"},
     422: {"model": ErrorBody, "description": "invalid parameter (the message names it and the valid values)"},
 }
-
-
-def _filename(f: EventFilters, ext: str) -> str:
-    fmt = "%Y%m%dT%H%M%SZ"
-    return f"audit-log-{f.start.strftime(fmt)}-{f.end.strftime(fmt)}.{ext}"
 
 
 def _client(request: Request) -> tuple[str | None, str | None]:
@@ -76,7 +71,7 @@ async def export_events(
         finally:
             ROWS_EXPORTED.labels(format).inc(stream.rows)
 
-    name = _filename(filters, "csv" if format == "csv" else "ndjson")
+    name = export_filename(filters, format)
     return StreamingResponse(body(), media_type=MEDIA_TYPES[format],  # type: ignore[arg-type]
                              headers={"Content-Disposition": f'attachment; filename="{name}"',
                                       "Cache-Control": "no-store"})

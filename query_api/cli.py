@@ -26,7 +26,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -201,9 +201,8 @@ def _store_source(settings: Settings, org: str, workspaces: list[str] | None, fi
     from query_api import events_read
     from query_api.auth import EXPORT, READ, Principal
     from query_api.errors import ApiError
-    from query_api.export import ExportStream
-    from query_api.filters import DEFAULT_RANGE, check_codes, clean_text, utc
-    from query_api.filters import EventFilters as F
+    from query_api.export import ExportStream, export_filename
+    from query_api.filters import parse_filters
     from query_api.scoping import ScopedQuery
     from schemas.catalog import get_catalog
 
@@ -212,22 +211,20 @@ def _store_source(settings: Settings, org: str, workspaces: list[str] | None, fi
     principal = Principal(sub="cli", email="", org_id=org, role="workspace_admin" if workspaces else "org_owner",
                           workspaces=tuple(workspaces or ()), permissions=frozenset({READ, EXPORT}))
     try:
-        end = utc(datetime.fromisoformat(filters["end"])) if "end" in filters else datetime.now(UTC)
-        start = utc(datetime.fromisoformat(filters["start"])) if "start" in filters else end - DEFAULT_RANGE
-        texts = {k: clean_text(k, filters.get(k)) for k in _FILTER_FLAGS if k not in ("start", "end")}
-        actions = tuple(filters.get("action") or ())
-        check_codes(catalog, texts["scope"], texts["category"], actions)
-        f = F(start=start, end=end, actions=actions, **texts)
+        raw = dict(filters)
+        for k in ("start", "end"):
+            if k in raw:
+                raw[k] = datetime.fromisoformat(raw[k])
+        f = parse_filters(catalog, actions=raw.pop("action", ()), **raw)
         sq = ScopedQuery(principal).with_filters(f, catalog)
-        total = events_read.count(store, ScopedQuery(principal).with_filters(f, catalog))
+        total = events_read.count(store, sq)
     except ApiError as exc:
         raise ExportError(f"{exc.field or 'filter'}: {exc.message}") from None
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export")
     stream = ExportStream(store, sq, catalog, fmt, pool).start()
-    stamp = "%Y%m%dT%H%M%SZ"
-    name = f"audit-log-{start.strftime(stamp)}-{end.strftime(stamp)}.{fmt}"
+    name = export_filename(f, fmt)
 
     def chunks() -> Iterator[bytes]:
         try:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from auditlog.logs import get_logger
 from auditlog.store import Store
+from query_api.filters import EventFilters
 from query_api.scoping import ScopedQuery
 from schemas.catalog import Catalog
 from schemas.rows import EVENTS_TABLE
@@ -108,6 +109,12 @@ def export_sql(sq: ScopedQuery, fmt: str) -> str:
     line = CSV_LINE_SQL if fmt == "csv" else NDJSON_LINE_SQL
     return (f"SELECT {line} AS line FROM {EVENTS_TABLE} FINAL WHERE {sq.where()} "
             "ORDER BY occurred_at DESC, event_id DESC")
+
+
+def export_filename(f: EventFilters, fmt: str) -> str:
+    """The file name of an export of ``f``: ``audit-log-<start>-<end>.<csv|ndjson>`` (UTC, basic ISO 8601)."""
+    stamp = "%Y%m%dT%H%M%SZ"
+    return f"audit-log-{f.start.strftime(stamp)}-{f.end.strftime(stamp)}.{fmt}"
 
 
 def csv_header() -> bytes:

@@ -1,6 +1,6 @@
 """The filters of API.md as one validated value, shared by list, export and stats.
 
-Contract of :func:`event_filters` (a FastAPI dependency):
+Contract of :func:`parse_filters` (and of :func:`event_filters`, the FastAPI dependency built on it):
 - ``start``/``end`` are RFC 3339 (a value without zone is taken as UTC); default: the last 7 days
   (``end`` = now, ``start`` = ``end`` - 7 days); ``start`` after ``end`` is a 422 on ``start``;
 - ``scope``, ``category``, ``action`` (repeatable) must be catalog codes consistent with each other: an unknown
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from fastapi import Depends, Query, Request
 
@@ -97,6 +97,40 @@ def check_codes(catalog: Catalog, scope: str | None, category: str | None, actio
             raise invalid("action", f"unknown action {a!r}{where}; valid: {', '.join(dict.fromkeys(valid))}")
 
 
+def parse_filters(
+    catalog: Catalog, *, start: datetime | None = None, end: datetime | None = None, scope: str | None = None,
+    category: str | None = None, actions: list[str] | tuple[str, ...] = (), status: str | None = None,
+    actor_email: str | None = None, actor_id: str | None = None, ip: str | None = None,
+    workspace_id: str | None = None, target: str | None = None, q: str | None = None, org_id: str | None = None,
+) -> EventFilters:
+    """The validated filters (module contract) from raw values: used by the API and by ``auditlog export``."""
+    now = datetime.now(UTC)
+    end_ = utc(end) if end is not None else now
+    start_ = utc(start) if start is not None else end_ - DEFAULT_RANGE
+    for name, v in (("end", end_), ("start", start_)):
+        if not EARLIEST <= v <= LATEST:
+            raise invalid(name, f"{name} must lie between {_iso(EARLIEST)} and {_iso(LATEST)}")
+    if start_ > end_:
+        raise invalid("start", f"start ({_iso(start_)}) is after end ({_iso(end_)})")
+    if status is not None and status not in get_args(Status):
+        raise invalid("status", f"unknown status {status!r}; valid: {', '.join(get_args(Status))}")
+    texts = {k: clean_text(k, v) for k, v in (("scope", scope), ("category", category), ("actor_email", actor_email),
+                                                ("actor_id", actor_id), ("ip", ip), ("workspace_id", workspace_id),
+                                                ("target", target), ("q", q), ("org_id", org_id))}
+    acts = tuple(a for a in (clean_text("action", a) for a in actions) if a is not None)
+    check_codes(catalog, texts["scope"], texts["category"], acts)
+    ip_norm = texts["ip"]
+    if ip_norm is not None:
+        try:
+            ip_norm = normal_ip(ip_norm.strip())
+        except ValueError:
+            raise invalid("ip", f"ip {ip_norm!r} is not an IPv4 or IPv6 address") from None
+    return EventFilters(start=start_, end=end_, scope=texts["scope"], category=texts["category"],
+                        actions=tuple(dict.fromkeys(acts)), status=status, actor_email=texts["actor_email"],
+                        actor_id=texts["actor_id"], ip=ip_norm, workspace_id=texts["workspace_id"],
+                        target=texts["target"], q=texts["q"], org_id=texts["org_id"])
+
+
 def event_filters(
     request: Request,
     start: Annotated[datetime | None, Query(description="RFC 3339; default end - 7 days")] = None,
@@ -114,30 +148,10 @@ def event_filters(
                                              "e-mail, target id/name, description")] = None,
     org_id: Annotated[str | None, Query(description="your own org id (another org is a 403)")] = None,
 ) -> EventFilters:
-    catalog: Catalog = request.app.state.catalog
-    now = datetime.now(UTC)
-    end_ = utc(end) if end is not None else now
-    start_ = utc(start) if start is not None else end_ - DEFAULT_RANGE
-    for name, v in (("end", end_), ("start", start_)):
-        if not EARLIEST <= v <= LATEST:
-            raise invalid(name, f"{name} must lie between {_iso(EARLIEST)} and {_iso(LATEST)}")
-    if start_ > end_:
-        raise invalid("start", f"start ({_iso(start_)}) is after end ({_iso(end_)})")
-    texts = {k: clean_text(k, v) for k, v in (("scope", scope), ("category", category), ("actor_email", actor_email),
-                                                ("actor_id", actor_id), ("ip", ip), ("workspace_id", workspace_id),
-                                                ("target", target), ("q", q), ("org_id", org_id))}
-    actions = tuple(a for a in (clean_text("action", a) for a in (action or [])) if a is not None)
-    check_codes(catalog, texts["scope"], texts["category"], actions)
-    ip_norm = texts["ip"]
-    if ip_norm is not None:
-        try:
-            ip_norm = normal_ip(ip_norm.strip())
-        except ValueError:
-            raise invalid("ip", f"ip {ip_norm!r} is not an IPv4 or IPv6 address") from None
-    return EventFilters(start=start_, end=end_, scope=texts["scope"], category=texts["category"],
-                        actions=tuple(dict.fromkeys(actions)), status=status, actor_email=texts["actor_email"],
-                        actor_id=texts["actor_id"], ip=ip_norm, workspace_id=texts["workspace_id"],
-                        target=texts["target"], q=texts["q"], org_id=texts["org_id"])
+    """Dependency: :func:`parse_filters` of the request's query parameters."""
+    return parse_filters(request.app.state.catalog, start=start, end=end, scope=scope, category=category,
+                         actions=action or (), status=status, actor_email=actor_email, actor_id=actor_id, ip=ip,
+                         workspace_id=workspace_id, target=target, q=q, org_id=org_id)
 
 
 Filters = Annotated[EventFilters, Depends(event_filters)]

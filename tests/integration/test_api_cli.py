@@ -22,7 +22,7 @@ from auditlog.cli import main
 from auditlog.settings import Settings
 from auditlog.store import Store
 from query_api.app import create_app
-from tests.factories import random_events
+from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import store_events, token
 
 
@@ -52,6 +52,18 @@ def test_export_from_the_store(env: Settings, store: Store, tmp_path: Path) -> N
     got = [json.loads(line) for line in out2.read_text().splitlines()]
     assert {e["event_id"] for e in got} == _expected(evs, "acme", "acme-ws1", "service")
     assert main(["export", "--org", "acme", "--scope", "bill", "-o", str(tmp_path / "x")]) == 1
+
+
+def test_export_from_the_store_validates_filters_like_the_api(env: Settings, store: Store, tmp_path: Path) -> None:
+    ev = make_event(actor={"ip": "2001:db8::1"})
+    store_events(store, [ev])
+    out = tmp_path / "ip.ndjson"
+    # the ip filter is compared in its normalised form, as the API does
+    assert main(["export", "--org", "acme", "--ip", "2001:DB8:0::1", "--format", "ndjson", "-o", str(out)]) == 0
+    assert [json.loads(line)["event_id"] for line in out.read_text().splitlines()] == [ev["event_id"]]
+    for bad in (["--ip", "not-an-ip"], ["--status", "failed"],
+                ["--start", "2026-01-02T00:00:00Z", "--end", "2026-01-01T00:00:00Z"]):
+        assert main(["export", "--org", "acme", *bad, "-o", str(tmp_path / "x")]) == 1, bad
 
 
 @pytest.fixture
