@@ -21,7 +21,6 @@ export function h(spec, attrs, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "class") el.className += (el.className ? " " : "") + v;
     else if (k === "text") el.textContent = String(v);
-    else if (k === "html") el.innerHTML = v; // only for trusted static markup (icons)
     else if (k === "dataset") Object.assign(el.dataset, v);
     else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
     else if (v === true) el.setAttribute(k, "");

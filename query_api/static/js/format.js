@@ -97,11 +97,3 @@ export function shortUserAgent(ua) {
 
 const nf = new Intl.NumberFormat("en-US");
 export const formatCount = (n) => nf.format(n);
-
-/** Human duration between two dates for the histogram/legend: "1 hour", "7 days". */
-export function describeSpan(ms) {
-  const h = ms / 3600e3;
-  if (h < 1.5) return `${Math.round(ms / 60e3)} minutes`;
-  if (h < 48) return `${Math.round(h)} hours`;
-  return `${Math.round(h / 24)} days`;
-}

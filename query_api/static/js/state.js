@@ -4,10 +4,10 @@
 import { toRfc3339 } from "./format.js";
 
 export const RANGES = {
-  "1h": { ms: 3600e3, label: "Last hour", short: "1h" },
-  "24h": { ms: 24 * 3600e3, label: "Last 24 hours", short: "24h" },
-  "7d": { ms: 7 * 24 * 3600e3, label: "Last 7 days", short: "7d" },
-  "30d": { ms: 30 * 24 * 3600e3, label: "Last 30 days", short: "30d" },
+  "1h": { ms: 3600e3, label: "Last hour" },
+  "24h": { ms: 24 * 3600e3, label: "Last 24 hours" },
+  "7d": { ms: 7 * 24 * 3600e3, label: "Last 7 days" },
+  "30d": { ms: 30 * 24 * 3600e3, label: "Last 30 days" },
 };
 export const DEFAULT_RANGE = "7d";
 
