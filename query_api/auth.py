@@ -4,9 +4,9 @@ Contract:
 - a token is accepted when its signature verifies with the configured key: HS256 with ``jwt_secret``, RS256 with
   ``jwt_public_key_file`` (PEM) or a key of ``jwt_jwks_file`` (chosen by ``kid``); the algorithm comes from the
   key, never from the token alone (no alg confusion, no ``none``);
-- ``exp`` is required and checked with ``jwt_leeway_seconds`` of clock skew; ``sub``, ``email``, ``org_id``
-  and ``role`` (``org_owner`` | ``workspace_admin``) are required; ``workspaces`` and ``permissions`` are
-  string lists;
+- ``exp`` is required and checked with ``jwt_leeway_seconds`` of clock skew; ``sub``, ``org_id`` and ``role``
+  (``org_owner`` | ``workspace_admin``) are required non-empty strings; ``email`` is a non-empty string when
+  present (absent: ``""``); ``workspaces`` and ``permissions`` are string lists (absent or null: empty);
 - no token, a malformed/expired/wrongly signed token or broken claims: 401 with ``WWW-Authenticate: Bearer``;
   a valid token without the needed permission: 403. Tokens are never logged.
 """
@@ -117,6 +117,7 @@ class TokenVerifier:
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    """The :class:`Principal` of verified ``claims`` (module contract); 401 for a missing or ill-typed claim."""
     def text(name: str, required: bool = True) -> str:
         v = claims.get(name)
         if isinstance(v, str) and v:

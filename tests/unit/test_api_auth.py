@@ -90,6 +90,21 @@ def test_no_algorithm_confusion(rsa_keys: tuple[Any, Path, Path]) -> None:
     assert _status(v, jwt.encode(_claims(), None, algorithm="none")) == 401
 
 
+def test_claim_types_per_contract() -> None:
+    v = TokenVerifier(Settings(jwt_secret="s" * 32))
+
+    def tok(claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, "s" * 32, algorithm="HS256")
+
+    no_email = v.verify(tok({k: x for k, x in _claims().items() if k != "email"}))
+    assert isinstance(no_email, Principal) and no_email.email == "" and no_email.workspaces == ("w1",)
+    nulls = v.verify(tok(_claims(workspaces=None, permissions=None)))
+    assert nulls.workspaces == () and nulls.permissions == frozenset()
+    for bad in (_claims(email=""), _claims(email=7), _claims(sub=""), _claims(org_id=["acme"]),
+                {k: x for k, x in _claims().items() if k != "sub"}):
+        assert _status(v, tok(bad)) == 401, bad
+
+
 def test_leeway_and_unconfigured_server() -> None:
     v = TokenVerifier(Settings(jwt_secret="s" * 32, jwt_leeway_seconds=30))
     assert isinstance(_status(v, jwt.encode(_claims(exp=int(time.time()) - 10), "s" * 32)), Principal)
