@@ -21,7 +21,7 @@ from auditlog.settings import Settings
 from query_api import cursor
 from query_api.auth import Principal, TokenVerifier, mint_token
 from query_api.errors import ApiError
-from query_api.scoping import ScopedQuery, like_contains
+from query_api.scoping import SEARCH_EXPR, ScopedQuery, like_contains
 
 CLAIMS = {"sub": "u1", "email": "u1@acme.example", "org_id": "acme", "role": "workspace_admin",
           "workspaces": ["w1"], "permissions": ["audit:read"]}
@@ -138,3 +138,11 @@ def test_scoped_query_guards() -> None:
     with pytest.raises(TypeError):
         ScopedQuery({"org_id": "acme"})  # type: ignore[arg-type]
     assert like_contains("100%_a\\B") == "%100\\%\\_a\\\\b%"
+
+
+def test_search_expression_is_the_index_expression() -> None:
+    """ClickHouse uses idx_search only for the very same expression: the migrations must carry SEARCH_EXPR verbatim."""
+    migrations = Path(__file__).resolve().parents[2] / "schemas" / "migrations"
+    for name in ("0001_events.sql", "0021_search_index.sql"):
+        sql = (migrations / name).read_text(encoding="utf-8")
+        assert f"INDEX idx_search {SEARCH_EXPR}" in sql or f"INDEX IF NOT EXISTS idx_search {SEARCH_EXPR}" in sql, name
