@@ -7,7 +7,9 @@ Contract:
   ``insert_deduplication_token`` = :meth:`PartitionBatch.dedup_token`. ClickHouse drops a block whose token
   it has seen (plain MergeTree: only with the table setting ``non_replicated_deduplication_window`` > 0,
   which ``audit_events`` has; Replicated*MergeTree: ``replicated_deduplication_window`` is on by default).
-  So a retry of a range whose first attempt did land (timeout after success) stores nothing twice;
+  So a retry of a range whose first attempt did land (timeout after success) stores nothing twice.
+  The column types are read once per inserter (clickhouse-connect would otherwise send a ``DESCRIBE TABLE``
+  before every insert): a change of a column's type needs a restart of the worker;
 - :meth:`Inserter.stored_watermarks` returns, per partition of a topic, the highest stored ``kafka_offset``
   (from the ``audit_events_offsets`` aggregate kept by migration 0010's materialized view);
 - errors propagate unchanged: the caller retries with backoff.
@@ -16,6 +18,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +33,7 @@ class Inserter:
         self.store = store
         self.dedup = dedup
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._column_types: Sequence[Any] | None = None  # of EVENT_COLUMNS; read once, on the inserter thread
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -40,10 +44,14 @@ class Inserter:
     def _insert(self, rows: list[tuple[Any, ...]], token: str) -> int:
         if not rows:
             return 0
+        client = self.store.client()
+        if self._column_types is None:
+            self._column_types = client.create_insert_context(EVENTS_TABLE, list(EVENT_COLUMNS)).column_types
         columns = list(zip(*rows, strict=True))
         settings = {"insert_deduplication_token": token} if self.dedup else {}
-        self.store.client().insert(
-            EVENTS_TABLE, columns, column_names=list(EVENT_COLUMNS), column_oriented=True, settings=settings
+        client.insert(
+            EVENTS_TABLE, columns, column_names=list(EVENT_COLUMNS), column_types=self._column_types,
+            column_oriented=True, settings=settings,
         )
         return len(rows)
 
