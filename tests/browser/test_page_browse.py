@@ -253,6 +253,21 @@ def test_load_more_pages_over_the_cursor(up: UpDemo, new_page: Any) -> None:
     assert len(set(ids)) == 100, "no duplicates across pages"
 
 
+def test_load_more_before_the_histogram_arrives_keeps_the_histogram(up: UpDemo, new_page: Any) -> None:
+    page = new_page()
+    held: list[Any] = []  # the /v1/stats requests, answered only after "Load more"
+    page.route(re.compile(r"/v1/stats\?"), lambda route: held.append(route))
+    sign_in(page, up.owner_token, "/?range=30d")
+    page.click("#load-more")
+    page.wait_for_function("document.querySelectorAll('tr.event-row').length === 100")
+    assert len(held) == 2
+    for route in held:
+        route.continue_()
+    page.locator("#histogram .hist-bar").first.wait_for(state="attached")
+    assert re.match(r"^Showing 100 of [\d,]+ events", page.inner_text("#results-meta"))
+    assert page.locator("#top-ips li button.top-item").count() > 0
+
+
 def test_top_ip_list_leads_to_a_password_spraying_source(up: UpDemo, new_page: Any, api: Any) -> None:
     """Product use case: monitor suspicious sign-in attempts, look for repeated failures from one IP."""
     page = new_page()

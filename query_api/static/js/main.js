@@ -76,6 +76,7 @@ const app = {
   ctrl: null,
   seq: 0,
   timer: null,
+  lastStats: null,
   started: false,
   addingAction: false,
 };
@@ -426,7 +427,7 @@ async function load({ append = false, markNew = false } = {}) {
       app.rows = [];
       app.total = null;
     }
-    loadStats(seq);
+    loadStats(app.params);
   }
   setLoading(true);
   if (!app.rows.length && !append) setChildren(E.rows, skeletonRows());
@@ -458,22 +459,26 @@ async function load({ append = false, markNew = false } = {}) {
   if (append && !app.error) toast(`Loaded ${app.rows.length} events`);
 }
 
-async function loadStats(seq) {
+/**
+ * Histogram and top lists of the view `params`. A reply is dropped once another view is loading (new
+ * `app.params`), but not because of "Load more", which pages the same view.
+ */
+async function loadStats(params) {
   const interval = intervalFor(app.win);
   E.histCard.classList.add("is-loading");
   try {
     // one call draws the histogram and the top IPs; a second (coarse buckets) gives the top users
     const [body, users] = await Promise.all([
-      api.stats({ ...app.params, interval, group_by: "ip", top: TOP_N }),
-      api.stats({ ...app.params, interval: "day", group_by: "actor_email", top: TOP_N }).catch(() => null),
+      api.stats({ ...params, interval, group_by: "ip", top: TOP_N }),
+      api.stats({ ...params, interval: "day", group_by: "actor_email", top: TOP_N }).catch(() => null),
     ]);
-    if (seq !== app.seq) return;
+    if (params !== app.params) return;
     app.lastStats = { buckets: normaliseStats(body), interval: body.interval || interval };
     drawHistogram(app.lastStats);
     drawTops(E.topIps, body.top, "ip");
     drawTops(E.topUsers, users ? users.top : [], "actor_email");
   } catch (err) {
-    if (seq !== app.seq) return;
+    if (params !== app.params) return;
     app.lastStats = null;
     app.total = null;
     E.histMeta.textContent = "";
@@ -482,7 +487,7 @@ async function loadStats(seq) {
     drawTops(E.topIps, [], "ip");
     drawTops(E.topUsers, [], "actor_email");
   } finally {
-    E.histCard.classList.remove("is-loading");
+    if (params === app.params) E.histCard.classList.remove("is-loading");
   }
 }
 
