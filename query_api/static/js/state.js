@@ -61,6 +61,16 @@ export function fromSearch(search) {
   return s;
 }
 
+/** [key, value] of every set filter except the period, in URL order (`action` repeats: OR of actions). */
+function filterEntries(s) {
+  const out = [];
+  for (const k of ["q", "scope", "category"]) if (s[k]) out.push([k, s[k]]);
+  for (const a of s.action) out.push(["action", a]);
+  if (s.status) out.push(["status", s.status]);
+  for (const [k] of TEXT_FILTERS) if (s[k]) out.push([k, s[k]]);
+  return out;
+}
+
 /** Query string (without "?") for a state; defaults are left out to keep links short. */
 export function toSearch(s) {
   const p = new URLSearchParams();
@@ -70,10 +80,7 @@ export function toSearch(s) {
     if (s.start) p.set("start", toRfc3339(s.start));
     if (s.end) p.set("end", toRfc3339(s.end));
   }
-  for (const k of ["q", "scope", "category"]) if (s[k]) p.set(k, s[k]);
-  for (const a of s.action) p.append("action", a);
-  if (s.status) p.set("status", s.status);
-  for (const [k] of TEXT_FILTERS) if (s[k]) p.set(k, s[k]);
+  for (const [k, v] of filterEntries(s)) p.append(k, v);
   return p.toString();
 }
 
@@ -88,14 +95,12 @@ export function resolveWindow(s, now = new Date()) {
 /** The API parameters (GET /v1/events, /export, /stats) of a state over a resolved window. */
 export function apiParams(s, win) {
   const out = { start: toRfc3339(win.start), end: toRfc3339(win.end) };
-  for (const k of ["q", "scope", "category", "status"]) if (s[k]) out[k] = s[k];
+  for (const [k, v] of filterEntries(s)) if (k !== "action") out[k] = v;
   if (s.action.length) out.action = [...s.action];
-  for (const [k] of TEXT_FILTERS) if (s[k]) out[k] = s[k];
   return out;
 }
 
+/** True when the view differs from the default one (last 7 days, no filter). */
 export function hasFilters(s) {
-  return Boolean(
-    s.q || s.scope || s.category || s.status || s.action.length || TEXT_FILTERS.some(([k]) => s[k]) || !s.range || s.range !== DEFAULT_RANGE,
-  );
+  return s.range !== DEFAULT_RANGE || filterEntries(s).length > 0;
 }
