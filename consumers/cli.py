@@ -228,9 +228,9 @@ async def _replay(s: Settings, field: str | None, reason: str | None, replay_all
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from consumers.decode import validates
     from consumers.topic_reader import read_topic
     from schemas.catalog import get_catalog
-    from schemas.event import EventError, parse_event
 
     console = Console(stderr=True)
     recs = await read_topic(s.kafka_bootstrap, s.dlq_topic, timeout_s=120)
@@ -240,17 +240,8 @@ async def _replay(s: Settings, field: str | None, reason: str | None, replay_all
         and (reason is None or reason in (header(r.headers, H_REASON) or ""))
     ]
     catalog = get_catalog(s.catalog_extra)
-    todo, still_invalid = [], 0
-    for r in chosen:
-        if not replay_all:
-            try:
-                if r.value is None:
-                    raise EventError("message", "empty")
-                parse_event(r.value, catalog)
-            except EventError:
-                still_invalid += 1
-                continue
-        todo.append(r)
+    todo = chosen if replay_all else [r for r in chosen if validates(r.value, catalog)]
+    still_invalid = len(chosen) - len(todo)
     sent = 0
     if todo and not dry_run:
         producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5,

@@ -63,3 +63,14 @@ class DecodeStep:
             field=field,
             reason=reason,
         )
+
+
+def validates(value: bytes | None, catalog: Catalog) -> bool:
+    """Whether a record with this value would be stored now (not dead-lettered) by :meth:`DecodeStep.decode`."""
+    if value is None:
+        return False
+    try:
+        parse_event(value, catalog)
+    except Exception:  # EventError, or a validator bug: decode dead-letters both
+        return False
+    return True

@@ -65,10 +65,6 @@ class DlqLimit:
                 "then restart the consumer (nothing of this window was committed)"
             )
 
-    @property
-    def invalid_in_window(self) -> int:
-        return self._invalid
-
 
 def dlq_headers(d: DeadLetter, group: str, now: datetime | None = None) -> list[tuple[str, bytes]]:
     """The original headers followed by the ``dlq.*`` headers describing the error and the source."""

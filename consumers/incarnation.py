@@ -11,9 +11,9 @@ silent loss. So on assignment each watermark is checked against the message now 
 
 Resetting is always safe: at worst a range is stored again, and then the dedup token and ReplacingMergeTree with
 FINAL reads (same ``event_id`` and sorting key) still show every event once. Known limit: after a topic is
-re-created, a new invalid message that happens to sit exactly at an old DLQ watermark keeps that watermark, so
-older invalid messages of the new log may not be dead-lettered twice-checked; this needs a re-created source
-topic with a surviving DLQ topic.
+re-created (with the DLQ topic surviving), a new invalid message that happens to sit exactly at an old DLQ
+watermark keeps that watermark, so the new log's invalid messages below it are skipped as already
+dead-lettered and never reach the DLQ.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from auditlog.logs import get_logger
+from consumers.decode import validates
 from schemas.catalog import Catalog
-from schemas.event import EventError, parse_event
 
 log = get_logger("consumers.incarnation")
 
@@ -97,22 +97,10 @@ async def verify_watermarks(
         if off < 0:
             continue
         value = found.get((p, off))
-        if value is None or _is_valid(value, catalog):
+        if value is None or validates(value, catalog):
             new_dlq[p] = -1
     reset = {p: ("stored", stored[p]) for p in stored if new_stored[p] != stored[p]}
     reset.update({p: ("dlq", dlq[p]) for p in dlq if new_dlq[p] != dlq[p]})
     if reset:
         log.warning("watermarks.reset_new_log", topic=topic, partitions=reset)
     return new_stored, new_dlq
-
-
-def _is_valid(value: bytes, catalog: Catalog) -> bool:
-    try:
-        parse_event(value, catalog)
-    except EventError:
-        return False
-    except Exception:
-        return False
-    return True
-
-
