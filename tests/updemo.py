@@ -9,6 +9,7 @@ process on free loopback ports and waits for READY; :func:`stop_up_demo` stops i
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -61,42 +62,48 @@ def parse_up_output(lines: list[str]) -> UpDemo | None:
 
 
 def start_up_demo(data_dir: Path, port: int, kafka_port: int, timeout: float = 240.0) -> UpDemo:
-    """Start ``auditlog up --demo`` on 127.0.0.1 and return once it printed READY (or raise with its output)."""
+    """Start ``auditlog up --demo`` on 127.0.0.1 and return once it printed READY (or raise with its output).
+
+    The timeout holds even if the process goes silent: its output is read by a thread (which keeps draining it
+    into ``UpDemo.output`` afterwards, so a chatty process never blocks on a full pipe) and waited for here."""
     proc = subprocess.Popen(
         [AUDITLOG, "up", "--demo", "--port", str(port), "--kafka-port", str(kafka_port), "--data", str(data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, "AUDITLOG_SESSION_TIMEOUT_MS": "3000"},
     )
-    assert proc.stdout is not None
     lines: list[str] = []
+    arrived: queue.Queue[str | None] = queue.Queue()  # each line as it comes, None at end of output
+    threading.Thread(target=_drain, args=(proc, lines, arrived), daemon=True).start()
     t0 = time.monotonic()
     deadline = t0 + timeout
     page_s = 0.0
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not page_s and re.match(r"\s+Page\s+", line):
-            page_s = time.monotonic() - t0
-        if not line:
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = arrived.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
             proc.wait(10)
             raise RuntimeError("auditlog up --demo exited early:\n" + "".join(lines))
-        lines.append(line)
+        if not page_s and re.match(r"\s+Page\s+", line):
+            page_s = time.monotonic() - t0
         if line.startswith("READY"):
             up = parse_up_output(lines)
             if up is None:
                 stop_up_demo_pid(proc)
                 raise RuntimeError("auditlog up --demo printed READY without URL/broker/tokens:\n" + "".join(lines))
-            up.proc, up.data_dir, up.page_s = proc, data_dir, page_s
-            # keep draining its output so a chatty process never blocks on a full pipe
-            threading.Thread(target=_drain, args=(proc, up.output), daemon=True).start()
+            up.proc, up.data_dir, up.page_s, up.output = proc, data_dir, page_s, lines
             return up
     stop_up_demo_pid(proc)
     raise RuntimeError(f"auditlog up --demo not ready after {timeout:.0f}s:\n" + "".join(lines))
 
 
-def _drain(proc: subprocess.Popen[str], sink: list[str]) -> None:
+def _drain(proc: subprocess.Popen[str], sink: list[str], arrived: queue.Queue[str | None]) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         sink.append(line)
+        arrived.put(line)
+    arrived.put(None)
 
 
 def stop_up_demo_pid(proc: subprocess.Popen[str]) -> int:

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import updemo
 from tests.browser.conftest import RequestLog
 from tests.updemo import parse_up_output
 
@@ -32,6 +35,17 @@ def test_parse_up_output_reads_url_broker_and_tokens() -> None:
 def test_parse_up_output_waits_for_ready_and_every_value() -> None:
     assert parse_up_output(SAMPLE[:-1]) is None  # no READY yet
     assert parse_up_output([line for line in SAMPLE if not line.startswith("ADMIN_TOKEN")]) is None
+
+
+def test_start_up_demo_times_out_on_a_silent_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    silent = tmp_path / "auditlog"
+    silent.write_text("#!/bin/sh\necho starting\nexec sleep 60\n")
+    silent.chmod(0o755)
+    monkeypatch.setattr(updemo, "AUDITLOG", str(silent))
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"not ready after 1s:\nstarting"):
+        updemo.start_up_demo(tmp_path, 1, 2, timeout=1.0)
+    assert time.monotonic() - t0 < 10, "the timeout held although the process printed nothing more"
 
 
 def test_request_log_flags_every_other_host() -> None:
