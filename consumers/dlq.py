@@ -166,7 +166,7 @@ async def read_dlq_watermarks(
     try:
         tps = [TopicPartition(dlq_topic, dp) for dp in sorted(wanted)]
         consumer.assign(tps)
-        highwater = await _highwaters(consumer, tps, deadline)
+        highwater = await fetch_highwaters(consumer, tps, deadline)
         for tp in tps:
             end = highwater[tp]
             missing = set(wanted[tp.partition])
@@ -183,10 +183,11 @@ async def read_dlq_watermarks(
     return out
 
 
-async def _highwaters(
+async def fetch_highwaters(
     consumer: AIOKafkaConsumer, tps: list[TopicPartition], deadline: float
 ) -> dict[TopicPartition, int]:
-    """High watermarks from fetch responses (``end_offsets`` is unreliable on some brokers, e.g. Tansu)."""
+    """High watermarks of ``tps`` (assigned to ``consumer``; their positions are moved to 0) from fetch
+    responses (``end_offsets`` is unreliable on some brokers, e.g. Tansu). ``TimeoutError`` after ``deadline``."""
     for tp in tps:
         consumer.seek(tp, 0)
     out: dict[TopicPartition, int] = {}

@@ -17,8 +17,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from auditlog.settings import Settings
 from auditlog.store import Store
+from consumers.dlq import fetch_highwaters
 from consumers.topic_reader import read_topic
 from consumers.worker import ConsumerWorker
+
+__all__ = [
+    "BackgroundWorker", "committed_offsets", "consumer_env", "count_events", "highwaters", "log_events", "publish",
+    "read_topic", "sql_in_subprocess",
+]
 
 
 async def publish(bootstrap: str, topic: str, values: list[bytes | None], keys: list[bytes | None] | None = None,
@@ -72,19 +78,14 @@ class BackgroundWorker:
             await self.stop()
 
 
-__all__ = ["BackgroundWorker", "count_events", "publish", "read_topic"]
-
-
 async def highwaters(bootstrap: str, topic: str) -> dict[int, int]:
     """High watermark per partition (from fetch responses; ``end_offsets`` is unreliable on Tansu)."""
-    from consumers.dlq import _highwaters
-
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
     await c.start()
     try:
         tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
         c.assign(tps)
-        hw = await _highwaters(c, tps, time.monotonic() + 20)
+        hw = await fetch_highwaters(c, tps, time.monotonic() + 20)
         return {tp.partition: o for tp, o in hw.items()}
     finally:
         await c.stop()
