@@ -9,7 +9,8 @@ Contract:
   query over everything would buffer its whole output); each page streams in blocks;
 - the whole query runs on ONE thread (a worker of the export pool, with that thread's own client: chDB must not
   share a connection across threads); chunks reach the HTTP response through a bounded queue, so a slow client
-  slows the query instead of buffering;
+  slows the query instead of buffering; a reader that closes the stream, or drops it unread (the client left
+  before the first byte), stops the query and frees the thread;
 - CSV starts with a header row (:data:`CSV_COLUMNS`); a cell whose text starts with ``=``, ``+``, ``-``, ``@``,
   tab or CR is prefixed with ``'``;
 - :meth:`ExportStream.start` waits for the first block, so a failing query raises before any byte is sent; a
@@ -24,6 +25,7 @@ import queue
 import re
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -138,38 +140,33 @@ def line_key(line: str, fmt: str) -> tuple[datetime, uuid.UUID]:
     return datetime.fromisoformat(ts), uuid.UUID(eid)
 
 
-class ExportStream:
-    """One export: a query running on a pool thread, its rendered chunks handed over through a bounded queue."""
+class _Query:
+    """The producer side of one export, run by a pool thread. It holds no reference to its :class:`ExportStream`,
+    so a stream dropped without being read (the client left before the first byte) is collected, and its
+    finalizer stops this query instead of leaving it blocked on the full queue, holding an export thread."""
 
-    def __init__(self, store: Store, sq: ScopedQuery, catalog: Catalog, fmt: str, pool: ThreadPoolExecutor, *,
-                 block_rows: int = 2048, page_rows: int = 500_000, max_memory: int = 1 << 30,
-                 queue_chunks: int = 4) -> None:
-        if fmt not in MEDIA_TYPES:
-            raise ValueError(f"unknown export format {fmt!r}")
+    def __init__(self, store: Store, sq: ScopedQuery, fmt: str, labels: dict[str, list[str]], page_rows: int,
+                 settings: dict[str, Any], queue_chunks: int) -> None:
         self.fmt = fmt
         self.rows = 0
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=queue_chunks)
+        self.stop = threading.Event()
         self._store = store
         self._sq = sq
-        self._labels = label_params(catalog)
+        self._labels = labels
         self._page_rows = page_rows
-        self._settings: dict[str, Any] = {"max_block_size": block_rows, "max_memory_usage": max_memory,
-                                          "max_threads": 1, "output_format_json_escape_forward_slashes": 0}
-        self._q: queue.Queue[Any] = queue.Queue(maxsize=queue_chunks)
-        self._stop = threading.Event()
-        self._pool = pool
-        self._first: Any = None
+        self._settings = settings
 
-    # ----- producer side (pool thread) -----------------------------------------------------------
     def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
+        while not self.stop.is_set():
             try:
-                self._q.put(item, timeout=0.2)
+                self.q.put(item, timeout=0.2)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def _run(self) -> None:
+    def run(self) -> None:
         """Keyset pages of ``page_rows`` (the engine may run a query ahead of its reader: a page bounds what it
         can buffer), each streamed in blocks; the next page starts after the last line's (occurred_at, event_id)."""
         try:
@@ -199,13 +196,36 @@ class ExportStream:
         except BaseException as exc:
             self._put(exc)
 
+
+class ExportStream:
+    """One export: a query running on a pool thread, its rendered chunks handed over through a bounded queue."""
+
+    def __init__(self, store: Store, sq: ScopedQuery, catalog: Catalog, fmt: str, pool: ThreadPoolExecutor, *,
+                 block_rows: int = 2048, page_rows: int = 500_000, max_memory: int = 1 << 30,
+                 queue_chunks: int = 4) -> None:
+        if fmt not in MEDIA_TYPES:
+            raise ValueError(f"unknown export format {fmt!r}")
+        self.fmt = fmt
+        settings: dict[str, Any] = {"max_block_size": block_rows, "max_memory_usage": max_memory,
+                                    "max_threads": 1, "output_format_json_escape_forward_slashes": 0}
+        self._query = _Query(store, sq, fmt, label_params(catalog), page_rows, settings, queue_chunks)
+        self._q = self._query.q
+        self._pool = pool
+        self._first: Any = None
+        weakref.finalize(self, self._query.stop.set)
+
+    @property
+    def rows(self) -> int:
+        """Rows handed to the reader's queue so far."""
+        return self._query.rows
+
     # ----- reader side ---------------------------------------------------------------------------
     def start(self) -> ExportStream:
         """Submit the query and wait for its first chunk (raises if the query fails at once)."""
-        self._pool.submit(self._run)
+        self._pool.submit(self._query.run)
         self._first = self._q.get()
         if isinstance(self._first, BaseException):
-            self._stop.set()
+            self._query.stop.set()
             raise self._first
         return self
 
@@ -224,7 +244,7 @@ class ExportStream:
             self.close()
 
     def close(self) -> None:
-        self._stop.set()
+        self._query.stop.set()
         while True:  # unblock a producer waiting on a full queue
             try:
                 self._q.get_nowait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gc
 import io
 import json
 import threading
@@ -126,6 +127,24 @@ def test_stream_runs_on_one_thread_and_stops_when_the_reader_leaves(store: Store
         assert threads == {"export-test_0"}
     finally:
         store.client = orig  # type: ignore[method-assign]
+        pool.shutdown()
+
+
+def test_a_stream_dropped_unread_frees_its_thread(store: Store) -> None:
+    """The client left while the first block was awaited: the response (and its stream) is dropped unread."""
+    store_events(store, random_events(2000, seed=9, orgs=("acme",), days=2))
+    principal = Principal(sub="u", email="u@x.example", org_id="acme", role="org_owner",
+                          permissions=frozenset({"audit:read", "audit:export"}))
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-test")
+    stream = ExportStream(store, ScopedQuery(principal), get_catalog(), "csv", pool, page_rows=100,
+                          queue_chunks=1).start()  # 20 pages: the producer fills the queue and waits
+    stop = stream._query.stop  # only to clean up if the test fails
+    try:
+        del stream
+        gc.collect()
+        pool.submit(lambda: None).result(timeout=10)  # the producer gave up: the export thread is free
+    finally:
+        stop.set()
         pool.shutdown()
 
 
