@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from auditlog.broker import free_port
 from auditlog.settings import Settings
 from consumers.testing import (
     committed_offsets,
@@ -36,6 +37,21 @@ async def _until_committed(settings: Settings, pred, timeout: float = 60) -> dic
         if time.monotonic() > deadline:
             raise TimeoutError(str(com))
         await asyncio.sleep(0.2)
+
+
+async def _until_listening(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
 
 
 async def test_sigterm_flushes_commits_and_exits_0(settings: Settings, tmp_path: Path) -> None:
@@ -67,10 +83,15 @@ async def test_sigterm_flushes_commits_and_exits_0(settings: Settings, tmp_path:
         assert int(o) < com[int(p)], (p, o, com)
 
     # restart: it must find nothing to skip and store exactly the rest
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    port = free_port()
+    proc = subprocess.Popen(cmd, env={**env, "AUDITLOG_CONSUMER_METRICS_PORT": str(port)}, stderr=subprocess.PIPE,
+                            text=True)
     try:
         hw = await highwaters(settings.kafka_bootstrap, settings.topic)
         await _until_committed(settings, lambda c: all(max(c.get(p, -1), 0) >= o for p, o in hw.items()))
+        # if the first run had committed everything, the condition holds at once: a SIGTERM while the child is
+        # still importing (before its handlers exist) would kill it (-15); its /metrics port listening = running
+        await _until_listening(port)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err2 = await asyncio.to_thread(proc.communicate, timeout=60)
@@ -84,8 +105,6 @@ async def test_sigterm_flushes_commits_and_exits_0(settings: Settings, tmp_path:
 
 async def test_consume_two_workers_serves_metrics_and_readyz(settings: Settings, tmp_path: Path) -> None:
     import urllib.request
-
-    from auditlog.broker import free_port
 
     port = free_port()
     env = consumer_env(settings, tmp_path / "c", consumer_metrics_port=port)
