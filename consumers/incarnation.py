@@ -32,10 +32,10 @@ log = get_logger("consumers.incarnation")
 
 
 async def messages_at(bootstrap: str, topic: str, wanted: dict[int, set[int]], timeout_s: float = 15.0
-                      ) -> dict[tuple[int, int], bytes | None]:
-    """``{(partition, offset): value}`` for the messages now at those offsets; ``None`` where the log has no
-    message at that offset (shorter log, or removed by retention)."""
-    out: dict[tuple[int, int], bytes | None] = {}
+                      ) -> dict[tuple[int, int], tuple[bytes | None] | None]:
+    """``{(partition, offset): (value,)}`` for the messages now at those offsets (``(None,)``: a message with a
+    null value); ``None`` where the log has no message at that offset (shorter log, or removed by retention)."""
+    out: dict[tuple[int, int], tuple[bytes | None] | None] = {}
     if not wanted:
         return out
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -52,7 +52,7 @@ async def messages_at(bootstrap: str, topic: str, wanted: dict[int, set[int]], t
                     recs = (await c.getmany(tp, timeout_ms=200, max_records=1)).get(tp, [])
                     hw = c.highwater(tp)
                     if recs:
-                        out[(p, off)] = recs[0].value if recs[0].offset == off else None
+                        out[(p, off)] = (recs[0].value,) if recs[0].offset == off else None
                     elif hw is not None and hw <= off:
                         out[(p, off)] = None
                     elif time.monotonic() > deadline:
@@ -90,14 +90,15 @@ async def verify_watermarks(
     for p, off in stored.items():
         if off < 0:
             continue
-        eid = _event_id(found.get((p, off)))
+        msg = found.get((p, off))
+        eid = _event_id(msg[0]) if msg is not None else None
         if eid is None or not await is_stored(topic, p, off, eid):
             new_stored[p] = -1
     for p, off in dlq.items():
         if off < 0:
             continue
-        value = found.get((p, off))
-        if value is None or validates(value, catalog):
+        msg = found.get((p, off))
+        if msg is None or validates(msg[0], catalog):  # a null value is invalid: dead-lettered, keeps D
             new_dlq[p] = -1
     reset = {p: ("stored", stored[p]) for p in stored if new_stored[p] != stored[p]}
     reset.update({p: ("dlq", dlq[p]) for p in dlq if new_dlq[p] != dlq[p]})

@@ -119,3 +119,27 @@ async def test_kill_between_insert_and_commit(settings: Settings, tmp_path: Path
 
     dlq = await read_topic(settings.kafka_bootstrap, settings.dlq_topic)
     assert sorted(r.value for r in dlq) == sorted(invalid)  # each exactly once
+
+
+async def test_dlq_watermark_at_a_null_message_is_kept(settings: Settings) -> None:
+    """A null-value message is invalid (dead-lettered): a DLQ watermark at it belongs to the current log, unlike
+    one past the log's end (else a restart would dead-letter that partition's invalid messages twice)."""
+    from aiokafka import AIOKafkaProducer
+
+    from consumers.incarnation import verify_watermarks
+    from schemas.catalog import get_catalog
+
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await p.start()
+    try:
+        await p.send_and_wait(settings.topic, json.dumps(make_event()).encode(), partition=0)
+        await p.send_and_wait(settings.topic, None, key=b"k", partition=0)
+    finally:
+        await p.stop()
+
+    async def nothing_stored(*_args: object) -> bool:
+        return False
+
+    _, dlq = await verify_watermarks(settings.kafka_bootstrap, settings.topic, {}, {0: 1, 1: 0},
+                                     nothing_stored, get_catalog())
+    assert dlq == {0: 1, 1: -1}
