@@ -31,8 +31,6 @@ def connect(url: str, database: str | None = None, **kwargs: Any) -> Client:
     """A new clickhouse-connect client for ``chdb:///dir`` or ``http(s)://user:pw@host:port``."""
     if database is not None and not _IDENT.match(database):
         raise ValueError(f"invalid database name {database!r}")
-    if url.startswith("chdb://"):
-        return clickhouse_connect.get_client(dsn=url, database=database or "", **kwargs)
     return clickhouse_connect.get_client(dsn=url, database=database or "", **kwargs)
 
 
