@@ -13,8 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from aiokafka.errors import KafkaError
+
 from auditlog import logs
+from auditlog.logs import get_logger
 from auditlog.settings import Settings
+
+log = get_logger("auditlog.up")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,6 +101,7 @@ async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path) -
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     out = sys.stdout
+    ready = False
     try:
         _say(out, f"auditlog: starting (data {settings.data_dir}) ...")
         await stack.start()
@@ -115,6 +121,7 @@ async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path) -
             _say(out, "")
             _say(out, f'Try: curl -s -H "Authorization: Bearer $OWNER_TOKEN" "{url}v1/events?limit=5"')
         _say(out, "READY (Ctrl-C to stop)")
+        ready = True
         while not stop.is_set():
             failed = stack.failed_task
             if failed is not None:
@@ -124,8 +131,9 @@ async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path) -
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
         _say(out, "auditlog: stopping ...")
         return 0
-    except OSError as exc:
-        _say(out, f"auditlog: cannot start: {exc}")
+    except (OSError, RuntimeError, TimeoutError, KafkaError) as exc:  # port taken, broker/API/demo not ready
+        _say(out, f"auditlog: {'failed' if ready else 'cannot start'}: {exc} (details in {log_path})")
+        log.error("up.failed", error=repr(exc))
         return 1
     finally:
         await stack.stop()

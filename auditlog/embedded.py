@@ -74,7 +74,7 @@ class EmbeddedStack:
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self.broker.start)
+        self.broker.start()  # on the loop's (main) thread: the broker dies with it (PR_SET_PDEATHSIG)
         await ensure_topics(self.broker.bootstrap, [s.topic, s.dlq_topic], s.topic_partitions)
         applied = await asyncio.to_thread(migrate, self.store, s.retention_days, catalog=self.catalog)
         log.info("store.ready", url=self.store.url, migrations_applied=applied)
