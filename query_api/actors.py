@@ -1,7 +1,7 @@
 """Autocomplete of actor e-mails from the aggregated ``audit_actors`` table (migration 0020).
 
 Contract: :func:`suggest` returns at most ``limit`` distinct e-mails of the caller's scope whose lower-cased form
-starts with the lower-cased ``prefix``, alphabetically, each with the time it was last seen. The lookup is a
+starts with the ``prefix`` lower-cased the same way (``lowerUTF8``), alphabetically, each with the time it was last seen. The lookup is a
 primary-key range on (org_id, email_key), not a scan of events.
 """
 
@@ -20,9 +20,10 @@ MAX_RESULTS = 20
 
 
 def suggest(store: Store, sq: ScopedQuery, prefix: str, limit: int = MAX_RESULTS) -> list[dict[str, Any]]:
-    sq.add("startsWith(email_key, {a_prefix:String})", a_prefix=prefix.lower())
+    # lower-cased by ClickHouse, like email_key itself (Python's str.lower differs for some letters)
+    sq.add("startsWith(email_key, lowerUTF8({a_prefix:String}))", a_prefix=prefix)
     sql = (f"SELECT actor_email, max(last_seen) AS last_seen FROM {ACTORS_TABLE} "
-           f"WHERE {sq.where()} GROUP BY actor_email ORDER BY lower(actor_email), actor_email LIMIT {{lim:UInt32}}")
+           f"WHERE {sq.where()} GROUP BY actor_email ORDER BY lowerUTF8(actor_email), actor_email LIMIT {{lim:UInt32}}")
     out = []
     for email, last_seen in store.client().query(sql, parameters={**sq.params, "lim": limit}).result_rows:
         ts = last_seen if last_seen.tzinfo else last_seen.replace(tzinfo=UTC)

@@ -234,13 +234,15 @@ def test_tampered_cursor_is_422(api: TestClient, store: Store, owner: dict[str, 
 
 
 def test_actors_autocomplete(api: TestClient, store: Store, owner: dict[str, str]) -> None:
-    evs = [make_event(actor={"email": f"{n}@acme.example"}) for n in ("kim", "Kimberly", "kiran", "lee")]
+    evs = [make_event(actor={"email": f"{n}@acme.example"}) for n in ("kim", "Kimberly", "kiran", "lee", "Émile")]
     evs += [make_event(actor={"email": f"ki{i:02d}@acme.example"}) for i in range(30)]
     store_events(store, evs)
     r = api.get("/v1/actors", params={"prefix": "KIM"}, headers=owner).json()
     assert [a["email"] for a in r["data"]] == ["kim@acme.example", "Kimberly@acme.example"]
     r = api.get("/v1/actors", params={"prefix": "ki"}, headers=owner).json()
     assert len(r["data"]) == 20
+    r = api.get("/v1/actors", params={"prefix": "éM"}, headers=owner).json()  # non-ASCII case folding
+    assert [a["email"] for a in r["data"]] == ["Émile@acme.example"]
     for bad in ("k", " k ", ""):
         r = api.get("/v1/actors", params={"prefix": bad}, headers=owner)
         assert r.status_code == 422 and r.json()["error"]["field"] == "prefix"
