@@ -30,11 +30,13 @@ async def suggest_actors(
 
 
 @router.get("/stats", response_model=StatsOut, responses=ERRORS,
-            summary="Counts per hour/day and status; optional top e-mails or IPs")
+            summary="Counts per hour/day and status; optional top e-mails, IPs or scopes")
 async def get_stats(
     sq: ScopedFilters, filters: Filters, store: StoreDep,
     interval: Annotated[stats.Interval, Query(description="bucket size")] = "day",
-    group_by: Annotated[stats.GroupBy | None, Query(description="also count per actor_email or ip")] = None,
+    group_by: Annotated[stats.GroupBy | None, Query(
+        description="also count per actor_email, ip or scope (scope: which catalog scopes have events in the "
+                    "caller's view)")] = None,
     top: Annotated[int, Query(ge=1, le=100, description="how many groups")] = 10,
 ) -> dict[str, object]:
     return await run_in_threadpool(stats.compute, store, sq, filters.start, filters.end, interval, group_by, top)

@@ -88,7 +88,7 @@ class StatsOut(BaseModel):
     success: int
     failed: int
     buckets: list[Bucket]
-    group_by: Literal["actor_email", "ip"] | None = None
+    group_by: Literal["actor_email", "ip", "scope"] | None = None
     top: list[TopGroup]
 
 

@@ -3,8 +3,10 @@
 Contract of :func:`compute`:
 - ``buckets``: one entry per hour/day (UTC) from the bucket holding ``start`` to the one holding ``end``,
   dense (empty buckets count 0), each with total/success/failed;
-- ``top`` (when ``group_by`` is ``actor_email`` or ``ip``): the ``top`` groups with the most events in the
-  filtered view, most first, with their failed count and first/last time (rows without that value are left out);
+- ``top`` (when ``group_by`` is ``actor_email``, ``ip`` or ``scope``): the ``top`` groups with the most events in
+  the filtered view, most first, with their failed count and first/last time (rows without that value are left
+  out). ``group_by=scope`` tells a client which catalog scopes have events in its view (a workspace admin sees
+  only events of its workspaces, so a scope whose events carry no workspace never appears for it);
 - totals over the whole filtered view. All counts read ``audit_events FINAL`` (a re-sent event counts once).
 """
 
@@ -20,10 +22,10 @@ from schemas.event import format_ts
 from schemas.rows import EVENTS_TABLE
 
 Interval = Literal["hour", "day"]
-GroupBy = Literal["actor_email", "ip"]
+GroupBy = Literal["actor_email", "ip", "scope"]
 _BUCKET_SQL = {"hour": "toStartOfHour(occurred_at, 'UTC')", "day": "toStartOfDay(occurred_at, 'UTC')"}
 _STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
-_GROUP_COLUMN = {"actor_email": "actor_email", "ip": "actor_ip"}
+_GROUP_COLUMN = {"actor_email": "actor_email", "ip": "actor_ip", "scope": "scope"}
 MAX_BUCKETS = 10_000
 
 

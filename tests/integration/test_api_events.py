@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from auditlog.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
+from schemas.catalog import get_catalog
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
 
@@ -263,6 +264,40 @@ def test_stats_buckets_are_dense_and_add_up(api: TestClient, store: Store, owner
     assert r2.status_code == 422 and r2.json()["error"]["field"] == "interval"
     r3 = api.get("/v1/stats", params={"interval": "hour", "start": "2000-01-01T00:00:00Z"}, headers=owner)
     assert r3.status_code == 422 and "interval=day" in r3.json()["error"]["message"]
+
+
+def test_stats_group_by_scope_lists_the_scopes_of_the_callers_view(api: TestClient, settings: Settings, store: Store,
+                                                                    owner: dict[str, str]) -> None:
+    """What the page asks to offer a workspace admin only the scopes it can see: org-level scopes (no workspace)
+    and scopes present only in other workspaces or other orgs are not among its groups."""
+    first = {s: next((c, a) for c in get_catalog().scopes[s].categories.values() for a in c.actions)
+             for s in ("organization", "authentication", "billing", "workspace", "service")}
+
+    def ev(scope: str, ws: str | None, org: str = "acme", status: str = "SUCCESS") -> dict[str, Any]:
+        cat, act = first[scope]
+        return make_event(org_id=org, workspace_id=ws, scope=scope, category=cat.code, action=act, status=status,
+                          target={"type": cat.code})
+
+    store_events(store, [ev("service", "ml-research"), ev("service", "ml-research", status="FAILED"),
+                         ev("service", "data-platform"), ev("workspace", "ml-research"),
+                         ev("organization", None), ev("organization", None), ev("organization", None),
+                         ev("authentication", "data-platform"), ev("billing", None, org="globex")])
+    params = {"interval": "day", "start": _ts(60 * 24 * 400), "end": _ts(0), "group_by": "scope", "top": 100}
+    r = api.get("/v1/stats", params=params, headers=owner)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["group_by"] == "scope"
+    assert [(g["key"], g["total"], g["failed"]) for g in body["top"]] == [
+        ("organization", 3, 0), ("service", 3, 1), ("authentication", 1, 0), ("workspace", 1, 0)]
+    admin = auth(token(settings, role="workspace_admin", workspaces=["ml-research"]))
+    body = api.get("/v1/stats", params=params, headers=admin).json()
+    assert [(g["key"], g["total"], g["failed"]) for g in body["top"]] == [("service", 2, 1), ("workspace", 1, 0)]
+    assert body["total"] == 3
+    r = api.get("/v1/stats", params={**params, "group_by": "category"}, headers=owner)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_parameter" and err["field"] == "group_by", err
+    assert all(v in err["message"] for v in ("actor_email", "ip", "scope")), err
 
 
 def test_catalog_health_metrics_docs(api: TestClient, store: Store, owner: dict[str, str]) -> None:
