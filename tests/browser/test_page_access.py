@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from auditlog.demo import DEMO_ADMIN_WORKSPACES, demo_events
 from query_api.auth import mint_token
 from tests.browser.conftest import screenshot
 from tests.browser.helpers import api_all, sign_in, table_rows, wait_idle
@@ -62,6 +63,40 @@ def test_workspace_admin_sees_only_its_workspaces(up: UpDemo, new_page: Any, api
     assert "Permission required" in text and "data-platform" in text
     assert table_rows(page) == []
     screenshot(page, "error")
+
+
+def _scope_options(page: Any) -> dict[str, str]:
+    return dict(page.eval_on_selector_all("#f-scope option", "os => os.filter(o => o.value).map(o => [o.value, o.label])"))
+
+
+def test_scope_select_offers_only_scopes_the_role_can_see(up: UpDemo, new_page: Any, api: Any) -> None:
+    catalog = [s["code"] for s in api(up.owner_token).get("/v1/catalog").json()["scopes"]]
+    org, workspaces = DEMO_ADMIN_WORKSPACES
+    demo = demo_events()
+    # derived from the demo data: organization-level scopes carry no workspace, so the admin never sees them
+    admin_scopes = {e["scope"] for e in demo if e["org_id"] == org and e["workspace_id"] in workspaces}
+    hidden = {e["scope"] for e in demo if e["org_id"] == org} - admin_scopes
+    assert {"service", "workspace"} <= admin_scopes and {"organization", "billing", "authentication"} <= hidden
+
+    page = new_page()
+    sign_in(page, up.admin_token)
+    offered = _scope_options(page)
+    assert set(offered) == admin_scopes, offered
+    assert list(offered) == [c for c in catalog if c in admin_scopes]  # catalog order and labels kept
+    assert offered["service"] == "Service"
+
+    # a shared link naming a scope without events for the admin: still shown, and said to be empty
+    page = new_page()
+    sign_in(page, up.admin_token, "/?scope=billing")
+    offered = _scope_options(page)
+    assert set(offered) == admin_scopes | {"billing"}
+    assert "no events in your workspaces" in offered["billing"]
+    assert page.locator("#f-scope").input_value() == "billing"
+
+    # the org owner is offered every catalog scope
+    page = new_page()
+    sign_in(page, up.owner_token)
+    assert list(_scope_options(page)) == catalog
 
 
 def test_401_brings_back_the_sign_in_prompt(up: UpDemo, new_page: Any) -> None:

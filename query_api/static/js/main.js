@@ -15,6 +15,8 @@ const PAGE_SIZE = 50;
 const AUTO_REFRESH_MS = 10_000;
 const AUTO_KEY = "auditlog.autorefresh";
 const TOP_N = 5;
+const SCOPE_LOOKBACK_DAYS = 400; // how far back a workspace admin's scopes with events are looked for
+const SCOPE_TOP = 100; // the API's maximum of groups
 
 const el = (id) => document.getElementById(id);
 const E = {
@@ -61,6 +63,7 @@ const E = {
 const app = {
   caller: null,
   catalog: null,
+  visibleScopes: null, // workspace admin: Set of the scope codes with events in its view; null: every catalog scope
   filters: fromSearch(location.search),
   tz: getTzMode(),
   win: null,
@@ -189,6 +192,34 @@ function applyCaller() {
   }
 }
 
+/**
+ * For a workspace admin, the scopes that have events in its view (GET /v1/stats group_by=scope over the last
+ * SCOPE_LOOKBACK_DAYS days): organization-level scopes carry no workspace and are always empty for it. null
+ * (offer every catalog scope) when the call fails or the answer may be cut at the API's group limit.
+ */
+async function scopesWithEvents() {
+  const end = new Date();
+  const start = new Date(end.getTime() - SCOPE_LOOKBACK_DAYS * 86_400_000);
+  try {
+    const body = await api.stats({ interval: "day", start: start.toISOString(), end: end.toISOString(), group_by: "scope", top: SCOPE_TOP });
+    const top = body && Array.isArray(body.top) ? body.top : null;
+    return top && top.length < SCOPE_TOP ? new Set(top.map((t) => t.key)) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The Scope select's options: catalog scopes, for a workspace admin only those with events (labels from the catalog). */
+function scopeOptions(current) {
+  const all = app.catalog ? app.catalog.scopes : [];
+  const seen = app.visibleScopes;
+  if (!seen) return all;
+  // a shared link may name a scope without events for this admin: keep it, marked, so the filter shown is the one applied
+  return all
+    .filter((s) => seen.has(s.code) || s.code === current)
+    .map((s) => (seen.has(s.code) ? s : { code: s.code, label: `${s.label} (no events in your workspaces)` }));
+}
+
 // ----- controls <-> state ----------------------------------------------------------------------------------
 function fillSelect(select, blank, groups) {
   const opts = [h("option", { value: "" }, blank)];
@@ -210,7 +241,7 @@ function syncControls() {
   E.end.removeAttribute("aria-invalid");
   el("period-tz").textContent = tzLabel(app.tz);
   if (app.catalog) {
-    fillSelect(E.scope, "All scopes", app.catalog.scopes);
+    fillSelect(E.scope, "All scopes", scopeOptions(f.scope));
     E.scope.value = f.scope;
     const s = scopeOf(f.scope);
     fillSelect(E.category, s ? "All categories" : "Select a scope first", s ? s.categories : []);
@@ -824,8 +855,11 @@ async function start() {
   app.started = true;
   setLoading(true);
   setChildren(E.rows, skeletonRows());
+  app.visibleScopes = null;
   try {
-    app.catalog = await api.catalog();
+    const [catalog, scopes] = await Promise.all([api.catalog(), app.caller.role === "workspace_admin" ? scopesWithEvents() : null]);
+    app.catalog = catalog;
+    app.visibleScopes = scopes;
     if (!app.catalog || !Array.isArray(app.catalog.scopes)) app.catalog = { scopes: [] };
   } catch (err) {
     setLoading(false);
