@@ -97,6 +97,11 @@ def check_codes(catalog: Catalog, scope: str | None, category: str | None, actio
             raise invalid("action", f"unknown action {a!r}{where}; valid: {', '.join(dict.fromkeys(valid))}")
 
 
+def _check_bounds(name: str, v: datetime) -> None:
+    if not EARLIEST <= v <= LATEST:
+        raise invalid(name, f"{name} must lie between {_iso(EARLIEST)} and {_iso(LATEST)}")
+
+
 def parse_filters(
     catalog: Catalog, *, start: datetime | None = None, end: datetime | None = None, scope: str | None = None,
     category: str | None = None, actions: list[str] | tuple[str, ...] = (), status: str | None = None,
@@ -106,10 +111,9 @@ def parse_filters(
     """The validated filters (module contract) from raw values: used by the API and by ``auditlog export``."""
     now = datetime.now(UTC)
     end_ = utc(end) if end is not None else now
+    _check_bounds("end", end_)  # before the default start is derived from it (year 1 - 7 days overflows)
     start_ = utc(start) if start is not None else end_ - DEFAULT_RANGE
-    for name, v in (("end", end_), ("start", start_)):
-        if not EARLIEST <= v <= LATEST:
-            raise invalid(name, f"{name} must lie between {_iso(EARLIEST)} and {_iso(LATEST)}")
+    _check_bounds("start", start_)
     if start_ > end_:
         raise invalid("start", f"start ({_iso(start_)}) is after end ({_iso(end_)})")
     if status is not None and status not in get_args(Status):

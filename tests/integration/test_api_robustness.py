@@ -127,3 +127,15 @@ def test_schemathesis_finds_no_server_error(world: tuple[TestClient, Settings, S
             case.call_and_validate(headers=headers, checks=[not_a_server_error])
 
         run()
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/stats", "/v1/events/export"])
+def test_extreme_dates_are_422_not_500(world: tuple[TestClient, Settings, Store], path: str) -> None:
+    """An end near year 1 (found by schemathesis: the default start, end - 7 days, overflowed) or far future."""
+    client, settings, _ = world
+    h = auth(token(settings))
+    for params in ({"end": "0001-01-02T00:00:00Z"}, {"end": "0001-01-01T00:00:00+01:00"},
+                   {"start": "9999-12-31T23:59:59Z"}, {"start": "0001-01-01T00:00:00Z", "end": "0001-01-03T00:00:00Z"}):
+        r = client.get(path, params=params, headers=h)
+        assert r.status_code == 422, (params, r.text)
+        assert r.json()["error"]["field"] in ("start", "end"), r.text
