@@ -25,6 +25,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from auditlog.kafka import KafkaConnection, kafka_options
 from auditlog.logs import get_logger
 
 log = get_logger("auditlog.broker")
@@ -78,8 +79,10 @@ def broker_binary() -> str:
 class EmbeddedBroker:
     """A Tansu broker subprocess on 127.0.0.1."""
 
-    def __init__(self, port: int = 0, log_file: Path | None = None) -> None:
+    def __init__(self, port: int = 0, log_file: Path | None = None, advertised_port: int | None = None) -> None:
+        """``advertised_port``: the port clients are told to use (a TLS-terminating proxy in front), default ``port``."""
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -100,7 +103,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -141,13 +144,13 @@ class EmbeddedBroker:
         self.stop()
 
 
-async def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
-    """Create ``topics`` with ``partitions`` partitions unless they exist (idempotent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+async def ensure_topics(kafka: str | KafkaConnection, topics: list[str], partitions: int, replication: int = 1) -> None:
+    """Create ``topics`` with ``partitions`` partitions and ``replication`` replicas unless they exist (idempotent)."""
+    admin = AIOKafkaAdminClient(**kafka_options(kafka), request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+        new = [NewTopic(t, num_partitions=partitions, replication_factor=replication) for t in topics if t not in existing]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)

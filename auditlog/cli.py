@@ -14,6 +14,8 @@ import argparse
 import importlib
 import sys
 
+from pydantic import ValidationError
+
 from auditlog import __version__
 from auditlog.settings import Settings
 
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ValidationError as exc:  # settings from AUDITLOG_* / flags that break a rule: say which, no traceback
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        print(f"auditlog: invalid settings: {problems}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -229,13 +229,17 @@ def cmd_emit(args: argparse.Namespace) -> int:
         print(f"{bad} invalid event(s); nothing sent (use --skip-invalid to send the {len(good)} valid ones)",
               file=sys.stderr)
         return 1
-    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    from auditlog.kafka import KafkaConnection
+
+    kafka = KafkaConnection.from_settings(settings, bootstrap=args.bootstrap)
+    bootstrap = str(kafka)
     topic = args.topic or settings.topic
 
     async def send() -> int:
         from producers import AuditProducer
 
-        async with AuditProducer(bootstrap, topic, catalog=catalog, request_timeout_ms=15000) as p:
+        async with AuditProducer(kafka.bootstrap, topic, catalog=catalog, request_timeout_ms=15000,
+                                 **kafka.security_options()) as p:
             return await p.send_many(good)
 
     try:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from auditlog import logs
+from auditlog.kafka import KafkaConnection, kafka_options
 from auditlog.settings import Settings
 from consumers.dlq import (
     H_FIELD,
@@ -121,7 +122,8 @@ async def _consume(s: Settings, workers: int, create_topics: bool = True,
     store = Store.from_settings(s)
     await asyncio.to_thread(migrate, store, s.retention_days)
     if create_topics:
-        await ensure_topics(s.kafka_bootstrap, [s.topic, s.dlq_topic], s.topic_partitions)
+        await ensure_topics(KafkaConnection.from_settings(s), [s.topic, s.dlq_topic], s.topic_partitions,
+                            s.topic_replication)
     catalog = get_catalog(s.catalog_extra)
     ws = [ConsumerWorker(s, store, catalog=catalog) for _ in range(workers)]
     health = None
@@ -174,7 +176,7 @@ def reason_class(reason: str) -> str:
 def _dead_letters(s: Settings) -> list[Any]:
     from consumers.topic_reader import read_topic
 
-    return asyncio.run(read_topic(s.kafka_bootstrap, s.dlq_topic, timeout_s=120))
+    return asyncio.run(read_topic(KafkaConnection.from_settings(s), s.dlq_topic, timeout_s=120))
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
@@ -233,7 +235,7 @@ async def _replay(s: Settings, field: str | None, reason: str | None, replay_all
     from schemas.catalog import get_catalog
 
     console = Console(stderr=True)
-    recs = await read_topic(s.kafka_bootstrap, s.dlq_topic, timeout_s=120)
+    recs = await read_topic(KafkaConnection.from_settings(s), s.dlq_topic, timeout_s=120)
     chosen = [
         r for r in recs
         if (field is None or header(r.headers, H_FIELD) == field)
@@ -244,7 +246,7 @@ async def _replay(s: Settings, field: str | None, reason: str | None, replay_all
     still_invalid = len(chosen) - len(todo)
     sent = 0
     if todo and not dry_run:
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5,
+        producer = AIOKafkaProducer(**kafka_options(KafkaConnection.from_settings(s)), acks="all", linger_ms=5,
                                     max_request_size=16 * 1024 * 1024)
         await producer.start()
         try:

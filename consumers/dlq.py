@@ -23,6 +23,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from auditlog.kafka import KafkaConnection, kafka_options
 from consumers.decode import DeadLetter
 from schemas.event import format_ts
 
@@ -94,9 +95,9 @@ def original_headers(headers: Iterable[tuple[str, bytes]] | None) -> list[tuple[
     return [(k, v) for k, v in headers or () if not k.startswith(DLQ_HEADER_PREFIX)]
 
 
-def make_dlq_producer(bootstrap: str) -> AIOKafkaProducer:
+def make_dlq_producer(kafka: str | KafkaConnection) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka_options(kafka),
         acks="all",
         linger_ms=2,
         max_request_size=MAX_DLQ_REQUEST_BYTES,
@@ -133,7 +134,7 @@ class DlqSender:
 
 
 async def read_dlq_watermarks(
-    bootstrap: str,
+    kafka: str | KafkaConnection,
     dlq_topic: str,
     source_topic: str,
     source_partitions: Iterable[int],
@@ -154,7 +155,7 @@ async def read_dlq_watermarks(
     if not wanted:
         return out
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka_options(kafka),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=MAX_DLQ_REQUEST_BYTES,

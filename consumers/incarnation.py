@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from auditlog.kafka import KafkaConnection, kafka_options
 from auditlog.logs import get_logger
 from consumers.decode import validates
 from schemas.catalog import Catalog
@@ -31,14 +32,14 @@ from schemas.catalog import Catalog
 log = get_logger("consumers.incarnation")
 
 
-async def messages_at(bootstrap: str, topic: str, wanted: dict[int, set[int]], timeout_s: float = 15.0
+async def messages_at(kafka: str | KafkaConnection, topic: str, wanted: dict[int, set[int]], timeout_s: float = 15.0
                       ) -> dict[tuple[int, int], tuple[bytes | None] | None]:
     """``{(partition, offset): (value,)}`` for the messages now at those offsets (``(None,)``: a message with a
     null value); ``None`` where the log has no message at that offset (shorter log, or removed by retention)."""
     out: dict[tuple[int, int], tuple[bytes | None] | None] = {}
     if not wanted:
         return out
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+    c = AIOKafkaConsumer(**kafka_options(kafka), enable_auto_commit=False, auto_offset_reset="earliest",
                          fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024)
     await c.start()
     try:
@@ -72,7 +73,7 @@ def _event_id(value: bytes | None) -> str | None:
 
 
 async def verify_watermarks(
-    bootstrap: str,
+    kafka: str | KafkaConnection,
     topic: str,
     stored: dict[int, int],
     dlq: dict[int, int],
@@ -85,7 +86,7 @@ async def verify_watermarks(
         for p, off in wm.items():
             if off >= 0:
                 wanted.setdefault(p, set()).add(off)
-    found = await messages_at(bootstrap, topic, wanted)
+    found = await messages_at(kafka, topic, wanted)
     new_stored, new_dlq = dict(stored), dict(dlq)
     for p, off in stored.items():
         if off < 0:

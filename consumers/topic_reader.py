@@ -8,10 +8,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from auditlog.kafka import KafkaConnection, kafka_options
 
-async def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
+
+async def read_topic(kafka: str | KafkaConnection, topic: str, timeout_s: float = 30.0) -> list[Any]:
     """Every record of ``topic`` (all partitions, from the start up to each high watermark)."""
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+    c = AIOKafkaConsumer(**kafka_options(kafka), enable_auto_commit=False, auto_offset_reset="earliest",
                          max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
     await c.start()
     try:

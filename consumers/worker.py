@@ -39,6 +39,7 @@ from zlib import crc32
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from auditlog.kafka import KafkaConnection, kafka_options
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
@@ -98,6 +99,7 @@ class ConsumerWorker:
     ) -> None:
         """``wrap_dlq`` (tests only) may wrap the DLQ sender, e.g. to make the DLQ unwritable for a while."""
         self.settings = settings
+        self._kafka = KafkaConnection.from_settings(settings)
         self.store = store
         self.name = name or f"{settings.consumer_group}-{os.getpid()}-{next(_ids)}"
         self.decoder = DecodeStep(catalog)
@@ -173,7 +175,7 @@ class ConsumerWorker:
         s = self.settings
         self._commit_lock = asyncio.Lock()
         self._inserter = Inserter(self.store, dedup=self.dedup, name=f"inserter-{self.name}")
-        producer = make_dlq_producer(s.kafka_bootstrap)
+        producer = make_dlq_producer(self._kafka)
         await producer.start()
         try:
             parts = await producer.partitions_for(s.dlq_topic)
@@ -184,7 +186,7 @@ class ConsumerWorker:
             if self._wrap_dlq is not None:
                 self._dlq = self._wrap_dlq(self._dlq)
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=s.kafka_bootstrap,
+                **kafka_options(self._kafka),
                 group_id=s.consumer_group,
                 client_id=self.name,
                 enable_auto_commit=False,
@@ -347,7 +349,7 @@ class ConsumerWorker:
         dead = b.dead
         if attempt > 0:
             # some of the range may have landed before the failure: send only what the DLQ lacks
-            wm = await read_dlq_watermarks(self.settings.kafka_bootstrap, self.settings.dlq_topic, self._topic,
+            wm = await read_dlq_watermarks(self._kafka, self.settings.dlq_topic, self._topic,
                                            [b.tp.partition], self._dlq_partitions)
             dead = [d for d in dead if d.offset > wm[b.tp.partition]]
         await self._dlq.send(dead)
@@ -538,10 +540,10 @@ class ConsumerWorker:
             try:
                 stored = await self._retry("store", lambda _a: inserter.stored_watermarks(self._topic), True)
                 dlq = await self._retry("dlq", lambda _a: read_dlq_watermarks(
-                    s.kafka_bootstrap, s.dlq_topic, self._topic, [tp.partition for tp in new],
+                    self._kafka, s.dlq_topic, self._topic, [tp.partition for tp in new],
                     self._dlq_partitions), True)
                 stored, dlq = await self._retry("dlq", lambda _a: verify_watermarks(
-                    s.kafka_bootstrap, self._topic, {tp.partition: stored.get(tp.partition, -1) for tp in new},
+                    self._kafka, self._topic, {tp.partition: stored.get(tp.partition, -1) for tp in new},
                     {tp.partition: dlq.get(tp.partition, -1) for tp in new}, inserter.stored_at,
                     self.decoder.catalog), True)
             except _Stopping:

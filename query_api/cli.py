@@ -32,6 +32,7 @@ from typing import Any
 
 import uvicorn
 
+from auditlog.kafka import KafkaConnection
 from auditlog.logs import configure, get_logger
 from auditlog.settings import Settings
 
@@ -92,12 +93,13 @@ def run_api(args: argparse.Namespace) -> int:
     catalog = get_catalog(settings.catalog_extra)
 
     async def main() -> None:
-        producer: AuditProducer | None = AuditProducer(settings.kafka_bootstrap, settings.topic, catalog=catalog,
-                                                       request_timeout_ms=5000)
+        kafka = KafkaConnection.from_settings(settings)
+        producer: AuditProducer | None = AuditProducer(kafka.bootstrap, settings.topic, catalog=catalog,
+                                                       request_timeout_ms=5000, **kafka.security_options())
         try:
             await asyncio.wait_for(producer.start(), 10)  # type: ignore[union-attr]
         except Exception as exc:
-            log.error("api.self_audit_disabled", bootstrap=settings.kafka_bootstrap, error=repr(exc))
+            log.error("api.self_audit_disabled", bootstrap=str(kafka), error=repr(exc))
             producer = None
         app = create_app(settings, store, catalog=catalog, producer=producer)
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
