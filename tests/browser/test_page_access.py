@@ -84,6 +84,11 @@ def test_scope_select_offers_only_scopes_the_role_can_see(up: UpDemo, new_page: 
     assert set(offered) == admin_scopes, offered
     assert list(offered) == [c for c in catalog if c in admin_scopes]  # catalog order and labels kept
     assert offered["service"] == "Service"
+    # with no scope chosen, the Action select lists only the actions of those scopes
+    actions = set(page.eval_on_selector_all("#f-action option", "os => os.map(o => o.value).filter(v => v)"))
+    cat = api(up.owner_token).get("/v1/catalog").json()["scopes"]
+    codes = {sc["code"]: {a["code"] for c in sc["categories"] for a in c["actions"]} for sc in cat}
+    assert actions == set().union(*(codes[sc] for sc in admin_scopes)), actions
 
     # a shared link naming a scope without events for the admin: still shown, and said to be empty
     page = new_page()

@@ -93,6 +93,7 @@ const categoryOf = (scope, code) => {
 function actionLabel(code) {
   for (const s of app.catalog ? app.catalog.scopes : []) {
     if (app.filters.scope && s.code !== app.filters.scope) continue;
+    if (!app.filters.scope && app.visibleScopes && !app.visibleScopes.has(s.code)) continue; // admin: only scopes it can see
     for (const c of s.categories) for (const a of c.actions) if (a.code === code) return a.label;
   }
   return code;
@@ -103,6 +104,7 @@ function actionGroups() {
   const seen = new Set();
   for (const s of app.catalog ? app.catalog.scopes : []) {
     if (app.filters.scope && s.code !== app.filters.scope) continue;
+    if (!app.filters.scope && app.visibleScopes && !app.visibleScopes.has(s.code)) continue; // admin: only scopes it can see
     for (const c of s.categories) {
       if (app.filters.category && c.code !== app.filters.category) continue;
       const acts = c.actions.filter((a) => !seen.has(a.code) && seen.add(a.code));
