@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from query_api.stats import GroupBy, Interval
+
 
 class ActorOut(BaseModel):
     id: str
@@ -81,14 +83,14 @@ class TopGroup(BaseModel):
 
 
 class StatsOut(BaseModel):
-    interval: Literal["hour", "day"]
+    interval: Interval
     start: str
     end: str
     total: int
     success: int
     failed: int
     buckets: list[Bucket]
-    group_by: Literal["actor_email", "ip", "scope"] | None = None
+    group_by: GroupBy | None = None
     top: list[TopGroup]
 
 
