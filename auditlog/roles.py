@@ -40,6 +40,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from schemas.rows import EVENTS_TABLE
 
@@ -247,19 +248,25 @@ def _password_args(args: argparse.Namespace) -> dict[str, str | None]:
     return {"password": pw, "password_sha256": args.password_sha256}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from auditlog.settings import Settings
-
-    p = argparse.ArgumentParser(prog="python -m auditlog.roles", description=__doc__.split("\n\n")[0])
-    p.add_argument("--database", default=None, help="database [AUDITLOG_CLICKHOUSE_DATABASE]")
-    p.add_argument("--cluster", default=None, help="add ON CLUSTER <name>")
-    p.add_argument("--sharded", action="store_true",
+def _common_options(p: argparse.ArgumentParser, suppress: bool) -> None:
+    """The options valid before and after the subcommand (``--apply service ...`` and ``service ... --apply``);
+    below the subcommand their defaults are suppressed so they never undo a value given before it."""
+    d: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    p.add_argument("--database", **({"default": None} | d), help="database [AUDITLOG_CLICKHOUSE_DATABASE]")
+    p.add_argument("--cluster", **({"default": None} | d), help="add ON CLUSTER <name>")
+    p.add_argument("--sharded", action="store_true", **d,
                    help="the schema is sharded (deploy/cluster): also cover the <table>_local tables")
-    p.add_argument("--apply", action="store_true", help="execute on AUDITLOG_CLICKHOUSE_URL instead of printing")
+    p.add_argument("--apply", action="store_true", **d, help="execute on AUDITLOG_CLICKHOUSE_URL instead of printing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m auditlog.roles", description=__doc__.split("\n\n")[0])
+    _common_options(p, suppress=False)
     sub = p.add_subparsers(dest="what", required=True)
-    sub.add_parser("roles", help="the three roles, their grants and row policies")
+    _common_options(sub.add_parser("roles", help="the three roles, their grants and row policies"), suppress=True)
     for name in ("analyst", "service"):
         sp = sub.add_parser(name, help=f"a {name} user")
+        _common_options(sp, suppress=True)
         sp.add_argument("--user", required=True)
         sp.add_argument("--password-env", default=None, help="name of the environment variable holding the password")
         sp.add_argument("--password-sha256", default=None, help="sha256 hex of the password")
@@ -267,8 +274,21 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--org", required=True, help="the only org_id this analyst may read")
         else:
             sp.add_argument("--role", required=True, choices=["writer", "reader"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    from auditlog.settings import Settings
+
+    p = build_parser()
     args = p.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"invalid settings: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
     database = args.database or settings.clickhouse_database
     from auditlog.migrations import sharded_tables
 

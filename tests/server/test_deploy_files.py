@@ -62,3 +62,28 @@ def test_dockerfile_multistage_nonroot_same_install() -> None:
 @pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.xml")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_clickhouse_xml_is_well_formed(path: Path) -> None:
     assert ET.parse(path).getroot().tag == "clickhouse"
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_compose_migrate_job_commands_parse(path: Path) -> None:
+    """Each step of the one-shot migrate job is a command line our parsers accept (a wrong flag order once made
+    the service users silently absent: `service ... --apply` was rejected by argparse)."""
+    import shlex
+
+    import yaml
+
+    from auditlog import roles
+    from auditlog.cli import build_parser
+
+    command = yaml.safe_load(path.read_text())["services"]["migrate"]["command"]
+    steps = [shlex.split(step) for step in " ".join(command).split("&&")]
+    assert len(steps) >= 3
+    for argv in steps:
+        if argv[:3] == ["python", "-m", "auditlog.roles"]:
+            args = roles.build_parser().parse_args(argv[3:])
+            assert args.apply, argv
+        else:
+            assert argv[0] == "auditlog", argv
+            build_parser().parse_args(argv[1:])
+    assert any(a[3:4] == ["service"] and "writer" in a for a in steps)
+    assert any(a[3:4] == ["service"] and "reader" in a for a in steps)
