@@ -32,7 +32,9 @@ def healthz() -> dict[str, object]:
             responses={503: {"model": Health}})
 async def readyz(request: Request, store: StoreDep) -> Response:
     ok = await run_in_threadpool(store.ping)
-    body: dict[str, object] = {"status": "ok" if ok else "unavailable", "store": "ok" if ok else "unreachable"}
+    body: dict[str, object] = {"status": "ok" if ok else "unavailable", "store": "ok" if ok else "unreachable",
+                               # reads are served while Kafka is unreachable, but not audited: say so (not a 503)
+                               "self_audit": request.app.state.self_audit}
     status_fn = request.app.state.consumer_status
     if status_fn is not None:
         try:

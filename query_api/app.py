@@ -59,6 +59,7 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     app.state.store = store
     app.state.catalog = catalog or get_catalog(settings.catalog_extra)
     app.state.producer = producer
+    app.state.self_audit = "ok" if producer is not None else "off"  # query_api.cli may set "connecting"
     app.state.read_coalescer = ReadCoalescer()
     app.state.consumer_status = consumer_status
     app.state.verifier = TokenVerifier(settings)

@@ -24,17 +24,20 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from auditlog.kafka import KafkaConnection
 from auditlog.logs import configure, get_logger
 from auditlog.settings import Settings
+
+if TYPE_CHECKING:
+    from producers.producer import AuditProducer
 
 log = get_logger("query_api.cli")
 _FILTER_FLAGS = ("start", "end", "scope", "category", "status", "actor_email", "actor_id", "ip", "workspace_id",
@@ -94,14 +97,11 @@ def run_api(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         kafka = KafkaConnection.from_settings(settings)
-        producer: AuditProducer | None = AuditProducer(kafka.bootstrap, settings.topic, catalog=catalog,
-                                                       request_timeout_ms=5000, **kafka.security_options())
-        try:
-            await asyncio.wait_for(producer.start(), 10)  # type: ignore[union-attr]
-        except Exception as exc:
-            log.error("api.self_audit_disabled", bootstrap=str(kafka), error=repr(exc))
-            producer = None
-        app = create_app(settings, store, catalog=catalog, producer=producer)
+        app = create_app(settings, store, catalog=catalog, producer=None)
+        app.state.self_audit = "connecting"
+        attach = asyncio.create_task(attach_self_audit(app, lambda: AuditProducer(
+            kafka.bootstrap, settings.topic, catalog=catalog, request_timeout_ms=5000, **kafka.security_options()),
+            str(kafka)))
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
         server = _Server(config)
         loop = asyncio.get_running_loop()
@@ -111,11 +111,36 @@ def run_api(args: argparse.Namespace) -> int:
         try:
             await server.serve()
         finally:
-            if producer is not None:
-                await producer.stop()
+            attach.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await attach
+            if app.state.producer is not None:
+                await app.state.producer.stop()
 
     asyncio.run(main())
     return 0
+
+
+async def attach_self_audit(app: Any, make_producer: Callable[[], AuditProducer], where: str,
+                            max_delay: float = 30.0) -> None:
+    """Start the self-audit producer, retrying with capped backoff while Kafka is unreachable; the API serves
+    reads meanwhile (``/readyz`` says ``self_audit: connecting``) and audits them once the producer is up."""
+    delay = 1.0
+    while True:
+        producer = make_producer()
+        try:
+            await asyncio.wait_for(producer.start(), 10)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            log.error("api.self_audit_unavailable", bootstrap=where, error=repr(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+            continue
+        app.state.producer = producer
+        app.state.self_audit = "ok"
+        log.info("api.self_audit_ready", bootstrap=where)
+        return
 
 
 # ----- export ------------------------------------------------------------------------------------------------

@@ -118,4 +118,7 @@ class CatalogOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     store: Literal["ok", "unreachable"] | None = None
+    self_audit: Literal["ok", "connecting", "off"] | None = Field(
+        None, description="reads publish audit_log.* events: ok; Kafka not reachable yet (reads not audited): "
+                          "connecting; no producer configured: off")
     consumer: dict[str, Any] | None = None

@@ -122,3 +122,65 @@ def test_api_command_serves(broker: EmbeddedBroker, tmp_path: Path) -> None:
             proc.kill()
             proc.wait(5)
     assert proc.returncode == 0
+
+
+def _readyz(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+        return json.loads(r.read())
+
+
+def test_api_serves_while_kafka_is_down_and_audits_reads_once_it_is_up(tmp_path: Path) -> None:
+    """Kafka unreachable at start: reads are served (``self_audit: connecting``); when the broker appears the
+    producer attaches by itself (``ok``) and a list call is published as an ``audit_log.list`` event."""
+    import asyncio
+
+    from auditlog.broker import ensure_topics
+    from consumers.testing import read_topic
+    from query_api.auth import mint_token
+
+    port, kafka_port, secret, topic = free_port(), free_port(), "k" * 32, "api.selfaudit"
+    env = {**os.environ, "AUDITLOG_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "AUDITLOG_JWT_SECRET": secret,
+           "AUDITLOG_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}", "AUDITLOG_TOPIC": topic}
+    proc = subprocess.Popen([sys.executable, "-m", "auditlog.cli", "api", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                body = _readyz(port)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.3)
+        assert body["status"] == "ok" and body["self_audit"] == "connecting"
+        tok = mint_token(secret, sub="u-1", email="kim@acme.example", org_id="acme", role="org_owner")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/events", headers={"Authorization": f"Bearer {tok}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert json.loads(r.read())["data"] == []  # served without Kafka
+
+        with EmbeddedBroker(port=kafka_port) as b:
+            asyncio.run(ensure_topics(b.bootstrap, [topic], 1))
+            deadline = time.monotonic() + 60
+            while _readyz(port)["self_audit"] != "ok":
+                assert time.monotonic() < deadline, "self-audit producer did not attach"
+                time.sleep(0.5)
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/events?status=FAILED",
+                                         headers={"Authorization": f"Bearer {tok}"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert r.status == 200
+            deadline = time.monotonic() + 30
+            while True:
+                events = [json.loads(m.value) for m in asyncio.run(read_topic(b.bootstrap, topic))]
+                if any(e["action"] == "audit_log.list" and e["detail"]["filters"].get("status") == "FAILED"
+                       for e in events):
+                    break
+                assert time.monotonic() < deadline, events
+                time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0
