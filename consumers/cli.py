@@ -130,6 +130,7 @@ async def _consume(s: Settings, workers: int, create_topics: bool = True,
     if s.consumer_metrics_port:
         health = HealthServer(s.consumer_metrics_host, s.consumer_metrics_port, lambda: [w.status() for w in ws])
         health.start()
+        beat = asyncio.create_task(health.heartbeat(), name="health-heartbeat")
         log.info("consumer.metrics_listening", url=f"http://{s.consumer_metrics_host}:{health.port}/metrics")
     loop = asyncio.get_running_loop()
 
@@ -159,6 +160,7 @@ async def _consume(s: Settings, workers: int, create_topics: bool = True,
                 stop("error")
     finally:
         if health is not None:
+            beat.cancel()
             health.stop()
     return code
 
