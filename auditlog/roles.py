@@ -304,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.apply:
         print(";\n".join(stmts) + ";")
         return 0
-    from auditlog.store import connect
+    from auditlog.store import connect, credentials
 
-    client = connect(settings.store_url)
+    client = connect(settings.store_url, **credentials(settings))
     try:
         for s in stmts:
             client.command(s)

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         description="ClickHouse: 'chdb:///abs/dir' (embedded, default <data_dir>/chdb) or "
         "'http(s)://user:password@host:port' for a server.",
     )
+    clickhouse_user: str | None = Field(None, description="ClickHouse user (server); overrides the URL's user.")
+    clickhouse_password: SecretStr | None = Field(
+        None, description="ClickHouse password (server); overrides the URL's, needs no URL encoding.")
     clickhouse_database: str = Field("auditlog", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database name.")
     retention_days: int = Field(400, ge=1, description="TTL of events in days (applied by migrate).")
     catalog_extra: str | None = Field(None, description="Path of an operator's extra catalog JSON file.")

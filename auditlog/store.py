@@ -34,21 +34,31 @@ def connect(url: str, database: str | None = None, **kwargs: Any) -> Client:
     return clickhouse_connect.get_client(dsn=url, database=database or "", **kwargs)
 
 
+def credentials(settings: Settings) -> dict[str, Any]:
+    """``username``/``password`` keyword arguments from ``AUDITLOG_CLICKHOUSE_USER``/``_PASSWORD`` (when set)."""
+    pw = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
+    return {k: v for k, v in (("username", settings.clickhouse_user), ("password", pw)) if v is not None}
+
+
 class Store:
     """Per-thread clients for one ClickHouse (server or chDB path) and database."""
 
-    def __init__(self, url: str, database: str = "auditlog") -> None:
+    def __init__(self, url: str, database: str = "auditlog", *, username: str | None = None,
+                 password: str | None = None) -> None:
+        """``username``/``password`` (server only) take precedence over credentials in ``url``."""
         if not _IDENT.match(database):
             raise ValueError(f"invalid database name {database!r}")
         self.url = url
         self.database = database
+        self._credentials: dict[str, Any] = {} if url.startswith("chdb:") else {
+            k: v for k, v in (("username", username), ("password", password)) if v is not None}
         self._local = threading.local()
         self._lock = threading.Lock()
         self._clients: list[Client] = []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
-        return cls(settings.store_url, settings.clickhouse_database)
+        return cls(settings.store_url, settings.clickhouse_database, **credentials(settings))
 
     @property
     def embedded(self) -> bool:
@@ -58,7 +68,7 @@ class Store:
         """This thread's client (created on first use)."""
         c: Client | None = getattr(self._local, "client", None)
         if c is None:
-            c = connect(self.url, self.database)
+            c = connect(self.url, self.database, **self._credentials)
             self._local.client = c
             with self._lock:
                 self._clients.append(c)
@@ -66,7 +76,7 @@ class Store:
 
     def admin_client(self) -> Client:
         """A client without a default database (to create it)."""
-        return connect(self.url, None)
+        return connect(self.url, None, **self._credentials)
 
     def ping(self) -> bool:
         try:
