@@ -1,9 +1,11 @@
 """deploy/ checked offline (no Docker needed): both compose files valid per the Compose specification
 (`check-jsonschema --builtin-schema vendor.compose-spec`, the CLI, as CI runs it), the Dockerfile multi-stage,
-non-root and installing the app with the README's command, the ClickHouse XML well-formed."""
+non-root and installing the app with the README's command, the ClickHouse XML well-formed, the migrate job's
+steps parse, and the app services log in with AUDITLOG_CLICKHOUSE_USER/_PASSWORD (no credentials in the URL)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -87,3 +89,73 @@ def test_compose_migrate_job_commands_parse(path: Path) -> None:
             build_parser().parse_args(argv[1:])
     assert any(a[3:4] == ["service"] and "writer" in a for a in steps)
     assert any(a[3:4] == ["service"] and "reader" in a for a in steps)
+
+
+_REQUIRED = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?\?[^}]*)?\}$")
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\}")
+
+
+def _compose_var(value: object) -> str:
+    """The compose variable a value is exactly (``${VAR:?msg}``): a password must be one, never a literal."""
+    m = _REQUIRED.match(str(value))
+    assert m, f"expected ${{VAR:?...}}, got {value!r}"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_compose_clickhouse_credentials_outside_the_url(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AUDITLOG_CLICKHOUSE_URL carries credentials; the app services log in with AUDITLOG_CLICKHOUSE_USER /
+    _PASSWORD: the migrate job as the server's admin, consumer and API as the service users the job creates, with
+    the passwords it sets. With URL-hostile passwords interpolated, Settings hands them to the client unchanged."""
+    import shlex
+
+    import yaml
+
+    from auditlog.settings import Settings
+    from auditlog.store import credentials
+
+    services = yaml.safe_load(path.read_text())["services"]
+    servers = {n: s for n, s in services.items() if str(s.get("image", "")).startswith("clickhouse/clickhouse-server")}
+    assert servers
+    admin_users = {s["environment"]["CLICKHOUSE_USER"] for s in servers.values()}
+    admin_vars = {_compose_var(s["environment"]["CLICKHOUSE_PASSWORD"]) for s in servers.values()}
+    assert len(admin_users) == len(admin_vars) == 1
+    apps = {n: s for n, s in services.items() if s.get("image") == "auditlog:local"}
+    assert set(apps) == {"migrate", "consumer", "api"}
+
+    # the service users the migrate job creates: user -> compose variable of the password it sets
+    migrate_env = apps["migrate"]["environment"]
+    created: dict[str, str] = {}
+    for step in " ".join(apps["migrate"]["command"]).split("&&"):
+        argv = shlex.split(step)
+        if "service" in argv:
+            user, pw_env = (argv[argv.index(f) + 1] for f in ("--user", "--password-env"))
+            created[user] = _compose_var(migrate_env[pw_env])
+    expected = {"migrate": (admin_users.pop(), admin_vars.pop()),
+                "consumer": ("auditlog_consumer", created["auditlog_consumer"]),
+                "api": ("auditlog_api", created["auditlog_api"])}
+
+    awkward = "p@ss:w/rd?#%41 &<x> 'q' \"d\" \\ ü"
+    for name, svc in apps.items():
+        env = {k: str(v) for k, v in svc["environment"].items()}
+        url = env["AUDITLOG_CLICKHOUSE_URL"]
+        assert "@" not in url and "$" not in url, f"{name}: credentials in AUDITLOG_CLICKHOUSE_URL {url!r}"
+        host = url.split("://", 1)[1].rsplit(":", 1)[0]
+        assert host in servers, f"{name}: {host} is not a ClickHouse service"
+        user, pw_var = expected[name]
+        assert env["AUDITLOG_CLICKHOUSE_USER"] == user, name
+        assert _compose_var(env["AUDITLOG_CLICKHOUSE_PASSWORD"]) == pw_var, name
+
+        values = {pw_var: f"{name}-{awkward}"}
+
+        def interpolate(m: re.Match[str], values: dict[str, str] = values) -> str:
+            """Compose's: our value, else the ':-' default, else a dummy for a required variable."""
+            return values.get(m.group(1), m.group(3) if m.group(2) == "-" else "x" * 40)
+
+        for k in [k for k in os.environ if k.startswith("AUDITLOG_")]:
+            monkeypatch.delenv(k)
+        for k, v in env.items():
+            monkeypatch.setenv(k, _INTERPOLATION.sub(interpolate, v))
+        s = Settings()
+        assert s.store_url == url and not s.embedded, name
+        assert credentials(s) == {"username": user, "password": values[pw_var]}, name

@@ -12,7 +12,10 @@ cannot rot silently:
   stays 200 for a worker that is merely behind; ports are the configured ones;
 - ``terminationGracePeriodSeconds`` exceeds ``AUDITLOG_CONSUMER_SHUTDOWN_TIMEOUT_S``;
 - every pod/container is non-root, read-only root filesystem, no privilege escalation, drops ALL capabilities;
-- the service users the migrate Job creates are those (and the passwords) the Deployments log in with;
+- the service users the migrate Job creates are those (and the passwords) the Deployments log in with
+  (``AUDITLOG_CLICKHOUSE_USER``, and ``AUDITLOG_CLICKHOUSE_PASSWORD`` from the same Secret key); no
+  ``AUDITLOG_CLICKHOUSE_URL`` carries credentials, and passwords full of URL-special characters reach the
+  ClickHouse client (and ``auditlog.roles``) unchanged;
 - with ``kubernetes-validate`` installed: each object against the bundled Kubernetes JSON schemas (strict);
   with ``kubectl``/``kustomize`` on PATH: ``kustomize build`` renders.
 """
@@ -20,11 +23,13 @@ cannot rot silently:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -38,6 +43,7 @@ import yaml
 from auditlog import roles
 from auditlog.cli import build_parser
 from auditlog.settings import Settings
+from auditlog.store import credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -192,6 +198,20 @@ def workload(component: str) -> dict[str, Any]:
     return one("Job" if component == "migrate" else "Deployment", component)
 
 
+def env_entry(c: dict[str, Any], name: str) -> dict[str, Any]:
+    (e,) = [e for e in c.get("env", []) if e["name"] == name] or [{}]
+    assert e, f"{c['name']}: no env {name}"
+    return e
+
+
+def password_key(c: dict[str, Any]) -> str:
+    """The Secret key of the container's ``AUDITLOG_CLICKHOUSE_PASSWORD`` (a secretKeyRef, never a literal)."""
+    e = env_entry(c, "AUDITLOG_CLICKHOUSE_PASSWORD")
+    assert "secretKeyRef" in e.get("valueFrom", {}), f"{c['name']}: the password must come from the Secret"
+    key: str = e["valueFrom"]["secretKeyRef"]["key"]
+    return key
+
+
 # ----- files, kinds, kustomization ---------------------------------------------------------------------
 def test_files_parse_with_the_expected_kinds() -> None:
     present = {p.name for p in K8S.iterdir()}
@@ -297,8 +317,56 @@ def test_container_environment_builds_valid_settings(where: str, clean_env: pyte
     s = Settings()
     assert not s.embedded, "every container talks to the ClickHouse server"
     u = urlparse(s.store_url)
-    assert u.scheme in ("http", "https") and u.hostname and u.username and u.password
+    assert u.scheme in ("http", "https") and u.hostname and u.port
+    assert u.username is None and u.password is None, "credentials belong in AUDITLOG_CLICKHOUSE_USER/_PASSWORD"
+    assert s.clickhouse_user and s.clickhouse_password and s.clickhouse_password.get_secret_value()
+    assert credentials(s) == {"username": s.clickhouse_user,
+                              "password": secret_data()[password_key(c)]}
     assert s.kafka_bootstrap == config_data()["AUDITLOG_KAFKA_BOOTSTRAP"]
+
+
+def test_no_clickhouse_url_carries_credentials() -> None:
+    """Neither the ConfigMap nor any container puts a user or password into AUDITLOG_CLICKHOUSE_URL (as written,
+    and as the kubelet expands it); every container sets AUDITLOG_CLICKHOUSE_USER/_PASSWORD instead."""
+    raw = [("ConfigMap", config_data().get("AUDITLOG_CLICKHOUSE_URL", ""))]
+    for where, c in all_containers():
+        raw += [(where, str(e.get("value", ""))) for e in c.get("env", []) if e["name"] == "AUDITLOG_CLICKHOUSE_URL"]
+        env = container_env(c)
+        assert "AUDITLOG_CLICKHOUSE_URL" in env, where
+        raw.append((f"{where} (expanded)", env["AUDITLOG_CLICKHOUSE_URL"]))
+        assert {"AUDITLOG_CLICKHOUSE_USER", "AUDITLOG_CLICKHOUSE_PASSWORD"} <= set(env), where
+        password_key(c)
+    for where, url in raw:
+        assert "@" not in url, f"{where}: credentials in AUDITLOG_CLICKHOUSE_URL {url!r}"
+    for name in ("AUDITLOG_CLICKHOUSE_USER", "AUDITLOG_CLICKHOUSE_PASSWORD"):
+        assert name not in config_data(), f"{name} is per container (and a password is no ConfigMap value)"
+
+
+#: Passwords no URL could hold unencoded (and a kubelet-style ``$(VAR)`` that must stay literal).
+AWKWARD = {"clickhouse-admin-password": "change-me a@b:c/d?e#f%41&g=h+i",
+           "consumer-password": "change-me 'quoted' \"double\" \\ $(AUDITLOG_CLICKHOUSE_URL) ${X} [::1]",
+           "api-password": "change-me ünïcödé € <xml> & ;|`"}
+
+
+def test_passwords_with_any_characters_reach_the_client(clean_env: pytest.MonkeyPatch) -> None:
+    """The reason for AUDITLOG_CLICKHOUSE_PASSWORD: whatever the Secret holds is what the client sends and what
+    ``auditlog.roles`` hashes for the service users (no URL encoding, no expansion)."""
+    awkward = {**secret_data(), **AWKWARD}
+    clean_env.setattr(sys.modules[__name__], "secret_data", lambda: dict(awkward))
+    for where, c in all_containers():
+        env = container_env(c)
+        apply_env(clean_env, env)
+        s = Settings()
+        assert urlparse(s.store_url).hostname, where
+        assert credentials(s)["password"] == awkward[password_key(c)], where
+        if c.get("command") == ROLES_COMMAND:
+            _, login, sent = run_roles(c, clean_env)
+            assert login["password"] == awkward["clickhouse-admin-password"], where
+            argv = [str(a) for a in c["args"]]
+            created_pw = env[argv[argv.index("--password-env") + 1]]
+            assert created_pw in AWKWARD.values(), where
+            digest = hashlib.sha256(created_pw.encode()).hexdigest()
+            assert any(f"sha256_hash BY '{digest}'" in s for s in sent), where
 
 
 def test_every_container_starts_with_kafka_sasl_enabled(clean_env: pytest.MonkeyPatch) -> None:
@@ -327,16 +395,19 @@ class _FakeClient:
         pass
 
 
-def run_roles(c: dict[str, Any], mp: pytest.MonkeyPatch) -> tuple[str, list[str]]:
-    """Run the container's ``python -m auditlog.roles ...`` with its environment, ClickHouse faked."""
+def run_roles(c: dict[str, Any], mp: pytest.MonkeyPatch) -> tuple[str, dict[str, Any], list[str]]:
+    """Run the container's ``python -m auditlog.roles ...`` with its environment, ClickHouse faked: the URL and
+    the keyword arguments (credentials) it connects with, and the statements it sends."""
     assert c["command"] == ROLES_COMMAND
     argv = [str(a) for a in c["args"]]
     apply_env(mp, container_env(c))
     sent: list[str] = []
     urls: list[str] = []
+    logins: list[dict[str, Any]] = []
 
-    def fake_connect(url: str, database: str | None = None, **_: Any) -> _FakeClient:
+    def fake_connect(url: str, database: str | None = None, **kwargs: Any) -> _FakeClient:
         urls.append(url)
+        logins.append(kwargs)
         return _FakeClient(sent)
 
     mp.setattr("auditlog.store.connect", fake_connect)
@@ -345,7 +416,7 @@ def run_roles(c: dict[str, Any], mp: pytest.MonkeyPatch) -> tuple[str, list[str]
     except SystemExit as exc:
         pytest.fail(f"`python -m auditlog.roles {' '.join(argv)}` exits {exc.code}")
     assert len(urls) == 1 and sent, "with --apply the statements must be executed"
-    return urls[0], sent
+    return urls[0], logins[0], sent
 
 
 def test_every_container_runs_a_real_command(clean_env: pytest.MonkeyPatch) -> None:
@@ -363,25 +434,31 @@ def test_migrate_job_runs_what_compose_runs(clean_env: pytest.MonkeyPatch) -> No
     first, *rest = containers(job)
     args = auditlog_args(first)
     assert args.command == "migrate" and args.roles is True and not args.print
-    admin = secret_data()["clickhouse-admin-user"]
+    admin = {"username": secret_data()["clickhouse-admin-user"],
+             "password": secret_data()["clickhouse-admin-password"]}
     apply_env(clean_env, container_env(first))
-    assert urlparse(Settings().store_url).username == admin, "migrate runs with the admin credentials"
+    s = Settings()
+    assert credentials(s) == admin, "migrate runs with the admin credentials"
     assert len(rest) == 2
-    created: dict[str, tuple[str, str]] = {}
+    created: dict[str, tuple[str, str, str]] = {}
     for c in rest:
-        url, sent = run_roles(c, clean_env)
-        assert urlparse(url).username == admin
+        url, login, sent = run_roles(c, clean_env)
+        assert login == admin, f"{c['name']}: roles must connect as the admin"
+        assert url == s.store_url
         argv = [str(a) for a in c["args"]]
         user, role, pw_env = (argv[argv.index(f) + 1] for f in ("--user", "--role", "--password-env"))
         assert f"GRANT {roles.ROLE_ALIASES[role]} TO {user}" in sent
-        created[user] = (roles.ROLE_ALIASES[role], container_env(c)[pw_env])
-    # the Deployments log in as exactly these users with exactly these passwords
+        ref = env_entry(c, pw_env)["valueFrom"]["secretKeyRef"]
+        created[user] = (roles.ROLE_ALIASES[role], ref["key"], container_env(c)[pw_env])
+    # the Deployments log in as exactly these users, with the password from the same Secret key
     for component, role in (("consumer", roles.WRITER), ("api", roles.READER)):
         (c,) = containers(workload(component))
-        u = urlparse(container_env(c)["AUDITLOG_CLICKHOUSE_URL"])
-        assert u.username in created, f"{component} logs in as {u.username}, which the Job does not create"
-        assert created[u.username] == (role, u.password), component
-        assert (u.hostname, u.port) == (urlparse(url).hostname, urlparse(url).port), "one ClickHouse server"
+        apply_env(clean_env, container_env(c))
+        d = Settings()
+        logs_in_as = d.clickhouse_user
+        assert logs_in_as in created, f"{component} logs in as {logs_in_as}, which the Job does not create"
+        assert created[logs_in_as] == (role, password_key(c), credentials(d)["password"]), component
+        assert d.store_url == s.store_url, "one ClickHouse server"
 
 
 # ----- consumer -----------------------------------------------------------------------------------------
