@@ -1,9 +1,10 @@
 """``auditlog api`` and ``auditlog export``.
 
 - ``api [--host] [--port]``: serves the read API with uvicorn against ``AUDITLOG_CLICKHOUSE_URL`` (a server, or a
-  ``chdb:///dir`` store when no consumer process holds that directory: chDB locks it). Migrates on start. When
-  the broker answers, list/export calls publish their ``audit_log.*`` events through the producer; if it does not,
-  the API still serves and logs ``api.self_audit_disabled``.
+  ``chdb:///dir`` store when no consumer process holds that directory: chDB locks it). Migrates on start.
+  List/export calls publish their ``audit_log.*`` events through the producer; while the broker is unreachable
+  the API serves anyway, logs ``api.self_audit_unavailable``, retries with backoff (:func:`attach_self_audit`)
+  and ``/readyz`` says ``self_audit: connecting``.
 - ``export``: writes the filtered view to a file with a progress bar. Two modes:
   * ``--url http://127.0.0.1:8000 --token JWT``: through the HTTP API (what a user does; works while
     ``auditlog up`` holds the chDB directory); the total for the progress bar comes from ``/v1/stats``;
