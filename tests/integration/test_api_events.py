@@ -325,7 +325,8 @@ def test_readyz_reports_consumer_status(settings: Settings, store: Store) -> Non
     from query_api.app import create_app
 
     with TestClient(create_app(settings, store, consumer_status=lambda: {"ready": True, "lag": 0})) as c:
-        assert c.get("/readyz").json() == {"status": "ok", "store": "ok", "consumer": {"ready": True, "lag": 0}}
+        assert c.get("/readyz").json() == {"status": "ok", "store": "ok", "self_audit": "off",
+                                           "consumer": {"ready": True, "lag": 0}}
 
     def broken() -> dict[str, Any]:
         raise RuntimeError("consumer gone")
