@@ -3,6 +3,7 @@
 - ``auditlog.cli_up`` : ``up`` (embedded all-in-one), ``migrate``, ``emit``
 - ``consumers.cli``   : ``consume``, ``dlq list``, ``dlq replay``
 - ``query_api.cli``   : ``api``, ``export``
+- ``auditlog.integrity``: ``verify`` (tamper evidence)
 
 Each module exposes ``register(subparsers)`` that adds its parsers with ``func=<callable(args) -> int>``.
 Settings come from ``AUDITLOG_*`` variables; flags override them (see ``auditlog <cmd> --help``).
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 from auditlog import __version__
 from auditlog.settings import Settings
 
-COMMAND_MODULES = ("auditlog.cli_up", "consumers.cli", "query_api.cli")
+COMMAND_MODULES = ("auditlog.cli_up", "consumers.cli", "query_api.cli", "auditlog.integrity")
 
 
 def settings_epilog() -> str:

@@ -91,11 +91,16 @@ def _statements(sql: str) -> list[str]:
 
 
 def render_migration(sql: str, database: str, retention_days: int) -> list[str]:
-    """The statements of one migration file with ``{db}`` and ``{ttl_days}`` filled in."""
+    """The statements of one migration file with ``{db}``, ``{ttl_days}`` and ``{content_sha256}`` (the content
+    hash expression of auditlog.integrity, defined once there) filled in."""
+    from auditlog.integrity import CONTENT_SHA256_SQL
+
     if not _IDENT.match(database):
         raise ValueError(f"invalid database name {database!r}")
     return [
-        s.replace("{db}", database).replace("{ttl_days}", str(int(retention_days))) for s in _statements(sql)
+        s.replace("{db}", database).replace("{ttl_days}", str(int(retention_days))).replace(
+            "{content_sha256}", CONTENT_SHA256_SQL)
+        for s in _statements(sql)
     ]
 
 

@@ -5,7 +5,8 @@ Roles (created by ``auditlog migrate`` when it runs with admin credentials on a 
 
 - ``auditlog_writer`` (the consumer): ``INSERT`` on ``audit_events`` only, plus ``SELECT`` on the tables
   listed in :data:`WRITER_READABLE` (the consumer's partition watermarks). Materialized views on
-  ``audit_events`` are ``SQL SECURITY DEFINER``, so the writer needs no grant on their target tables.
+  ``audit_events`` are ``SQL SECURITY DEFINER``, so the writer needs no grant on their target tables (the
+  tamper-evidence digests of migration 0040 included: the writer cannot insert into them directly).
 - ``auditlog_reader`` (the API): ``SELECT`` on the auditlog database, ``readonly = 2`` (CONST): it cannot
   write, alter, delete or truncate anything, even if someone grants it more by mistake. A permissive row
   policy ``USING 1`` keeps every row visible to it once analysts' row policies exist on the same tables
@@ -42,6 +43,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from auditlog.integrity import DIGESTS_TABLE
 from schemas.rows import EVENTS_TABLE
 
 WRITER = "auditlog_writer"
@@ -57,10 +59,12 @@ CATALOG_TABLE = "catalog_actions"
 #: Tables the consumer may read besides inserting events: its per-partition offset watermarks
 #: (consumer migration 0010). SELECT only.
 WRITER_READABLE: tuple[str, ...] = ("audit_events_offsets",)
-#: Tables (and views) analysts may read.
-ANALYST_TABLES: tuple[str, ...] = (EVENTS_TABLE, FLAT_VIEW, DAILY_COUNTS, CATALOG_TABLE)
+#: Tables (and views) analysts may read (the digests: so an analyst can check their org's events, migration 0040).
+ANALYST_TABLES: tuple[str, ...] = (EVENTS_TABLE, FLAT_VIEW, DAILY_COUNTS, CATALOG_TABLE, DIGESTS_TABLE)
 #: Tables that carry ``org_id`` and get the per-org row policies (views inherit them: SQL SECURITY INVOKER).
-ORG_SCOPED_TABLES: tuple[str, ...] = (EVENTS_TABLE, DAILY_COUNTS)
+ORG_SCOPED_TABLES: tuple[str, ...] = (EVENTS_TABLE, DAILY_COUNTS, DIGESTS_TABLE)
+#: Tables no role may write, alter or delete at all (tamper evidence): written only by a materialized view.
+APPEND_ONLY_TABLES: tuple[str, ...] = (DIGESTS_TABLE,)
 #: Settings of the read-only roles (reader, analyst), CONST so a session cannot lift them. readonly = 2
 #: rejects INSERT/ALTER/DELETE/TRUNCATE/DROP/CREATE but still allows per-query settings (limits, formats).
 #: The API can also open its own connections with these settings as a second guard (works on chDB too).

@@ -50,6 +50,25 @@ def test_no_role_can_alter_delete_or_truncate() -> None:
             assert m.group(1) in roles.ROLES
 
 
+def test_digests_are_readable_but_never_writable() -> None:
+    """Tamper evidence (migration 0040): the reader and analysts may read the digests (analysts through the
+    per-org policy), the writer gets nothing on them (its INSERT into audit_events fires a SQL SECURITY
+    DEFINER view), and no role holds anything but SELECT on them."""
+    digests = "audit_event_digests"
+    assert digests in roles.APPEND_ONLY_TABLES and digests in roles.ORG_SCOPED_TABLES
+    stmts = roles.role_statements("auditlog", local_suffix_for=[EVENTS_TABLE, digests])
+    stmts += roles.analyst_user_statements("auditlog", "alice", "acme", password="pw",
+                                           local_suffix_for=[EVENTS_TABLE, digests])
+    grants = roles.granted_privileges(stmts)
+    on_digests = {(p, g) for p, o, g in grants if o.split(".")[1].removesuffix("_local") == digests}
+    assert on_digests == {("SELECT", roles.ANALYST)}
+    assert ("SELECT", "auditlog.*", roles.READER) in grants  # the reader's database-wide SELECT covers them
+    assert not any(g == roles.WRITER and digests in o for _, o, g in grants)
+    for name in ("auditlog_reader_all_rows", "auditlog_analyst_no_org", "auditlog_org_alice"):
+        policy = next(s for s in stmts if f"ROW POLICY OR REPLACE {name} " in s)
+        assert f"auditlog.{digests}, auditlog.{digests}_local" in policy, name
+
+
 def test_read_only_roles_carry_const_readonly() -> None:
     stmts = roles.role_statements("auditlog")
     for role in (roles.READER, roles.ANALYST):

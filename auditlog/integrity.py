@@ -1,0 +1,350 @@
+"""Tamper evidence for ``audit_events`` (``auditlog verify``): the content hash, the verifier, checkpoints.
+
+Design (docs/operations.md, "Tamper evidence"):
+
+- Migration 0040 adds ``audit_event_digests``: one row per row ever inserted into ``audit_events``
+  (org_id, event_id, occurred_at, ``content_sha256``, Kafka provenance, recorded_at), written by a
+  materialized view inside the same INSERT (atomic with it). Nothing updates or deletes it except the
+  retention TTL; no auditlog role may alter it (auditlog/roles.py).
+- :data:`CONTENT_SHA256_SQL` is the one definition of the content hash: SHA-256 over a canonical
+  serialisation of the event's content columns (:data:`CONTENT_COLUMNS`: every EVENT.md field; not
+  received_at nor the Kafka provenance). Each field is ``<byte length>:<bytes>`` or ``~`` for NULL, in a fixed
+  order after the tag ``auditlog-content-v1``, so NULL differs from '' and no two different events
+  serialise alike. The migration gets it through the ``{content_sha256}`` placeholder
+  (auditlog.migrations.render_migration); :func:`verify` uses the same constant. It is frozen: databases
+  keep the expression their view was created with, so a change needs a new migration and a new tag
+  (tests/integration/test_integrity.py pins it and checks it against :func:`content_sha256`, a Python
+  reference implementation).
+- :func:`verify` compares, per (org_id, event_id), the hashes recorded at insert time with the hashes of
+  the rows stored now, in one aggregating query (nothing but the summary and a few ids reach Python).
+- :func:`make_checkpoint` / :func:`check_against`: a SHA-256 root over the digests (per topic, partition
+  and day of ``occurred_at``, leaves ordered by Kafka offset) and the per-partition offsets it covers. Kept
+  outside ClickHouse, it exposes a rewrite of the digest table itself (an admin who changed both tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from auditlog.logs import get_logger
+from auditlog.settings import Settings
+from auditlog.store import Store
+from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
+
+
+def _log() -> Any:
+    return get_logger("auditlog.integrity")  # not cached at import: `auditlog verify` configures logging first
+
+DIGESTS_TABLE = "audit_event_digests"
+CONTENT_TAG = "auditlog-content-v1"
+#: Provenance columns of audit_events that are not part of an event's content.
+PROVENANCE_COLUMNS: tuple[str, ...] = ("received_at", "kafka_topic", "kafka_partition", "kafka_offset")
+#: The content columns, in hash order (the insert order of schemas/rows.py minus provenance).
+CONTENT_COLUMNS: tuple[str, ...] = tuple(c for c in EVENT_COLUMNS if c not in PROVENANCE_COLUMNS)
+#: How a column becomes text before length-prefixing (default ``toString(col)``; NULL stays NULL).
+_AS_TEXT = {"occurred_at": "toString(toUnixTimestamp64Milli(occurred_at))"}
+
+
+def _field_sql(col: str) -> str:
+    v = _AS_TEXT.get(col, f"toString({col})")
+    return f"ifNull(concat(toString(length({v})), ':', {v}), '~')"
+
+
+#: The content hash as a ClickHouse expression over audit_events' columns (FixedString(32)). FROZEN.
+CONTENT_SHA256_SQL = "SHA256(concat('" + CONTENT_TAG + "', " + ", ".join(_field_sql(c) for c in CONTENT_COLUMNS) + "))"
+
+
+def content_sha256(row: dict[str, Any]) -> bytes:
+    """The same hash in Python, from a row as selected (dict by column): the reference for the SQL above and
+    for anyone re-checking an exported event outside ClickHouse."""
+    parts = [CONTENT_TAG.encode()]
+    for col in CONTENT_COLUMNS:
+        v = row[col]
+        if v is None:
+            parts.append(b"~")
+            continue
+        if col == "occurred_at":
+            dt = v if v.tzinfo else v.replace(tzinfo=UTC)
+            text = str((dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1))
+        else:
+            text = str(v)
+        b = text.encode("utf-8")
+        parts.append(str(len(b)).encode() + b":" + b)
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+# ----- verify -------------------------------------------------------------------------------------------
+STATUSES: tuple[str, ...] = ("verified", "altered", "deleted", "unrecorded", "conflicting", "expired")
+#: Statuses that make ``auditlog verify`` exit 1.
+FINDINGS: tuple[str, ...] = ("altered", "deleted", "unrecorded", "conflicting")
+
+
+@dataclass
+class Report:
+    counts: dict[str, int]
+    samples: dict[str, list[tuple[str, str]]]  # status -> [(org_id, event_id)]
+    cutoff: datetime | None
+
+    @property
+    def clean(self) -> bool:
+        return not any(self.counts.get(s, 0) for s in FINDINGS)
+
+
+def retention_cutoff(store: Store, margin_days: float, now: datetime | None = None) -> datetime | None:
+    """Oldest ``occurred_at`` still checked: rows older than (retention - margin) may already be gone from one
+    table and not yet from the other (TTL merges run at different times). None: no retention TTL."""
+    from auditlog.migrations import ttl_days
+
+    days = ttl_days(store)
+    if days is None:
+        return None
+    return (now or datetime.now(UTC)) - timedelta(days=days) + timedelta(days=margin_days)
+
+
+def _org_filter(org: str | None) -> str:
+    return "WHERE org_id = {org:String}" if org is not None else ""
+
+
+def verify(store: Store, *, org: str | None = None, margin_days: float = 2.0, sample: int = 20,
+           now: datetime | None = None) -> Report:
+    """Compare every stored row of ``audit_events`` (optionally one org's) with the digests recorded at insert.
+
+    Per (org_id, event_id): ``deleted`` = digests but no row; ``unrecorded`` = rows but no digest; ``altered``
+    = a stored row whose content hash is none of the recorded ones; ``conflicting`` = the id was recorded with
+    different content (a producer reused it, or someone inserted a replacement row); ``verified`` otherwise;
+    ``expired`` = newer than nothing within the retention cutoff (not checked). Every physical row is checked,
+    not only what FINAL shows, so a superseded copy cannot be edited unnoticed either.
+    """
+    cutoff = retention_cutoff(store, margin_days, now)
+    where = _org_filter(org)
+    sql = f"""
+    SELECT status, count() AS n, groupArray({int(sample)})((org_id, toString(event_id))) AS ids
+    FROM (
+        SELECT org_id, event_id,
+               multiIf(latest < {{cutoff:DateTime64(3, 'UTC')}}, 'expired',
+                       empty(stored), 'deleted',
+                       empty(recorded), 'unrecorded',
+                       NOT hasAll(recorded, stored), 'altered',
+                       length(recorded) > 1, 'conflicting',
+                       'verified') AS status
+        FROM (
+            SELECT org_id, event_id, max(occurred_at) AS latest,
+                   groupUniqArrayIf(h, src = 0) AS recorded, groupUniqArrayIf(h, src = 1) AS stored
+            FROM (
+                SELECT org_id, event_id, occurred_at, content_sha256 AS h, 0 AS src FROM {DIGESTS_TABLE} {where}
+                UNION ALL
+                SELECT org_id, event_id, occurred_at, {CONTENT_SHA256_SQL} AS h, 1 AS src FROM {EVENTS_TABLE} {where}
+            )
+            GROUP BY org_id, event_id
+        )
+    )
+    GROUP BY status
+    """
+    params: dict[str, Any] = {"cutoff": cutoff or datetime(1970, 1, 1, tzinfo=UTC)}
+    if org is not None:
+        params["org"] = org
+    res = store.client().query(sql, parameters=params)
+    counts = dict.fromkeys(STATUSES, 0)
+    samples: dict[str, list[tuple[str, str]]] = {}
+    for status, n, ids in res.result_rows:
+        counts[str(status)] = int(n)
+        samples[str(status)] = [(str(o), str(e)) for o, e in ids]
+    report = Report(counts, samples, cutoff)
+    for status in FINDINGS:
+        if counts[status]:
+            _log().warning(f"integrity.{status}", events=counts[status], sample=[e for _, e in samples[status]][:sample])
+    _log().info("integrity.verified", org=org, **counts)
+    return report
+
+
+# ----- checkpoints --------------------------------------------------------------------------------------
+@dataclass
+class Checkpoint:
+    created_at: str
+    database: str
+    org: str | None
+    offsets: dict[str, dict[str, int]]  # topic -> partition -> highest offset covered
+    chunks: list[dict[str, Any]]  # {topic, partition, day, count, root}
+    count: int = 0
+    root: str = ""
+    version: int = 1
+    cutoff_day: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        return json.dumps(d, indent=1, sort_keys=True)
+
+
+def _root(chunks: Sequence[dict[str, Any]]) -> str:
+    lines = sorted(f"{c['topic']}\t{c['partition']}\t{c['day']}\t{c['count']}\t{c['root']}\n" for c in chunks)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _chunks(store: Store, org: str | None, bounds: dict[str, dict[str, int]] | None,
+            cutoff: datetime | None) -> list[dict[str, Any]]:
+    """Per (topic, partition, day of occurred_at): count and SHA-256 over the distinct leaves
+    ``<offset>:<content_sha256 hex>\\n`` sorted by (offset, hash), computed in ClickHouse. ``bounds``: only
+    offsets up to the covered one per partition (a partition not in ``bounds`` is left out)."""
+    conds = ["toDate(occurred_at) >= {cutoff_day:Date}"]
+    params: dict[str, Any] = {"cutoff_day": (cutoff.date() if cutoff else date(1970, 1, 1))}
+    if org is not None:
+        conds.append("org_id = {org:String}")
+        params["org"] = org
+    if bounds is not None:
+        keys = [f"{t}#{p}" for t, parts in bounds.items() for p in parts]
+        params["keys"] = keys
+        params["maxes"] = [int(bounds[k.rsplit("#", 1)[0]][k.rsplit("#", 1)[1]]) for k in keys]
+        conds.append("kafka_offset <= arrayElement({maxes:Array(UInt64)}, "
+                     "indexOf({keys:Array(String)}, concat(kafka_topic, '#', toString(kafka_partition))))")
+        conds.append("has({keys:Array(String)}, concat(kafka_topic, '#', toString(kafka_partition)))")
+    sql = f"""
+    SELECT kafka_topic, kafka_partition, toString(d) AS day, length(leaves) AS n,
+           lower(hex(SHA256(arrayStringConcat(arrayMap(x -> concat(toString(x.1), ':', lower(hex(x.2)), '\\n'),
+                                                        arraySort(leaves)))))) AS root,
+           max_offset
+    FROM (
+        SELECT kafka_topic, kafka_partition, toDate(occurred_at) AS d, groupUniqArray((kafka_offset, content_sha256)) AS leaves, max(kafka_offset) AS max_offset
+        FROM {DIGESTS_TABLE}
+        WHERE {' AND '.join(conds)}
+        GROUP BY kafka_topic, kafka_partition, d
+    )
+    ORDER BY kafka_topic, kafka_partition, day
+    """
+    rows = store.client().query(sql, parameters=params).result_rows
+    return [{"topic": str(t), "partition": int(p), "day": str(d), "count": int(n), "root": str(r),
+             "max_offset": int(m)} for t, p, d, n, r, m in rows]
+
+
+def make_checkpoint(store: Store, *, org: str | None = None, margin_days: float = 2.0,
+                    now: datetime | None = None) -> Checkpoint:
+    """A checkpoint of the digests stored now (within the retention cutoff)."""
+    now = now or datetime.now(UTC)
+    cutoff = retention_cutoff(store, margin_days, now)
+    chunks = _chunks(store, org, None, cutoff)
+    offsets: dict[str, dict[str, int]] = {}
+    for c in chunks:
+        part = offsets.setdefault(c["topic"], {})
+        part[str(c["partition"])] = max(part.get(str(c["partition"]), 0), c.pop("max_offset"))
+    cp = Checkpoint(created_at=now.isoformat().replace("+00:00", "Z"), database=store.database, org=org,
+                    offsets=offsets, chunks=chunks, count=sum(c["count"] for c in chunks), root=_root(chunks),
+                    cutoff_day=cutoff.date().isoformat() if cutoff else None)
+    _log().info("integrity.checkpoint", root=cp.root, digests=cp.count, chunks=len(chunks), org=org)
+    return cp
+
+
+@dataclass
+class Comparison:
+    changed: list[dict[str, Any]]  # {topic, partition, day, then: {count, root} | None, now: ... | None}
+    compared: int
+    expired: int
+    root_then: str
+    root_now: str
+
+    @property
+    def clean(self) -> bool:
+        return not self.changed
+
+
+def check_against(store: Store, checkpoint: dict[str, Any], *, margin_days: float = 2.0,
+                  now: datetime | None = None) -> Comparison:
+    """Recompute the checkpoint's chunks over the digests up to its offsets; chunks whose day has left the
+    retention window (minus the margin) since are skipped as expired."""
+    cutoff = retention_cutoff(store, margin_days, now)
+    cutoff_day = cutoff.date().isoformat() if cutoff else "1970-01-01"
+    org = checkpoint.get("org")
+    bounds = {t: {str(p): int(o) for p, o in parts.items()} for t, parts in checkpoint["offsets"].items()}
+    then = {(c["topic"], int(c["partition"]), c["day"]): c for c in checkpoint["chunks"] if c["day"] >= cutoff_day}
+    expired = len(checkpoint["chunks"]) - len(then)
+    now_chunks = {(c["topic"], c["partition"], c["day"]): c for c in _chunks(store, org, bounds, cutoff)}
+    changed = []
+    for key in sorted(set(then) | set(now_chunks)):
+        a, b = then.get(key), now_chunks.get(key)
+        if a and b and a["root"] == b["root"] and a["count"] == b["count"]:
+            continue
+        changed.append({"topic": key[0], "partition": key[1], "day": key[2],
+                        "then": {"count": a["count"], "root": a["root"]} if a else None,
+                        "now": {"count": b["count"], "root": b["root"]} if b else None})
+    cmp = Comparison(changed, len(then), expired, _root(list(then.values())), _root(list(now_chunks.values())))
+    if changed:
+        _log().warning("integrity.digests_changed", chunks=len(changed), first=changed[:5],
+                    checkpoint=checkpoint.get("root"))
+    else:
+        _log().info("integrity.checkpoint_matches", chunks=len(then), expired=expired, checkpoint=checkpoint.get("root"))
+    return cmp
+
+
+# ----- command line -------------------------------------------------------------------------------------
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check audit_events against the digests recorded at insert (tamper evidence)",
+        description="Compare every stored event with the content hash recorded when it was inserted; optionally "
+        "write a checkpoint of the digests (keep it outside ClickHouse) or check the digests against an older "
+        "checkpoint. Exit 0: clean; 1: something was altered, deleted, unrecorded, conflicting or the digests "
+        "changed since the checkpoint.",
+    )
+    p.add_argument("--org", default=None, help="only this org_id")
+    p.add_argument("--checkpoint-out", default=None, metavar="FILE", help="write a checkpoint (JSON) to FILE")
+    p.add_argument("--against", default=None, metavar="FILE", help="check the digests against this checkpoint")
+    p.add_argument("--margin-days", type=float, default=2.0,
+                   help="skip events within this many days of the retention limit [2]")
+    p.add_argument("--show", type=int, default=20, help="event ids listed per finding [20]")
+    p.add_argument("--data", default=None, help="data directory of the embedded store [AUDITLOG_DATA_DIR]")
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from auditlog.logs import configure
+
+    settings = Settings()
+    if args.data:
+        settings = settings.model_copy(update={"data_dir": Path(args.data).expanduser().resolve()})
+    configure(settings.log_level)
+    store = Store.from_settings(settings)
+    try:
+        if not store.client().query(f"EXISTS TABLE {DIGESTS_TABLE}").result_rows[0][0]:
+            print(f"auditlog verify: {store.database}.{DIGESTS_TABLE} does not exist: run `auditlog migrate`",
+                  file=sys.stderr)
+            return 2
+        rc = 0
+        report = verify(store, org=args.org, margin_days=args.margin_days, sample=args.show)
+        c = report.counts
+        scope = f"org {args.org}" if args.org else "all orgs"
+        print(f"verify ({scope}): verified {c['verified']}, altered {c['altered']}, deleted {c['deleted']}, "
+              f"unrecorded {c['unrecorded']}, conflicting {c['conflicting']}; "
+              f"skipped {c['expired']} older than {report.cutoff.isoformat() if report.cutoff else '-'}")
+        for status in FINDINGS:
+            for o, e in report.samples.get(status, [])[: args.show]:
+                print(f"  {status}: {o} {e}")
+        if not report.clean:
+            rc = 1
+        if args.against:
+            cp = json.loads(Path(args.against).read_text(encoding="utf-8"))
+            cmp = check_against(store, cp, margin_days=args.margin_days)
+            if cmp.clean:
+                print(f"digests match checkpoint {cp.get('root', '')[:16]}… of {cp.get('created_at')}: "
+                      f"{cmp.compared} chunks ({cmp.expired} expired since)")
+            else:
+                print(f"DIGESTS CHANGED since checkpoint {cp.get('root', '')[:16]}… of {cp.get('created_at')}: "
+                      f"{len(cmp.changed)} of {cmp.compared} chunks differ")
+                for ch in cmp.changed[: args.show]:
+                    print(f"  changed: {ch['topic']} partition {ch['partition']} day {ch['day']}: "
+                          f"{ch['then']} -> {ch['now']}")
+                rc = 1
+        if args.checkpoint_out:
+            cp_new = make_checkpoint(store, org=args.org, margin_days=args.margin_days)
+            Path(args.checkpoint_out).write_text(cp_new.to_json() + "\n", encoding="utf-8")
+            print(f"checkpoint {cp_new.root} ({cp_new.count} digests) written to {args.checkpoint_out}: "
+                  "store it outside ClickHouse")
+        return rc
+    finally:
+        store.close()
