@@ -25,7 +25,7 @@ from auditlog import __version__
 from auditlog.settings import Settings
 from auditlog.store import Store
 from producers.producer import AuditProducer
-from query_api import api_events, api_insights, api_meta
+from query_api import api_events, api_insights, api_integrity, api_meta
 from query_api.auth import TokenVerifier
 from query_api.errors import install_error_handlers
 from query_api.observability import AccessLogMiddleware
@@ -68,6 +68,7 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     app.add_middleware(AccessLogMiddleware)
     app.include_router(api_events.router)
     app.include_router(api_insights.router)
+    app.include_router(api_integrity.router)
     app.include_router(api_meta.router)
     static = api_meta.STATIC_DIR
     static.mkdir(parents=True, exist_ok=True)

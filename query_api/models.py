@@ -82,6 +82,17 @@ class TopGroup(BaseModel):
     last_seen: str
 
 
+class IntegrityOut(BaseModel):
+    org_id: str
+    checked_at: str
+    clean: bool = Field(description="nothing altered, deleted, unrecorded or conflicting")
+    counts: dict[str, int] = Field(description="events per status: verified, altered, deleted, unrecorded, "
+                                               "conflicting, expired (near the retention limit: not checked)")
+    findings: dict[str, list[str]] = Field(description="up to 20 event ids per finding")
+    not_checked_before: str | None = Field(None, description="events older than this are near the retention "
+                                                             "limit and not checked")
+
+
 class StatsOut(BaseModel):
     interval: Interval
     start: str

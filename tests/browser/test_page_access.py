@@ -199,3 +199,26 @@ def test_invalid_filter_in_a_link_shows_the_api_message(up: UpDemo, new_page: An
     page.get_by_role("button", name="Reset filters").click()
     wait_idle(page)
     assert "scope=" not in page.url and len(table_rows(page)) == 50
+
+
+def test_owner_verifies_integrity_from_the_page_and_admin_is_not_offered_it(up: UpDemo, new_page: Any,
+                                                                           api: Any) -> None:
+    page = new_page()
+    sign_in(page, up.owner_token)
+    assert page.locator("#integrity-note").is_hidden()
+    owner = api(up.owner_token)
+    before = owner.get("/v1/integrity").json()["counts"]["verified"]
+    page.click("#verify")
+    note = page.locator("#integrity-note.is-clean")
+    note.wait_for(timeout=30_000)
+    after = owner.get("/v1/integrity").json()["counts"]["verified"]  # reads are self-audited: the count may grow
+    text = note.inner_text()
+    m = re.match(r"Integrity verified .*: all ([\d,]+) events match", text)
+    assert m, text
+    assert 0 < before <= int(m.group(1).replace(",", "")) <= after
+    screenshot(page, "integrity-verified")
+
+    page = new_page()
+    sign_in(page, up.admin_token)
+    assert page.locator("#verify").is_hidden()
+    assert api(up.admin_token).get("/v1/integrity").status_code == 403

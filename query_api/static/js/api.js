@@ -81,6 +81,7 @@ export const api = {
   event: (id) => getJson(`/v1/events/${encodeURIComponent(id)}`),
   actors: (prefix, opts) => getJson("/v1/actors", { prefix }, opts),
   stats: (params, opts) => getJson("/v1/stats", params, opts),
+  integrity: () => getJson("/v1/integrity"),
   /** The export as {blob, filename}; the bearer header is why this is a fetch and not a link. */
   async export(params, format) {
     const resp = await request("/v1/events/export", { ...params, format });

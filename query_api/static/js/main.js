@@ -182,6 +182,9 @@ function applyCaller() {
   } else {
     note.textContent = `All user and system actions across ${c.org ? `organization ${c.org}` : "your organization"}. Logs are read-only.`;
   }
+  // The integrity check covers the whole organization: offered to org owners only (the server enforces it).
+  el("verify").hidden = c.role !== "org_owner";
+  el("integrity-note").hidden = true;
   // Export is only offered with audit:export; the server enforces it either way.
   E.exportWrap.hidden = !c.canExport;
   // Workspace filter: a workspace admin picks among its own workspaces; an owner may type any id.
@@ -763,6 +766,38 @@ E.loadMore.addEventListener("click", () => load({ append: true }));
 
 // ----- refresh ---------------------------------------------------------------------------------------------
 E.refresh.addEventListener("click", () => load({ markNew: true }));
+
+// ----- integrity -------------------------------------------------------------------------------------------
+const FINDING_LABELS = { altered: "altered", deleted: "deleted", unrecorded: "stored without a recorded hash", conflicting: "recorded with conflicting content" };
+
+async function verifyIntegrity() {
+  const btn = el("verify");
+  const note = el("integrity-note");
+  btn.disabled = true;
+  btn.classList.add("is-busy");
+  note.hidden = false;
+  note.className = "integrity-note";
+  note.textContent = "Verifying every stored event against its recorded content hash…";
+  try {
+    const r = await api.integrity();
+    const when = formatTs(r.checked_at, app.tz);
+    if (r.clean) {
+      note.classList.add("is-clean");
+      note.textContent = `Integrity verified ${when}: all ${formatCount(r.counts.verified || 0)} events match the content hash recorded when they were stored.`;
+    } else {
+      note.classList.add("is-tampered");
+      const parts = Object.entries(r.findings).map(([k, ids]) => `${formatCount(r.counts[k] || ids.length)} ${FINDING_LABELS[k] || k} (${ids.slice(0, 5).join(", ")}${ids.length > 5 ? ", …" : ""})`);
+      note.textContent = `Tampering detected ${when}: ${parts.join("; ")}. ${formatCount(r.counts.verified || 0)} events verified.`;
+    }
+  } catch (err) {
+    note.hidden = true;
+    if (!(err instanceof ApiError && err.status === 401)) toast(`Integrity check failed: ${err.message}`, "error");
+  } finally {
+    btn.disabled = false;
+    btn.classList.remove("is-busy");
+  }
+}
+el("verify").addEventListener("click", verifyIntegrity);
 
 function stopAuto() {
   clearInterval(app.timer);

@@ -1,0 +1,43 @@
+"""``/v1/integrity``: the tamper check of ``auditlog verify`` for the caller's organization.
+
+Contract: org owners only (the digests cover a whole organization; a workspace admin gets 403), with
+``audit:read``; the org is the token's, never a parameter. The answer counts the caller's events per
+:data:`auditlog.integrity.STATUSES` and lists up to 20 event ids per finding; ``clean`` is true when nothing
+was altered, deleted, unrecorded or conflicting. Reads only; nothing is repaired.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+
+from auditlog import integrity
+from query_api.api_events import ERRORS
+from query_api.deps import StoreDep
+from query_api.errors import ApiError
+from query_api.models import IntegrityOut
+from query_api.scoping import TenantScope
+from schemas.event import format_ts
+
+router = APIRouter(prefix="/v1", tags=["integrity"])
+
+
+@router.get("/integrity", response_model=IntegrityOut, responses=ERRORS,
+            summary="Tamper check: every stored event of your organization against its recorded content hash")
+async def check_integrity(sq: TenantScope, store: StoreDep) -> dict[str, object]:
+    p = sq.principal
+    if not p.is_owner:
+        raise ApiError(403, "the integrity check covers the whole organization: only an org owner may run it")
+    checked_at = datetime.now(UTC)
+    report = await run_in_threadpool(integrity.verify, store, org=p.org_id, now=checked_at)
+    return {
+        "org_id": p.org_id,
+        "checked_at": format_ts(checked_at),
+        "clean": report.clean,
+        "counts": report.counts,
+        "findings": {s: [eid for _, eid in report.samples.get(s, [])] for s in integrity.FINDINGS
+                     if report.counts.get(s)},
+        "not_checked_before": format_ts(report.cutoff) if report.cutoff else None,
+    }

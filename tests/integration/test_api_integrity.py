@@ -1,0 +1,55 @@
+"""``GET /v1/integrity``: an org owner checks its organization's events against the digests recorded at insert."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from auditlog.settings import Settings
+from auditlog.store import Store
+from tests.factories import random_events
+from tests.integration.test_api_helpers import app_client, auth, store_events, token
+
+
+@pytest.fixture
+def api(settings: Settings, store: Store) -> Iterator[TestClient]:
+    with app_client(settings, store) as c:
+        yield c
+
+
+def _mutate(store: Store, sql: str, **params: str) -> None:
+    store.client().command(sql, parameters=params, settings={"mutations_sync": 2})
+
+
+def test_owner_sees_its_org_clean_then_each_tampering(api: TestClient, store: Store, settings: Settings) -> None:
+    evs = random_events(60, seed=31, orgs=("acme", "globex"), days=3)
+    store_events(store, evs)
+    acme = [e for e in evs if e["org_id"] == "acme"]
+    globex = [e for e in evs if e["org_id"] == "globex"]
+    owner = auth(token(settings))
+    body = api.get("/v1/integrity", headers=owner).json()
+    assert body["org_id"] == "acme" and body["clean"] is True and body["findings"] == {}
+    assert body["counts"]["verified"] == len(acme)
+
+    edited, gone = acme[0]["event_id"], acme[1]["event_id"]
+    _mutate(store, "ALTER TABLE audit_events UPDATE description = 'nothing happened' WHERE event_id = {e:UUID}",
+            e=edited)
+    _mutate(store, "ALTER TABLE audit_events DELETE WHERE event_id = {e:UUID}", e=gone)
+    _mutate(store, "ALTER TABLE audit_events DELETE WHERE event_id = {e:UUID}", e=globex[0]["event_id"])
+    body = api.get("/v1/integrity", headers=owner).json()
+    assert body["clean"] is False
+    assert body["findings"] == {"altered": [edited], "deleted": [gone]}  # not globex's deletion
+    assert body["counts"]["verified"] == len(acme) - 2
+
+    other = api.get("/v1/integrity", headers=auth(token(settings, org="globex"))).json()
+    assert other["findings"] == {"deleted": [globex[0]["event_id"]]}
+
+
+def test_only_org_owners_with_read_may_check(api: TestClient, settings: Settings) -> None:
+    admin = auth(token(settings, role="workspace_admin", workspaces=["acme-ws1"]))
+    r = api.get("/v1/integrity", headers=admin)
+    assert r.status_code == 403 and "org owner" in r.json()["error"]["message"]
+    assert api.get("/v1/integrity", headers=auth(token(settings, permissions=()))).status_code == 403
+    assert api.get("/v1/integrity").status_code == 401
