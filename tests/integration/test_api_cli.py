@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -99,26 +100,24 @@ def test_export_through_the_api(env: Settings, store: Store, served: str, tmp_pa
     assert {json.loads(line)["event_id"] for line in out.read_text().splitlines()} == _expected(evs, "acme", "acme-ws2")
 
 
-def test_api_command_serves(broker: EmbeddedBroker, tmp_path: Path) -> None:
-    """``auditlog api`` as its own process on its own chDB directory; stopped by PID."""
+@contextmanager
+def api_process(env: dict[str, str]) -> Iterator[tuple[int, dict]]:
+    """``auditlog api`` as its own process on a free port; yields (port, first /readyz body) once it answers;
+    stopped by PID (SIGTERM) and must exit 0."""
     port = free_port()
-    env = {**os.environ, "AUDITLOG_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "AUDITLOG_JWT_SECRET": "x" * 32,
-           "AUDITLOG_KAFKA_BOOTSTRAP": broker.bootstrap}
     proc = subprocess.Popen([sys.executable, "-m", "auditlog.cli", "api", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                    assert json.loads(r.read())["store"] == "ok"
-                    break
+                body = _readyz(port)
+                break
             except OSError:
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
                 assert time.monotonic() < deadline
                 time.sleep(0.3)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/catalog", timeout=5) as r:
-            assert json.loads(r.read())["scopes"]
+        yield port, body
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -127,6 +126,16 @@ def test_api_command_serves(broker: EmbeddedBroker, tmp_path: Path) -> None:
             proc.kill()
             proc.wait(5)
     assert proc.returncode == 0
+
+
+def test_api_command_serves(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """``auditlog api`` as its own process on its own chDB directory; stopped by PID."""
+    env = {**os.environ, "AUDITLOG_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "AUDITLOG_JWT_SECRET": "x" * 32,
+           "AUDITLOG_KAFKA_BOOTSTRAP": broker.bootstrap}
+    with api_process(env) as (port, ready):
+        assert ready["store"] == "ok"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/catalog", timeout=5) as r:
+            assert json.loads(r.read())["scopes"]
 
 
 def _readyz(port: int) -> dict:
@@ -143,20 +152,10 @@ def test_api_serves_while_kafka_is_down_and_audits_reads_once_it_is_up(tmp_path:
     from consumers.testing import read_topic
     from query_api.auth import mint_token
 
-    port, kafka_port, secret, topic = free_port(), free_port(), "k" * 32, "api.selfaudit"
+    kafka_port, secret, topic = free_port(), "k" * 32, "api.selfaudit"
     env = {**os.environ, "AUDITLOG_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "AUDITLOG_JWT_SECRET": secret,
            "AUDITLOG_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}", "AUDITLOG_TOPIC": topic}
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.cli", "api", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                body = _readyz(port)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.3)
+    with api_process(env) as (port, body):
         assert body["status"] == "ok" and body["self_audit"] == "connecting"
         tok = mint_token(secret, sub="u-1", email="kim@acme.example", org_id="acme", role="org_owner")
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/events", headers={"Authorization": f"Bearer {tok}"})
@@ -181,11 +180,3 @@ def test_api_serves_while_kafka_is_down_and_audits_reads_once_it_is_up(tmp_path:
                     break
                 assert time.monotonic() < deadline, events
                 time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    assert proc.returncode == 0
