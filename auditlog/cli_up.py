@@ -67,10 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    base = Settings()
-    if getattr(args, "data", None):  # model_copy skips validators: resolve here as Settings._abs does
-        overrides["data_dir"] = Path(args.data).expanduser().resolve()
-    return base.model_copy(update=overrides) if overrides else base
+    return Settings().with_overrides(data=getattr(args, "data", None), **overrides)
 
 
 # ----- up -------------------------------------------------------------------------------------------------

@@ -305,9 +305,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     from auditlog.logs import configure
 
-    settings = Settings()
-    if args.data:
-        settings = settings.model_copy(update={"data_dir": Path(args.data).expanduser().resolve()})
+    settings = Settings().with_overrides(data=args.data)
     configure(settings.log_level)
     store = Store.from_settings(settings)
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +84,13 @@ class Settings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"AUDITLOG_{name.upper()}: {path} is not a readable file")
         return self
+
+    def with_overrides(self, *, data: str | Path | None = None, **updates: Any) -> Settings:
+        """A validated copy with ``updates`` (CLI flags win over the environment); ``data`` is a ``--data``
+        directory (resolved like ``AUDITLOG_DATA_DIR``). ``self`` when there is nothing to change."""
+        if data:
+            updates["data_dir"] = data
+        return type(self).model_validate({**self.model_dump(), **updates}) if updates else self
 
     @property
     def store_url(self) -> str:

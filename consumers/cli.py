@@ -20,7 +20,6 @@ import re
 import signal
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from auditlog import logs
@@ -90,10 +89,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         v = getattr(args, flag, None)
         if v is not None:
             upd[field] = v
-    if getattr(args, "data", None):
-        upd["data_dir"] = Path(args.data).expanduser().resolve()
-    base = Settings()
-    return Settings.model_validate({**base.model_dump(), **upd}) if upd else base
+    return Settings().with_overrides(data=getattr(args, "data", None), **upd)
 
 
 # ----- consume ------------------------------------------------------------------------------------------
