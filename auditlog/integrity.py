@@ -29,7 +29,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -177,11 +177,9 @@ class Checkpoint:
     root: str = ""
     version: int = 1
     cutoff_day: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
-        return json.dumps(d, indent=1, sort_keys=True)
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
 
 
 def _root(chunks: Sequence[dict[str, Any]]) -> str:
@@ -200,9 +198,9 @@ def _chunks(store: Store, org: str | None, bounds: dict[str, dict[str, int]] | N
         conds.append("org_id = {org:String}")
         params["org"] = org
     if bounds is not None:
-        keys = [f"{t}#{p}" for t, parts in bounds.items() for p in parts]
-        params["keys"] = keys
-        params["maxes"] = [int(bounds[k.rsplit("#", 1)[0]][k.rsplit("#", 1)[1]]) for k in keys]
+        covered = [(f"{t}#{p}", int(o)) for t, parts in bounds.items() for p, o in parts.items()]
+        params["keys"] = [k for k, _ in covered]
+        params["maxes"] = [o for _, o in covered]
         conds.append("kafka_offset <= arrayElement({maxes:Array(UInt64)}, "
                      "indexOf({keys:Array(String)}, concat(kafka_topic, '#', toString(kafka_partition))))")
         conds.append("has({keys:Array(String)}, concat(kafka_topic, '#', toString(kafka_partition)))")
