@@ -34,10 +34,15 @@ def connect(url: str, database: str | None = None, **kwargs: Any) -> Client:
     return clickhouse_connect.get_client(dsn=url, database=database or "", **kwargs)
 
 
+def _login(username: str | None, password: str | None) -> dict[str, Any]:
+    """The ``username``/``password`` keyword arguments of :func:`connect` that are set."""
+    return {k: v for k, v in (("username", username), ("password", password)) if v is not None}
+
+
 def credentials(settings: Settings) -> dict[str, Any]:
     """``username``/``password`` keyword arguments from ``AUDITLOG_CLICKHOUSE_USER``/``_PASSWORD`` (when set)."""
     pw = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
-    return {k: v for k, v in (("username", settings.clickhouse_user), ("password", pw)) if v is not None}
+    return _login(settings.clickhouse_user, pw)
 
 
 class Store:
@@ -50,8 +55,7 @@ class Store:
             raise ValueError(f"invalid database name {database!r}")
         self.url = url
         self.database = database
-        self._credentials: dict[str, Any] = {} if url.startswith("chdb:") else {
-            k: v for k, v in (("username", username), ("password", password)) if v is not None}
+        self._credentials = {} if url.startswith("chdb:") else _login(username, password)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._clients: list[Client] = []
