@@ -93,7 +93,6 @@ const categoryOf = (scope, code) => {
 function actionLabel(code) {
   for (const s of app.catalog ? app.catalog.scopes : []) {
     if (app.filters.scope && s.code !== app.filters.scope) continue;
-    if (!app.filters.scope && app.visibleScopes && !app.visibleScopes.has(s.code)) continue; // admin: only scopes it can see
     for (const c of s.categories) for (const a of c.actions) if (a.code === code) return a.label;
   }
   return code;
