@@ -5,6 +5,7 @@ Every field's description is what ``auditlog --help`` and the README show; add n
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +52,9 @@ class Settings(BaseSettings):
     consumer_metrics_host: str = Field("127.0.0.1", description="Bind address of `auditlog consume`'s /metrics and /readyz.")
     consumer_metrics_port: int = Field(9464, ge=0, le=65535, description="Port of `auditlog consume`'s /metrics and /readyz (0: none).")
     consumer_max_poll_records: int = Field(5_000, ge=1, description="Consumer: most records taken per fetch (getmany).")
+    consumer_decode_processes: int = Field(
+        -1, ge=-1, le=64, description="Consumer: helper processes that validate and encode events "
+        "(0: in the worker's own process; -1: one per CPU beyond the first, at most 4).")
     consumer_dedup: bool = Field(True, description="Consumer: insert dedup tokens and offset watermarks (off only to measure their cost).")
     consumer_retry_max_seconds: float = Field(30.0, gt=0, description="Consumer: cap of the store/DLQ retry backoff.")
     consumer_shutdown_timeout_s: float = Field(30.0, gt=0, description="Consumer: most time to flush and commit on stop.")
@@ -91,6 +95,12 @@ class Settings(BaseSettings):
         if data:
             updates["data_dir"] = data
         return type(self).model_validate({**self.model_dump(), **updates}) if updates else self
+
+    def decode_processes(self) -> int:
+        """``consumer_decode_processes`` with -1 resolved for this machine."""
+        if self.consumer_decode_processes >= 0:
+            return self.consumer_decode_processes
+        return max(0, min(4, (os.cpu_count() or 1) - 1))
 
     @property
     def store_url(self) -> str:

@@ -2,8 +2,8 @@
 
 Contract:
 - a :class:`PartitionBatch` covers one *contiguous* range of offsets ``first..last`` of one partition; every
-  message of the range is in exactly one of ``rows`` (valid, to store), ``dead`` (invalid, to dead-letter) or
-  was skipped (already stored / dead-lettered before a crash: see the watermarks in :mod:`consumers.worker`);
+  message of the range is in exactly one of ``blocks`` (valid, to store: ``rows`` of them, as Native blocks from
+  :meth:`consumers.decode.DecodeStep.decode_chunk`), ``dead`` (invalid, to dead-letter) or was skipped (already stored / dead-lettered before a crash: see the watermarks in :mod:`consumers.worker`);
 - after its rows are stored and its dead letters acknowledged, the commit offset is ``last + 1``;
 - :meth:`PartitionBatch.dedup_token` is ``"{topic}:{partition}:{first}-{last}:{crc32 of the range's bytes}"``:
   a retried insert of the same range is dropped by ClickHouse (``insert_deduplication_token``), while the same
@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka import TopicPartition
 
@@ -29,15 +28,19 @@ class PartitionBatch:
     tp: TopicPartition
     first: int
     last: int = -1
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    blocks: list[bytes] = field(default_factory=list)
+    rows: int = 0
     dead: list[DeadLetter] = field(default_factory=list)
     skipped: int = 0
     fingerprint: int = 0  # crc32 over the values of every message of the range, in offset order
     created: float = field(default_factory=time.monotonic)
 
-    def add_row(self, offset: int, row: tuple[Any, ...]) -> None:
-        self.rows.append(row)
-        self.last = offset
+    def add_block(self, last_offset: int, block: bytes, rows: int) -> None:
+        """``rows`` valid messages up to ``last_offset``, encoded as one Native ``block``."""
+        if rows:
+            self.blocks.append(block)
+            self.rows += rows
+        self.last = max(self.last, last_offset)
 
     def add_dead(self, offset: int, dead: DeadLetter) -> None:
         self.dead.append(dead)
@@ -49,7 +52,7 @@ class PartitionBatch:
 
     @property
     def messages(self) -> int:
-        return len(self.rows) + len(self.dead) + self.skipped
+        return self.rows + len(self.dead) + self.skipped
 
     @property
     def commit_offset(self) -> int:

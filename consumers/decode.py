@@ -5,14 +5,21 @@ Contract: :meth:`DecodeStep.decode` never raises for bad input. Every record bec
 - a :class:`DeadLetter` naming the broken ``field`` and ``reason`` (non-UTF-8, not JSON, > 1 MiB, unknown field,
   wrong type, unknown catalog code, future timestamp, null value, ...).
 Validation is :func:`parse_event` itself: the consumer has no second copy of the contract.
+
+:meth:`DecodeStep.decode_chunk` is the consumer's hot path: it decodes a :class:`Chunk` (consecutive messages of
+one partition) in one call and returns a :class:`DecodedChunk`: the valid rows already encoded as one Native block
+(:class:`~consumers.native.NativeEncoder`) plus the index, field and reason of each invalid message. Both are plain
+data, so the call can run in another process (:mod:`consumers.decode_pool`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from consumers.native import NativeEncoder
 from schemas.catalog import Catalog, get_catalog
 from schemas.event import EventError, parse_event
 from schemas.rows import event_row
@@ -32,6 +39,30 @@ class DeadLetter:
     reason: str
 
 
+@dataclass(slots=True, frozen=True)
+class Chunk:
+    """Consecutive messages of one partition to decode in one call.
+
+    Valid messages at offsets ``<= stored_up_to`` are already stored (a redelivery after a crash): they are
+    counted in :attr:`DecodedChunk.already_stored`, not encoded again.
+    """
+
+    topic: str
+    partition: int
+    offsets: Sequence[int]
+    values: Sequence[bytes | None]
+    received_at: datetime
+    stored_up_to: int = -1
+
+
+@dataclass(slots=True, frozen=True)
+class DecodedChunk:
+    block: bytes  # Native block of the valid rows not yet stored (b"" if none)
+    rows: int
+    invalid: tuple[tuple[int, str, str], ...]  # (index into the chunk, field, reason), in offset order
+    already_stored: int
+
+
 class DecodeStep:
     """Validate records against the v1 contract and the catalog."""
 
@@ -40,29 +71,51 @@ class DecodeStep:
 
     def decode(self, record: Any, received_at: datetime) -> tuple[Any, ...] | DeadLetter:
         """``record`` is an aiokafka ``ConsumerRecord`` (topic, partition, offset, key, value, headers)."""
-        value = record.value
+        out = self._row(record.value, received_at, record.topic, record.partition, record.offset)
+        return dead_letter(record, *out) if isinstance(out, list) else out
+
+    def decode_chunk(self, chunk: Chunk, encoder: NativeEncoder) -> DecodedChunk:
+        rows: list[tuple[Any, ...]] = []
+        invalid: list[tuple[int, str, str]] = []
+        already = 0
+        t, p, at, up_to = chunk.topic, chunk.partition, chunk.received_at, chunk.stored_up_to
+        row = self._row
+        for i, (offset, value) in enumerate(zip(chunk.offsets, chunk.values, strict=True)):
+            out = row(value, at, t, p, offset)
+            if isinstance(out, list):
+                invalid.append((i, out[0], out[1]))
+            elif offset <= up_to:
+                already += 1
+            else:
+                rows.append(out)
+        return DecodedChunk(encoder.encode(rows), len(rows), tuple(invalid), already)
+
+    def _row(self, value: bytes | None, received_at: datetime, topic: str, partition: int,
+             offset: int) -> tuple[Any, ...] | list[str]:
+        """The row of a valid message, else ``[field, reason]``."""
         try:
             if value is None:
                 raise EventError("message", "empty message (null value)")
             ev = parse_event(value, self.catalog)
-            return event_row(ev, received_at, record.topic, record.partition, record.offset)
+            return event_row(ev, received_at, topic, partition, offset)
         except EventError as exc:
-            return self._dead(record, exc.field, exc.reason)
+            return [exc.field, exc.reason]
         except Exception as exc:  # a validator bug must not kill the worker or lose the message
-            return self._dead(record, "message", f"unexpected validation error ({type(exc).__name__}: {exc})")
+            return ["message", f"unexpected validation error ({type(exc).__name__}: {exc})"]
 
-    @staticmethod
-    def _dead(record: Any, field: str, reason: str) -> DeadLetter:
-        return DeadLetter(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=tuple(record.headers or ()),
-            field=field,
-            reason=reason,
-        )
+
+def dead_letter(record: Any, field: str, reason: str) -> DeadLetter:
+    """The :class:`DeadLetter` of an aiokafka ``ConsumerRecord``."""
+    return DeadLetter(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=tuple(record.headers or ()),
+        field=field,
+        reason=reason,
+    )
 
 
 def validates(value: bytes | None, catalog: Catalog) -> bool:

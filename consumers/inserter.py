@@ -3,13 +3,13 @@
 Contract:
 - chDB must never share a connection across threads: this class owns a single-thread executor and only that
   thread calls ``store.client()``; the asyncio loop awaits the futures (fetching overlaps inserting);
-- :meth:`Inserter.insert` writes one partition range as one column-oriented INSERT with
-  ``insert_deduplication_token`` = :meth:`PartitionBatch.dedup_token`. ClickHouse drops a block whose token
+- :meth:`Inserter.insert` writes one partition range (its Native blocks, see :mod:`consumers.native`) as ONE
+  INSERT with ``insert_deduplication_token`` = :meth:`PartitionBatch.dedup_token`. ClickHouse drops a block whose token
   it has seen (plain MergeTree: only with the table setting ``non_replicated_deduplication_window`` > 0,
   which ``audit_events`` has; Replicated*MergeTree: ``replicated_deduplication_window`` is on by default).
   So a retry of a range whose first attempt did land (timeout after success) stores nothing twice.
-  The column types are read once per inserter (clickhouse-connect would otherwise send a ``DESCRIBE TABLE``
-  before every insert): a change of a column's type needs a restart of the worker;
+  The blocks carry their column types, read once by :meth:`Inserter.column_types` (the live table's, before
+  the first chunk is encoded): a change of a column's type needs a restart of the worker;
 - :meth:`Inserter.stored_watermarks` returns, per partition of a topic, the highest stored ``kafka_offset``
   (from the ``audit_events_offsets`` aggregate kept by migration 0010's materialized view);
 - errors propagate unchanged: the caller retries with backoff.
@@ -33,27 +33,33 @@ class Inserter:
         self.store = store
         self.dedup = dedup
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._column_types: Sequence[Any] | None = None  # of EVENT_COLUMNS; read once, on the inserter thread
+        self._column_types: tuple[str, ...] | None = None  # of EVENT_COLUMNS; read once, on the inserter thread
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def insert(self, rows: list[tuple[Any, ...]], token: str) -> int:
-        return int(await self._run(self._insert, rows, token))
+    async def column_types(self) -> tuple[str, ...]:
+        """The ClickHouse type names of :data:`EVENT_COLUMNS` in ``audit_events``, as the store reports them."""
+        return tuple(await self._run(self._types))
 
-    def _insert(self, rows: list[tuple[Any, ...]], token: str) -> int:
+    def _types(self) -> tuple[str, ...]:
+        if self._column_types is None:
+            ctx = self.store.client().create_insert_context(EVENTS_TABLE, list(EVENT_COLUMNS))
+            self._column_types = tuple(t.name for t in ctx.column_types)
+        return self._column_types
+
+    async def insert(self, blocks: Sequence[bytes], rows: int, token: str) -> int:
+        """Store ``rows`` rows given as Native ``blocks`` in one INSERT deduplicated by ``token``."""
+        return int(await self._run(self._insert, blocks, rows, token))
+
+    def _insert(self, blocks: Sequence[bytes], rows: int, token: str) -> int:
         if not rows:
             return 0
-        client = self.store.client()
-        if self._column_types is None:
-            self._column_types = client.create_insert_context(EVENTS_TABLE, list(EVENT_COLUMNS)).column_types
-        columns = list(zip(*rows, strict=True))
         settings = {"insert_deduplication_token": token} if self.dedup else {}
-        client.insert(
-            EVENTS_TABLE, columns, column_names=list(EVENT_COLUMNS), column_types=self._column_types,
-            column_oriented=True, settings=settings,
+        self.store.client().raw_insert(
+            EVENTS_TABLE, list(EVENT_COLUMNS), b"".join(blocks), settings=settings, fmt="Native",
         )
-        return len(rows)
+        return rows
 
     async def stored_watermarks(self, topic: str) -> dict[int, int]:
         return dict(await self._run(self._watermarks, topic))

@@ -31,6 +31,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
 from typing import Any, TypeVar
@@ -45,7 +46,8 @@ from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers import metrics as m
 from consumers.batch import BatchBuffer, PartitionBatch
-from consumers.decode import DeadLetter, DecodeStep
+from consumers.decode import Chunk, DecodedChunk, DecodeStep, dead_letter
+from consumers.decode_pool import DecodePool, shared_pool
 from consumers.dlq import (
     MAX_DLQ_REQUEST_BYTES,
     DlqLimit,
@@ -61,6 +63,17 @@ from schemas.catalog import Catalog
 log = get_logger("consumers.worker")
 T = TypeVar("T")
 _ids = count(1)
+_CHUNK_MESSAGES = 1000  # messages per decode call: small enough to spread over the pool's processes
+
+
+@dataclass(slots=True)
+class _Decoding:
+    """Records handed to the decode pool: ``(partition, records, skipped prefix)`` and the pending result."""
+
+    generation: int
+    parts: list[tuple[TopicPartition, list[Any], int]]
+    task: asyncio.Future[list[DecodedChunk]]
+    messages: int
 
 
 def backoff_delay(attempt: int, base: float = 0.1, cap: float = 30.0) -> float:
@@ -138,6 +151,9 @@ class ConsumerWorker:
         self._lag_at_commit = 0
         self._last_observe = 0.0
         self._held_snapshot = 0
+        self._pool: DecodePool | None = None
+        self._pending_msgs = 0  # fetched, being decoded: counted by the backpressure
+        self._generation = 0  # +1 at every rebalance callback: decodes of an older one are dropped
 
     # ----- public interface ---------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -229,21 +245,44 @@ class ConsumerWorker:
 
     # ----- the loop -----------------------------------------------------------------------------------
     async def _consume(self) -> None:
+        """The loop. Decoding is pipelined: chunk k+1 is fetched and handed to the decode pool before chunk k's
+        results are applied to the batches, so fetching, decoding and inserting overlap."""
         c = self._c
         s = self.settings
-        while not self._stop_requested:
-            records = await c.getmany(timeout_ms=100, max_records=s.consumer_max_poll_records)
-            if records:
-                self._ingest(records)
-            self._schedule(force=False)
-            await self._commit()
-            self._backpressure()
-            self._observe()
+        assert self._inserter is not None
+        inserter = self._inserter
+        try:
+            types = await self._retry("store", lambda _a: inserter.column_types(), stoppable=True)
+        except _Stopping:
+            return
+        self._pool = shared_pool(s.decode_processes(), self.decoder.catalog, types)
+        await asyncio.to_thread(self._pool.start)
+        pending: _Decoding | None = None
+        try:
+            while not self._stop_requested:
+                records = await c.getmany(timeout_ms=5 if pending else 100, max_records=s.consumer_max_poll_records)
+                submitted = self._submit(records) if records else None
+                if pending is not None:
+                    self._apply(pending, await pending.task)
+                pending = submitted
+                self._schedule(force=False)
+                await self._commit()
+                self._backpressure()
+                self._observe()
+            if pending is not None:
+                self._apply(pending, await pending.task)
+                pending = None
+        finally:
+            if pending is not None:
+                pending.task.cancel()
+                await asyncio.gather(pending.task, return_exceptions=True)
+            self._pending_msgs = 0
 
-    def _ingest(self, records: dict[TopicPartition, list[Any]]) -> None:
+    def _submit(self, records: dict[TopicPartition, list[Any]]) -> _Decoding | None:
+        """Hand the owned partitions' records to the decode pool; the rest is sought back (fetched again)."""
         received_at = datetime.now(UTC)
-        decode = self.decoder.decode
-        observe = self.limit.observe
+        parts: list[tuple[TopicPartition, list[Any], int]] = []
+        chunks: list[Chunk] = []
         for tp, msgs in records.items():
             if not msgs:
                 continue
@@ -252,33 +291,64 @@ class ConsumerWorker:
                 with contextlib.suppress(IllegalStateError):
                     self._c.seek(tp, msgs[0].offset)
                 continue
+            both = min(self._wm_stored.get(tp, -1), self._wm_dlq.get(tp, -1))
+            skip = 0  # a prefix at or below both watermarks: stored or dead-lettered before, not decoded again
+            if msgs[0].offset <= both:
+                skip = next((i for i, msg in enumerate(msgs) if msg.offset > both), len(msgs))
+            parts.append((tp, msgs, skip))
+            up_to = self._wm_stored.get(tp, -1)
+            for i in range(skip, len(msgs), _CHUNK_MESSAGES):
+                part = msgs[i : i + _CHUNK_MESSAGES]
+                chunks.append(Chunk(tp.topic, tp.partition, [m.offset for m in part], [m.value for m in part],
+                                    received_at, up_to))
+        if not parts:
+            return None
+        assert self._pool is not None
+        n = sum(len(msgs) for _, msgs, _ in parts)
+        self._pending_msgs += n
+        return _Decoding(self._generation, parts, asyncio.ensure_future(self._pool.decode(chunks)), n)
+
+    def _apply(self, job: _Decoding, decoded: list[DecodedChunk]) -> None:
+        """Put decoded records into their partitions' batches, in offset order (synchronous: no rebalance can
+        interleave). Records fetched before a rebalance are dropped: the owner fetches them again from the
+        committed offset."""
+        self._pending_msgs -= job.messages
+        if job.generation != self._generation:
+            log.info("messages.dropped_after_rebalance", worker=self.name, messages=job.messages)
+            return
+        observe = self.limit.observe
+        results = iter(decoded)
+        for tp, msgs, skip in job.parts:
             b = self.buffer.batch_for(tp, msgs[0].offset)
-            wm_s = self._wm_stored.get(tp, -1)
-            wm_d = self._wm_dlq.get(tp, -1)
-            both = min(wm_s, wm_d)
-            n_rows, n_dead, n_skip_s, n_skip_d = len(b.rows), len(b.dead), 0, 0
+            fp = b.fingerprint
             for msg in msgs:
-                o = msg.offset
-                b.fingerprint = crc32(msg.value or b"", b.fingerprint)
-                if o <= both:
-                    b.add_skipped(o)
-                    n_skip_s += 1
-                    continue
-                out = decode(msg, received_at)
-                if isinstance(out, DeadLetter):
-                    if o <= wm_d:
-                        b.add_skipped(o)
-                        n_skip_d += 1
-                        continue
-                    observe(True)
-                    b.add_dead(o, out)
-                else:
-                    if o <= wm_s:
-                        b.add_skipped(o)
-                        n_skip_s += 1
-                        continue
-                    observe(False)
-                    b.add_row(o, out)
+                fp = crc32(msg.value or b"", fp)
+            b.fingerprint = fp
+            wm_d = self._wm_dlq.get(tp, -1)
+            n_rows, n_dead = b.rows, len(b.dead)
+            n_skip_s, n_skip_d = skip, 0
+            for msg in msgs[:skip]:
+                b.add_skipped(msg.offset)
+            for i in range(skip, len(msgs), _CHUNK_MESSAGES):
+                part = msgs[i : i + _CHUNK_MESSAGES]
+                d = next(results)
+                bad = {j: (f, r) for j, f, r in d.invalid}
+                up_to = self._wm_stored.get(tp, -1)
+                for j, msg in enumerate(part):
+                    hit = bad.get(j)
+                    if hit is not None:
+                        if msg.offset <= wm_d:
+                            b.add_skipped(msg.offset)
+                            n_skip_d += 1
+                        else:
+                            observe(True)
+                            b.add_dead(msg.offset, dead_letter(msg, *hit))
+                    elif msg.offset <= up_to:
+                        b.add_skipped(msg.offset)
+                    else:
+                        observe(False)
+                n_skip_s += d.already_stored
+                b.add_block(part[-1].offset, d.block, d.rows)
             self.stats["consumed"] += len(msgs)
             m.CONSUMED.labels(tp.topic).inc(len(msgs))
             if n_skip_s or n_skip_d:
@@ -291,7 +361,7 @@ class ConsumerWorker:
         self.stats["max_held"] = max(self.stats["max_held"], self._held())
 
     def _held(self) -> int:
-        return self.buffer.messages + sum(self._inflight_msgs.values())
+        return self.buffer.messages + sum(self._inflight_msgs.values()) + self._pending_msgs
 
     def _schedule(self, force: bool) -> None:
         s = self.settings
@@ -328,13 +398,13 @@ class ConsumerWorker:
             assert self._inserter is not None
             inserter = self._inserter
             token = b.dedup_token()
-            await self._retry("store", lambda attempt: inserter.insert(b.rows, token))
+            await self._retry("store", lambda attempt: inserter.insert(b.blocks, b.rows, token))
         self._pending_commit[tp] = b.commit_offset
         ms = (time.perf_counter() - t0) * 1000
         self.stats["flushes"] += 1
-        self.stats["stored"] += len(b.rows)
+        self.stats["stored"] += b.rows
         self.stats["dead_lettered"] += len(b.dead)
-        m.STORED.labels(tp.topic).inc(len(b.rows))
+        m.STORED.labels(tp.topic).inc(b.rows)
         m.BATCH_ROWS.observe(b.messages)
         m.FLUSH_SECONDS.observe(ms / 1000)
         for d in b.dead:
@@ -342,7 +412,7 @@ class ConsumerWorker:
             log.info("message.dead_lettered", partition=d.partition, offset=d.offset, field=d.field,
                      reason=d.reason[:300])
         log.info("batch.flushed", worker=self.name, partition=tp.partition, first=b.first, last=b.last,
-                 rows=len(b.rows), dead_lettered=len(b.dead), skipped=b.skipped, ms=round(ms, 1))
+                 rows=b.rows, dead_lettered=len(b.dead), skipped=b.skipped, ms=round(ms, 1))
 
     async def _send_dead(self, b: PartitionBatch, attempt: int) -> None:
         assert self._dlq is not None
@@ -505,6 +575,7 @@ class ConsumerWorker:
 
     # ----- rebalance ----------------------------------------------------------------------------------
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._generation += 1
         self._owned = self._owned - revoked  # a new set: status() may be iterating the old one
         if self._closing or not revoked:
             return
@@ -524,6 +595,7 @@ class ConsumerWorker:
                  ms=round((time.perf_counter() - t0) * 1000, 1))
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._generation += 1
         if self._closing:
             return
         stale = [tp for tp in self.buffer.partitions() if tp not in assigned]

@@ -42,9 +42,9 @@ class _KillAfterInsert:
         self._c = client
     def __getattr__(self, name):
         return getattr(self._c, name)
-    def insert(self, *a, **k):
+    def raw_insert(self, *a, **k):  # the consumer's insert path
         global inserts
-        out = self._c.insert(*a, **k)
+        out = self._c.raw_insert(*a, **k)
         inserts += 1
         if inserts >= KILL_AFTER:
             print("KILLING after insert", inserts, flush=True)

@@ -38,6 +38,11 @@ class _FlakyClient:
             raise StoreDown("injected: ClickHouse unreachable")
         return self._c.insert(*a, **k)
 
+    def raw_insert(self, *a: Any, **k: Any) -> Any:  # the consumer's insert path (Native blocks)
+        if self._down.is_set():
+            raise StoreDown("injected: ClickHouse unreachable")
+        return self._c.raw_insert(*a, **k)
+
 
 class FlakyStore(Store):
     """The real store, except that INSERTs raise while ``down`` is set."""

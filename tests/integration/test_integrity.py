@@ -22,6 +22,7 @@ from auditlog.cli import main
 from auditlog.migrations import migrate
 from auditlog.store import Store
 from consumers.inserter import Inserter
+from consumers.native import NativeEncoder
 from schemas.event import parse_event
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
 from tests.factories import make_event, random_events
@@ -150,8 +151,9 @@ def test_consumer_retry_with_the_same_dedup_token_adds_no_digest(store: Store) -
     rows = [event_row(parse_event(e), now, "audit.events", 2, i) for i, e in enumerate(random_events(40, seed=9))]
     ins = Inserter(store)
     try:
+        block = NativeEncoder(ins._types()).encode(rows)
         for _ in range(3):
-            ins._insert(rows, "audit.events:2:0-39")
+            ins._insert([block], len(rows), "audit.events:2:0-39")
     finally:
         ins.close()
     assert store.client().query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0] == 40

@@ -78,7 +78,7 @@ def test_partition_batch_range_token_and_commit_offset() -> None:
     buf = BatchBuffer()
     b = buf.batch_for(tp, 10)
     b.add_skipped(10)
-    b.add_row(11, ("r",))
+    b.add_block(11, b"<native block>", 1)
     b.add_dead(12, DeadLetter("audit.events", 4, 12, None, b"x", (), "message", "bad"))
     assert b.messages == 3 and b.commit_offset == 13
     b.fingerprint = 0xBEEF

@@ -1,0 +1,209 @@
+"""Decoding in helper processes: the consumer's CPU-heavy step (validate + encode) off the fetching process.
+
+Why: validation (pydantic) and row encoding are pure Python, ~25-50 us per event; in one process they share
+the GIL with the Kafka client, so a worker could never use more than one core. ClickHouse (chDB included) runs
+the insert itself without the GIL, so with decoding moved out the fetching process only fetches, batches and
+commits.
+
+Contract:
+- ``DecodePool(processes, catalog, type_names)``; ``await pool.decode(chunks)`` returns one
+  :class:`~consumers.decode.DecodedChunk` per :class:`~consumers.decode.Chunk`, in order. Decoding is a pure
+  function of the chunk, so where it runs changes nothing but speed.
+- ``processes == 0``: decoded in the calling thread. ``> 0``: that many ``python -m consumers.decode_worker``
+  processes (plain subprocesses, not ``multiprocessing``: nothing of the parent's ``__main__`` is re-run, no
+  chDB or asyncio state is forked). Each is driven by one thread of the pool over its stdin/stdout; each exits
+  when its stdin closes, i.e. when the pool closes or the consumer dies (even by SIGKILL).
+- A helper that died is replaced and its chunks are decoded again (safe: nothing of a chunk is kept before its
+  result arrives); a helper that reports an error raises :class:`DecodeWorkerError`.
+- :func:`shared_pool` gives every worker of one process the same pool for the same settings, catalog and
+  columns (``auditlog consume --workers 3`` runs 3 workers over one set of processes); :func:`shutdown_pools`
+  stops them (also at interpreter exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
+
+from auditlog.logs import get_logger
+from consumers.decode import Chunk, DecodedChunk, DecodeStep
+from consumers.native import NativeEncoder
+from schemas.catalog import Catalog
+
+log = get_logger("consumers.decode_pool")
+_FRAME = struct.Struct("!Q")
+
+
+class DecodeWorkerError(RuntimeError):
+    """A decode helper failed on a chunk (a bug: decoding never raises for bad input)."""
+
+
+def write_frame(out: IO[bytes], obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_FRAME.pack(len(data)))
+    out.write(data)
+    out.flush()
+
+
+def read_frame(inp: IO[bytes]) -> Any:
+    """The next object, or raise ``EOFError`` when the stream ended."""
+    head = inp.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        raise EOFError("decode stream closed")
+    (n,) = _FRAME.unpack(head)
+    data = inp.read(n)
+    if len(data) < n:
+        raise EOFError("decode stream closed mid-frame")
+    return pickle.loads(data)  # frames come only from our own helper process / its parent
+
+
+class _Helper:
+    """One helper process, used by one thread at a time."""
+
+    def __init__(self, catalog: Catalog, type_names: tuple[str, ...]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "consumers.decode_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in, self._out = self.proc.stdin, self.proc.stdout
+        write_frame(self._in, (catalog, type_names))
+
+    def call(self, chunks: list[Chunk]) -> list[DecodedChunk]:
+        write_frame(self._in, chunks)
+        status, payload = read_frame(self._out)
+        if status != "ok":
+            raise DecodeWorkerError(str(payload))
+        result: list[DecodedChunk] = payload
+        return result
+
+    def close(self) -> None:
+        for stream in (self._in, self._out):
+            with contextlib.suppress(OSError):
+                stream.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class DecodePool:
+    def __init__(self, processes: int, catalog: Catalog, type_names: Sequence[str]) -> None:
+        self.processes = processes
+        self.catalog = catalog
+        self.type_names = tuple(type_names)
+        self._step = DecodeStep(catalog)
+        self._encoder = NativeEncoder(self.type_names)
+        self._idle: queue.SimpleQueue[_Helper] = queue.SimpleQueue()
+        self._all: list[_Helper] = []
+        self._lock = threading.Lock()
+        self._threads = ThreadPoolExecutor(max(1, processes), thread_name_prefix="decode")
+        self._started = False
+
+    def start(self) -> None:
+        """Start the helpers (each takes ~1 s to import its modules) before the first chunk needs them."""
+        with self._lock:
+            if self._started or self.processes == 0:
+                return
+            self._started = True
+            helpers = [_Helper(self.catalog, self.type_names) for _ in range(self.processes)]
+            self._all.extend(helpers)
+        for h in helpers:
+            h.call([])  # wait until it is ready
+            self._idle.put(h)
+        log.info("decode_pool.started", processes=self.processes, pids=[h.proc.pid for h in helpers])
+
+    def decode_here(self, chunks: Sequence[Chunk]) -> list[DecodedChunk]:
+        return [self._step.decode_chunk(c, self._encoder) for c in chunks]
+
+    def _call(self, chunks: list[Chunk]) -> list[DecodedChunk]:
+        """Runs on a pool thread: take an idle helper, replace it if it died, give it back."""
+        h = self._idle.get()
+        for attempt in range(3):
+            try:
+                out = h.call(chunks)
+                self._idle.put(h)
+                return out
+            except (EOFError, OSError) as exc:
+                log.warning("decode_pool.helper_died", pid=h.proc.pid, attempt=attempt + 1, error=repr(exc)[:200])
+                h.close()
+                with self._lock:
+                    self._all.remove(h)
+                    h = _Helper(self.catalog, self.type_names)
+                    self._all.append(h)
+            except DecodeWorkerError:
+                self._idle.put(h)
+                raise
+        self._idle.put(h)
+        return self.decode_here(chunks)  # helpers keep dying: decode here rather than stop consuming
+
+    async def decode(self, chunks: Sequence[Chunk]) -> list[DecodedChunk]:
+        if not chunks:
+            return []
+        if self.processes == 0:
+            return self.decode_here(chunks)
+        if not self._started:
+            await asyncio.to_thread(self.start)
+        loop = asyncio.get_running_loop()
+        parts = _split(list(chunks), self.processes)
+        results = await asyncio.gather(*(loop.run_in_executor(self._threads, self._call, p) for p in parts))
+        return [d for part in results for d in part]
+
+    def close(self) -> None:
+        with self._lock:
+            helpers, self._all = self._all, []
+        for h in helpers:
+            h.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _split(chunks: list[Chunk], n: int) -> list[list[Chunk]]:
+    """At most ``n`` groups of consecutive chunks with about the same number of messages each."""
+    total = sum(len(c.values) for c in chunks)
+    target = max(1, -(-total // n))
+    parts: list[list[Chunk]] = [[]]
+    size = 0
+    for c in chunks:
+        if size >= target and len(parts) < n:
+            parts.append([])
+            size = 0
+        parts[-1].append(c)
+        size += len(c.values)
+    return parts
+
+
+_shared: dict[tuple[int, str, tuple[str, ...]], DecodePool] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_pool(processes: int, catalog: Catalog, type_names: Sequence[str]) -> DecodePool:
+    """The process-wide pool for these arguments (created on first use)."""
+    key = (processes, json.dumps(catalog.to_document(), sort_keys=True), tuple(type_names))
+    with _shared_lock:
+        pool = _shared.get(key)
+        if pool is None:
+            pool = _shared[key] = DecodePool(processes, catalog, type_names)
+        return pool
+
+
+def shutdown_pools() -> None:
+    with _shared_lock:
+        pools = list(_shared.values())
+        _shared.clear()
+    for p in pools:
+        p.close()
+
+
+atexit.register(shutdown_pools)

@@ -1,0 +1,45 @@
+"""A decode helper process (``python -m consumers.decode_worker``), driven by :mod:`consumers.decode_pool`.
+
+Protocol over stdin/stdout, length-prefixed pickle frames (:func:`~consumers.decode_pool.write_frame`):
+first ``(catalog, column type names)``; then, per request, a list of :class:`~consumers.decode.Chunk` answered
+by ``("ok", [DecodedChunk, ...])`` or ``("error", text)``. The process exits when stdin closes (the pool closed
+or the consumer died); it writes nothing else to stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from consumers.decode import DecodeStep
+from consumers.decode_pool import read_frame, write_frame
+from consumers.native import NativeEncoder
+
+
+def main() -> int:
+    inp = sys.stdin.buffer
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout = sys.stderr  # a stray print must not corrupt the frames
+    try:
+        catalog, type_names = read_frame(inp)
+    except EOFError:
+        return 0
+    step, encoder = DecodeStep(catalog), NativeEncoder(type_names)
+    while True:
+        try:
+            chunks = read_frame(inp)
+        except EOFError:
+            return 0
+        reply: tuple[str, object]
+        try:
+            reply = ("ok", [step.decode_chunk(c, encoder) for c in chunks])
+        except Exception as exc:  # a bug: decoding never raises for bad input
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            write_frame(out, reply)
+        except BrokenPipeError:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
