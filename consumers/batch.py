@@ -6,8 +6,11 @@ Contract:
   :meth:`consumers.decode.DecodeStep.decode_chunk`), ``dead`` (invalid, to dead-letter) or was skipped (already stored / dead-lettered before a crash: see the watermarks in :mod:`consumers.worker`);
 - after its rows are stored and its dead letters acknowledged, the commit offset is ``last + 1``;
 - :meth:`PartitionBatch.dedup_token` is ``"{topic}:{partition}:{first}-{last}:{crc32 of the range's bytes}"``:
-  a retried insert of the same range is dropped by ClickHouse (``insert_deduplication_token``), while the same
-  offsets of a *new* log (re-created topic, restarted memory broker) carry other bytes and another token.
+  a retried insert of the batch (same blocks, same token) is dropped by ClickHouse (``insert_deduplication_token``;
+  with several blocks, ClickHouse derives one token per block from it), while the same offsets of a *new* log
+  (re-created topic, restarted memory broker) carry other bytes and another token. After a restart a range is
+  re-formed with the same token only by chance (batch ends follow fetch boundaries, and so do its blocks): the
+  worker's offset watermarks, not the token, are what recognise a redelivered range.
 - :class:`BatchBuffer` holds at most one open batch per partition, never mixes partitions, and reports which
   batches are due (size or age).
 """

@@ -18,8 +18,9 @@ from consumers.native import NativeEncoder
 
 def main() -> int:
     inp = sys.stdin.buffer
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    sys.stdout = sys.stderr  # a stray print must not corrupt the frames
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # from here fd 1 is stderr: a stray print or log line cannot corrupt the frames
+    sys.stdout = sys.stderr
     try:
         catalog, type_names = read_frame(inp)
     except EOFError:

@@ -1,19 +1,23 @@
 """The consumer-group worker: fetch -> decode/validate -> per-partition batches -> DLQ -> insert -> commit.
 
 Contract (issue 2 and issue 5):
-- Fetch with ``getmany``; each message lands in its partition's open :class:`~consumers.batch.PartitionBatch`;
-  a batch is flushed when it holds ``batch_max_rows`` messages or is ``batch_max_seconds`` old.
+- Fetch with ``getmany``; the records go in chunks to the decode pool (:mod:`consumers.decode_pool`: helper
+  processes validate them and encode the valid rows as Native blocks) while the next fetch runs; the results are
+  applied in fetch order, each message to its partition's open :class:`~consumers.batch.PartitionBatch`.
+  A decode that straddles a rebalance is dropped whole (the owner fetches it again from the committed offset).
+  A batch is flushed when it holds ``batch_max_rows`` messages or is ``batch_max_seconds`` old.
 - Flush of one partition range, in this order: (1) send the dead letters of the range and await every ack,
   (2) insert the valid rows in ONE insert with the range's deduplication token, (3) only then mark
   ``last + 1`` for commit. Offsets are committed by one committer after the work, never before both.
   At most one flush per partition is in flight, so a partition's ranges land in offset order.
 - Failures of (1) or (2) are retried forever with capped exponential backoff and jitter; meanwhile nothing is
-  committed, buffering continues up to ``max_inflight_rows`` messages and then fetching pauses
-  (``consumer.pause``); it resumes by itself below half of that.
+  committed, buffering continues up to ``max_inflight_rows`` messages (counting those being decoded) and then
+  fetching pauses (``consumer.pause``); it resumes by itself below half of that.
 - Exactly-once effect across crashes: on assignment the worker loads two watermarks per partition, the highest
   stored ``kafka_offset`` (migration 0010's aggregate) and the highest source offset already on the DLQ
   (:func:`~consumers.dlq.read_dlq_watermarks`), and skips redelivered valid/invalid messages at or below them.
-  Second line: the insert deduplication token; third: ReplacingMergeTree + FINAL reads (same ``event_id``).
+  Second line: the insert deduplication token (a retried insert of a batch); third: ReplacingMergeTree + FINAL
+  reads (same ``event_id``).
 - Rebalance: revoked partitions are flushed and committed before the listener returns; records of partitions
   not (yet) owned are never buffered (the worker seeks back so nothing is skipped).
 - DLQ-rate guard (:class:`~consumers.dlq.DlqLimit`): when tripped, :meth:`run` stops without flushing the
