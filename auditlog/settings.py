@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     consumer_max_poll_records: int = Field(5_000, ge=1, description="Consumer: most records taken per fetch (getmany).")
     consumer_decode_processes: int = Field(
         -1, ge=-1, le=64, description="Consumer: helper processes that validate and encode events "
-        "(0: in the worker's own process; -1: one per CPU beyond the first, at most 4).")
+        "(0: in the worker's own process; -1: auto, one per CPU with a ClickHouse server, one per CPU beyond "
+        "the second with embedded chDB, whose inserts need two; at most 4).")
     consumer_dedup: bool = Field(True, description="Consumer: insert dedup tokens and offset watermarks (off only to measure their cost).")
     consumer_retry_max_seconds: float = Field(30.0, gt=0, description="Consumer: cap of the store/DLQ retry backoff.")
     consumer_shutdown_timeout_s: float = Field(30.0, gt=0, description="Consumer: most time to flush and commit on stop.")
@@ -97,10 +98,12 @@ class Settings(BaseSettings):
         return type(self).model_validate({**self.model_dump(), **updates}) if updates else self
 
     def decode_processes(self) -> int:
-        """``consumer_decode_processes`` with -1 resolved for this machine."""
+        """``consumer_decode_processes`` with -1 resolved for this machine and store (bench/ingest.py measures
+        both: on 2 CPUs a helper pays with a remote store, not next to chDB)."""
         if self.consumer_decode_processes >= 0:
             return self.consumer_decode_processes
-        return max(0, min(4, (os.cpu_count() or 1) - 1))
+        cpus = os.cpu_count() or 1
+        return max(0, min(4, cpus - 2 if self.embedded else cpus))
 
     @property
     def store_url(self) -> str:

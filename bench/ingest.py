@@ -6,9 +6,16 @@ In one run, on one fresh embedded broker and a chDB directory of its own (temp d
    message (steady rate; also reported from consumer start, i.e. including the group join, which is how
    MEASURED.md's 41-49k msg/s was counted);
 3. (b) our :class:`ConsumerWorker` (validate, batch, DLQ, insert, commit) from its first message until every
-   row is queryable (``count() FINAL`` = N): with the dedup machinery on (tokens + watermarks) and off,
+   row is queryable (``count() FINAL`` = N): with the dedup machinery on (tokens + watermarks) and off, and with
+   decoding in the worker's own process (``consumer_decode_processes=0``, as before the decode pool),
    interleaved, best of ``--repeat`` runs each;
-4. produce->visible latency: with our worker caught up, publish at a steady rate and poll the stored-offset
+   for every run the CPU seconds of this process, of the decode helpers and of the broker are recorded, as CPU
+   microseconds per message: on a machine with C cores no consumer can exceed C * 1e6 / (CPU us per message)
+   messages/s, which bounds the reachable ratio (``ratio_cpu_bound``);
+4. scaling of the worker itself: the same worker with 0, 1 and 2 decode helpers against a stand-in for a remote
+   ClickHouse server (``audit_events`` swapped for a ``Null`` table in chDB: the store does no work here, as when
+   it runs on other machines); rate until every message is handled (stats), not queryable;
+5. produce->visible latency: with our worker caught up, publish at a steady rate and poll the stored-offset
    aggregate (visible = queryable) every 20 ms; p50/p95 over all messages;
 prints the figures and writes ``bench/results/ingest.json``. The raw consumer is measured before and after
 ours (CPU is shared on this machine: the spread shows the noise).
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import threading
 import time
@@ -28,6 +36,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from common import machine, percentile, write_result
 
@@ -40,6 +49,33 @@ from consumers import metrics as m
 from consumers.testing import count_events
 from consumers.worker import ConsumerWorker
 from tests.factories import random_events
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process (all threads, chDB's included), of the decode helper
+    processes and of the broker."""
+    out = {"consumer_process": 0.0, "decode_helpers": 0.0, "broker": 0.0}
+    me = psutil.Process()
+    t = me.cpu_times()
+    out["consumer_process"] = t.user + t.system
+    for ch in me.children(recursive=True):
+        try:
+            cmd = " ".join(ch.cmdline())
+            ct = ch.cpu_times()
+        except psutil.Error:
+            continue
+        if "consumers.decode_worker" in cmd:
+            out["decode_helpers"] += ct.user + ct.system
+        elif "tansu" in cmd:
+            out["broker"] += ct.user + ct.system
+    return out
+
+
+def cpu_per_message(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """CPU microseconds per message by component, and their total."""
+    per = {k: round((after[k] - before[k]) / n * 1e6, 1) for k in before}
+    per["total"] = round(sum(per.values()), 1)
+    return per
 
 
 async def produce(bootstrap: str, topic: str, values: list[bytes]) -> float:
@@ -59,6 +95,7 @@ async def raw_consumer(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
                          enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=6000,
                          max_partition_fetch_bytes=4 * 1024 * 1024)
     t_start = time.perf_counter()
+    cpu0 = cpu_seconds()
     await c.start()
     got = 0
     t_first = 0.0
@@ -78,13 +115,14 @@ async def raw_consumer(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
     finally:
         await c.stop()
     return {"messages": got, "seconds": round(secs, 3), "rate": round(got / secs),
-            "rate_from_start": round(got / (t_end - t_start))}
+            "rate_from_start": round(got / (t_end - t_start)), "cpu_us_per_msg": cpu_per_message(cpu0, cpu_seconds(), got)}
 
 
 async def our_consumer(settings: Settings, store: Store, n: int) -> dict[str, Any]:
     flush_sum0 = _hist_sum(m.FLUSH_SECONDS)
     w = ConsumerWorker(settings, store)
     t_start = time.perf_counter()
+    cpu0 = cpu_seconds()
     task = asyncio.create_task(w.run())
     t_first = 0.0
     while True:
@@ -98,13 +136,45 @@ async def our_consumer(settings: Settings, store: Store, n: int) -> dict[str, An
     while await asyncio.to_thread(count_events, store) < n:
         await asyncio.sleep(0.005)
     t_end = time.perf_counter()
+    cpu = cpu_per_message(cpu0, cpu_seconds(), n)
     secs = t_end - t_first
     w.request_stop()
     await task
     flush_s = _hist_sum(m.FLUSH_SECONDS) - flush_sum0
     return {"messages": n, "seconds": round(secs, 3), "rate": round(n / secs),
             "rate_from_start": round(n / (t_end - t_start)), "flushes": w.stats["flushes"],
-            "flush_seconds_total": round(flush_s, 2), "insert_rows_per_flush_second": round(n / flush_s)}
+            "flush_seconds_total": round(flush_s, 2), "insert_rows_per_flush_second": round(n / flush_s),
+            "decode_processes": settings.decode_processes(), "cpu_us_per_msg": cpu}
+
+
+async def worker_only(settings: Settings, store: Store, n: int) -> dict[str, Any]:
+    """Our worker against a store whose ``audit_events`` is a Null table: msg/s and CPU per message."""
+    w = ConsumerWorker(settings, store)
+    cpu0 = cpu_seconds()
+    task = asyncio.create_task(w.run())
+    t_first = 0.0
+    while w.stats["stored"] < n:
+        if not t_first and w.stats["consumed"]:
+            t_first = time.perf_counter()
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.005)
+    secs = time.perf_counter() - t_first
+    cpu = cpu_per_message(cpu0, cpu_seconds(), n)
+    w.request_stop()
+    await task
+    return {"messages": n, "rate": round(n / secs), "decode_processes": settings.decode_processes(),
+            "cpu_us_per_msg": cpu}
+
+
+def null_store(store: Store) -> None:
+    """Make ``store`` a stand-in for a remote server: materialized views dropped, ``audit_events`` a Null table."""
+    c = store.client()
+    for (view,) in c.query("SELECT name FROM system.tables WHERE database = currentDatabase() "
+                           "AND engine = 'MaterializedView'").result_rows:
+        c.command(f"DROP VIEW {view}")
+    c.command("CREATE TABLE audit_events_null AS audit_events ENGINE = Null")
+    c.command("EXCHANGE TABLES audit_events AND audit_events_null")
 
 
 def _hist_sum(h: Any) -> float:
@@ -184,17 +254,33 @@ async def main(n: int, latency_rate: int, latency_seconds: float, repeat: int) -
         raw1 = await raw_consumer(broker.bootstrap, topic, n)
         print(f"(a) raw aiokafka + json.loads: {raw1['rate']} msg/s")
         url = f"chdb://{tmp / 'chdb'}"
-        runs: dict[str, Any] = {"dedup_on": [], "dedup_off": []}
+        runs: dict[str, Any] = {"dedup_on": [], "dedup_off": [], "decode_in_process": []}
+        variants = (("dedup_on", True, -1), ("dedup_off", False, -1), ("decode_in_process", True, 0))
         for i in range(repeat):  # interleaved, best of `repeat`: the CPU is shared, so take the least disturbed
-            for label, dedup in (("dedup_on", True), ("dedup_off", False)):
+            for label, dedup, procs in variants:
                 store = Store(url, f"bench_{label}_{i}")
                 migrate(store)
                 s = Settings(data_dir=tmp, kafka_bootstrap=broker.bootstrap, topic=topic, dlq_topic=dlq,
                              consumer_group=f"ours-{label}-{uuid.uuid4().hex[:6]}", clickhouse_url=url,
-                             clickhouse_database=store.database, session_timeout_ms=6000, consumer_dedup=dedup)
+                             clickhouse_database=store.database, session_timeout_ms=6000, consumer_dedup=dedup,
+                             consumer_decode_processes=procs)
                 r = await our_consumer(s, store, n)
                 runs[label].append(r)
-                print(f"(b) ours, {label}: {r['rate']} msg/s end to end (until count() FINAL = N)")
+                print(f"(b) ours, {label}: {r['rate']} msg/s end to end (until count() FINAL = N); "
+                      f"CPU us/msg {r['cpu_us_per_msg']}")
+        scaling: list[dict[str, Any]] = []
+        for procs in (0, 1, 2):
+            store = Store(url, f"bench_null_{procs}")
+            migrate(store)
+            null_store(store)
+            s = Settings(data_dir=tmp, kafka_bootstrap=broker.bootstrap, topic=topic, dlq_topic=dlq,
+                         consumer_group=f"null-{procs}-{uuid.uuid4().hex[:6]}", clickhouse_url=url,
+                         clickhouse_database=store.database, session_timeout_ms=6000,
+                         consumer_decode_processes=procs)
+            r = await worker_only(s, store, n)
+            scaling.append(r)
+            print(f"(c) worker alone (Null store), {procs} decode helpers: {r['rate']} msg/s; "
+                  f"CPU us/msg {r['cpu_us_per_msg']}")
         raw2 = await raw_consumer(broker.bootstrap, topic, n)
         print(f"(a) raw again: {raw2['rate']} msg/s")
         raw_rate = (raw1["rate"] + raw2["rate"]) / 2
@@ -211,8 +297,14 @@ async def main(n: int, latency_rate: int, latency_seconds: float, repeat: int) -
                   "rate_from_start_mean": round((raw1["rate_from_start"] + raw2["rate_from_start"]) / 2)}
     best = {k: max(r["rate"] for r in v) for k, v in runs.items()}
     out["ours"] = {"runs": runs, "best_rate": best}
+    out["worker_with_remote_store_standin"] = scaling
     out["ratio"] = round(best["dedup_on"] / raw_rate, 3)
     out["ratio_dedup_off"] = round(best["dedup_off"] / raw_rate, 3)
+    out["ratio_decode_in_process"] = round(best["decode_in_process"] / raw_rate, 3)
+    cpus = os.cpu_count() or 1
+    best_on = max(runs["dedup_on"], key=lambda r: r["rate"])
+    out["cpu_us_per_msg"] = {"raw": raw1["cpu_us_per_msg"], "ours": best_on["cpu_us_per_msg"]}
+    out["ratio_cpu_bound"] = round(cpus * 1e6 / best_on["cpu_us_per_msg"]["total"] / raw_rate, 3)
     out["dedup_cost_pct"] = round(100 * (1 - best["dedup_on"] / best["dedup_off"]), 1)
     best_from_start = max(r["rate_from_start"] for r in runs["dedup_on"])
     out["ratio_from_start"] = round(best_from_start / out["raw"]["rate_from_start_mean"], 3)
@@ -232,7 +324,13 @@ if __name__ == "__main__":
     res = asyncio.run(main(args.n, args.latency_rate, args.latency_seconds, args.repeat))
     path = write_result("ingest", res)
     print(f"ratio ours/raw = {res['ratio']} (target >= 0.8; dedup off: {res['ratio_dedup_off']}, "
-          f"dedup machinery costs {res['dedup_cost_pct']} %)")
+          f"dedup machinery costs {res['dedup_cost_pct']} %; decoding in the worker's process: "
+          f"{res['ratio_decode_in_process']})")
+    print(f"CPU us per message: raw {res['cpu_us_per_msg']['raw']}, ours {res['cpu_us_per_msg']['ours']}; "
+          f"with {os.cpu_count()} CPUs no run of ours can exceed ratio {res['ratio_cpu_bound']}")
+    print("worker alone (Null store) by decode helpers: " + ", ".join(
+        f"{r['decode_processes']}: {r['rate']} msg/s (ratio {r['rate'] / res['raw']['rate_mean']:.2f})"
+        for r in res["worker_with_remote_store_standin"]))
     print(f"counting from consumer start (group join included, as MEASURED.md's raw 41-49k): ratio "
           f"{res['ratio_from_start']} (raw {res['raw']['rate_from_start_mean']} msg/s)")
     print(f"produce->visible p50 {res['latency']['p50_ms']} ms, p95 {res['latency']['p95_ms']} ms "

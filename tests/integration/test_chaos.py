@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from auditlog.settings import Settings
@@ -90,7 +91,9 @@ async def _committed_all(settings: Settings) -> bool:
 async def test_chaos_sigkill_restarts(settings: Settings, tmp_path: Path) -> None:
     values, retried, valid_ids, invalid_published = _workload(seed=2026)
     settings = settings.model_copy(update={"batch_max_seconds": 0.5, "session_timeout_ms": 2000})
-    env = consumer_env(settings, tmp_path / "c", batch_max_rows=20_000, max_inflight_rows=100_000)
+    # one decode helper per consumer: the kills also hit decodes in flight, and the helpers must die too
+    env = consumer_env(settings, tmp_path / "c", batch_max_rows=20_000, max_inflight_rows=100_000,
+                       consumer_decode_processes=1)
     cmd = [sys.executable, "-m", "auditlog.cli", "consume"]
     rng = random.Random(7)
     producer = asyncio.create_task(publish(settings.kafka_bootstrap, settings.topic, values))
@@ -149,3 +152,16 @@ async def test_chaos_sigkill_restarts(settings: Settings, tmp_path: Path) -> Non
     print(f"chaos: {kills} SIGKILLs in {time.monotonic() - t0:.0f}s; rows stored by killed runs: "
           f"{flushed_by_killed}; redelivered messages skipped by watermarks: {skipped}")
     assert flushed_by_killed > 0 and skipped > 0  # the kills did hit a consumer that was storing
+    assert _orphan_helpers() == [], "decode helpers outlived their SIGKILLed consumer"
+
+
+def _orphan_helpers() -> list[int]:
+    """Decode helper processes whose consumer is gone (re-parented away from their starter)."""
+    me = psutil.Process()
+    ours = {p.pid for p in me.children(recursive=True)}
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "consumers.decode_worker" in cmd and p.info["pid"] not in ours:
+            out.append(p.info["pid"])
+    return out

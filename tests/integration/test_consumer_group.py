@@ -24,8 +24,11 @@ async def _publish_slowly(settings: Settings, values: list[bytes], chunks: int) 
         await asyncio.sleep(0.4)
 
 
-async def test_workers_leave_and_join_during_load(settings: Settings, store: Store) -> None:
-    settings = settings.model_copy(update={"batch_max_rows": 500, "consumer_max_poll_records": 500})
+@pytest.mark.parametrize("decode_processes", [0, 2], ids=["decode-in-process", "decode-helpers"])
+async def test_workers_leave_and_join_during_load(settings: Settings, store: Store, decode_processes: int) -> None:
+    """With helpers, decodes in flight straddle the rebalances (dropped and fetched again by the owner)."""
+    settings = settings.model_copy(update={"batch_max_rows": 500, "consumer_max_poll_records": 500,
+                                           "consumer_decode_processes": decode_processes})
     events = random_events(24_000, seed=21)
     values = [json.dumps(e).encode() for e in events]
     invalid = [json.dumps(make_event(actor={"ip": f"bad-ip-{i}"})).encode() for i in range(60)]

@@ -162,10 +162,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("processes", [-1, 0, 3])
-def test_decode_processes_setting(processes: int) -> None:
+@pytest.mark.parametrize(("processes", "url", "expected"), [
+    (0, "chdb:///x", 0), (3, "http://127.0.0.1:8123", 3),
+    (-1, "chdb:///x", max(0, min(4, (os.cpu_count() or 1) - 2))),
+    (-1, "http://127.0.0.1:8123", min(4, os.cpu_count() or 1)),
+])
+def test_decode_processes_setting(processes: int, url: str, expected: int) -> None:
     from auditlog.settings import Settings
 
-    s = Settings(consumer_decode_processes=processes)
-    expected = max(0, min(4, (os.cpu_count() or 1) - 1)) if processes == -1 else processes
-    assert s.decode_processes() == expected
+    assert Settings(consumer_decode_processes=processes, clickhouse_url=url).decode_processes() == expected
