@@ -102,7 +102,7 @@ class Settings(BaseSettings):
         both: on 2 CPUs a helper pays with a remote store, not next to chDB)."""
         if self.consumer_decode_processes >= 0:
             return self.consumer_decode_processes
-        cpus = os.cpu_count() or 1
+        cpus = usable_cpus()
         return max(0, min(4, cpus - 2 if self.embedded else cpus))
 
     @property
@@ -113,6 +113,22 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.store_url.startswith("chdb://")
+
+
+def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's CPU limit;
+    ``os.cpu_count()`` would report the whole node's)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 @lru_cache(maxsize=1)

@@ -106,48 +106,72 @@ class DecodePool:
         self.type_names = tuple(type_names)
         self._step = DecodeStep(catalog)
         self._encoder = NativeEncoder(self.type_names)
-        self._idle: queue.SimpleQueue[_Helper] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[_Helper | None] = queue.SimpleQueue()
         self._all: list[_Helper] = []
         self._lock = threading.Lock()
         self._threads = ThreadPoolExecutor(max(1, processes), thread_name_prefix="decode")
         self._started = False
 
     def start(self) -> None:
-        """Start the helpers (each takes ~1 s to import its modules) before the first chunk needs them."""
+        """Start the helpers (each takes ~1 s to import its modules) before the first chunk needs them. A helper
+        that cannot start is logged and retried on use (meanwhile its share is decoded in this process)."""
         with self._lock:
             if self._started or self.processes == 0:
                 return
             self._started = True
-            helpers = [_Helper(self.catalog, self.type_names) for _ in range(self.processes)]
-            self._all.extend(helpers)
-        for h in helpers:
-            h.call([])  # wait until it is ready
+        started = []
+        for _ in range(self.processes):
+            h = self._replace(None)
+            if h is not None:
+                try:
+                    h.call([])  # wait until it is ready
+                    started.append(h.proc.pid)
+                except (EOFError, OSError) as exc:
+                    log.error("decode_pool.helper_start_failed", error=repr(exc)[:200])
+                    h.close()
+                    with self._lock:
+                        self._all.remove(h)
+                    h = None
             self._idle.put(h)
-        log.info("decode_pool.started", processes=self.processes, pids=[h.proc.pid for h in helpers])
+        log.info("decode_pool.started", processes=self.processes, pids=started)
 
     def decode_here(self, chunks: Sequence[Chunk]) -> list[DecodedChunk]:
         return [self._step.decode_chunk(c, self._encoder) for c in chunks]
 
     def _call(self, chunks: list[Chunk]) -> list[DecodedChunk]:
-        """Runs on a pool thread: take an idle helper, replace it if it died, give it back."""
-        h = self._idle.get()
-        for attempt in range(3):
-            try:
-                out = h.call(chunks)
-                self._idle.put(h)
-                return out
-            except (EOFError, OSError) as exc:
-                log.warning("decode_pool.helper_died", pid=h.proc.pid, attempt=attempt + 1, error=repr(exc)[:200])
-                h.close()
-                with self._lock:
-                    self._all.remove(h)
-                    h = _Helper(self.catalog, self.type_names)
-                    self._all.append(h)
-            except DecodeWorkerError:
-                self._idle.put(h)
-                raise
-        self._idle.put(h)
-        return self.decode_here(chunks)  # helpers keep dying: decode here rather than stop consuming
+        """Runs on a pool thread: take an idle helper, replace it if it died, give it back. If helpers cannot
+        be (re)started, decode here: slower, but consuming goes on."""
+        h: _Helper | None = self._idle.get()
+        try:
+            for attempt in range(3):
+                if h is None:
+                    h = self._replace(None)
+                    continue
+                try:
+                    return h.call(chunks)
+                except (EOFError, OSError) as exc:
+                    log.warning("decode_pool.helper_died", pid=h.proc.pid, attempt=attempt + 1,
+                                error=repr(exc)[:200])
+                    h = self._replace(h)
+            return self.decode_here(chunks)
+        finally:
+            self._idle.put(h)  # None keeps the pool's size: the next call tries to start a helper again
+
+    def _replace(self, dead: _Helper | None) -> _Helper | None:
+        """A new helper in place of ``dead`` (None if it cannot be started)."""
+        if dead is not None:
+            dead.close()
+            with self._lock:
+                if dead in self._all:
+                    self._all.remove(dead)
+        try:
+            h = _Helper(self.catalog, self.type_names)
+        except OSError as exc:
+            log.error("decode_pool.helper_start_failed", error=repr(exc)[:200])
+            return None
+        with self._lock:
+            self._all.append(h)
+        return h
 
     async def decode(self, chunks: Sequence[Chunk]) -> list[DecodedChunk]:
         if not chunks:

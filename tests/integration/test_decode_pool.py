@@ -14,9 +14,11 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from auditlog.settings import Settings, usable_cpus
 from auditlog.store import Store
 from consumers.decode import Chunk, DecodeStep
 from consumers.decode_pool import DecodePool
@@ -132,6 +134,22 @@ async def test_a_killed_helper_is_replaced_and_its_chunks_decoded_again(store: S
     assert all(h.proc.poll() is not None for h in pool._all)
 
 
+async def test_helpers_that_cannot_start_leave_decoding_to_the_worker_process(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    values, valid = _mixed()
+    types = _types(store)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    pool = DecodePool(2, get_catalog(), types)
+    try:
+        await asyncio.to_thread(pool.start)
+        assert pool._all == []
+        out = await pool.decode([_chunk(values)])
+        assert out == DecodePool(0, get_catalog(), types).decode_here([_chunk(values)])
+        assert out[0].rows == len(valid)
+    finally:
+        pool.close()
+
+
 def test_helpers_exit_when_the_consumer_is_sigkilled(tmp_path: object) -> None:
     code = (
         "from consumers.decode_pool import DecodePool\n"
@@ -164,10 +182,19 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize(("processes", "url", "expected"), [
     (0, "chdb:///x", 0), (3, "http://127.0.0.1:8123", 3),
-    (-1, "chdb:///x", max(0, min(4, (os.cpu_count() or 1) - 2))),
-    (-1, "http://127.0.0.1:8123", min(4, os.cpu_count() or 1)),
+    (-1, "chdb:///x", max(0, min(4, usable_cpus() - 2))),
+    (-1, "http://127.0.0.1:8123", min(4, usable_cpus())),
 ])
 def test_decode_processes_setting(processes: int, url: str, expected: int) -> None:
-    from auditlog.settings import Settings
-
     assert Settings(consumer_decode_processes=processes, clickhouse_url=url).decode_processes() == expected
+
+
+@pytest.mark.parametrize(("cpu_max", "expected"), [
+    ("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1), ("100000 100000\n", 1), ("garbage", None),
+])
+def test_usable_cpus_follows_a_container_cpu_limit(tmp_path: Path, cpu_max: str, expected: int | None) -> None:
+    f = tmp_path / "cpu.max"
+    f.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(f) == (affinity if expected is None else min(affinity, expected))
+    assert usable_cpus(tmp_path / "absent") == affinity
