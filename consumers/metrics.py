@@ -29,7 +29,13 @@ FLUSH_SECONDS = Histogram(
     "Time to dead-letter + insert one partition range.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+DECODE_SECONDS = Histogram(
+    "auditlog_consumer_decode_seconds",
+    "Time to validate and encode one fetch (getmany) of records, in the worker or its decode helpers.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+DECODE_HELPERS = Gauge("auditlog_consumer_decode_helpers", "Decode helper processes of the worker.", ["worker"])
 LAG = Gauge("auditlog_consumer_lag", "High watermark minus committed offset.", ["topic", "partition"])
 LAST_COMMIT_AGE = Gauge("auditlog_consumer_last_commit_age_seconds", "Seconds since the last commit.", ["worker"])
-INFLIGHT = Gauge("auditlog_consumer_inflight_messages", "Buffered + flushing messages.", ["worker"])
+INFLIGHT = Gauge("auditlog_consumer_inflight_messages", "Buffered + flushing + decoding messages.", ["worker"])
 PAUSED = Gauge("auditlog_consumer_paused", "1 while fetching is paused (backpressure).", ["worker"])

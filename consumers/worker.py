@@ -184,6 +184,7 @@ class ConsumerWorker:
             "store_failing": self._failing["store"],
             "dlq_failing": self._failing["dlq"],
             "held_messages": self._held_snapshot,
+            "decode_helpers": self._pool.processes if self._pool else None,
             **self.stats,
         }
 
@@ -261,6 +262,7 @@ class ConsumerWorker:
             return
         self._pool = shared_pool(s.decode_processes(), self.decoder.catalog, types)
         await asyncio.to_thread(self._pool.start)
+        m.DECODE_HELPERS.labels(self.name).set(self._pool.processes)
         pending: _Decoding | None = None
         try:
             while not self._stop_requested:
@@ -310,7 +312,10 @@ class ConsumerWorker:
         assert self._pool is not None
         n = sum(len(msgs) for _, msgs, _ in parts)
         self._pending_msgs += n
-        return _Decoding(self._generation, parts, asyncio.ensure_future(self._pool.decode(chunks)), n)
+        task = asyncio.ensure_future(self._pool.decode(chunks))
+        t0 = time.perf_counter()
+        task.add_done_callback(lambda _t: m.DECODE_SECONDS.observe(time.perf_counter() - t0))
+        return _Decoding(self._generation, parts, task, n)
 
     def _apply(self, job: _Decoding, decoded: list[DecodedChunk]) -> None:
         """Put decoded records into their partitions' batches, in offset order (synchronous: no rebalance can

@@ -109,6 +109,7 @@ async def _outage(settings: Settings, store: Store, outage_s: float) -> None:
         assert raw == (len(values), len(values))
         assert 'auditlog_consumer_retries_total{step="store"}' in metrics
         assert "auditlog_consumer_lag{" in metrics and "auditlog_consumer_flush_seconds_bucket" in metrics
+        assert "auditlog_consumer_decode_seconds_count" in metrics and "auditlog_consumer_decode_helpers{" in metrics
         assert b"auditlog_consumer_events_stored_total" in generate_latest(REGISTRY)
     finally:
         health.stop()

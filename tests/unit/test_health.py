@@ -46,3 +46,22 @@ def test_healthz_without_a_heartbeat_task_is_200() -> None:
         assert _get(srv.port, "/healthz") == 200
     finally:
         srv.stop()
+
+
+def test_every_consumer_metric_is_documented_for_operators() -> None:
+    """docs/operations.md lists each metric of consumers/metrics.py (and no metric that does not exist)."""
+    import re
+    from pathlib import Path
+
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from consumers import metrics
+
+    defined = {}
+    for obj in vars(metrics).values():
+        if isinstance(obj, MetricWrapperBase):
+            suffix = "_total" if obj._type == "counter" else ""
+            defined[obj._name + suffix] = obj._type
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    documented = dict(re.findall(r"^\| `(auditlog_consumer_[a-z_]+)(?:\{[^}]*\})?` \| (\w+) \|", doc, re.M))
+    assert documented == defined
