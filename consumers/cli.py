@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--clickhouse-url", default=None, help="chdb:///dir or http(s)://... [AUDITLOG_CLICKHOUSE_URL]")
     c.add_argument("--metrics-port", type=int, default=None,
                    help="port of /metrics and /readyz, 0 = none [AUDITLOG_CONSUMER_METRICS_PORT]")
+    c.add_argument("--decode-processes", type=int, default=None,
+                   help="decode helper processes; 0: none, -1: auto [AUDITLOG_CONSUMER_DECODE_PROCESSES]")
     c.add_argument("--no-create-topics", action="store_true", help="do not create missing topics")
     c.set_defaults(func=cmd_consume)
 
@@ -85,7 +87,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     upd: dict[str, Any] = {}
     for flag, field in (("bootstrap", "kafka_bootstrap"), ("topic", "topic"), ("dlq_topic", "dlq_topic"),
                         ("group", "consumer_group"), ("clickhouse_url", "clickhouse_url"),
-                        ("metrics_port", "consumer_metrics_port")):
+                        ("metrics_port", "consumer_metrics_port"),
+                        ("decode_processes", "consumer_decode_processes")):
         v = getattr(args, flag, None)
         if v is not None:
             upd[field] = v

@@ -198,3 +198,16 @@ def test_usable_cpus_follows_a_container_cpu_limit(tmp_path: Path, cpu_max: str,
     affinity = len(os.sched_getaffinity(0))
     assert usable_cpus(f) == (affinity if expected is None else min(affinity, expected))
     assert usable_cpus(tmp_path / "absent") == affinity
+
+
+def test_consume_flag_overrides_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from auditlog.cli import build_parser, main
+    from consumers.cli import _settings
+
+    monkeypatch.setenv("AUDITLOG_CONSUMER_DECODE_PROCESSES", "3")
+    assert _settings(build_parser().parse_args(["consume"])).decode_processes() == 3
+    assert _settings(build_parser().parse_args(["consume", "--decode-processes", "0"])).decode_processes() == 0
+    assert main(["consume", "--decode-processes", "-2"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid settings" in err and "consumer_decode_processes" in err
