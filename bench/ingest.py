@@ -115,7 +115,8 @@ async def raw_consumer(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
     finally:
         await c.stop()
     return {"messages": got, "seconds": round(secs, 3), "rate": round(got / secs),
-            "rate_from_start": round(got / (t_end - t_start)), "cpu_us_per_msg": cpu_per_message(cpu0, cpu_seconds(), got)}
+            "rate_from_start": round(got / (t_end - t_start)),
+            "cpu_us_per_msg": cpu_per_message(cpu0, cpu_seconds(), got)}
 
 
 async def our_consumer(settings: Settings, store: Store, n: int) -> dict[str, Any]:

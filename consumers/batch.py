@@ -3,7 +3,8 @@
 Contract:
 - a :class:`PartitionBatch` covers one *contiguous* range of offsets ``first..last`` of one partition; every
   message of the range is in exactly one of ``blocks`` (valid, to store: ``rows`` of them, as Native blocks from
-  :meth:`consumers.decode.DecodeStep.decode_chunk`), ``dead`` (invalid, to dead-letter) or was skipped (already stored / dead-lettered before a crash: see the watermarks in :mod:`consumers.worker`);
+  :meth:`consumers.decode.DecodeStep.decode_chunk`), ``dead`` (invalid, to dead-letter) or was skipped (already
+  stored / dead-lettered before a crash: see the watermarks in :mod:`consumers.worker`);
 - after its rows are stored and its dead letters acknowledged, the commit offset is ``last + 1``;
 - :meth:`PartitionBatch.dedup_token` is ``"{topic}:{partition}:{first}-{last}:{crc32 of the range's bytes}"``:
   a retried insert of the batch (same blocks, same token) is dropped by ClickHouse (``insert_deduplication_token``;

@@ -6,8 +6,9 @@ Contract:
 - :meth:`NativeEncoder.encode` turns rows in :data:`schemas.rows.EVENT_COLUMNS` order into one self-contained
   Native block (column count, row count, then name, type and data of each column), written by clickhouse-connect's
   own column serialisers: the same values as ``client.insert`` would send;
-- blocks concatenate: ``b"".join(blocks)`` is a valid Native stream, and ClickHouse squashes it into one insert
-  block, so one ``insert_deduplication_token`` covers the whole range however it was split into blocks.
+- blocks concatenate: ``b"".join(blocks)`` is a valid Native stream for one INSERT. ClickHouse keeps the
+  blocks apart and derives one deduplication token per block from the INSERT's token, so a retry deduplicates
+  only when it sends the same blocks (the worker's retries do: a batch's blocks are fixed once decoded).
 It needs no connection, so it runs in the decode processes (:mod:`consumers.decode_pool`) as well.
 """
 
@@ -27,8 +28,6 @@ class NativeEncoder:
     def __init__(self, type_names: Sequence[str], columns: Sequence[str] = EVENT_COLUMNS) -> None:
         if len(type_names) != len(columns):
             raise ValueError(f"{len(type_names)} column types for {len(columns)} columns")
-        self.type_names = tuple(type_names)
-        self.columns = tuple(columns)
         self._types = [get_from_name(n) for n in type_names]
         self._heads = [_leb_str(c) + _leb_str(t.insert_name) for c, t in zip(columns, self._types, strict=True)]
         self._ctx = InsertContext(EVENTS_TABLE, list(columns), self._types, column_oriented=True)
