@@ -22,6 +22,12 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def cpu_seconds_of(proc: Any) -> float:
+    """User + system CPU seconds so far of a ``psutil.Process`` (all its threads)."""
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
 def write_result(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -38,7 +38,7 @@ from typing import Any
 
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from common import machine, percentile, write_result
+from common import cpu_seconds_of, machine, percentile, write_result
 
 from auditlog import logs
 from auditlog.broker import EmbeddedBroker, ensure_topics
@@ -56,18 +56,17 @@ def cpu_seconds() -> dict[str, float]:
     processes and of the broker."""
     out = {"consumer_process": 0.0, "decode_helpers": 0.0, "broker": 0.0}
     me = psutil.Process()
-    t = me.cpu_times()
-    out["consumer_process"] = t.user + t.system
+    out["consumer_process"] = cpu_seconds_of(me)
     for ch in me.children(recursive=True):
         try:
             cmd = " ".join(ch.cmdline())
-            ct = ch.cpu_times()
+            spent = cpu_seconds_of(ch)
         except psutil.Error:
             continue
         if "consumers.decode_worker" in cmd:
-            out["decode_helpers"] += ct.user + ct.system
+            out["decode_helpers"] += spent
         elif "tansu" in cmd:
-            out["broker"] += ct.user + ct.system
+            out["broker"] += spent
     return out
 
 

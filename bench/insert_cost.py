@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psutil
-from common import machine, write_result
+from common import cpu_seconds_of, machine, write_result
 
 from auditlog import logs
 from auditlog.migrations import migrate
@@ -39,8 +39,7 @@ _ME = psutil.Process()
 
 
 def cpu() -> float:
-    t = _ME.cpu_times()
-    return t.user + t.system
+    return cpu_seconds_of(_ME)
 
 
 def main(n: int, batch: int) -> dict[str, Any]:
