@@ -72,10 +72,11 @@ _CHUNK_MESSAGES = 1000  # messages per decode call: small enough to spread over 
 
 @dataclass(slots=True)
 class _Decoding:
-    """Records handed to the decode pool: ``(partition, records, skipped prefix)`` and the pending result."""
+    """Records handed to the decode pool: per partition its records, how many of them (a prefix) are skipped,
+    and the pieces (one per :class:`Chunk`) the rest was cut into; and the pending result."""
 
     generation: int
-    parts: list[tuple[TopicPartition, list[Any], int]]
+    parts: list[tuple[TopicPartition, list[Any], int, list[list[Any]]]]
     task: asyncio.Future[list[DecodedChunk]]
     messages: int
 
@@ -287,7 +288,7 @@ class ConsumerWorker:
     def _submit(self, records: dict[TopicPartition, list[Any]]) -> _Decoding | None:
         """Hand the owned partitions' records to the decode pool; the rest is sought back (fetched again)."""
         received_at = datetime.now(UTC)
-        parts: list[tuple[TopicPartition, list[Any], int]] = []
+        parts: list[tuple[TopicPartition, list[Any], int, list[list[Any]]]] = []
         chunks: list[Chunk] = []
         for tp, msgs in records.items():
             if not msgs:
@@ -301,16 +302,15 @@ class ConsumerWorker:
             skip = 0  # a prefix at or below both watermarks: stored or dead-lettered before, not decoded again
             if msgs[0].offset <= both:
                 skip = next((i for i, msg in enumerate(msgs) if msg.offset > both), len(msgs))
-            parts.append((tp, msgs, skip))
             up_to = self._wm_stored.get(tp, -1)
-            for i in range(skip, len(msgs), _CHUNK_MESSAGES):
-                part = msgs[i : i + _CHUNK_MESSAGES]
-                chunks.append(Chunk(tp.topic, tp.partition, [m.offset for m in part], [m.value for m in part],
-                                    received_at, up_to))
+            pieces = [msgs[i : i + _CHUNK_MESSAGES] for i in range(skip, len(msgs), _CHUNK_MESSAGES)]
+            parts.append((tp, msgs, skip, pieces))
+            chunks.extend(Chunk(tp.topic, tp.partition, [m.offset for m in piece], [m.value for m in piece],
+                                received_at, up_to) for piece in pieces)
         if not parts:
             return None
         assert self._pool is not None
-        n = sum(len(msgs) for _, msgs, _ in parts)
+        n = sum(len(msgs) for _, msgs, _, _ in parts)
         self._pending_msgs += n
         task = asyncio.ensure_future(self._pool.decode(chunks))
         t0 = time.perf_counter()
@@ -327,23 +327,22 @@ class ConsumerWorker:
             return
         observe = self.limit.observe
         results = iter(decoded)
-        for tp, msgs, skip in job.parts:
+        for tp, msgs, skip, pieces in job.parts:
             b = self.buffer.batch_for(tp, msgs[0].offset)
             fp = b.fingerprint
             for msg in msgs:
                 fp = crc32(msg.value or b"", fp)
             b.fingerprint = fp
             wm_d = self._wm_dlq.get(tp, -1)
+            up_to = self._wm_stored.get(tp, -1)
             n_rows, n_dead = b.rows, len(b.dead)
             n_skip_s, n_skip_d = skip, 0
             for msg in msgs[:skip]:
                 b.add_skipped(msg.offset)
-            for i in range(skip, len(msgs), _CHUNK_MESSAGES):
-                part = msgs[i : i + _CHUNK_MESSAGES]
+            for piece in pieces:
                 d = next(results)
                 bad = {j: (f, r) for j, f, r in d.invalid}
-                up_to = self._wm_stored.get(tp, -1)
-                for j, msg in enumerate(part):
+                for j, msg in enumerate(piece):
                     hit = bad.get(j)
                     if hit is not None:
                         if msg.offset <= wm_d:
@@ -357,7 +356,7 @@ class ConsumerWorker:
                     else:
                         observe(False)
                 n_skip_s += d.already_stored
-                b.add_block(part[-1].offset, d.block, d.rows)
+                b.add_block(piece[-1].offset, d.block, d.rows)
             self.stats["consumed"] += len(msgs)
             m.CONSUMED.labels(tp.topic).inc(len(msgs))
             if n_skip_s or n_skip_d:
