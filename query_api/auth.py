@@ -4,9 +4,15 @@ Contract:
 - a token is accepted when its signature verifies with the configured key: HS256 with ``jwt_secret``, RS256 with
   ``jwt_public_key_file`` (PEM) or a key of ``jwt_jwks_file`` (chosen by ``kid``); the algorithm comes from the
   key, never from the token alone (no alg confusion, no ``none``);
-- ``exp`` is required and checked with ``jwt_leeway_seconds`` of clock skew; ``sub``, ``org_id`` and ``role``
-  (``org_owner`` | ``workspace_admin``) are required non-empty strings; ``email`` is a non-empty string when
-  present (absent: ``""``); ``workspaces`` and ``permissions`` are string lists (absent or null: empty);
+- ``exp`` is required and checked with ``jwt_leeway_seconds`` of clock skew; ``exp``, ``nbf`` and ``iat`` must be
+  JSON numbers when present (not strings, not booleans); ``aud`` / ``iss`` are required and must match when
+  ``jwt_audience`` / ``jwt_issuer`` are set (ignored otherwise);
+- ``sub``, ``org_id`` and ``role`` (``org_owner`` | ``workspace_admin``) are required non-empty strings; ``email``
+  is a non-empty string when present (absent: ``""``); ``workspaces`` and ``permissions`` are string lists (absent
+  or null: empty; blank workspace ids are dropped);
+- every read is recorded as an audit event of the caller, so ``sub``, ``email`` and ``org_id`` must also be valid
+  there (``schemas.event``: length limits, a real e-mail address); a token whose claims could not be recorded is
+  refused, naming the claim;
 - no token, a malformed/expired/wrongly signed token or broken claims: 401 with ``WWW-Authenticate: Bearer``;
   a valid token without the needed permission: 403. Tokens are never logged.
 """
@@ -14,9 +20,11 @@ Contract:
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,14 +32,21 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from query_api.errors import ApiError
+from schemas.event import EventError, parse_event
+
+log = get_logger("query_api.auth")
 
 Role = Literal["org_owner", "workspace_admin"]
 ROLES: tuple[str, ...] = ("org_owner", "workspace_admin")
 READ = "audit:read"
 EXPORT = "audit:export"
 _BEARER = {"WWW-Authenticate": "Bearer"}
+TIME_CLAIMS = ("exp", "nbf", "iat")
+# the fields of the caller's own audit event that come from claims (see :func:`_recordable`)
+_EVENT_FIELD_CLAIMS = {"actor.id": "sub", "actor.email": "email", "org_id": "org_id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +78,41 @@ def mint_token(secret: str, *, sub: str, email: str, org_id: str, role: str, wor
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+class _ClaimTypeError(jwt.InvalidTokenError):
+    """A registered claim of the wrong JSON type (the message names it)."""
+
+
+class _StrictJWT(jwt.PyJWT):
+    """PyJWT that refuses non-numeric time claims (PyJWT itself accepts ``"9999999999"`` and ``true``).
+
+    The check runs on the payload of a token whose signature has already verified, before the claims are validated.
+    """
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        payload = super()._decode_payload(decoded)
+        for name in TIME_CLAIMS:
+            if name in payload and not _is_number(payload[name]):
+                raise _ClaimTypeError(f"claim {name!r} must be a number")
+        return payload
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 class TokenVerifier:
     """Verifies bearer tokens with the keys named in the settings."""
 
     def __init__(self, settings: Settings) -> None:
         self.leeway = settings.jwt_leeway_seconds
         self.secret = settings.jwt_secret or None
+        self.audience = settings.jwt_audience or None
+        self.issuer = settings.jwt_issuer or None
         self.public_key: Any = None
         self.jwks: dict[str | None, Any] = {}
+        self._jwt = _StrictJWT()
+        self._require = ["exp", "sub", "org_id", "role"] + (["aud"] if self.audience else []) + (
+            ["iss"] if self.issuer else [])
         if settings.jwt_public_key_file:
             self.public_key = _load_pem(Path(settings.jwt_public_key_file))
         if settings.jwt_jwks_file:
@@ -107,10 +149,17 @@ class TokenVerifier:
                                 "_JWKS_FILE)")
         key, alg = self._key_for(token)
         try:
-            claims = jwt.decode(token, key, algorithms=[alg], leeway=self.leeway,
-                                options={"require": ["exp", "sub", "org_id", "role"], "verify_aud": False})
+            claims = self._jwt.decode(token, key, algorithms=[alg], leeway=self.leeway, audience=self.audience,
+                                      issuer=self.issuer,
+                                      options={"require": self._require, "verify_aud": self.audience is not None})
         except jwt.ExpiredSignatureError:
             raise _unauthorized("token expired") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _unauthorized(f"invalid token: claim {exc.claim!r} is missing") from None
+        except jwt.InvalidAudienceError:
+            raise _unauthorized("invalid token: claim 'aud' does not name this API's audience") from None
+        except jwt.InvalidIssuerError:
+            raise _unauthorized("invalid token: claim 'iss' is not the accepted issuer") from None
         except jwt.PyJWTError as exc:
             raise _unauthorized(f"invalid token: {exc}") from None
         return principal_from_claims(claims)
@@ -137,8 +186,33 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     role = text("role")
     if role not in ROLES:
         raise _unauthorized(f"invalid token: role {role!r} is not one of {', '.join(ROLES)}")
-    return Principal(sub=text("sub"), email=text("email", required=False), org_id=text("org_id"), role=role,
-                     workspaces=str_list("workspaces"), permissions=frozenset(str_list("permissions")))
+    principal = Principal(sub=text("sub"), email=text("email", required=False), org_id=text("org_id"), role=role,
+                          workspaces=tuple(w for w in str_list("workspaces") if w.strip()),
+                          permissions=frozenset(str_list("permissions")))
+    problem = _recordable(principal.sub, principal.email, principal.org_id)
+    if problem is not None:
+        claim, reason = problem
+        raise _unauthorized(f"invalid token: claim {claim!r} cannot be recorded in an audit event: {reason}")
+    return principal
+
+
+@lru_cache(maxsize=1024)
+def _recordable(sub: str, email: str, org_id: str) -> tuple[str, str] | None:
+    """``None`` when the caller's reads can be recorded (an ``organization / audit_log`` event with these claims
+    passes the event contract), else ``(claim, reason)`` of the first claim that breaks it."""
+    probe = {"event_id": "00000000-0000-4000-8000-000000000000", "occurred_at": "2000-01-01T00:00:00Z",
+             "org_id": org_id, "scope": "organization", "category": "audit_log", "action": "audit_log.list",
+             "status": "SUCCESS", "actor": {"id": sub, "email": email or None, "type": "user"},
+             "target": {"type": "audit_log"}, "description": "probe", "source": "query-api"}
+    try:
+        parse_event(probe)
+    except EventError as exc:
+        claim = _EVENT_FIELD_CLAIMS.get(exc.field)
+        if claim is None:  # not the caller's fault (e.g. a catalog without audit_log.list): do not refuse tokens
+            log.warning("auth.claims_probe_failed", field=exc.field, reason=exc.reason)
+            return None
+        return claim, exc.reason
+    return None
 
 
 def _load_pem(path: Path) -> Any:
@@ -157,12 +231,16 @@ _bearer = HTTPBearer(auto_error=False, description="JWT per API.md (HS256 or RS2
 def current_principal(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """The verified caller of this request (401 without a valid bearer token)."""
+    """The verified caller of this request (401 without a valid bearer token; the app's ``rate_limiter``, when
+    installed, may refuse it)."""
     if creds is None or not creds.credentials:
         raise _unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
     verifier: TokenVerifier = request.app.state.verifier
     principal = verifier.verify(creds.credentials)
     request.state.principal = principal  # for the access log (sub and org only)
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.check(principal)
     return principal
 
 

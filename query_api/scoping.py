@@ -2,9 +2,10 @@
 
 Contract of :class:`ScopedQuery`:
 - it can only be built from a verified :class:`~query_api.auth.Principal`, and its constructor adds
-  ``org_id = <caller's org>`` and, for a ``workspace_admin``, ``workspace_id IN <caller's workspaces>``
-  (events without a workspace are therefore invisible to workspace admins). These conditions cannot be
-  removed; every other condition is ANDed to them, so a caller's filters can only narrow the view;
+  ``org_id = <caller's org>`` and, for a ``workspace_admin``, ``workspace_id IN <caller's non-empty workspaces>``
+  (events without a workspace are therefore invisible to workspace admins, in ``audit_events`` where they are
+  NULL and in the aggregated tables where they are ``''``). These conditions cannot be removed; every other
+  condition is ANDed to them, so a caller's filters can only narrow the view;
 - a filter naming another org, or (for a workspace admin) a workspace outside the token, is a 403;
 - every value is a server-side bound parameter (``{name:Type}``); condition texts are constants of this
   module or of the repositories, never built from request values;
@@ -53,7 +54,8 @@ class ScopedQuery:
         self._params: dict[str, Any] = {"s_org": principal.org_id}
         if not principal.is_owner:
             self._conds.append("workspace_id IN {s_ws:Array(String)}")
-            self._params["s_ws"] = list(principal.workspaces)
+            # '' is "no workspace" in the aggregated tables, never a workspace a token can grant
+            self._params["s_ws"] = [w for w in principal.workspaces if w]
 
     # ----- building ------------------------------------------------------------------------------
     def add(self, condition: str, **params: Any) -> ScopedQuery:

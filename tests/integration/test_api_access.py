@@ -62,7 +62,7 @@ def world(chdb_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     migrate(store)
     store_events(store, EVENTS)
     settings = Settings(data_dir=tmp_path_factory.mktemp("acc"), clickhouse_url=store.url,
-                        clickhouse_database=store.database, jwt_secret=SECRET)
+                        clickhouse_database=store.database, jwt_secret=SECRET, api_rate_per_second=0)
     with TestClient(create_app(settings, store), raise_server_exceptions=False) as c:
         yield c, settings
     store.client().command(f"DROP DATABASE IF EXISTS {store.database} SYNC")
@@ -84,6 +84,8 @@ def _visible(org: str, workspaces: list[str] | None) -> list[dict[str, Any]]:
 PRINCIPALS: dict[str, tuple[str | None, list[dict[str, Any]] | int]] = {
     "org_owner": (_tok(), _visible("acme", None)),
     "workspace_admin_w1": (_tok(role="workspace_admin", workspaces=["w1"]), _visible("acme", ["w1"])),
+    # a blank id grants nothing (not the events without a workspace, nor their e-mails in autocomplete)
+    "workspace_admin_blank_w1": (_tok(role="workspace_admin", workspaces=["", "w1", " "]), _visible("acme", ["w1"])),
     "no_audit_read": (_tok(permissions=()), 403),
     "other_org_owner": (_tok(org="globex"), _visible("globex", None)),
     "no_token": (None, 401),
@@ -188,6 +190,10 @@ def test_token_claims_are_checked(world: tuple[TestClient, Settings]) -> None:
         {k: v for k, v in base.items() if k != "org_id"},
         {**base, "permissions": "audit:read"},
         {**base, "workspaces": "w1"},
+        {**base, "exp": str(now + 60)},
+        {**base, "nbf": True},
+        {**base, "email": "not-an-email"},
+        {**base, "sub": "s" * 257},
     ]
     for claims in bad:
         r = client.get("/v1/events", headers=auth(jwt.encode(claims, SECRET, algorithm="HS256")))

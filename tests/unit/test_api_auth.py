@@ -1,4 +1,5 @@
-"""Token verification (HS256 / RS256 PEM / JWKS), cursor encoding, the scoping builder's guards, access logs."""
+"""Token verification (HS256 / RS256 PEM / JWKS, aud/iss, claim types), cursor encoding, the scoping builder's
+guards, access logs."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from auditlog.settings import Settings
 from query_api import cursor
-from query_api.auth import Principal, TokenVerifier, mint_token
-from query_api.errors import ApiError
+from query_api.auth import CurrentPrincipal, Principal, TokenVerifier, mint_token
+from query_api.errors import ApiError, install_error_handlers
 from query_api.scoping import SEARCH_EXPR, ScopedQuery, like_contains
 
 CLAIMS = {"sub": "u1", "email": "u1@acme.example", "org_id": "acme", "role": "workspace_admin",
@@ -87,7 +90,7 @@ def test_no_algorithm_confusion(rsa_keys: tuple[Any, Path, Path]) -> None:
     sig = hmac.new(pem.read_bytes(), signing.encode(), hashlib.sha256).digest()
     forged = signing + "." + b64(sig)
     assert _status(v, forged) == 401
-    assert _status(v, jwt.encode(_claims(), None, algorithm="none")) == 401
+    assert _status(v, jwt.encode(_claims(), None, algorithm="none")) == 401  # type: ignore[arg-type]
 
 
 def test_claim_types_per_contract() -> None:
@@ -146,3 +149,125 @@ def test_search_expression_is_the_index_expression() -> None:
     for name in ("0001_events.sql", "0021_search_index.sql"):
         sql = (migrations / name).read_text(encoding="utf-8")
         assert f"INDEX idx_search {SEARCH_EXPR}" in sql or f"INDEX IF NOT EXISTS idx_search {SEARCH_EXPR}" in sql, name
+
+
+# ----- aud / iss, time-claim types, blank workspaces, claims that cannot be recorded --------------------------------
+def _hs(claims: dict[str, Any]) -> str:
+    return jwt.encode(claims, "s" * 32, algorithm="HS256")
+
+
+def _refusal(v: TokenVerifier, tok: str) -> ApiError:
+    with pytest.raises(ApiError) as ei:
+        v.verify(tok)
+    assert ei.value.status == 401 and ei.value.headers == {"WWW-Authenticate": "Bearer"}
+    return ei.value
+
+
+@pytest.mark.parametrize("aud_setting", [None, "", "audit-api"])
+@pytest.mark.parametrize("iss_setting", [None, "", "https://idp.example"])
+def test_audience_and_issuer_matrix(aud_setting: str | None, iss_setting: str | None) -> None:
+    """Unset (or empty) settings: aud/iss are not looked at. Set: required and must match."""
+    v = TokenVerifier(Settings(jwt_secret="s" * 32, jwt_audience=aud_setting, jwt_issuer=iss_setting))
+    good = {"aud": "audit-api", "iss": "https://idp.example"}
+    assert isinstance(v.verify(_hs(_claims(**good))), Principal)
+    # a list audience containing ours is the RFC 7519 form and is accepted
+    assert isinstance(v.verify(_hs(_claims(aud=["other", "audit-api"], iss="https://idp.example"))), Principal)
+    variants: dict[str, dict[str, Any]] = {
+        "no aud": {k: x for k, x in _claims(**good).items() if k != "aud"},
+        "wrong aud": _claims(aud="another-api", iss="https://idp.example"),
+        "no iss": {k: x for k, x in _claims(**good).items() if k != "iss"},
+        "wrong iss": _claims(aud="audit-api", iss="https://evil.example"),
+    }
+    for name, claims in variants.items():
+        checked = "aud" if "aud" in name else "iss"
+        enforced = bool(aud_setting if checked == "aud" else iss_setting)
+        tok = _hs(claims)
+        if not enforced:
+            assert isinstance(v.verify(tok), Principal), name
+            continue
+        message = _refusal(v, tok).message
+        assert f"claim '{checked}'" in message, (name, message)
+        assert ("missing" in message) == name.startswith("no "), (name, message)
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", ["9999999999", "0", "", True, False, None, [1], {"t": 1}, float("inf"),
+                                   float("nan")])
+def test_time_claims_must_be_json_numbers(claim: str, value: Any) -> None:
+    v = TokenVerifier(Settings(jwt_secret="s" * 32))
+    err = _refusal(v, _hs(_claims(**{claim: value})))
+    assert err.message == f"invalid token: claim {claim!r} must be a number", err.message
+
+
+def test_time_claims_as_numbers_are_accepted_and_still_checked() -> None:
+    v = TokenVerifier(Settings(jwt_secret="s" * 32, jwt_leeway_seconds=0))
+    now = time.time()
+    p = v.verify(_hs(_claims(exp=now + 60.5, nbf=int(now) - 5, iat=now - 5.25)))
+    assert isinstance(p, Principal)
+    assert "expired" in _refusal(v, _hs(_claims(exp=now - 5.5))).message
+    assert "not yet valid" in _refusal(v, _hs(_claims(nbf=now + 120))).message
+    assert "not yet valid" in _refusal(v, _hs(_claims(iat=now + 120))).message
+
+
+def test_blank_workspace_ids_are_dropped() -> None:
+    v = TokenVerifier(Settings(jwt_secret="s" * 32))
+    assert v.verify(_hs(_claims(workspaces=["", "w1"]))).workspaces == ("w1",)
+    assert v.verify(_hs(_claims(workspaces=["  ", "w1", "\t", "w2"]))).workspaces == ("w1", "w2")
+    only_blank = v.verify(_hs(_claims(workspaces=["", " "])))
+    assert only_blank.workspaces == () and not only_blank.is_owner
+    # and a workspace admin whose list ends up empty is scoped to nothing
+    sq = ScopedQuery(only_blank)
+    assert sq.params["s_ws"] == []
+
+
+@pytest.mark.parametrize(("over", "claim"), [
+    ({"email": "not-an-email"}, "email"),
+    ({"email": "  "}, "email"),
+    ({"email": "a@b"}, "email"),
+    ({"email": "x" * 250 + "@acme.example"}, "email"),
+    ({"sub": "s" * 257}, "sub"),
+    ({"sub": "\x00"}, "sub"),
+    ({"org_id": "o" * 129}, "org_id"),
+])
+def test_claims_that_cannot_be_recorded_are_refused(over: dict[str, Any], claim: str) -> None:
+    """A read is recorded as an audit event of the caller: claims that event would refuse are refused here."""
+    v = TokenVerifier(Settings(jwt_secret="s" * 32))
+    err = _refusal(v, _hs(_claims(**over)))
+    assert err.message.startswith(f"invalid token: claim {claim!r} "), err.message
+
+
+def test_claims_at_the_event_limits_are_accepted() -> None:
+    v = TokenVerifier(Settings(jwt_secret="s" * 32))
+    p = v.verify(_hs(_claims(sub="s" * 256, org_id="o" * 128, email="first.last+tag@mail.acme.example")))
+    assert len(p.sub) == 256 and len(p.org_id) == 128
+    assert v.verify(_hs({k: x for k, x in _claims().items() if k != "email"})).email == ""
+
+
+def test_current_principal_consults_the_rate_limiter() -> None:
+    """The app's ``rate_limiter`` (when installed) sees every verified caller and may refuse it; bad tokens never
+    reach it."""
+    seen: list[Principal] = []
+
+    class Limiter:
+        def check(self, principal: Principal) -> None:
+            seen.append(principal)
+            if len(seen) > 1:
+                raise ApiError(429, "slow down", headers={"Retry-After": "1"})
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.verifier = TokenVerifier(Settings(jwt_secret="s" * 32))
+
+    @app.get("/who")
+    def who(p: CurrentPrincipal) -> dict[str, str]:
+        return {"sub": p.sub}
+
+    with TestClient(app) as c:
+        h = {"Authorization": f"Bearer {_hs(_claims())}"}
+        assert c.get("/who", headers=h).json() == {"sub": "u1"}  # no limiter installed: fine
+        app.state.rate_limiter = Limiter()
+        assert c.get("/who", headers=h).status_code == 200
+        r = c.get("/who", headers=h)
+        assert r.status_code == 429 and r.json()["error"]["message"] == "slow down"
+        assert c.get("/who", headers={"Authorization": "Bearer garbage"}).status_code == 401
+    assert [p.sub for p in seen] == ["u1", "u1"]
