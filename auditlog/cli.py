@@ -7,6 +7,8 @@
 
 Each module exposes ``register(subparsers)`` that adds its parsers with ``func=<callable(args) -> int>``.
 Settings come from ``AUDITLOG_*`` variables; flags override them (see ``auditlog <cmd> --help``).
+The long-running commands (:data:`SERVICE_COMMANDS`) get their SIGTERM/SIGINT handlers before anything heavy is
+imported (:mod:`auditlog.stopsignals`): a stop signal during start-up ends them cleanly with exit code 0.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import argparse
 import importlib
 import sys
 
-from pydantic import ValidationError
-
 from auditlog import __version__
-from auditlog.settings import Settings
+from auditlog.stopsignals import stop_signals
 
 COMMAND_MODULES = ("auditlog.cli_up", "consumers.cli", "query_api.cli", "auditlog.integrity")
+SERVICE_COMMANDS = frozenset({"up", "consume", "api"})
 
 
 def settings_epilog() -> str:
+    from auditlog.settings import Settings
+
     lines = ["environment (AUDITLOG_*):"]
     for name, f in Settings.model_fields.items():
         default = f.default if f.default is not None else "-"
@@ -51,7 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_service(argv: list[str]) -> bool:
+    """Whether ``argv`` runs a long-running command (its first non-option word; top-level options take none)."""
+    return next((a for a in argv if not a.startswith("-")), None) in SERVICE_COMMANDS
+
+
 def main(argv: list[str] | None = None) -> int:
+    if is_service(sys.argv[1:] if argv is None else argv):
+        stop_signals()
+    from pydantic import ValidationError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -6,18 +6,25 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
+import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aiokafka.errors import KafkaError
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from auditlog import logs
 from auditlog.logs import get_logger
+from auditlog.private_dir import PRIVATE_UMASK, make_private, open_private_append
 from auditlog.settings import Settings
+from auditlog.stopsignals import StopSignals, stop_signals
+from auditlog.store import redact_text, redact_url
+
+if TYPE_CHECKING:
+    from auditlog.embedded import EmbeddedStack
 
 log = get_logger("auditlog.up")
 
@@ -27,7 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "up",
         help="run broker + consumer + API + page on 127.0.0.1 (embedded chDB store)",
         description="Start the embedded all-in-one on 127.0.0.1: a Tansu Kafka-compatible broker (memory only), "
-        "the consumer and the API/page in one process over one chDB data directory. Ctrl-C stops it; "
+        "the consumer and the API/page in one process over one chDB data directory (private: 0700/0600). "
+        "Ctrl-C or SIGTERM stops it; "
         "stored events stay in --data.",
     )
     up.add_argument("--demo", action="store_true", help="publish realistic demo events (once per data dir) and print tokens")
@@ -72,69 +80,113 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 # ----- up -------------------------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
+    """Run the embedded stack until SIGTERM/SIGINT (exit 0) or a part fails (exit 1). The data directory and
+    everything in it are private to the user (umask 077, existing entries tightened at start)."""
+    stops = stop_signals()
+    os.umask(PRIVATE_UMASK)
     overrides: dict[str, Any] = {"kafka_bootstrap": f"127.0.0.1:{args.kafka_port}"}
     if args.port is not None:
         overrides["api_port"] = args.port
     settings = _settings(args, **overrides)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir)
     log_path = settings.data_dir / "auditlog.log"
-    with open(log_path, "a", buffering=1, encoding="utf-8") as log_file:
+    with open_private_append(log_path) as log_file:
         logs.configure(settings.log_level, file=log_file)
         try:
-            return asyncio.run(_up(settings, args.kafka_port, args.demo, log_path))
+            return asyncio.run(_up(settings, args.kafka_port, args.demo, log_path, stops))
         except KeyboardInterrupt:
             return 0
 
 
-async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path) -> int:
-    from auditlog.embedded import EmbeddedStack, demo_tokens, jwt_secret_for
+async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path, stops: StopSignals) -> int:
+    from auditlog.embedded import EmbeddedStack, jwt_secret_for
 
     t0 = time.monotonic()
-    secret = jwt_secret_for(settings)
-    settings = settings.model_copy(update={"jwt_secret": secret})
+    settings = settings.model_copy(update={"jwt_secret": jwt_secret_for(settings)})
     stack = EmbeddedStack(settings, kafka_port)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     out = sys.stdout
     ready = False
+
+    def on_signal(name: str) -> None:
+        log.info("up.stop_requested", signal=name, ready=ready)
+        stop.set()
+
+    with stops.on_loop(on_signal):
+        try:
+            _say(out, f"auditlog: starting (data {settings.data_dir}) ...")
+            if await _unless_stopped(_start(stack, demo, log_path, t0, out), stop):
+                _say(out, "READY (Ctrl-C to stop)")
+                ready = True
+                failed = await _run_until_stopped(stack, stop)
+                if failed is not None:
+                    _say(out, f"auditlog: {failed.get_name()} stopped unexpectedly; see {log_path}")
+                    return 1
+            _say(out, "auditlog: stopping ...")
+            return 0
+        except (OSError, RuntimeError, TimeoutError, KafkaError, ClickHouseError) as exc:  # port taken, not ready
+            msg = redact_text(str(exc), settings.store_url)
+            _say(out, f"auditlog: {'failed' if ready else 'cannot start'}: {msg} (details in {log_path})")
+            log.error("up.failed", error=redact_text(repr(exc), settings.store_url))
+            return 1
+        finally:
+            await stack.stop()
+            _say(out, "auditlog: stopped")
+
+
+async def _start(stack: EmbeddedStack, demo: bool, log_path: Path, t0: float, out: TextIO) -> None:
+    """Start the stack, print the banner and, with ``demo``, load the demo events and print the tokens."""
+    from auditlog.embedded import demo_tokens
+
+    settings = stack.settings
+    await stack.start()
+    url = f"http://127.0.0.1:{settings.api_port}/"
+    _banner(out, settings, url, stack.broker.bootstrap, log_path, time.monotonic() - t0)
+    if not demo:
+        return
+    _say(out, "Loading demo events through the producer ...")
+    n, fresh = await stack.load_demo()
+    _say(out, f"Demo events: {n} stored" + ("" if fresh else " (already in this data directory; not re-published)"))
+    tokens = demo_tokens(settings.jwt_secret or "")
+    _say(out, "")
+    _say(out, "Sign-in tokens (paste into the page; valid 12 h):")
+    _say(out, "  org owner of acme (kim@acme.example, all workspaces):")
+    _say(out, f"OWNER_TOKEN={tokens['owner']}")
+    _say(out, "  workspace admin of acme / ml-research, inference-prod (lee@acme.example):")
+    _say(out, f"ADMIN_TOKEN={tokens['admin']}")
+    _say(out, "")
+    _say(out, f'Try: curl -s -H "Authorization: Bearer $OWNER_TOKEN" "{url}v1/events?limit=5"')
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` to its end (True; its exception propagates) unless ``stop`` is set first: then cancel it and
+    return False."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
     try:
-        _say(out, f"auditlog: starting (data {settings.data_dir}) ...")
-        await stack.start()
-        url = f"http://127.0.0.1:{settings.api_port}/"
-        _banner(out, settings, url, stack.broker.bootstrap, log_path, time.monotonic() - t0)
-        if demo:
-            _say(out, "Loading demo events through the producer ...")
-            n, fresh = await stack.load_demo()
-            _say(out, f"Demo events: {n} stored" + ("" if fresh else " (already in this data directory; not re-published)"))
-            tokens = demo_tokens(secret)
-            _say(out, "")
-            _say(out, "Sign-in tokens (paste into the page; valid 12 h):")
-            _say(out, "  org owner of acme (kim@acme.example, all workspaces):")
-            _say(out, f"OWNER_TOKEN={tokens['owner']}")
-            _say(out, "  workspace admin of acme / ml-research, inference-prod (lee@acme.example):")
-            _say(out, f"ADMIN_TOKEN={tokens['admin']}")
-            _say(out, "")
-            _say(out, f'Try: curl -s -H "Authorization: Bearer $OWNER_TOKEN" "{url}v1/events?limit=5"')
-        _say(out, "READY (Ctrl-C to stop)")
-        ready = True
-        while not stop.is_set():
-            failed = stack.failed_task
-            if failed is not None:
-                _say(out, f"auditlog: {failed.get_name()} stopped unexpectedly; see {log_path}")
-                return 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=0.5)
-        _say(out, "auditlog: stopping ...")
-        return 0
-    except (OSError, RuntimeError, TimeoutError, KafkaError) as exc:  # port taken, broker/API/demo not ready
-        _say(out, f"auditlog: {'failed' if ready else 'cannot start'}: {exc} (details in {log_path})")
-        log.error("up.failed", error=repr(exc))
-        return 1
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        await stack.stop()
-        _say(out, "auditlog: stopped")
+        stopped.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception) as exc:  # start-up abandoned: the stack's stop() cleans up
+        log.info("up.start_cancelled", outcome=type(exc).__name__)
+    return False
+
+
+async def _run_until_stopped(stack: EmbeddedStack, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """Wait for ``stop``; the first task of the stack that ended on its own instead, if any."""
+    while not stop.is_set():
+        failed = stack.failed_task
+        if failed is not None:
+            return failed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.5)
+    return None
 
 
 def _say(out: TextIO, line: str) -> None:
@@ -147,7 +199,7 @@ def _banner(out: TextIO, s: Settings, url: str, bootstrap: str, log_path: Path, 
     _say(out, f"  Page      {url}")
     _say(out, f"  API docs  {url}docs")
     _say(out, f"  Broker    {bootstrap}   topics: {s.topic}, {s.dlq_topic} ({s.topic_partitions} partitions)")
-    _say(out, f"  Store     {s.store_url}   database: {s.clickhouse_database}")
+    _say(out, f"  Store     {redact_url(s.store_url)}   database: {s.clickhouse_database}")
     _say(out, f"  Logs      {log_path}")
 
 
@@ -157,7 +209,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logs.configure(settings.log_level)
-    return run_cli(args, settings)
+    try:
+        return run_cli(args, settings)
+    except Exception as exc:  # the store's URL may carry a password: never in the message
+        msg = redact_text(f"{type(exc).__name__}: {exc}", settings.store_url)
+        log.error("migrate.failed", store=redact_url(settings.store_url), error=msg)
+        print(f"auditlog migrate: failed on {redact_url(settings.store_url)}: {msg}", file=sys.stderr)
+        return 1
 
 
 # ----- emit -----------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from auditlog.demo import DEMO_ADMIN_WORKSPACES, DEMO_ORGS, demo_events
 from auditlog.logs import get_logger
 from auditlog.migrations import migrate
 from auditlog.settings import Settings
-from auditlog.store import Store
+from auditlog.store import Store, redact_url
 from producers import AuditProducer
 from schemas.catalog import get_catalog
 from schemas.rows import EVENTS_TABLE
@@ -77,7 +77,7 @@ class EmbeddedStack:
         self.broker.start()  # on the loop's (main) thread: the broker dies with it (PR_SET_PDEATHSIG)
         await ensure_topics(self.broker.bootstrap, [s.topic, s.dlq_topic], s.topic_partitions)
         applied = await asyncio.to_thread(migrate, self.store, s.retention_days, catalog=self.catalog)
-        log.info("store.ready", url=self.store.url, migrations_applied=applied)
+        log.info("store.ready", url=redact_url(self.store.url), migrations_applied=applied)
         self.producer = AuditProducer(self.broker.bootstrap, s.topic, catalog=self.catalog)
         await self.producer.start()
         self.worker = ConsumerWorker(s, self.store, catalog=self.catalog)

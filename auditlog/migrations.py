@@ -24,7 +24,7 @@ from clickhouse_connect.driver.client import Client
 
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
-from auditlog.store import _IDENT, Store
+from auditlog.store import _IDENT, Store, redact_text
 from schemas.catalog import Catalog, get_catalog
 
 log = get_logger("auditlog.migrations")
@@ -337,8 +337,9 @@ class _Migrator:
                     parameters={"v": m.version},
                 ).result_rows[0][0]
                 self._insert_claim(m.version, int(last) + 1, f"released-by:{self.owner}", stale=True)
-                log.error("migration.failed", version=m.version, name=m.name, error=str(exc).splitlines()[0])
-                raise MigrationError(f"migration {m.label} failed: {str(exc).splitlines()[0]}") from exc
+                reason = redact_text(str(exc), self.store.url).splitlines()[0]
+                log.error("migration.failed", version=m.version, name=m.name, error=reason)
+                raise MigrationError(f"migration {m.label} failed: {reason}") from exc
         self.c.insert(
             f"{self.db}.{MIGRATIONS_TABLE}",
             [[m.version, m.name, datetime.now(UTC), m.checksum, self.owner]],

@@ -99,3 +99,30 @@ class Store:
     @contextmanager
     def session(self) -> Iterator[Client]:
         yield self.client()
+
+
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+_SECRET_PARAM = re.compile(r"(?P<key>[?&][^=&#]*(?:pass|secret|token|key)[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to print or log: user and password replaced by ``***`` (``http://***@host:8123/db``) and the
+    values of query parameters named like a password/secret/token/key replaced by ``***``; a ``chdb://`` URL
+    or one without credentials is returned unchanged."""
+    return _SECRET_PARAM.sub(r"\g<key>***", _USERINFO.sub(r"\g<scheme>***@", url))
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` (e.g. an exception message) with ``url`` replaced by :func:`redact_url` of it, credentials of
+    any other URL removed, and the password of ``url`` (3+ characters, raw or percent-decoded) masked."""
+    from urllib.parse import unquote, urlsplit
+
+    out = _USERINFO.sub(r"\g<scheme>***@", text.replace(url, redact_url(url)) if url else text)
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    for secret in {password, unquote(password)} if password else ():
+        if len(secret) >= 3:
+            out = out.replace(secret, "***")
+    return out

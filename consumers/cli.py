@@ -16,15 +16,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
-import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from auditlog import logs
 from auditlog.kafka import KafkaConnection, kafka_options
+from auditlog.private_dir import PRIVATE_UMASK, chdb_directory, make_private
 from auditlog.settings import Settings
+from auditlog.stopsignals import StopSignals, stop_signals
 from consumers.dlq import (
     H_FIELD,
     H_OFFSET,
@@ -37,6 +40,7 @@ from consumers.dlq import (
     original_headers,
 )
 
+log = logs.get_logger("consumers.cli")
 EXIT_DLQ_LIMIT = 3
 H_REPLAY_OF = "auditlog.replay.of"
 
@@ -97,51 +101,69 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # ----- consume ------------------------------------------------------------------------------------------
 def cmd_consume(args: argparse.Namespace) -> int:
-    early_stop: list[str] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):  # until the loop's handlers take over: remember, exit 0
-        signal.signal(sig, lambda signum, _frame: early_stop.append(signal.Signals(signum).name))
+    stops = stop_signals()  # from here on SIGTERM/SIGINT means a clean stop, also during start-up
     s = _settings(args)
     logs.configure(s.log_level)
     if args.workers < 1:
         print("--workers must be >= 1", file=sys.stderr)
         return 2
-    return asyncio.run(_consume(s, args.workers, create_topics=not args.no_create_topics, early_stop=early_stop))
+    local = chdb_directory(s.store_url)
+    if local is not None:  # an embedded store: its files are the user's only
+        os.umask(PRIVATE_UMASK)
+        make_private(local)
+    return asyncio.run(_consume(s, args.workers, create_topics=not args.no_create_topics, stops=stops))
 
 
-async def _consume(s: Settings, workers: int, create_topics: bool = True,
-                   early_stop: list[str] | None = None) -> int:
+async def _consume(s: Settings, workers: int, create_topics: bool = True, stops: StopSignals | None = None) -> int:
+    """Migrate, create the topics, run the workers until a stop signal (0), the DLQ guard (3) or a failure (1).
+    A stop signal before the workers exist ends start-up at the next step, exit 0."""
     from auditlog.broker import ensure_topics
     from auditlog.migrations import migrate
-    from auditlog.store import Store
-    from consumers.health import HealthServer
+    from auditlog.store import Store, redact_text, redact_url
     from consumers.worker import ConsumerWorker
     from schemas.catalog import get_catalog
 
-    log = logs.get_logger("consumers.cli")
-    store = Store.from_settings(s)
-    await asyncio.to_thread(migrate, store, s.retention_days)
-    if create_topics:
-        await ensure_topics(KafkaConnection.from_settings(s), [s.topic, s.dlq_topic], s.topic_partitions,
-                            s.topic_replication)
-    catalog = get_catalog(s.catalog_extra)
-    ws = [ConsumerWorker(s, store, catalog=catalog) for _ in range(workers)]
-    health = None
-    if s.consumer_metrics_port:
-        health = HealthServer(s.consumer_metrics_host, s.consumer_metrics_port, lambda: [w.status() for w in ws])
-        health.start()
-        beat = asyncio.create_task(health.heartbeat(), name="health-heartbeat")
-        log.info("consumer.metrics_listening", url=f"http://{s.consumer_metrics_host}:{health.port}/metrics")
-    loop = asyncio.get_running_loop()
+    stops = stops or stop_signals()
+    ws: list[ConsumerWorker] = []
 
     def stop(signame: str) -> None:
         log.info("consumer.stop_requested", signal=signame)
         for w in ws:
             w.request_stop()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop, sig.name)
-    if early_stop:
-        stop(early_stop[0])  # a signal arrived during start-up: stop right after joining
+    with stops.on_loop(stop):
+        kafka = KafkaConnection.from_settings(s)
+        log.info("consumer.starting", store=redact_url(s.store_url), database=s.clickhouse_database,
+                 bootstrap=str(kafka), topic=s.topic, group=s.consumer_group, workers=workers)
+        store = Store.from_settings(s)
+        try:
+            await asyncio.to_thread(migrate, store, s.retention_days)
+        except Exception as exc:
+            msg = redact_text(f"{type(exc).__name__}: {exc}", s.store_url)
+            log.error("consumer.store_unavailable", store=redact_url(s.store_url), error=msg)
+            print(f"auditlog consume: cannot open the store {redact_url(s.store_url)}: {msg}", file=sys.stderr)
+            return 1
+        if create_topics and not stops.requested:
+            await ensure_topics(kafka, [s.topic, s.dlq_topic], s.topic_partitions, s.topic_replication)
+        if stops.requested:
+            log.info("consumer.start_aborted", signal=stops.requested)
+            return 0
+        catalog = get_catalog(s.catalog_extra)
+        ws.extend(ConsumerWorker(s, store, catalog=catalog) for _ in range(workers))
+        return await _run_workers(s, ws, stop)
+
+
+async def _run_workers(s: Settings, ws: list[Any], stop: Callable[[str], None]) -> int:
+    """Run the workers (and ``/metrics`` when configured) until all returned; the exit code."""
+    from auditlog.store import redact_text
+    from consumers.health import HealthServer
+
+    health = None
+    if s.consumer_metrics_port:
+        health = HealthServer(s.consumer_metrics_host, s.consumer_metrics_port, lambda: [w.status() for w in ws])
+        health.start()
+        beat = asyncio.create_task(health.heartbeat(), name="health-heartbeat")
+        log.info("consumer.metrics_listening", url=f"http://{s.consumer_metrics_host}:{health.port}/metrics")
     tasks = [asyncio.create_task(w.run(), name=w.name) for w in ws]
     code = 0
     try:
@@ -153,8 +175,9 @@ async def _consume(s: Settings, workers: int, create_topics: bool = True,
                 code = EXIT_DLQ_LIMIT
                 stop("dlq_limit")
             except Exception as exc:
-                log.error("consumer.failed", error=f"{type(exc).__name__}: {exc}")
-                print(f"auditlog consume: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                msg = redact_text(f"{type(exc).__name__}: {exc}", s.store_url)
+                log.error("consumer.failed", error=msg)
+                print(f"auditlog consume: failed: {msg}", file=sys.stderr)
                 code = code or 1
                 stop("error")
     finally:

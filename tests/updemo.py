@@ -3,7 +3,8 @@
 Contract of the output (``auditlog/cli_up.py``): a banner with ``  Page      <url>`` and
 ``  Broker    <host:port> ...``, then ``OWNER_TOKEN=<jwt>`` and ``ADMIN_TOKEN=<jwt>`` lines, then a line starting
 with ``READY``. :func:`parse_up_output` turns those lines into :class:`UpDemo`; :func:`start_up_demo` starts the
-process on free loopback ports and waits for READY; :func:`stop_up_demo` stops it by PID.
+process on free loopback ports and waits for READY; :func:`stop_up_demo` stops it by PID (SIGTERM, then
+SIGKILL after a bounded wait).
 """
 
 from __future__ import annotations
@@ -106,13 +107,14 @@ def _drain(proc: subprocess.Popen[str], sink: list[str], arrived: queue.Queue[st
     arrived.put(None)
 
 
-def stop_up_demo_pid(proc: subprocess.Popen[str]) -> int:
-    """SIGINT (graceful stop), then SIGKILL of that PID if it does not exit; returns the exit code."""
+def stop_up_demo_pid(proc: subprocess.Popen[str], grace_s: float = 30.0) -> int:
+    """SIGTERM (graceful stop) to that PID, then SIGKILL of it if it has not exited after ``grace_s``; returns
+    the exit code."""
     if proc.poll() is not None:
         return proc.returncode
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signal.SIGTERM)
     try:
-        return proc.wait(40)
+        return proc.wait(grace_s)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         return proc.wait(10)
