@@ -117,6 +117,15 @@ class AuditProducer:
     async def flush(self) -> None:
         await self._producer.flush()
 
+    def connected(self) -> bool:
+        """True while a connection to a broker is open (no request made; a dead broker's socket closes)."""
+        conns = getattr(self._producer.client, "_conns", {})
+        return any(c.connected() for c in conns.values())
+
+    async def reachable(self) -> None:
+        """Returns once a broker answered a metadata request; raises ``KafkaError`` when none does."""
+        await self._producer.client.fetch_all_metadata()
+
 
 class AuditProducerSync:
     """A blocking facade for non-async services: runs an :class:`AuditProducer` on a private event loop thread.

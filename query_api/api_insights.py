@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Query, Request
 
 from query_api import actors, stats
 from query_api.api_events import ERRORS
-from query_api.deps import StoreDep
+from query_api.deps import AuditorDep, RunnerDep
 from query_api.errors import invalid
 from query_api.filters import Filters, clean_text
 from query_api.models import ActorPage, StatsOut
@@ -20,23 +19,30 @@ router = APIRouter(prefix="/v1", tags=["insights"])
 
 @router.get("/actors", response_model=ActorPage, responses=ERRORS, summary="Autocomplete of actor e-mails")
 async def suggest_actors(
-    sq: TenantScope, store: StoreDep,
+    request: Request, sq: TenantScope, runner: RunnerDep, auditor: AuditorDep,
     prefix: Annotated[str, Query(description=f"at least {actors.MIN_PREFIX} characters", max_length=254)],
 ) -> dict[str, object]:
     p = clean_text("prefix", prefix.strip())
     if p is None or len(p) < actors.MIN_PREFIX:
         raise invalid("prefix", f"prefix needs at least {actors.MIN_PREFIX} characters")
-    return {"data": await run_in_threadpool(actors.suggest, store, sq, p), "next_cursor": None}
+    data = await runner.run(request, actors.suggest, runner.store, sq, p)
+    await auditor.record(request, sq.principal, "audit_log.read", extra={"kind": "actors", "prefix": p,
+                                                                          "rows": len(data)})
+    return {"data": data, "next_cursor": None}
 
 
 @router.get("/stats", response_model=StatsOut, responses=ERRORS,
             summary="Counts per hour/day and status; optional top e-mails, IPs or scopes")
 async def get_stats(
-    sq: ScopedFilters, filters: Filters, store: StoreDep,
+    request: Request, sq: ScopedFilters, filters: Filters, runner: RunnerDep, auditor: AuditorDep,
     interval: Annotated[stats.Interval, Query(description="bucket size")] = "day",
     group_by: Annotated[stats.GroupBy | None, Query(
         description="also count per actor_email, ip or scope (scope: which catalog scopes have events in the "
                     "caller's view)")] = None,
     top: Annotated[int, Query(ge=1, le=100, description="how many groups")] = 10,
 ) -> dict[str, object]:
-    return await run_in_threadpool(stats.compute, store, sq, filters.start, filters.end, interval, group_by, top)
+    out = await runner.run(request, stats.compute, runner.store, sq, filters.start, filters.end, interval, group_by,
+                           top)
+    await auditor.record(request, sq.principal, "audit_log.read", filters=filters.describe(),
+                         extra={"kind": "stats", "interval": interval, "group_by": group_by, "rows": out["total"]})
+    return out

@@ -3,20 +3,23 @@
 Contract: org owners only (the digests cover a whole organization; a workspace admin gets 403), with
 ``audit:read``; the org is the token's, never a parameter. The answer counts the caller's events per
 :data:`auditlog.integrity.STATUSES` and lists up to 20 event ids per finding; ``clean`` is true when nothing
-was altered, deleted, unrecorded or conflicting. Reads only; nothing is repaired.
+was altered, deleted, unrecorded or conflicting. Reads only; nothing is repaired. One run at a time per org, its
+result reused for ``api_integrity_cache_seconds`` (:mod:`query_api.integrity_runs`); each call is recorded as an
+``audit_log.verify`` event.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 
-from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request
 
 from auditlog import integrity
 from query_api.api_events import ERRORS
-from query_api.deps import StoreDep
+from query_api.deps import AuditorDep, RunnerDep
 from query_api.errors import ApiError
+from query_api.integrity_runs import IntegrityRuns
 from query_api.models import IntegrityOut
 from query_api.scoping import TenantScope
 from schemas.event import format_ts
@@ -26,18 +29,28 @@ router = APIRouter(prefix="/v1", tags=["integrity"])
 
 @router.get("/integrity", response_model=IntegrityOut, responses=ERRORS,
             summary="Tamper check: every stored event of your organization against its recorded content hash")
-async def check_integrity(sq: TenantScope, store: StoreDep) -> dict[str, object]:
+async def check_integrity(request: Request, sq: TenantScope, runner: RunnerDep, auditor: AuditorDep) -> dict[str, object]:
     p = sq.principal
     if not p.is_owner:
         raise ApiError(403, "the integrity check covers the whole organization: only an org owner may run it")
-    checked_at = datetime.now(UTC)
-    report = await run_in_threadpool(integrity.verify, store, org=p.org_id, now=checked_at)
-    return {
-        "org_id": p.org_id,
-        "checked_at": format_ts(checked_at),
-        "clean": report.clean,
-        "counts": report.counts,
-        "findings": {s: [eid for _, eid in report.samples.get(s, [])] for s in integrity.FINDINGS
-                     if report.counts.get(s)},
-        "not_checked_before": format_ts(report.cutoff) if report.cutoff else None,
-    }
+    runs: IntegrityRuns = request.app.state.integrity_runs
+
+    async def run() -> dict[str, object]:
+        checked_at = datetime.now(UTC)
+        # not cancelled with the first caller: others of the org may be waiting for this run
+        report = await runner.run(None, partial(integrity.verify, runner.store, org=p.org_id, now=checked_at),
+                                  timeout_s=runner.settings.api_query_timeout_seconds * 4)
+        return {
+            "org_id": p.org_id,
+            "checked_at": format_ts(checked_at),
+            "clean": report.clean,
+            "counts": report.counts,
+            "findings": {s: [eid for _, eid in report.samples.get(s, [])] for s in integrity.FINDINGS
+                         if report.counts.get(s)},
+            "not_checked_before": format_ts(report.cutoff) if report.cutoff else None,
+        }
+
+    result, cached = await runs.get(p.org_id, run)
+    await auditor.record(request, p, "audit_log.verify",
+                         extra={"clean": result["clean"], "cached": cached, "checked_at": result["checked_at"]})
+    return result

@@ -4,16 +4,20 @@ Contract of :func:`create_app`:
 - serves ``/v1/events`` (list, detail, export), ``/v1/actors``, ``/v1/stats``, ``/v1/catalog``, ``/healthz``,
   ``/readyz``, ``/metrics``, the page at ``/`` (``query_api/static/index.html``) and ``/static``;
   OpenAPI at ``/openapi.json`` and ``/docs``;
-- ``producer`` (started and stopped by the caller): when given, list and export calls publish
-  ``audit_log.list`` / ``audit_log.export`` events for the caller;
+- ``producer`` (started and stopped by the caller): every read publishes its ``audit_log.*`` event through it and
+  is refused (503) when that fails (:mod:`query_api.self_audit`); without one nothing is recorded (tests);
 - ``consumer_status`` (embedded ``up``): when given, ``/readyz`` includes its dict;
-- every query goes through :class:`query_api.scoping.ScopedQuery`; database work runs in worker threads, each
-  with its own client (``Store.client()``); exports run on a small pool of dedicated threads;
+- every query goes through :class:`query_api.scoping.ScopedQuery` and runs on the API's own query threads with
+  time and memory limits (:mod:`query_api.query_runner`); exports run on their own threads, limited per caller
+  and in total (:mod:`query_api.export_slots`); ``/v1`` calls are rate-limited per caller
+  (:mod:`query_api.ratelimit`);
 - no endpoint writes or deletes events.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -22,17 +26,23 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from auditlog import __version__
+from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
 from producers.producer import AuditProducer
 from query_api import api_events, api_insights, api_integrity, api_meta
 from query_api.auth import TokenVerifier
+from query_api.browser_security import install_browser_security
 from query_api.errors import install_error_handlers
+from query_api.export_slots import ExportSlots
+from query_api.integrity_runs import IntegrityRuns
 from query_api.observability import AccessLogMiddleware
-from query_api.self_audit import ReadCoalescer
+from query_api.query_runner import QueryRunner
+from query_api.ratelimit import RateLimiter
+from query_api.self_audit import ReadAuditor
 from schemas.catalog import Catalog, get_catalog
 
-EXPORT_THREADS = 4
+log = get_logger("query_api.app")
 _PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>Audit log</title>
 <p>The audit-log page is not installed. The API is at <a href="/docs">/docs</a>.</p>
 """
@@ -41,30 +51,44 @@ _PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>Audit log</title>
 def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = None,
                producer: AuditProducer | None = None,
                consumer_status: Callable[[], dict] | None = None) -> FastAPI:
-    pool = ThreadPoolExecutor(max_workers=EXPORT_THREADS, thread_name_prefix="export")
+    # an export's thread may outlive its slot by the moment its query takes to stop: room for that
+    pool = ThreadPoolExecutor(max_workers=2 * settings.api_exports_total, thread_name_prefix="export")
+    runner = QueryRunner(store, settings)
+    auditor = ReadAuditor(producer, ack_timeout_s=settings.api_audit_ack_timeout_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        upkeep = asyncio.create_task(_audit_upkeep(auditor))
         try:
             yield
         finally:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(auditor.flush_coalesced(everything=True), settings.api_audit_ack_timeout_seconds * 2)
             pool.shutdown(wait=False, cancel_futures=True)
+            runner.close()
 
     app = FastAPI(
         title="auditlog read API", version=__version__, lifespan=lifespan,
+        docs_url=None, redoc_url=None, openapi_url="/openapi.json" if settings.api_docs else None,
         description="Read-only access to audit events: filtered pages, one event, streamed export, e-mail "
                     "autocomplete and stats, scoped to the caller's organization / workspaces (JWT bearer).",
     )
     app.state.settings = settings
     app.state.store = store
     app.state.catalog = catalog or get_catalog(settings.catalog_extra)
-    app.state.producer = producer
-    app.state.self_audit = "ok" if producer is not None else "off"  # query_api.cli may set "connecting"
-    app.state.read_coalescer = ReadCoalescer()
+    app.state.auditor = auditor  # query_api.cli attaches the producer later ("connecting" until then)
+    app.state.runner = runner
+    app.state.rate_limiter = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)
+    app.state.export_slots = ExportSlots(settings.api_exports_per_caller, settings.api_exports_total)
+    app.state.integrity_runs = IntegrityRuns(settings.api_integrity_cache_seconds)
     app.state.consumer_status = consumer_status
     app.state.verifier = TokenVerifier(settings)
     app.state.export_pool = pool
     install_error_handlers(app)
+    install_browser_security(app, settings)
     app.add_middleware(AccessLogMiddleware)
     app.include_router(api_events.router)
     app.include_router(api_insights.router)
@@ -76,3 +100,14 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
         (static / "index.html").write_text(_PLACEHOLDER, encoding="utf-8")
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app
+
+
+async def _audit_upkeep(auditor: ReadAuditor, every_s: float = 5.0) -> None:
+    """Publish folded list reads whose window closed, and probe the broker while the self-audit is failing."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await auditor.probe()
+            await auditor.flush_coalesced()
+        except Exception as exc:  # never let the upkeep die
+            log.error("self_audit.upkeep_failed", error=repr(exc))

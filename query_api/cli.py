@@ -2,16 +2,18 @@
 
 - ``api [--host] [--port]``: serves the read API with uvicorn against ``AUDITLOG_CLICKHOUSE_URL`` (a server, or a
   ``chdb:///dir`` store when no consumer process holds that directory: chDB locks it). Migrates on start.
-  List/export calls publish their ``audit_log.*`` events through the producer; while the broker is unreachable
-  the API serves anyway, logs ``api.self_audit_unavailable``, retries with backoff (:func:`attach_self_audit`)
-  and ``/readyz`` says ``self_audit: connecting``.
+  Every read publishes its ``audit_log.*`` event through the producer; until the producer is attached (the broker
+  unreachable at start) reads are refused with 503 ``audit_unavailable``, ``/readyz`` says
+  ``self_audit: connecting`` and :func:`attach_self_audit` retries with backoff (``api.self_audit_unavailable``).
 - ``export``: writes the filtered view to a file with a progress bar. Two modes:
   * ``--url http://127.0.0.1:8000 --token JWT``: through the HTTP API (what a user does; works while
     ``auditlog up`` holds the chDB directory); the total for the progress bar comes from ``/v1/stats``;
   * ``--org ORG [--workspace W ...]``: straight from the store as that org's owner (or as an admin of the given
     workspaces), for operators on the store's host; same SQL, scoping and formatting as the API.
   Filters: ``--start --end --scope --category --action (repeatable) --status --actor-email --actor-id --ip
-  --workspace-id --target --q``; ``--format csv|ndjson``; ``-o FILE`` (default ``audit-log-<start>-<end>.<ext>``).
+  --workspace-id --target --q``; ``--format csv|ndjson``; ``-o FILE`` (exactly that path; default: the name the
+  server or the filters suggest, ``audit-log-<start>-<end>.<ext>``, reduced to a plain file name in the current
+  directory by :func:`safe_filename`).
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
-import signal
+import os
+import re
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,9 +38,13 @@ import uvicorn
 
 from auditlog.kafka import KafkaConnection
 from auditlog.logs import configure, get_logger
+from auditlog.private_dir import PRIVATE_UMASK, chdb_directory, make_private
 from auditlog.settings import Settings
+from auditlog.stopsignals import StopSignals, stop_signals
+from auditlog.store import redact_url
 
 if TYPE_CHECKING:
+    from auditlog.store import Store
     from producers.producer import AuditProducer
 
 log = get_logger("query_api.cli")
@@ -76,38 +83,90 @@ class _Server(uvicorn.Server):
 
 
 def run_api(args: argparse.Namespace) -> int:
-    from auditlog.migrations import migrate
-    from auditlog.store import Store
-    from producers.producer import AuditProducer
-    from query_api.app import create_app
-    from schemas.catalog import get_catalog
-
+    """Serve until SIGTERM/SIGINT (exit 0; also when the signal arrives during start-up), 1 if the store cannot
+    be opened."""
+    stops = stop_signals()
     settings = Settings()
     configure(settings.log_level)
     host, port = args.host or settings.api_host, args.port if args.port is not None else settings.api_port
+    log.info("api.starting", host=host, port=port, store=redact_url(settings.store_url))
+    warn_unchecked_claims(settings, host)
+    store = _open_store(settings)
+    if store is None:
+        return 1
+    if not stops.requested:
+        asyncio.run(_serve_api(settings, store, host, port, stops))
+    log.info("api.stopped", signal=stops.requested)
+    print("auditlog api: stopped", file=sys.stderr)
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only (``localhost`` or a loopback address)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def warn_unchecked_claims(settings: Settings, host: str) -> bool:
+    """Warn (log + one stderr line) when the API listens beyond loopback while tokens' ``aud``/``iss`` are not
+    checked; True if it warned."""
+    missing = [name for name, value in (("AUDITLOG_JWT_AUDIENCE", settings.jwt_audience),
+                                        ("AUDITLOG_JWT_ISSUER", settings.jwt_issuer)) if not value]
+    if not missing or is_loopback(host):
+        return False
+    log.warning("api.token_claims_unchecked", host=host, missing=missing)
+    print(f"auditlog api: warning: listening on {host} without checking the tokens' audience/issuer: "
+          f"set {' and '.join(missing)}", file=sys.stderr)
+    return True
+
+
+def _open_store(settings: Settings) -> Store | None:
+    """The migrated store (an embedded one made private to the user), or None after saying why it cannot open."""
+    from auditlog.migrations import migrate
+    from auditlog.store import Store, redact_text
+
+    local = chdb_directory(settings.store_url)
+    if local is not None:
+        os.umask(PRIVATE_UMASK)
+        make_private(local)
     store = Store.from_settings(settings)
     try:
         migrate(store, settings.retention_days)
     except Exception as exc:
-        print(f"auditlog api: cannot open the store {store.url}: {exc}", file=sys.stderr)
+        msg = redact_text(str(exc), store.url)
+        log.error("api.store_unavailable", store=redact_url(store.url), error=msg)
+        print(f"auditlog api: cannot open the store {redact_url(store.url)}: {msg}", file=sys.stderr)
         if store.embedded:
             print("  (a chdb:// directory can be used by one process at a time: stop `auditlog consume`/`up`)",
                   file=sys.stderr)
-        return 1
-    catalog = get_catalog(settings.catalog_extra)
+        return None
+    return store
 
-    async def main() -> None:
-        kafka = KafkaConnection.from_settings(settings)
-        app = create_app(settings, store, catalog=catalog, producer=None)
-        app.state.self_audit = "connecting"
-        attach = asyncio.create_task(attach_self_audit(app, lambda: AuditProducer(
-            kafka.bootstrap, settings.topic, catalog=catalog, request_timeout_ms=5000, **kafka.security_options()),
-            str(kafka)))
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
-        server = _Server(config)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # graceful: stop serving, then stop the producer
-            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+
+async def _serve_api(settings: Settings, store: Store, host: str, port: int, stops: StopSignals) -> None:
+    """uvicorn until a stop signal; then the self-audit producer is stopped."""
+    from producers.producer import AuditProducer
+    from query_api.app import create_app
+    from schemas.catalog import get_catalog
+
+    catalog = get_catalog(settings.catalog_extra)
+    kafka = KafkaConnection.from_settings(settings)
+    app = create_app(settings, store, catalog=catalog, producer=None)
+    app.state.auditor.state = "connecting"  # until attach_self_audit has a producer
+    attach = asyncio.create_task(attach_self_audit(app, lambda: AuditProducer(
+        kafka.bootstrap, settings.topic, catalog=catalog, request_timeout_ms=5000, **kafka.security_options()),
+        str(kafka)))
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+
+    def on_signal(name: str) -> None:  # graceful: stop serving, then stop the producer
+        log.info("api.stop_requested", signal=name)
+        server.should_exit = True
+
+    with stops.on_loop(on_signal):
         print(f"auditlog api on http://{host}:{port}/ (docs at /docs)", file=sys.stderr)
         try:
             await server.serve()
@@ -115,17 +174,14 @@ def run_api(args: argparse.Namespace) -> int:
             attach.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await attach
-            if app.state.producer is not None:
-                await app.state.producer.stop()
-
-    asyncio.run(main())
-    return 0
+            if app.state.auditor.producer is not None:
+                await app.state.auditor.producer.stop()
 
 
 async def attach_self_audit(app: Any, make_producer: Callable[[], AuditProducer], where: str,
                             max_delay: float = 30.0) -> None:
-    """Start the self-audit producer, retrying with capped backoff while Kafka is unreachable; the API serves
-    reads meanwhile (``/readyz`` says ``self_audit: connecting``) and audits them once the producer is up."""
+    """Start the self-audit producer, retrying with capped backoff while Kafka is unreachable; reads are refused
+    meanwhile (``/readyz`` says ``self_audit: connecting``) and served and audited once the producer is up."""
     delay = 1.0
     while True:
         producer = make_producer()
@@ -138,8 +194,7 @@ async def attach_self_audit(app: Any, make_producer: Callable[[], AuditProducer]
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
             continue
-        app.state.producer = producer
-        app.state.self_audit = "ok"
+        app.state.auditor.attach(producer)
         log.info("api.self_audit_ready", bootstrap=where)
         return
 
@@ -177,7 +232,7 @@ def run_export(args: argparse.Namespace) -> int:
     except ExportError as exc:
         print(f"auditlog export: {exc}", file=sys.stderr)
         return 1
-    path = Path(args.output or name)
+    path = Path(args.output) if args.output else Path(safe_filename(name, args.format))
     lines = 0
     with _progress(total is not None) as progress, path.open("wb") as out:
         task = progress.add_task("export", total=total)
@@ -194,6 +249,28 @@ def run_export(args: argparse.Namespace) -> int:
 
 class ExportError(Exception):
     pass
+
+
+_NOT_PORTABLE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_FILENAME = 200
+
+
+def disposition_filename(header: str) -> str | None:
+    """The (unsanitised) file name of a ``Content-Disposition`` header value (``filename*`` or ``filename``)."""
+    from email.message import Message
+
+    msg = Message()
+    msg["Content-Disposition"] = header
+    return msg.get_filename()
+
+
+def safe_filename(name: str | None, fmt: str) -> str:
+    """A file name for the current directory from a name the server suggested: its last path component
+    (``/`` or ``\\``), only ``[A-Za-z0-9._-]``, no leading dot or dash, at most 200 characters;
+    ``audit-log.<fmt>`` when nothing usable is left."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    clean = _NOT_PORTABLE.sub("", base).lstrip(".-")[:MAX_FILENAME]
+    return clean or f"audit-log.{fmt}"
 
 
 def _http_source(url: str, tok: str, filters: dict[str, Any], fmt: str) -> tuple[str, int | None, Iterator[bytes]]:
@@ -222,8 +299,7 @@ def _http_source(url: str, tok: str, filters: dict[str, Any], fmt: str) -> tuple
         if not str(exc).startswith("422: ") or "buckets exceed" not in str(exc):
             raise
     resp = get("/v1/events/export", {**filters, "format": fmt})
-    disp = resp.headers.get("Content-Disposition", "")
-    name = disp.split('filename="', 1)[1].rstrip('"') if 'filename="' in disp else f"audit-log.{fmt}"
+    name = disposition_filename(resp.headers.get("Content-Disposition", "")) or f"audit-log.{fmt}"
 
     def chunks() -> Iterator[bytes]:
         with resp:
@@ -239,7 +315,7 @@ def _store_source(settings: Settings, org: str, workspaces: list[str] | None, fi
     from query_api import events_read
     from query_api.auth import EXPORT, READ, Principal
     from query_api.errors import ApiError
-    from query_api.export import ExportStream, export_filename
+    from query_api.export import export_filename, open_export_sync
     from query_api.filters import parse_filters
     from query_api.scoping import ScopedQuery
     from schemas.catalog import get_catalog
@@ -260,14 +336,6 @@ def _store_source(settings: Settings, org: str, workspaces: list[str] | None, fi
         raise ExportError(f"{exc.field or 'filter'}: {exc.message}") from None
     except ValueError as exc:
         raise ExportError(str(exc)) from None
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export")
-    stream = ExportStream(store, sq, catalog, fmt, pool).start()
+    chunks = open_export_sync(store, sq, catalog, fmt)
     name = export_filename(f, fmt)
-
-    def chunks() -> Iterator[bytes]:
-        try:
-            yield from stream
-        finally:
-            pool.shutdown(wait=True)
-
-    return name, total, chunks()
+    return name, total, chunks

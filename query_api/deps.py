@@ -2,44 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from auditlog.settings import Settings
 from auditlog.store import Store
-from producers.producer import AuditProducer
+from query_api.export_slots import ExportSlots
+from query_api.query_runner import QueryRunner
+from query_api.self_audit import ReadAuditor
 from schemas.catalog import Catalog
 
 
-def get_store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
+def from_state(name: str) -> Callable[[Request], Any]:
+    """A dependency that returns ``app.state.<name>``."""
+
+    def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    get.__name__ = f"get_{name}"
+    return get
 
 
-def get_catalog_dep(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
-    return catalog
-
-
-def get_settings_dep(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_producer(request: Request) -> AuditProducer | None:
-    producer: AuditProducer | None = request.app.state.producer
-    return producer
-
-
-def get_export_pool(request: Request) -> ThreadPoolExecutor:
-    pool: ThreadPoolExecutor = request.app.state.export_pool
-    return pool
-
-
-StoreDep = Annotated[Store, Depends(get_store)]
-CatalogDep = Annotated[Catalog, Depends(get_catalog_dep)]
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-ProducerDep = Annotated[AuditProducer | None, Depends(get_producer)]
-ExportPoolDep = Annotated[ThreadPoolExecutor, Depends(get_export_pool)]
+StoreDep = Annotated[Store, Depends(from_state("store"))]
+CatalogDep = Annotated[Catalog, Depends(from_state("catalog"))]
+SettingsDep = Annotated[Settings, Depends(from_state("settings"))]
+AuditorDep = Annotated[ReadAuditor, Depends(from_state("auditor"))]
+RunnerDep = Annotated[QueryRunner, Depends(from_state("runner"))]
+ExportSlotsDep = Annotated[ExportSlots, Depends(from_state("export_slots"))]
+ExportPoolDep = Annotated[ThreadPoolExecutor, Depends(from_state("export_pool"))]

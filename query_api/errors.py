@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -19,8 +19,12 @@ from auditlog.logs import get_logger
 
 log = get_logger("query_api.errors")
 
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+_CODES = {429: "rate_limited", 400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
           406: "not_acceptable", 422: "invalid_parameter", 500: "internal_error", 503: "unavailable"}
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected before its answer was ready; its query was cancelled."""
 
 
 class ErrorDetail(BaseModel):
@@ -91,7 +95,11 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("api.unhandled_error", path=request.url.path, error=type(exc).__name__, exc_info=exc)
         return error_response(500, "internal_error", "internal error; see the server log")
 
+    async def client_gone(_: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # nobody reads it: the client has left and its query was cancelled
+
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(ClientGone, client_gone)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)

@@ -34,9 +34,10 @@ def as_utc(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def list_page(store: Store, sq: ScopedQuery, catalog: Catalog, limit: int
+def list_page(store: Store, sq: ScopedQuery, catalog: Catalog, limit: int, detail_max: int | None = None
               ) -> tuple[list[dict[str, Any]], tuple[datetime, uuid.UUID] | None]:
-    """One page, newest first, each event once.
+    """One page, newest first, each event once; a ``detail`` longer than ``detail_max`` bytes is left out
+    (``detail: null, detail_omitted: true``; the detail endpoint serves it), so a page's size stays bounded.
 
     Dedup without FINAL (FINAL doubled the page's cost on 10M rows): copies of one event share the whole sorting
     key, so in key order they are adjacent and keyset pagination (strictly after the last key) never splits a
@@ -44,17 +45,33 @@ def list_page(store: Store, sq: ScopedQuery, catalog: Catalog, limit: int
     slack falls back to FINAL.
     """
     want = limit + 1
-    sql = f"SELECT {SELECT_COLUMNS} FROM {EVENTS_TABLE} WHERE {sq.where()} {ORDER} LIMIT {{lim:UInt32}}"
+    columns = SELECT_COLUMNS
+    params: dict[str, Any] = dict(sq.params)
+    if detail_max is not None:
+        columns = SELECT_COLUMNS.replace(" detail,", " if(length(detail) > {d_max:UInt32}, NULL, detail) AS "
+                                         "detail_capped, ifNull(length(detail) > {d_max:UInt32}, 0) AS detail_omitted,",
+                                         1)
+        params["d_max"] = detail_max
+    sql = f"SELECT {columns} FROM {EVENTS_TABLE} WHERE {sq.where()} {ORDER} LIMIT {{lim:UInt32}}"
     client = store.client()
-    raw = [as_utc(r) for r in client.query(sql, parameters={**sq.params, "lim": want + DEDUP_SLACK}).named_results()]
+    raw = [as_utc(r) for r in client.query(sql, parameters={**params, "lim": want + DEDUP_SLACK}).named_results()]
     rows = _drop_adjacent_repeats(raw)
     if len(rows) < want and len(raw) == want + DEDUP_SLACK:
         final_sql = sql.replace(f"FROM {EVENTS_TABLE} WHERE", f"FROM {EVENTS_TABLE} FINAL WHERE", 1)
-        rows = [as_utc(r) for r in client.query(final_sql, parameters={**sq.params, "lim": want}).named_results()]
+        rows = [as_utc(r) for r in client.query(final_sql, parameters={**params, "lim": want}).named_results()]
     more = len(rows) > limit
     rows = rows[:limit]
     last = (rows[-1]["occurred_at"], rows[-1]["event_id"]) if more and rows else None
-    return [row_to_public(r, catalog, with_detail=True) for r in rows], last
+    return [_public(r, catalog) for r in rows], last
+
+
+def _public(row: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+    if "detail_capped" in row:  # its own alias: an alias "detail" would also rename the column in the flag
+        row["detail"] = row.pop("detail_capped")
+    out = row_to_public(row, catalog, with_detail=True)
+    if row.get("detail_omitted"):
+        out["detail_omitted"] = True
+    return out
 
 
 def _drop_adjacent_repeats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

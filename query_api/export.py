@@ -7,26 +7,28 @@ Contract:
   stays constant whatever the row count, and Python only joins strings;
 - the rows are read in keyset pages of ``page_rows`` (chDB's engine runs a query ahead of its reader, so one
   query over everything would buffer its whole output); each page streams in blocks;
-- the whole query runs on ONE thread (a worker of the export pool, with that thread's own client: chDB must not
-  share a connection across threads); chunks reach the HTTP response through a bounded queue, so a slow client
-  slows the query instead of buffering; a reader that closes the stream, or drops it unread (the client left
-  before the first byte), stops the query and frees the thread;
+- the whole query runs on ONE export thread (with that thread's own client: chDB must not share a connection
+  across threads); its chunks reach the event loop through a hand-over of at most ``queue_chunks`` chunks, so a
+  slow client slows the query instead of buffering, and no thread of the loop's pool ever waits for a client;
+- every page's query carries ``max_execution_time``, ``max_memory_usage`` and a ``log_comment`` tag;
+  :meth:`ExportStream.aclose` (the response ended: complete, stalled client, disconnect) stops the query, killing
+  it by its tag if it is still running, and a stream dropped unread stops it through its finalizer;
 - CSV starts with a header row (:data:`CSV_COLUMNS`); a cell whose text starts with ``=``, ``+``, ``-``, ``@``,
   tab or CR is prefixed with ``'``;
-- :meth:`ExportStream.start` waits for the first block, so a failing query raises before any byte is sent; a
+- :meth:`ExportStream.start` awaits the first block, so a failing query raises before any byte is sent; a
   failure later aborts the stream (the client sees a truncated transfer, the log says why);
 - rows come newest first, deduplicated by event_id (``FINAL``), scoped by the given :class:`ScopedQuery`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import queue
 import re
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Literal
@@ -34,6 +36,7 @@ from typing import Any, Literal
 from auditlog.logs import get_logger
 from auditlog.store import Store
 from query_api.filters import EventFilters
+from query_api.query_runner import kill_tagged
 from query_api.scoping import ScopedQuery
 from schemas.catalog import Catalog
 from schemas.rows import EVENTS_TABLE
@@ -141,16 +144,18 @@ def line_key(line: str, fmt: str) -> tuple[datetime, uuid.UUID]:
 
 
 class _Query:
-    """The producer side of one export, run by a pool thread. It holds no reference to its :class:`ExportStream`,
-    so a stream dropped without being read (the client left before the first byte) is collected, and its
-    finalizer stops this query instead of leaving it blocked on the full queue, holding an export thread."""
+    """The producer side of one export, run by an export thread. It holds no reference to its
+    :class:`ExportStream`, so a stream dropped unread is collected and its finalizer stops this query."""
 
     def __init__(self, store: Store, sq: ScopedQuery, fmt: str, labels: dict[str, list[str]], page_rows: int,
-                 settings: dict[str, Any], queue_chunks: int) -> None:
+                 settings: dict[str, Any], queue_chunks: int, loop: asyncio.AbstractEventLoop) -> None:
         self.fmt = fmt
         self.rows = 0
-        self.q: queue.Queue[Any] = queue.Queue(maxsize=queue_chunks)
+        self.q: asyncio.Queue[Any] = asyncio.Queue()
+        self.room = threading.Semaphore(queue_chunks)  # chunks handed over and not yet taken by the reader
         self.stop = threading.Event()
+        self.finished = threading.Event()
+        self._loop = loop
         self._store = store
         self._sq = sq
         self._labels = labels
@@ -159,11 +164,12 @@ class _Query:
 
     def _put(self, item: Any) -> bool:
         while not self.stop.is_set():
-            try:
-                self.q.put(item, timeout=0.2)
+            if self.room.acquire(timeout=0.2):
+                try:
+                    self._loop.call_soon_threadsafe(self.q.put_nowait, item)
+                except RuntimeError:  # the loop is closed: nobody reads any more
+                    return False
                 return True
-            except queue.Full:
-                continue
         return False
 
     def run(self) -> None:
@@ -172,7 +178,7 @@ class _Query:
         try:
             client = self._store.client()
             after: tuple[datetime, uuid.UUID] | None = None
-            while True:
+            while not self.stop.is_set():
                 sq = self._sq.copy()
                 if after is not None:
                     sq.after(*after)
@@ -195,58 +201,101 @@ class _Query:
             self._put(_DONE)
         except BaseException as exc:
             self._put(exc)
+        finally:
+            self.finished.set()
 
 
 class ExportStream:
-    """One export: a query running on a pool thread, its rendered chunks handed over through a bounded queue."""
+    """One export: a query on an export thread, its rendered chunks handed to the event loop (no thread of the
+    loop's pool waits on it); at most ``queue_chunks`` chunks wait for the reader, so a slow reader slows the query."""
 
     def __init__(self, store: Store, sq: ScopedQuery, catalog: Catalog, fmt: str, pool: ThreadPoolExecutor, *,
                  block_rows: int = 2048, page_rows: int = 500_000, max_memory: int = 1 << 30,
-                 queue_chunks: int = 4) -> None:
+                 timeout_s: float = 30.0, queue_chunks: int = 4) -> None:
         if fmt not in MEDIA_TYPES:
             raise ValueError(f"unknown export format {fmt!r}")
         self.fmt = fmt
+        self.tag = f"export-{uuid.uuid4().hex}"
+        self.timeout_s = timeout_s
         settings: dict[str, Any] = {"max_block_size": block_rows, "max_memory_usage": max_memory,
+                                    "max_execution_time": f"{timeout_s:g}", "log_comment": self.tag,
                                     "max_threads": 1, "output_format_json_escape_forward_slashes": 0}
-        self._query = _Query(store, sq, fmt, label_params(catalog), page_rows, settings, queue_chunks)
-        self._q = self._query.q
+        self._store = store
+        self._query = _Query(store, sq, fmt, label_params(catalog), page_rows, settings, queue_chunks,
+                             asyncio.get_running_loop())
         self._pool = pool
         self._first: Any = None
         weakref.finalize(self, self._query.stop.set)
 
     @property
     def rows(self) -> int:
-        """Rows handed to the reader's queue so far."""
+        """Rows handed to the reader so far."""
         return self._query.rows
 
-    # ----- reader side ---------------------------------------------------------------------------
-    def start(self) -> ExportStream:
+    async def start(self) -> ExportStream:
         """Submit the query and wait for its first chunk (raises if the query fails at once)."""
         self._pool.submit(self._query.run)
-        self._first = self._q.get()
+        self._first = await self._take()
         if isinstance(self._first, BaseException):
-            self._query.stop.set()
+            await self.aclose()
             raise self._first
         return self
 
-    def __iter__(self) -> Iterator[bytes]:
-        try:
-            if self.fmt == "csv":
-                yield csv_header()
-            item = self._first
-            while item is not _DONE:
-                if isinstance(item, BaseException):
-                    log.error("export.failed", rows=self.rows, error=repr(item))
-                    raise item
-                yield item
-                item = self._q.get()
-        finally:
-            self.close()
+    async def _take(self) -> Any:
+        item = await self._query.q.get()
+        self._query.room.release()
+        return item
 
-    def close(self) -> None:
-        self._query.stop.set()
-        while True:  # unblock a producer waiting on a full queue
-            try:
-                self._q.get_nowait()
-            except queue.Empty:
-                break
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.fmt == "csv":
+            yield csv_header()
+        item = self._first
+        while item is not _DONE:
+            if isinstance(item, BaseException):
+                log.error("export.failed", rows=self.rows, error=repr(item))
+                raise item
+            yield item
+            item = await self._take()
+
+    async def aclose(self) -> None:
+        """Stop the query (killing it by its tag if it is still running) and free its thread."""
+        q = self._query
+        q.stop.set()
+        if not q.finished.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, self._kill_if_running)
+
+    def _kill_if_running(self) -> None:
+        if not self._query.finished.wait(0.5):
+            kill_tagged(self._store, self.tag)
+
+
+def open_export_sync(store: Store, sq: ScopedQuery, catalog: Catalog, fmt: str) -> Iterator[bytes]:
+    """The export as a blocking iterator on a private event loop (the CLI's ``--org`` mode). The query starts
+    now, so a failing one raises here; the iterator's end or close stops it."""
+    loop = asyncio.new_event_loop()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export")
+
+    async def start() -> ExportStream:
+        return await ExportStream(store, sq, catalog, fmt, pool).start()
+
+    try:
+        stream = loop.run_until_complete(start())
+    except BaseException:
+        pool.shutdown(wait=True)
+        loop.close()
+        raise
+
+    def chunks() -> Iterator[bytes]:
+        it = stream.__aiter__()
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(it.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            loop.run_until_complete(stream.aclose())
+            pool.shutdown(wait=True)
+            loop.close()
+
+    return chunks()

@@ -46,6 +46,8 @@ class EventOut(BaseModel):
     target: TargetOut
     description: str
     detail: dict[str, Any] | None = None
+    detail_omitted: bool = Field(False, description="list rows only: the detail is larger than the list's cap and "
+                                                    "left out (null); GET /v1/events/{event_id} serves it whole")
     source: str | None = None
     request_id: str | None = None
     received_at: str
@@ -129,7 +131,8 @@ class CatalogOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     store: Literal["ok", "unreachable"] | None = None
-    self_audit: Literal["ok", "connecting", "off"] | None = Field(
-        None, description="reads publish audit_log.* events: ok; Kafka not reachable yet (reads not audited): "
-                          "connecting; no producer configured: off")
+    self_audit: Literal["ok", "connecting", "failing", "off"] | None = Field(
+        None, description="every read publishes its audit_log.* event: ok; the broker did not acknowledge the last "
+                          "one: failing; not connected yet: connecting (reads are refused in both, and the status "
+                          "is unavailable); no producer configured: off")
     consumer: dict[str, Any] | None = None

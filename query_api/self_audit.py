@@ -1,15 +1,18 @@
-"""Reading the audit log is itself audited: list and export calls publish ``organization / audit_log`` events.
+"""Reading the audit log is itself audited, or refused: every read publishes an ``organization / audit_log`` event.
 
-Contract of :func:`publish`: builds an ``audit_log.list`` / ``audit_log.export`` event for the caller (actor =
-token subject and e-mail, client IP and user agent, the filters in ``detail``) and hands it to the producer
-without waiting for the broker's ack. It never fails the request: an event the producer refuses or cannot send is
-logged (``self_audit.failed``) with the reason.
-
-Contract of :class:`ReadCoalescer`: list reads of *one view* by one caller within ``window_s`` are recorded once
-(an open page on auto-refresh, or paging through one view, would otherwise write an event every few seconds).
-A view is the filters other than the period, plus the period's length and whether it ends at "now" (a live
-view), or its exact bounds otherwise. Any other filter, another caller, or the window passing makes a new record;
-exports are never coalesced. So a read cannot be hidden: at worst identical repeats are folded into the first.
+Contract of :class:`ReadAuditor`:
+- :meth:`record` builds the event (actor = token subject and e-mail, client IP and user agent; ``detail`` holds
+  the filters, the row count and what else the endpoint says) and waits for the broker's acknowledgement for at
+  most ``api_audit_ack_timeout_seconds``; when that fails, or no producer is attached yet, it raises
+  ``503 audit_unavailable`` and the endpoint sends no data. (An event that reaches the broker after the wait
+  ran out is still stored: a refused read may appear as recorded, never the reverse.)
+- without a producer configured at all (``state == "off"``: an app built without self-audit, e.g. in tests)
+  nothing is recorded;
+- :meth:`record_list` folds identical repeats of one list view by one caller within ``window_s`` (the page's
+  auto-refresh) into the first one while the broker is healthy and connected; the folded calls and their rows are published
+  by :meth:`flush_coalesced` as one event with ``detail.coalesced``. Cursor pages are never folded.
+- :attr:`state` is ``ok``, ``failing`` (the last publish failed: ``/readyz`` is red until :meth:`probe`
+  reaches the broker or a publish succeeds), ``connecting`` (no producer attached yet) or ``off``.
 """
 
 from __future__ import annotations
@@ -18,27 +21,37 @@ import asyncio
 import ipaddress
 import json
 import time
-from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from starlette.requests import Request
 
 from auditlog.logs import get_logger
 from producers.producer import AuditProducer
 from query_api.auth import Principal
+from query_api.errors import ApiError
 
 log = get_logger("query_api.self_audit")
-_tasks: set[asyncio.Task[None]] = set()
+
+DESCRIPTIONS = {"audit_log.list": "Listed the audit log", "audit_log.export": "Exported the audit log",
+                "audit_log.read": "Viewed the audit log", "audit_log.verify": "Verified the audit log's integrity",
+                "audit_log.tail": "Tailed the audit log"}
 
 
-def build_event(principal: Principal, action: str, *, filters: dict[str, Any], client_ip: str | None,
-                user_agent: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_event(principal: Principal, action: str, *, filters: dict[str, Any] | None, client_ip: str | None,
+                user_agent: str | None, extra: dict[str, Any] | None = None, target_id: str | None = None
+                ) -> dict[str, Any]:
     ip: str | None = None
     if client_ip:
         try:
             ip = str(ipaddress.ip_address(client_ip))
         except ValueError:
             ip = None
-    verb = "Exported" if action == "audit_log.export" else "Listed"
+    detail: dict[str, Any] = {"role": principal.role, **(extra or {})}
+    if filters is not None:
+        detail["filters"] = filters
     return {
         "org_id": principal.org_id,
         "workspace_id": None,
@@ -48,59 +61,141 @@ def build_event(principal: Principal, action: str, *, filters: dict[str, Any], c
         "status": "SUCCESS",
         "actor": {"id": principal.sub, "email": principal.email or None, "type": "user", "ip": ip,
                   "user_agent": (user_agent or None) and user_agent[:1024]},
-        "target": {"type": "audit_log", "id": None, "name": None},
-        "description": f"{verb} the audit log",
-        "detail": {"filters": filters, "role": principal.role, **(extra or {})},
+        "target": {"type": "audit_log", "id": target_id, "name": None},
+        "description": DESCRIPTIONS[action],
+        "detail": detail,
         "source": "query-api",
     }
 
 
-async def publish(producer: AuditProducer | None, event: dict[str, Any]) -> None:
-    if producer is None:
-        return
-    try:
-        fut = await producer.send(event)
-    except Exception as exc:
-        log.warning("self_audit.failed", action=event["action"], error=repr(exc))
-        return
-
-    async def wait_ack() -> None:
-        try:
-            await fut
-        except Exception as exc:
-            log.warning("self_audit.failed", action=event["action"], error=repr(exc))
-
-    task = asyncio.ensure_future(wait_ack())
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+def client_of(request: Request) -> tuple[str | None, str | None]:
+    return (request.client.host if request.client else None), request.headers.get("user-agent")
 
 
-class ReadCoalescer:
-    """Remembers recently audited list views (bounded LRU); see the module doc."""
+@dataclass
+class _Folded:
+    principal: Principal
+    filters: dict[str, Any]
+    first_at: float
+    calls: int = 0
+    rows: int = 0
+    client_ip: str | None = None
+    user_agent: str | None = None
 
-    def __init__(self, window_s: float = 60.0, max_views: int = 10_000) -> None:
+
+class ReadAuditor:
+    """Publishes read events and knows whether it can (module contract)."""
+
+    def __init__(self, producer: AuditProducer | None, *, ack_timeout_s: float = 2.0, window_s: float = 60.0,
+                 max_views: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.producer = producer
+        self.state = "ok" if producer is not None else "off"
+        self.ack_timeout_s = ack_timeout_s
         self.window_s = window_s
         self.max_views = max_views
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._clock = clock
+        self._views: dict[str, _Folded] = {}
 
-    @staticmethod
-    def view_key(principal: Principal, filters: dict[str, Any], now: datetime) -> str:
-        rest = {k: v for k, v in filters.items() if k not in ("start", "end")}
-        start = datetime.fromisoformat(str(filters["start"]).replace("Z", "+00:00"))
-        end = datetime.fromisoformat(str(filters["end"]).replace("Z", "+00:00"))
-        live = abs((now - end).total_seconds()) <= 120
-        period: object = ["live", round((end - start).total_seconds() / 60)] if live else [filters["start"], filters["end"]]
-        return json.dumps([principal.org_id, principal.sub, rest, period], sort_keys=True, default=str)
+    def attach(self, producer: AuditProducer) -> None:
+        self.producer = producer
+        self.state = "ok"
 
-    def first(self, principal: Principal, filters: dict[str, Any]) -> bool:
-        """True when this read of this view should be recorded (not seen within the window)."""
-        now = time.monotonic()
-        key = self.view_key(principal, filters, datetime.now(UTC))
-        seen = self._seen.get(key)
-        if seen is not None and now - seen < self.window_s:
+    async def record(self, request: Request, principal: Principal, action: str, *,
+                     filters: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                     target_id: str | None = None) -> None:
+        """Publish and wait for the ack, or raise 503 ``audit_unavailable``."""
+        if self.state == "off":
+            return
+        ip, ua = client_of(request)
+        await self._publish(build_event(principal, action, filters=filters, client_ip=ip, user_agent=ua,
+                                        extra=extra, target_id=target_id))
+
+    async def record_list(self, request: Request, principal: Principal, filters: dict[str, Any], rows: int,
+                          *, page: bool) -> None:
+        """A list read: folded into an identical recent one while healthy (module contract), else recorded."""
+        if self.state == "off":
+            return
+        if page:
+            await self.record(request, principal, "audit_log.list", filters=filters,
+                              extra={"rows": rows, "page": True})
+            return
+        key = view_key(principal, filters, datetime.now(UTC))
+        folded = self._views.get(key)
+        connected = self.state == "ok" and self.producer is not None and self.producer.connected()
+        if folded is not None and connected and self._clock() - folded.first_at < self.window_s:
+            folded.calls += 1
+            folded.rows += rows
+            return
+        await self.record(request, principal, "audit_log.list", filters=filters, extra={"rows": rows, "page": False})
+        if folded is None and len(self._views) < self.max_views:  # repeats fold into this recorded call from now
+            ip, ua = client_of(request)
+            self._views[key] = _Folded(principal, filters, self._clock(), client_ip=ip, user_agent=ua)
+
+    async def flush_coalesced(self, *, everything: bool = False) -> int:
+        """Publish the folded repeats of views whose window closed (all of them with ``everything``); returns
+        how many events were published. A view whose event cannot be published is kept for the next flush."""
+        now = self._clock()
+        published = 0
+        for key, f in list(self._views.items()):
+            if not everything and now - f.first_at < self.window_s:
+                continue
+            if f.calls:
+                try:
+                    await self._publish(build_event(
+                        f.principal, "audit_log.list", filters=f.filters, client_ip=f.client_ip,
+                        user_agent=f.user_agent, extra={"rows": f.rows, "page": False, "coalesced": f.calls}))
+                except ApiError:
+                    continue
+                published += 1
+            self._views.pop(key, None)
+        return published
+
+    async def _publish(self, event: dict[str, Any]) -> None:
+        producer = self.producer
+        if producer is None:
+            raise _unavailable("the audit log's own recorder is not connected to the broker yet")
+        try:
+            async with asyncio.timeout(self.ack_timeout_s):
+                ack = await producer.send(event)
+                await ack
+        except Exception as exc:
+            if self.state != "failing":
+                log.error("self_audit.failing", action=event["action"], error=repr(exc))
+            self.state = "failing"
+            raise _unavailable("this read cannot be recorded in the audit log right now (the broker did not "
+                               f"acknowledge within {self.ack_timeout_s:g} s); nothing was served") from None
+        if self.state == "failing":
+            log.info("self_audit.recovered", action=event["action"])
+        self.state = "ok"
+
+    async def probe(self) -> bool:
+        """While failing: True (and ``ok`` again) once the broker answers a metadata request."""
+        if self.state != "failing" or self.producer is None:
+            return self.state in ("ok", "off")
+        try:
+            async with asyncio.timeout(self.ack_timeout_s):
+                await self.producer.reachable()
+        except Exception:
             return False
-        self._seen[key] = now
-        self._seen.move_to_end(key)
-        while len(self._seen) > self.max_views:
-            self._seen.popitem(last=False)
+        log.info("self_audit.recovered", action="probe")
+        self.state = "ok"
         return True
+
+    @property
+    def healthy(self) -> bool:
+        return self.state in ("ok", "off")
+
+
+def _unavailable(message: str) -> ApiError:
+    return ApiError(503, message, code="audit_unavailable", headers={"Retry-After": "5"})
+
+
+def view_key(principal: Principal, filters: dict[str, Any], now: datetime) -> str:
+    """One list *view*: the filters other than the period, plus the period's length and whether it ends at
+    "now" (a live view, e.g. on auto-refresh), or its exact bounds otherwise; per caller."""
+    rest = {k: v for k, v in filters.items() if k not in ("start", "end")}
+    start = datetime.fromisoformat(str(filters["start"]).replace("Z", "+00:00"))
+    end = datetime.fromisoformat(str(filters["end"]).replace("Z", "+00:00"))
+    live = abs((now - end).total_seconds()) <= 120
+    period: object = ["live", round((end - start).total_seconds() / 60)] if live else [filters["start"], filters["end"]]
+    return json.dumps([principal.org_id, principal.sub, rest, period], sort_keys=True, default=str)

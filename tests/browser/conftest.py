@@ -93,14 +93,16 @@ def requests_seen(up: UpDemo) -> RequestLog:
 def new_page(browser: Any, up: UpDemo, requests_seen: RequestLog) -> Iterator[Callable[..., Any]]:
     """Factory of fresh pages (own context: empty session/local storage). Every request of every page is
     recorded; at teardown the test fails if any went to a host other than the app's, or if the page threw an
-    uncaught error."""
+    uncaught error. The app's Content-Security-Policy is enforced only with ``enforce_csp=True``: Playwright's
+    ``wait_for_function`` evaluates its predicate with ``eval``, which that policy forbids (and the other tests
+    show the page is safe by itself, without the policy's help); under it, wait with ``helpers.wait_until``."""
     contexts: list[Any] = []
     js_errors: list[str] = []
 
-    def make(width: int = 1280, height: int = 860) -> Any:
+    def make(width: int = 1280, height: int = 860, *, enforce_csp: bool = False) -> Any:
         ctx = browser.new_context(
             viewport={"width": width, "height": height}, timezone_id=TIMEZONE, locale="en-US",
-            accept_downloads=True, base_url=up.url,
+            accept_downloads=True, base_url=up.url, bypass_csp=not enforce_csp,
         )
         ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=up.origin)
         ctx.on("request", lambda r: requests_seen.record(r.url))

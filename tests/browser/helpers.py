@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -21,9 +22,19 @@ _ROWS = """rows => rows.map(tr => {
 })"""
 
 
+def wait_until(page: Any, js: str, timeout: float = 20_000) -> None:
+    """Poll ``page.evaluate(js)`` until it is truthy (``timeout`` in ms). Unlike ``page.wait_for_function`` it
+    needs no ``eval`` in the page, so it also works under the app's Content-Security-Policy."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(js):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not true within {timeout:.0f} ms: {js}")
+        page.wait_for_timeout(50)
+
+
 def wait_idle(page: Any, timeout: float = 20_000) -> None:
     """Wait until the page finished loading its current query (rows or an empty/error state shown)."""
-    page.wait_for_function(_IDLE, timeout=timeout)
+    wait_until(page, _IDLE, timeout)
 
 
 def sign_in(page: Any, token: str, path: str = "/") -> None:

@@ -112,7 +112,8 @@ def test_filter_by_scope_then_category_lives_in_the_url(up: UpDemo, new_page: An
     assert page.locator("#f-category").is_disabled()
     assert page.locator("#chips-row").is_hidden()
     assert "scope=" not in page.url
-    assert len({r["Scope"] for r in table_rows(page)}) > 1
+    # the newest rows may all be this org's own reads of the audit log (organization / audit_log): not only Service
+    assert {r["Scope"] for r in table_rows(page)} - {"Service"}
 
 
 def test_email_autocomplete_after_two_letters(up: UpDemo, new_page: Any) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from auditlog.cli import main
 from auditlog.settings import Settings
 from auditlog.store import Store
 from query_api.app import create_app
+from query_api.auth import mint_token
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import store_events, token
 
@@ -134,18 +136,27 @@ def test_api_command_serves(broker: EmbeddedBroker, tmp_path: Path) -> None:
            "AUDITLOG_KAFKA_BOOTSTRAP": broker.bootstrap}
     with api_process(env) as (port, ready):
         assert ready["store"] == "ok"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/catalog", timeout=5) as r:
+        tok = mint_token("x" * 32, sub="u-1", email="kim@acme.example", org_id="acme", role="org_owner")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/catalog", headers={"Authorization": f"Bearer {tok}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
             assert json.loads(r.read())["scopes"]
 
 
 def _readyz(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-        return json.loads(r.read())
+    """The /readyz body, green (200) or red (503)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code != 503:
+            raise
+        return json.loads(exc.read())
 
 
 def test_api_serves_while_kafka_is_down_and_audits_reads_once_it_is_up(tmp_path: Path) -> None:
-    """Kafka unreachable at start: reads are served (``self_audit: connecting``); when the broker appears the
-    producer attaches by itself (``ok``) and a list call is published as an ``audit_log.list`` event."""
+    """Kafka unreachable at start: reads are refused (503 ``audit_unavailable``, ``/readyz`` red with
+    ``self_audit: connecting``); when the broker appears the producer attaches by itself (``ok``) and a list call
+    is served and published as an ``audit_log.list`` event."""
     import asyncio
 
     from auditlog.broker import ensure_topics
@@ -156,11 +167,13 @@ def test_api_serves_while_kafka_is_down_and_audits_reads_once_it_is_up(tmp_path:
     env = {**os.environ, "AUDITLOG_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "AUDITLOG_JWT_SECRET": secret,
            "AUDITLOG_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}", "AUDITLOG_TOPIC": topic}
     with api_process(env) as (port, body):
-        assert body["status"] == "ok" and body["self_audit"] == "connecting"
+        assert body["status"] == "unavailable" and body["store"] == "ok" and body["self_audit"] == "connecting"
         tok = mint_token(secret, sub="u-1", email="kim@acme.example", org_id="acme", role="org_owner")
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/events", headers={"Authorization": f"Bearer {tok}"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            assert json.loads(r.read())["data"] == []  # served without Kafka
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 503  # not served: it could not be recorded
+        assert json.loads(refused.value.read())["error"]["code"] == "audit_unavailable"
 
         with EmbeddedBroker(port=kafka_port) as b:
             asyncio.run(ensure_topics(b.bootstrap, [topic], 1))

@@ -301,7 +301,8 @@ def test_stats_group_by_scope_lists_the_scopes_of_the_callers_view(api: TestClie
 
 
 def test_catalog_health_metrics_docs(api: TestClient, store: Store, owner: dict[str, str]) -> None:
-    cat = api.get("/v1/catalog").json()
+    assert api.get("/v1/catalog").status_code == 401
+    cat = api.get("/v1/catalog", headers=owner).json()
     assert [s["code"] for s in cat["scopes"]][:2] == ["organization", "authentication"]
     assert api.get("/healthz").json() == {"status": "ok"}
     assert api.get("/readyz").json()["store"] == "ok"

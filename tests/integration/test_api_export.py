@@ -55,7 +55,7 @@ def test_csv_and_ndjson_equal_the_listed_view(api: TestClient, store: Store, set
     h = auth(token(settings))
     params = {"scope": "service", "status": "SUCCESS"}
     listed = _all_pages(api, h, params)
-    assert len(listed) > 200
+    assert len(listed) > 200 and not any(e.pop("detail_omitted") for e in listed)
     r = api.get("/v1/events/export", params={**params, "format": "ndjson"}, headers=h)
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
     assert [json.loads(line) for line in r.text.splitlines()] == listed  # same shape, same order, same detail
@@ -94,7 +94,11 @@ def test_export_of_nothing_has_a_header_only(api: TestClient, settings: Settings
     assert r.status_code == 422 and r.json()["error"]["field"] == "format"
 
 
-def test_stream_runs_on_one_thread_and_stops_when_the_reader_leaves(store: Store) -> None:
+async def _body(stream: ExportStream) -> bytes:
+    return b"".join([chunk async for chunk in stream])
+
+
+async def test_stream_runs_on_one_thread_and_stops_when_the_reader_leaves(store: Store) -> None:
     n = 20_000  # several granules (8192 rows): ClickHouse streams at most one granule per block here
     store_events(store, random_events(n, seed=8, orgs=("acme",), days=5))
     principal = Principal(sub="u", email="u@x.example", org_id="acme", role="org_owner",
@@ -110,17 +114,16 @@ def test_stream_runs_on_one_thread_and_stops_when_the_reader_leaves(store: Store
     store.client = spy  # type: ignore[method-assign]
     try:
         sq = ScopedQuery(principal)
-        stream = ExportStream(store, sq, get_catalog(), "ndjson", pool, block_rows=100, queue_chunks=1).start()
-        it = iter(stream)
-        assert next(it)
-        stream.close()  # the reader goes away after one chunk
-        fut = pool.submit(lambda: None)
-        fut.result(timeout=10)  # the worker is free again: the query was abandoned, not drained
+        stream = await ExportStream(store, sq, get_catalog(), "ndjson", pool, block_rows=100, queue_chunks=1).start()
+        it = stream.__aiter__()
+        assert await it.__anext__()
+        await stream.aclose()  # the reader goes away after one chunk
+        await asyncio.wrap_future(pool.submit(lambda: None))  # the worker is free: the query was abandoned
         assert stream.rows < n
         # complete run: every chunk produced on the one pool thread
-        full = ExportStream(store, ScopedQuery(principal), get_catalog(), "csv", pool, block_rows=128,
-                            page_rows=999).start()
-        body = b"".join(full)
+        full = await ExportStream(store, ScopedQuery(principal), get_catalog(), "csv", pool, block_rows=128,
+                                  page_rows=999).start()
+        body = await _body(full)
         assert body.count(b"\n") == n + 1 and full.rows == n
         ids = [row["event_id"] for row in csv.DictReader(io.StringIO(body.decode()))]
         assert len(set(ids)) == n
@@ -130,26 +133,26 @@ def test_stream_runs_on_one_thread_and_stops_when_the_reader_leaves(store: Store
         pool.shutdown()
 
 
-def test_a_stream_dropped_unread_frees_its_thread(store: Store) -> None:
+async def test_a_stream_dropped_unread_frees_its_thread(store: Store) -> None:
     """The client left while the first block was awaited: the response (and its stream) is dropped unread."""
     store_events(store, random_events(2000, seed=9, orgs=("acme",), days=2))
     principal = Principal(sub="u", email="u@x.example", org_id="acme", role="org_owner",
                           permissions=frozenset({"audit:read", "audit:export"}))
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-test")
-    stream = ExportStream(store, ScopedQuery(principal), get_catalog(), "csv", pool, page_rows=100,
-                          queue_chunks=1).start()  # 20 pages: the producer fills the queue and waits
+    stream = await ExportStream(store, ScopedQuery(principal), get_catalog(), "csv", pool, page_rows=100,
+                                queue_chunks=1).start()  # 20 pages: the producer fills the queue and waits
     stop = stream._query.stop  # only to clean up if the test fails
     try:
         del stream
         gc.collect()
-        pool.submit(lambda: None).result(timeout=10)  # the producer gave up: the export thread is free
+        await asyncio.wait_for(asyncio.wrap_future(pool.submit(lambda: None)), 10)  # the export thread is free
     finally:
         stop.set()
         pool.shutdown()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
-def test_keyset_pages_neither_skip_nor_repeat_ties(store: Store, fmt: str) -> None:
+async def test_keyset_pages_neither_skip_nor_repeat_ties(store: Store, fmt: str) -> None:
     evs = random_events(40, seed=12, orgs=("acme",), days=2)
     for e in evs[:25]:
         e["occurred_at"] = evs[0]["occurred_at"]  # 25 events in the same millisecond
@@ -157,8 +160,8 @@ def test_keyset_pages_neither_skip_nor_repeat_ties(store: Store, fmt: str) -> No
     principal = Principal(sub="u", email="u@x.example", org_id="acme", role="org_owner",
                           permissions=frozenset({"audit:read", "audit:export"}))
     with ThreadPoolExecutor(max_workers=1) as pool:
-        body = b"".join(ExportStream(store, ScopedQuery(principal), get_catalog(), fmt, pool,
-                                     page_rows=4).start()).decode()
+        body = (await _body(await ExportStream(store, ScopedQuery(principal), get_catalog(), fmt, pool,
+                                               page_rows=4).start())).decode()
     if fmt == "csv":
         ids = [row["event_id"] for row in csv.DictReader(io.StringIO(body))]
     else:
@@ -197,7 +200,8 @@ async def test_list_and_export_publish_self_audit_events(settings: Settings, sto
                 while True:
                     page = (await c.get("/v1/events", params={"category": "audit_log", "limit": 1000}, headers=h)).json()
                     reads = page["data"]
-                    exports = [e for e in reads if e["action"] == "audit_log.export"]
+                    exports = [e for e in reads if e["action"] == "audit_log.export"
+                               and e["detail"]["phase"] == "started"]
                     views = [e["detail"]["filters"].get("q") for e in reads if e["action"] == "audit_log.list"]
                     if len(exports) == 2 and "vm" in views:
                         break
@@ -209,6 +213,8 @@ async def test_list_and_export_publish_self_audit_events(settings: Settings, sto
         assert lst["actor"]["id"] == "u-reader" and lst["actor"]["email"] == "reader@acme.example"
         assert lst["org_id"] == "acme" and lst["detail"]["filters"]["q"] == "train"
         assert got["audit_log.export"]["detail"]["format"] == "csv"
+        finished = [e for e in reads if e["action"] == "audit_log.export" and e["detail"]["phase"] != "started"]
+        assert finished and all(e["detail"]["phase"] == "complete" and e["detail"]["rows"] >= 1 for e in finished)
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, 30)

@@ -15,7 +15,7 @@ from tests.integration.test_api_helpers import app_client, auth, store_events, t
 
 @pytest.fixture
 def api(settings: Settings, store: Store) -> Iterator[TestClient]:
-    with app_client(settings, store) as c:
+    with app_client(settings.model_copy(update={"api_integrity_cache_seconds": 0}), store) as c:
         yield c
 
 
@@ -53,3 +53,19 @@ def test_only_org_owners_with_read_may_check(api: TestClient, settings: Settings
     assert r.status_code == 403 and "org owner" in r.json()["error"]["message"]
     assert api.get("/v1/integrity", headers=auth(token(settings, permissions=()))).status_code == 403
     assert api.get("/v1/integrity").status_code == 401
+
+
+def test_runs_are_cached_per_org_and_each_call_is_still_audited(settings: Settings, store: Store) -> None:
+    """Within api_integrity_cache_seconds the org's last run answers (same checked_at) and concurrent callers
+    share one run; another org runs its own."""
+    import concurrent.futures
+
+    store_events(store, random_events(20, seed=7, orgs=("acme", "globex"), days=2))
+    with app_client(settings.model_copy(update={"api_integrity_cache_seconds": 60}), store) as c:
+        owner = auth(token(settings))
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            bodies = list(pool.map(lambda _: c.get("/v1/integrity", headers=owner).json(), range(4)))
+        assert len({b["checked_at"] for b in bodies}) == 1
+        assert c.get("/v1/integrity", headers=owner).json()["checked_at"] == bodies[0]["checked_at"]
+        other = c.get("/v1/integrity", headers=auth(token(settings, org="globex"))).json()
+        assert other["org_id"] == "globex"

@@ -31,6 +31,6 @@ def test_catalog_covers_the_product_pages() -> None:
                           ("service", "notebook.stop"), ("organization", "access_token.delete")]:
         assert cat.labels(scope, action) is not None
     assert cat.labels("service", "notebook.stop") == ("Service", "AI Notebook", "Stop Notebook")
-    assert len(cat.all_actions()) == 77
+    assert len(cat.all_actions()) == 80
     assert ("organization", "member.delete") in [(s, a) for s, _, a in cat.all_actions()]
     assert ("workspace", "member.delete") not in [(s, a) for s, _, a in cat.all_actions()]

@@ -1,11 +1,11 @@
-"""Which list reads are recorded: ReadCoalescer folds repeats of one view by one caller within the window."""
+"""Which list reads are one *view* (folded while the broker is healthy): view_key per caller, filters and period."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from query_api.auth import Principal
-from query_api.self_audit import ReadCoalescer
+from query_api.self_audit import view_key
 
 
 def principal(sub: str = "u1", org: str = "acme") -> Principal:
@@ -18,29 +18,20 @@ def live(hours: float, **f: object) -> dict[str, object]:
     return {"start": (now - timedelta(hours=hours)).isoformat(), "end": now.isoformat(), **f}
 
 
-def test_repeats_of_a_live_view_are_recorded_once_within_the_window() -> None:
-    c = ReadCoalescer(window_s=60)
-    assert c.first(principal(), live(24, scope="service"))
-    assert not c.first(principal(), live(24, scope="service"))  # auto-refresh: the period moved, same view
+def key(p: Principal, f: dict[str, object]) -> str:
+    return view_key(p, f, datetime.now(UTC))
 
 
-def test_another_view_caller_or_period_is_recorded() -> None:
-    c = ReadCoalescer(window_s=60)
-    assert c.first(principal(), live(24))
-    assert c.first(principal(), live(24, q="vm"))
-    assert c.first(principal(), live(168))
-    assert c.first(principal("u2"), live(24))
-    assert c.first(principal(org="globex"), live(24))
+def test_repeats_of_a_live_view_are_one_view() -> None:
+    first = key(principal(), live(24, scope="service"))
+    assert key(principal(), live(24, scope="service")) == first  # auto-refresh: the period moved, same view
+
+
+def test_another_filter_caller_org_or_period_is_another_view() -> None:
+    base = key(principal(), live(24))
+    others = [key(principal(), live(24, q="vm")), key(principal(), live(168)), key(principal("u2"), live(24)),
+              key(principal(org="globex"), live(24))]
+    assert base not in others and len(set(others)) == len(others)
     fixed = {"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-02T00:00:00+00:00"}
-    assert c.first(principal(), fixed)
-    assert not c.first(principal(), dict(fixed))
-    assert c.first(principal(), {**fixed, "end": "2026-01-03T00:00:00+00:00"})
-
-
-def test_the_window_passing_records_again_and_memory_is_bounded() -> None:
-    c = ReadCoalescer(window_s=0.0, max_views=3)
-    assert c.first(principal(), live(1))
-    assert c.first(principal(), live(1))
-    for i in range(10):
-        c.first(principal(f"u{i}"), live(1))
-    assert len(c._seen) == 3
+    assert key(principal(), fixed) == key(principal(), dict(fixed))
+    assert key(principal(), fixed) != key(principal(), {**fixed, "end": "2026-01-03T00:00:00+00:00"})

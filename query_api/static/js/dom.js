@@ -2,7 +2,8 @@
 
 /**
  * h("div.card#main", {attrs}, ...children) -> HTMLElement.
- * attrs: "class", "text", "on<event>" (function), "dataset" (object), boolean attrs (true/false), others as attributes.
+ * attrs: "class", "text", "on<event>" (function), "dataset" (object), "style" ({"css-property": value}, set through
+ * CSSOM so the page's Content-Security-Policy allows it), boolean attrs (true/false), others as attributes.
  */
 export function h(spec, attrs, ...children) {
   const m = /^([a-z0-9-]+)?((?:[.#][\w-]+)*)$/i.exec(spec);
@@ -22,6 +23,7 @@ export function h(spec, attrs, ...children) {
     if (k === "class") el.className += (el.className ? " " : "") + v;
     else if (k === "text") el.textContent = String(v);
     else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k === "style") for (const [prop, val] of Object.entries(v)) el.style.setProperty(prop, String(val));
     else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
     else if (v === true) el.setAttribute(k, "");
     else el.setAttribute(k, String(v));

@@ -49,7 +49,7 @@ export function renderHistogram(root, buckets, { tz, interval, onPick }) {
           onclick: () => onPick && b.total && onPick(b.t, b.end),
           class: b.total ? undefined : "is-zero",
         },
-        h("span.hist-stack", { style: `height:${pct(b.total)}` }, b.failed ? h("span.hist-failed", { style: `height:${(b.failed / b.total) * 100}%` }) : null),
+        h("span.hist-stack", { style: { height: pct(b.total) } }, b.failed ? h("span.hist-failed", { style: { height: `${(b.failed / b.total) * 100}%` } }) : null),
       ),
     ),
   );

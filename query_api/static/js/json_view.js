@@ -16,7 +16,7 @@ function lines(value, key, depth, comma, cls, parentKey, out) {
   let mine = cls;
   if (parentKey === "detail" && (key === "before" || key === "after")) mine = `hl-${key}`;
   const line = (nodes, c = mine) =>
-    out.push(h("div.jl", { class: c || undefined, style: `--d:${depth}` }, nodes));
+    out.push(h("div.jl", { class: c || undefined, style: { "--d": depth } }, nodes));
   const isArr = Array.isArray(value);
   if (value !== null && typeof value === "object" && (isArr ? value.length : Object.keys(value).length)) {
     const [open, close] = isArr ? ["[", "]"] : ["{", "}"];

@@ -544,7 +544,7 @@ function drawTops(list, top, key) {
                 onclick: () => setFilters({ [key]: t.key }),
                 "aria-pressed": String(app.filters[key] === t.key),
               },
-              h("span.top-bar", { style: `width:${((t.total || 0) / max) * 100}%`, "aria-hidden": "true" }),
+              h("span.top-bar", { style: { width: `${((t.total || 0) / max) * 100}%` }, "aria-hidden": "true" }),
               h("span.top-key", key === "ip" ? { class: "mono" } : null, t.key),
               h(
                 "span.top-count",
@@ -685,7 +685,7 @@ async function copyText(text, button) {
     await navigator.clipboard.writeText(text);
     ok = true;
   } catch {
-    const ta = h("textarea", { style: "position:fixed;opacity:0" });
+    const ta = h("textarea", { style: { position: "fixed", opacity: "0" } });
     ta.value = text;
     document.body.append(ta);
     ta.select();
@@ -726,13 +726,15 @@ async function toggleRow(tr) {
   tr.setAttribute("aria-expanded", String(open));
   replaceDetail(id);
   const ev = app.rows.find((r) => r.event_id === id);
-  if (open && ev && "detail" in ev && !app.details.has(id)) {
-    // the list already carries the full event (detail included): no second request
+  if (open && ev && "detail" in ev && !ev.detail_omitted && !app.details.has(id)) {
+    // the list already carries the full event (detail included): no second request; a row whose large detail
+    // the list left out (detail_omitted) is fetched whole from GET /v1/events/{id} below, "Loading…" meanwhile
     app.details.set(id, ev);
     replaceDetail(id);
     return;
   }
   if (open && !(app.details.get(id) && !(app.details.get(id) instanceof Error))) {
+    if (app.details.delete(id)) replaceDetail(id); // a retry after an error shows "Loading…" again
     try {
       app.details.set(id, await api.event(id));
     } catch (err) {

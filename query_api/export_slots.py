@@ -1,0 +1,57 @@
+"""How many exports run at once: per caller (``org_id`` + ``sub``) and in total.
+
+Contract of :class:`ExportSlots`: :meth:`take` returns a :class:`Slot` or raises ``429 too_many_exports`` with
+``Retry-After`` at once (never queues); :meth:`Slot.release` is idempotent and frees the place for the next export.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from query_api.errors import ApiError
+from query_api.ratelimit import Caller
+
+RETRY_AFTER_S = 5
+
+
+class Slot:
+    def __init__(self, owner: ExportSlots, key: tuple[str, str]) -> None:
+        self._owner = owner
+        self._key = key
+        self._released = False
+
+    def release(self) -> None:
+        with self._owner._lock:
+            if self._released:
+                return
+            self._released = True
+            self._owner._running[self._key] -= 1
+            if self._owner._running[self._key] <= 0:
+                del self._owner._running[self._key]
+
+
+class ExportSlots:
+    def __init__(self, per_caller: int, total: int) -> None:
+        self.per_caller = per_caller
+        self.total = total
+        self._running: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return sum(self._running.values())
+
+    def take(self, caller: Caller) -> Slot:
+        key = (caller.org_id, caller.sub)
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        with self._lock:
+            if self._running[key] >= self.per_caller:
+                raise ApiError(429, f"you already run {self._running[key]} exports (limit {self.per_caller}); "
+                                    "wait for one to finish", code="too_many_exports", headers=headers)
+            if sum(self._running.values()) >= self.total:
+                raise ApiError(429, f"the server runs its limit of {self.total} exports; retry shortly",
+                               code="too_many_exports", headers=headers)
+            self._running[key] += 1
+        return Slot(self, key)
