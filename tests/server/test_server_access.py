@@ -102,3 +102,37 @@ def test_migrate_twice_with_roles_and_as_least_privilege_user(env: dict[str, Any
     assert migrate(env["admin"]) == []
     writer = Store(user_url(env["server"], f"w_{env['db']}", env["pw"]["w"]), env["db"])
     assert migrate(writer) == []  # skipped: least-privilege user, schema present
+
+
+def test_reader_queries_carry_limits_and_can_be_killed_by_their_tag(env: dict[str, Any]) -> None:
+    """The API's role may set its query limits and log_comment and kill its own tagged query (query_runner)."""
+    import threading
+    import time
+
+    from auditlog.settings import Settings
+    from query_api.query_runner import QueryRunner, kill_tagged
+
+    pw = env["pw"]["r"]
+    url = user_url(env["server"], f"r_{env['db']}", pw)
+    reader = Store(url, env["db"])
+    runner = QueryRunner(reader, Settings(api_query_timeout_seconds=0.5))
+    slow = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) % 7 = 1"
+    with pytest.raises(Exception, match=r"TIMEOUT_EXCEEDED|Timeout exceeded"):
+        runner._call("t-limit", {"max_execution_time": "0.5"}, lambda: reader.client().query(slow), ())
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner._call("t-kill", {"max_execution_time": "120"}, lambda: reader.client().query(slow), ())
+        except BaseException as exc:
+            failed.append(exc)
+
+    t = threading.Thread(target=run)
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(1.0)
+    kill_tagged(Store(url, env["db"]), "t-kill")
+    t.join(30)
+    assert not t.is_alive() and time.monotonic() - t0 < 10
+    assert failed and "cancel" in str(failed[0]).lower(), failed
+    runner.close()
