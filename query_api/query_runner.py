@@ -74,12 +74,12 @@ class QueryRunner:
 
     def _call(self, tag: str, limits: dict[str, str], fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         client = self.store.client()
+        applied: dict[str, str] = self._local.__dict__.setdefault("applied", {})
         for k, v in {**limits, "log_comment": tag}.items():
-            client.set_client_setting(k, v)
-        try:
-            return fn(*args)
-        finally:
-            client.set_client_setting("log_comment", "")
+            if applied.get(k) != v:  # on chDB each change is a SET statement: only what differs
+                client.set_client_setting(k, v)
+                applied[k] = v
+        return fn(*args)
 
     async def run(self, request: Request | None, fn: Callable[..., T], *args: Any, timeout_s: float | None = None
                   ) -> T:
