@@ -1,6 +1,6 @@
 """The consumer-group worker: fetch -> decode/validate -> per-partition batches -> DLQ -> insert -> commit.
 
-Contract (issue 2 and issue 5):
+Contract:
 - Fetch with ``getmany``; the records go in chunks to the decode pool (:mod:`consumers.decode_pool`: helper
   processes validate them and encode the valid rows as Native blocks) while the next fetch runs; the results are
   applied in fetch order, each message to its partition's open :class:`~consumers.batch.PartitionBatch`.
