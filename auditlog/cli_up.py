@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Coroutine, Iterator
@@ -18,10 +17,10 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from auditlog import logs
 from auditlog.logs import get_logger
-from auditlog.private_dir import PRIVATE_UMASK, make_private, open_private_append
+from auditlog.private_dir import keep_private, open_private_append
 from auditlog.settings import Settings
 from auditlog.stopsignals import StopSignals, stop_signals
-from auditlog.store import redact_text, redact_url
+from auditlog.store import redact_error, redact_text, redact_url
 
 if TYPE_CHECKING:
     from auditlog.embedded import EmbeddedStack
@@ -83,19 +82,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Run the embedded stack until SIGTERM/SIGINT (exit 0) or a part fails (exit 1). The data directory and
     everything in it are private to the user (umask 077, existing entries tightened at start)."""
     stops = stop_signals()
-    os.umask(PRIVATE_UMASK)
     overrides: dict[str, Any] = {"kafka_bootstrap": f"127.0.0.1:{args.kafka_port}"}
     if args.port is not None:
         overrides["api_port"] = args.port
     settings = _settings(args, **overrides)
-    make_private(settings.data_dir)
+    keep_private(settings.data_dir)
     log_path = settings.data_dir / "auditlog.log"
     with open_private_append(log_path) as log_file:
         logs.configure(settings.log_level, file=log_file)
-        try:
-            return asyncio.run(_up(settings, args.kafka_port, args.demo, log_path, stops))
-        except KeyboardInterrupt:
-            return 0
+        return asyncio.run(_up(settings, args.kafka_port, args.demo, log_path, stops))
 
 
 async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path, stops: StopSignals) -> int:
@@ -212,7 +207,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     try:
         return run_cli(args, settings)
     except Exception as exc:  # the store's URL may carry a password: never in the message
-        msg = redact_text(f"{type(exc).__name__}: {exc}", settings.store_url)
+        msg = redact_error(exc, settings.store_url)
         log.error("migrate.failed", store=redact_url(settings.store_url), error=msg)
         print(f"auditlog migrate: failed on {redact_url(settings.store_url)}: {msg}", file=sys.stderr)
         return 1

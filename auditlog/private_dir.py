@@ -6,7 +6,9 @@ Contract:
   links are neither followed nor changed. Returns how many entries it changed.
 - :func:`open_private_append` opens a text file for appending, created 0600 (an existing one is tightened).
 - :func:`chdb_directory` is the local directory of a ``chdb://`` store URL (None for a server URL).
-- :data:`PRIVATE_UMASK` is the umask the embedded commands run with, so files created later are private too.
+- :data:`PRIVATE_UMASK` is the umask the embedded commands run with, so files created later are private too;
+  :func:`keep_private` sets it and makes a directory private (``up``'s data directory, or the local directory of
+  a ``chdb://`` store of ``consume``/``api``; a server URL changes nothing).
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def open_private_append(path: Path) -> TextIO:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~_OPEN_BITS)
     return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+
+
+def keep_private(directory: Path | None) -> None:
+    """Run with :data:`PRIVATE_UMASK` and make ``directory`` private (nothing when it is None)."""
+    if directory is not None:
+        os.umask(PRIVATE_UMASK)
+        make_private(directory)
 
 
 def chdb_directory(url: str) -> Path | None:

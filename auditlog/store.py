@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -115,8 +116,6 @@ def redact_url(url: str) -> str:
 def redact_text(text: str, url: str) -> str:
     """``text`` (e.g. an exception message) with ``url`` replaced by :func:`redact_url` of it, credentials of
     any other URL removed, and the password of ``url`` (3+ characters, raw or percent-decoded) masked."""
-    from urllib.parse import unquote, urlsplit
-
     out = _USERINFO.sub(r"\g<scheme>***@", text.replace(url, redact_url(url)) if url else text)
     try:
         password = urlsplit(url).password
@@ -126,3 +125,8 @@ def redact_text(text: str, url: str) -> str:
         if len(secret) >= 3:
             out = out.replace(secret, "***")
     return out
+
+
+def redact_error(exc: BaseException, url: str) -> str:
+    """``"<ExceptionType>: <message>"`` of a store failure, safe to print (:func:`redact_text`)."""
+    return redact_text(f"{type(exc).__name__}: {exc}", url)

@@ -29,11 +29,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
-import jwt
 from aiokafka import AIOKafkaProducer
 from common import ROOT, machine, percentile, write_result
 
 from auditlog.broker import free_port
+from query_api.auth import mint_token
 from tests.factories import random_events
 
 
@@ -51,10 +51,9 @@ def start_up(tree: Path, data: Path, port: int, kafka_port: int) -> subprocess.P
 
 
 def token(data: Path, sub: str) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": sub, "email": f"{sub}@acme.example", "org_id": "acme", "role": "org_owner",
-                       "permissions": ["audit:read"], "iat": now, "exp": now + 3600},
-                      (data / "jwt-secret").read_text().strip(), algorithm="HS256")
+    """A reader's token, signed with the secret ``up`` generated in ``data``."""
+    return mint_token((data / "jwt-secret").read_text().strip(), sub=sub, email=f"{sub}@acme.example",
+                      org_id="acme", role="org_owner", permissions=("audit:read",), ttl_seconds=3600)
 
 
 def consumer(url: str) -> dict[str, Any]:

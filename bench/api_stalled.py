@@ -29,10 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
-import jwt
-from common import machine, percentile, write_result
+from common import ROOT, machine, percentile, write_result
 
-HERE = Path(__file__).resolve().parents[1]
+from query_api.auth import mint_token
+
 SECRET = "bench-secret-0123456789abcdef0123456789"
 BULK = """INSERT INTO audit_events (org_id, occurred_at, event_id, scope, category, action, status, actor_id,
 actor_email, actor_type, description, received_at, kafka_topic, kafka_partition, kafka_offset)
@@ -43,10 +43,7 @@ number FROM numbers({n:UInt64})"""
 
 
 def token(sub: str) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": sub, "email": f"{sub}@acme.example", "org_id": "acme", "role": "org_owner",
-                       "permissions": ["audit:read", "audit:export"], "iat": now, "exp": now + 3600},
-                      SECRET, algorithm="HS256")
+    return mint_token(SECRET, sub=sub, email=f"{sub}@acme.example", org_id="acme", role="org_owner", ttl_seconds=3600)
 
 
 def load(data: Path, rows: int) -> None:
@@ -145,7 +142,7 @@ def answer_of(sock: socket.socket) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tree", default=str(HERE), help="checkout whose `auditlog api` is measured")
+    ap.add_argument("--tree", default=str(ROOT), help="checkout whose `auditlog api` is measured")
     ap.add_argument("--rows", type=int, default=300_000)
     ap.add_argument("--readers", type=int, default=20)
     ap.add_argument("--stalled", type=int, default=12)

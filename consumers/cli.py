@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import sys
 from collections import Counter
@@ -25,7 +24,7 @@ from typing import Any
 
 from auditlog import logs
 from auditlog.kafka import KafkaConnection, kafka_options
-from auditlog.private_dir import PRIVATE_UMASK, chdb_directory, make_private
+from auditlog.private_dir import chdb_directory, keep_private
 from auditlog.settings import Settings
 from auditlog.stopsignals import StopSignals, stop_signals
 from consumers.dlq import (
@@ -107,10 +106,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("--workers must be >= 1", file=sys.stderr)
         return 2
-    local = chdb_directory(s.store_url)
-    if local is not None:  # an embedded store: its files are the user's only
-        os.umask(PRIVATE_UMASK)
-        make_private(local)
+    keep_private(chdb_directory(s.store_url))  # an embedded store: its files are the user's only
     return asyncio.run(_consume(s, args.workers, create_topics=not args.no_create_topics, stops=stops))
 
 
@@ -119,7 +115,7 @@ async def _consume(s: Settings, workers: int, create_topics: bool = True, stops:
     A stop signal before the workers exist ends start-up at the next step, exit 0."""
     from auditlog.broker import ensure_topics
     from auditlog.migrations import migrate
-    from auditlog.store import Store, redact_text, redact_url
+    from auditlog.store import Store, redact_error, redact_url
     from consumers.worker import ConsumerWorker
     from schemas.catalog import get_catalog
 
@@ -139,7 +135,7 @@ async def _consume(s: Settings, workers: int, create_topics: bool = True, stops:
         try:
             await asyncio.to_thread(migrate, store, s.retention_days)
         except Exception as exc:
-            msg = redact_text(f"{type(exc).__name__}: {exc}", s.store_url)
+            msg = redact_error(exc, s.store_url)
             log.error("consumer.store_unavailable", store=redact_url(s.store_url), error=msg)
             print(f"auditlog consume: cannot open the store {redact_url(s.store_url)}: {msg}", file=sys.stderr)
             return 1
@@ -155,7 +151,7 @@ async def _consume(s: Settings, workers: int, create_topics: bool = True, stops:
 
 async def _run_workers(s: Settings, ws: list[Any], stop: Callable[[str], None]) -> int:
     """Run the workers (and ``/metrics`` when configured) until all returned; the exit code."""
-    from auditlog.store import redact_text
+    from auditlog.store import redact_error
     from consumers.health import HealthServer
 
     health = None
@@ -175,7 +171,7 @@ async def _run_workers(s: Settings, ws: list[Any], stop: Callable[[str], None]) 
                 code = EXIT_DLQ_LIMIT
                 stop("dlq_limit")
             except Exception as exc:
-                msg = redact_text(f"{type(exc).__name__}: {exc}", s.store_url)
+                msg = redact_error(exc, s.store_url)
                 log.error("consumer.failed", error=msg)
                 print(f"auditlog consume: failed: {msg}", file=sys.stderr)
                 code = code or 1

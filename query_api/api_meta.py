@@ -46,7 +46,7 @@ async def healthz() -> dict[str, object]:
             responses={503: {"model": Health}})
 async def readyz(request: Request, runner: RunnerDep, auditor: AuditorDep) -> Response:
     ok = await runner.run(None, runner.store.ping, timeout_s=5)
-    audit_ok = auditor.healthy or await auditor.probe()
+    audit_ok = await auditor.probe()
     body: dict[str, object] = {"status": "ok" if ok and audit_ok else "unavailable",
                                "store": "ok" if ok else "unreachable", "self_audit": auditor.state}
     status_fn = request.app.state.consumer_status

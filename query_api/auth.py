@@ -24,7 +24,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,12 +31,8 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from query_api.errors import ApiError
-from schemas.event import EventError, parse_event
-
-log = get_logger("query_api.auth")
 
 Role = Literal["org_owner", "workspace_admin"]
 ROLES: tuple[str, ...] = ("org_owner", "workspace_admin")
@@ -45,8 +40,6 @@ READ = "audit:read"
 EXPORT = "audit:export"
 _BEARER = {"WWW-Authenticate": "Bearer"}
 TIME_CLAIMS = ("exp", "nbf", "iat")
-# the fields of the caller's own audit event that come from claims (see :func:`_recordable`)
-_EVENT_FIELD_CLAIMS = {"actor.id": "sub", "actor.email": "email", "org_id": "org_id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,30 +182,13 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     principal = Principal(sub=text("sub"), email=text("email", required=False), org_id=text("org_id"), role=role,
                           workspaces=tuple(w for w in str_list("workspaces") if w.strip()),
                           permissions=frozenset(str_list("permissions")))
-    problem = _recordable(principal.sub, principal.email, principal.org_id)
+    from query_api.self_audit import unrecordable_claim  # lazily: self_audit imports Principal from here
+
+    problem = unrecordable_claim(principal)
     if problem is not None:
         claim, reason = problem
         raise _unauthorized(f"invalid token: claim {claim!r} cannot be recorded in an audit event: {reason}")
     return principal
-
-
-@lru_cache(maxsize=1024)
-def _recordable(sub: str, email: str, org_id: str) -> tuple[str, str] | None:
-    """``None`` when the caller's reads can be recorded (an ``organization / audit_log`` event with these claims
-    passes the event contract), else ``(claim, reason)`` of the first claim that breaks it."""
-    probe = {"event_id": "00000000-0000-4000-8000-000000000000", "occurred_at": "2000-01-01T00:00:00Z",
-             "org_id": org_id, "scope": "organization", "category": "audit_log", "action": "audit_log.list",
-             "status": "SUCCESS", "actor": {"id": sub, "email": email or None, "type": "user"},
-             "target": {"type": "audit_log"}, "description": "probe", "source": "query-api"}
-    try:
-        parse_event(probe)
-    except EventError as exc:
-        claim = _EVENT_FIELD_CLAIMS.get(exc.field)
-        if claim is None:  # not the caller's fault (e.g. a catalog without audit_log.list): do not refuse tokens
-            log.warning("auth.claims_probe_failed", field=exc.field, reason=exc.reason)
-            return None
-        return claim, exc.reason
-    return None
 
 
 def _load_pem(path: Path) -> Any:

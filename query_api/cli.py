@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import os
 import re
 import sys
 import urllib.error
@@ -38,7 +37,7 @@ import uvicorn
 
 from auditlog.kafka import KafkaConnection
 from auditlog.logs import configure, get_logger
-from auditlog.private_dir import PRIVATE_UMASK, chdb_directory, make_private
+from auditlog.private_dir import chdb_directory, keep_private
 from auditlog.settings import Settings
 from auditlog.stopsignals import StopSignals, stop_signals
 from auditlog.store import redact_url
@@ -129,10 +128,7 @@ def _open_store(settings: Settings) -> Store | None:
     from auditlog.migrations import migrate
     from auditlog.store import Store, redact_text
 
-    local = chdb_directory(settings.store_url)
-    if local is not None:
-        os.umask(PRIVATE_UMASK)
-        make_private(local)
+    keep_private(chdb_directory(settings.store_url))
     store = Store.from_settings(settings)
     try:
         migrate(store, settings.retention_days)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from starlette.requests import Request
@@ -32,6 +33,7 @@ from auditlog.logs import get_logger
 from producers.producer import AuditProducer
 from query_api.auth import Principal
 from query_api.errors import ApiError
+from schemas.event import EventError, parse_event
 
 log = get_logger("query_api.self_audit")
 
@@ -66,6 +68,31 @@ def build_event(principal: Principal, action: str, *, filters: dict[str, Any] | 
         "detail": detail,
         "source": "query-api",
     }
+
+
+_CLAIM_OF_FIELD = {"actor.id": "sub", "actor.email": "email", "org_id": "org_id"}  # event fields from the token
+
+
+def unrecordable_claim(principal: Principal) -> tuple[str, str] | None:
+    """``None`` when this caller's reads can be recorded (its :func:`build_event` passes the event contract),
+    else ``(claim, reason)`` of the token claim that breaks it (authentication refuses such a token)."""
+    return _unrecordable(principal.sub, principal.email, principal.org_id)
+
+
+@lru_cache(maxsize=1024)
+def _unrecordable(sub: str, email: str, org_id: str) -> tuple[str, str] | None:
+    caller = Principal(sub=sub, email=email, org_id=org_id, role="org_owner")
+    event = build_event(caller, "audit_log.list", filters=None, client_ip=None, user_agent=None)
+    event.update(event_id="00000000-0000-4000-8000-000000000000", occurred_at="2000-01-01T00:00:00Z")  # as the producer
+    try:
+        parse_event(event)
+    except EventError as exc:
+        claim = _CLAIM_OF_FIELD.get(exc.field)
+        if claim is None:  # not the caller's fault (e.g. a catalog without audit_log.list): do not refuse tokens
+            log.warning("auth.claims_probe_failed", field=exc.field, reason=exc.reason)
+            return None
+        return claim, exc.reason
+    return None
 
 
 def client_of(request: Request) -> tuple[str | None, str | None]:
@@ -169,7 +196,8 @@ class ReadAuditor:
         self.state = "ok"
 
     async def probe(self) -> bool:
-        """While failing: True (and ``ok`` again) once the broker answers a metadata request."""
+        """Whether reads can be recorded (``ok`` or ``off``); while failing, True (and ``ok`` again) once the
+        broker answers a metadata request."""
         if self.state != "failing" or self.producer is None:
             return self.state in ("ok", "off")
         try:
@@ -180,10 +208,6 @@ class ReadAuditor:
         log.info("self_audit.recovered", action="probe")
         self.state = "ok"
         return True
-
-    @property
-    def healthy(self) -> bool:
-        return self.state in ("ok", "off")
 
 
 def _unavailable(message: str) -> ApiError:

@@ -26,7 +26,6 @@ class BoundedStreamingResponse(StreamingResponse):
                  on_end: Callable[[str], Awaitable[None]], media_type: str,
                  headers: Mapping[str, str] | None = None, status_code: int = 200) -> None:
         super().__init__(content, status_code=status_code, media_type=media_type, headers=headers)
-        self._content = content
         self.stall_s = stall_s
         self.on_end = on_end
         self.outcome = "complete"
@@ -34,7 +33,7 @@ class BoundedStreamingResponse(StreamingResponse):
     async def _stream(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         try:
-            async for chunk in self._content:
+            async for chunk in self.body_iterator:
                 try:
                     await asyncio.wait_for(
                         send({"type": "http.response.body", "body": chunk, "more_body": True}), self.stall_s)
@@ -63,7 +62,7 @@ class BoundedStreamingResponse(StreamingResponse):
                     await stream
         finally:
             gone.cancel()
-            aclose = getattr(self._content, "aclose", None)
+            aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
