@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     retention_days: int = Field(400, ge=1, description="TTL of events in days (applied by migrate).")
     catalog_extra: str | None = Field(None, description="Path of an operator's extra catalog JSON file.")
     batch_max_rows: int = Field(50_000, ge=1, description="Consumer flushes a batch at this many rows ...")
-    batch_max_seconds: float = Field(1.0, gt=0, description="... or when its oldest message is this old.")
+    batch_max_seconds: float = Field(1.0, gt=0, description="... or when its oldest message is this old ...")
+    batch_min_seconds: float = Field(
+        0.2, ge=0, description="... or, once it has caught up with the broker, this long after the previous flush.")
     max_inflight_rows: int = Field(200_000, ge=1, description="Consumer pauses fetching above this many buffered rows.")
     session_timeout_ms: int = Field(10_000, ge=1000, description="Kafka consumer group session timeout.")
     consumer_metrics_host: str = Field("127.0.0.1", description="Bind address of `auditlog consume`'s /metrics and /readyz.")

@@ -7,9 +7,9 @@ Contract: :meth:`DecodeStep.decode` never raises for bad input. Every record bec
 Validation is :func:`parse_event` itself: the consumer has no second copy of the contract.
 
 :meth:`DecodeStep.decode_chunk` is the consumer's hot path: it decodes a :class:`Chunk` (consecutive messages of
-one partition) in one call and returns a :class:`DecodedChunk`: the valid rows already encoded as one Native block
-(:class:`~consumers.native.NativeEncoder`) plus the index, field and reason of each invalid message. Both are plain
-data, so the call can run in another process (:mod:`consumers.decode_pool`).
+one partition) in one call and returns a :class:`DecodedChunk`: the rows to store already encoded as one Native
+block (:class:`~consumers.native.NativeEncoder`) plus the index, field and reason of each message to dead-letter.
+Both are plain data, so the call can run in another process (:mod:`consumers.decode_pool`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zlib import crc32
 
+from consumers.fate import Fate, Watermarks, fate
 from consumers.native import NativeEncoder
 from schemas.catalog import Catalog, get_catalog
 from schemas.event import EventError, parse_event
@@ -41,11 +43,8 @@ class DeadLetter:
 
 @dataclass(slots=True, frozen=True)
 class Chunk:
-    """Consecutive messages of one partition to decode in one call.
-
-    Valid messages at offsets ``<= stored_up_to`` are already stored (a redelivery after a crash): they are
-    counted in :attr:`DecodedChunk.already_stored`, not encoded again.
-    """
+    """Consecutive messages of one partition to decode in one call, with the partition's watermarks
+    (:mod:`consumers.fate`): what lies at or below them was handled before and is only counted."""
 
     topic: str
     partition: int
@@ -53,14 +52,17 @@ class Chunk:
     values: Sequence[bytes | None]
     received_at: datetime
     stored_up_to: int = -1
+    dead_up_to: int = -1
 
 
 @dataclass(slots=True, frozen=True)
 class DecodedChunk:
-    block: bytes  # Native block of the valid rows not yet stored (b"" if none)
+    block: bytes  # Native block of the messages to store (b"" if none)
     rows: int
-    invalid: tuple[tuple[int, str, str], ...]  # (index into the chunk, field, reason), in offset order
+    invalid: tuple[tuple[int, str, str], ...]  # messages to dead-letter: (index into the chunk, field, reason)
     already_stored: int
+    already_dead: int = 0
+    fingerprint: int = 0  # crc32 over the chunk's values, in offset order
 
 
 class DecodeStep:
@@ -75,20 +77,29 @@ class DecodeStep:
         return dead_letter(record, *out) if isinstance(out, list) else out
 
     def decode_chunk(self, chunk: Chunk, encoder: NativeEncoder) -> DecodedChunk:
+        """Every message of ``chunk`` gets its :func:`~consumers.fate.fate`; only STORE rows are encoded and
+        only DEAD messages are reported."""
         rows: list[tuple[Any, ...]] = []
         invalid: list[tuple[int, str, str]] = []
-        already = 0
-        t, p, at, up_to = chunk.topic, chunk.partition, chunk.received_at, chunk.stored_up_to
+        already_stored = already_dead = 0
+        fp = 0
+        t, p, at = chunk.topic, chunk.partition, chunk.received_at
+        wm = Watermarks(chunk.stored_up_to, chunk.dead_up_to)
         row = self._row
         for i, (offset, value) in enumerate(zip(chunk.offsets, chunk.values, strict=True)):
+            fp = crc32(value or b"", fp)
             out = row(value, at, t, p, offset)
-            if isinstance(out, list):
+            bad = isinstance(out, list)
+            what = fate(offset, not bad, wm)
+            if what is Fate.STORE:
+                rows.append(out)  # type: ignore[arg-type]
+            elif what is Fate.DEAD:
                 invalid.append((i, out[0], out[1]))
-            elif offset <= up_to:
-                already += 1
+            elif what is Fate.ALREADY_STORED:
+                already_stored += 1
             else:
-                rows.append(out)
-        return DecodedChunk(encoder.encode(rows), len(rows), tuple(invalid), already)
+                already_dead += 1
+        return DecodedChunk(encoder.encode(rows), len(rows), tuple(invalid), already_stored, already_dead, fp)
 
     def _row(self, value: bytes | None, received_at: datetime, topic: str, partition: int,
              offset: int) -> tuple[Any, ...] | list[str]:

@@ -51,20 +51,31 @@ class DlqLimit:
     def __init__(self, ratio: float, window: int) -> None:
         self.ratio = ratio
         self.window = window
-        self._seen: deque[bool] = deque(maxlen=window)
-        self._invalid = 0
+        self._seen = 0  # messages observed so far
+        self._invalid: deque[int] = deque()  # sequence numbers of the invalid ones inside the window
 
     def observe(self, invalid: bool) -> None:
-        if len(self._seen) == self.window and self._seen[0]:
-            self._invalid -= 1
-        self._seen.append(invalid)
-        self._invalid += invalid
-        if self.ratio < 1 and len(self._seen) == self.window and self._invalid > self.ratio * self.window:
-            raise DlqLimitExceeded(
-                f"{self._invalid} of the last {self.window} messages were invalid (limit {self.ratio:.0%}, "
-                "AUDITLOG_DLQ_LIMIT_RATIO): a producer is probably broken; fix it or raise the limit, "
-                "then restart the consumer (nothing of this window was committed)"
-            )
+        self.observe_many(1, (0,) if invalid else ())
+
+    def observe_many(self, n: int, invalid_at: Iterable[int]) -> None:
+        """``n`` messages in order, of which those at the indexes ``invalid_at`` (ascending) were invalid;
+        the same as ``observe(i in invalid_at)`` for each ``i < n``."""
+        first = self._seen
+        self._seen += n
+        if self.ratio >= 1:
+            return
+        bad = self._invalid
+        for i in invalid_at:
+            seq = first + i
+            bad.append(seq)
+            while bad[0] <= seq - self.window:
+                bad.popleft()
+            if seq + 1 >= self.window and len(bad) > self.ratio * self.window:
+                raise DlqLimitExceeded(
+                    f"{len(bad)} of the last {self.window} messages were invalid (limit {self.ratio:.0%}, "
+                    "AUDITLOG_DLQ_LIMIT_RATIO): a producer is probably broken; fix it or raise the limit, "
+                    "then restart the consumer (nothing of this window was committed)"
+                )
 
 
 def dlq_headers(d: DeadLetter, group: str, now: datetime | None = None) -> list[tuple[str, bytes]]:

@@ -112,6 +112,11 @@ class Catalog:
             )
         return None
 
+    def valid_action_label(self, scope: str, category: str, action: str) -> str | None:
+        """The action's label if the triple is valid, else ``None`` (one lookup: the validator's hot path)."""
+        hit = self._actions.get((scope, action))
+        return hit[3] if hit is not None and hit[0] == category else None
+
     def labels(self, scope: str, action: str) -> tuple[str, str, str] | None:
         """(scope_label, category_label, action_label) for a stored event, or None if unknown."""
         hit = self._actions.get((scope, action))

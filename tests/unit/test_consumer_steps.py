@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import TopicPartition
 
-from consumers.batch import BatchBuffer, PartitionBatch
+from consumers.batch import FlushJob, PartitionBatch
 from consumers.cli import reason_class
 from consumers.decode import DeadLetter, DecodeStep
 from consumers.dlq import (
@@ -24,7 +24,9 @@ from consumers.dlq import (
     header,
     original_headers,
 )
-from consumers.worker import backoff_delay
+from consumers.fate import Fate, Watermarks, fate
+from consumers.partition import PartitionState
+from consumers.retry import backoff_delay
 from schemas.rows import EVENT_COLUMNS
 from tests.factories import make_event
 
@@ -75,20 +77,44 @@ def test_dlq_headers_keep_originals_and_add_coordinates() -> None:
 
 def test_partition_batch_range_token_and_commit_offset() -> None:
     tp = TopicPartition("audit.events", 4)
-    buf = BatchBuffer()
-    b = buf.batch_for(tp, 10)
+    st = PartitionState(tp)
+    b = st.batch(10)
+    assert st.batch(99) is b  # one open batch per partition
     b.add_skipped(10)
     b.add_block(11, b"<native block>", 1)
     b.add_dead(12, DeadLetter("audit.events", 4, 12, None, b"x", (), "message", "bad"))
     assert b.messages == 3 and b.commit_offset == 13
     b.fingerprint = 0xBEEF
     assert b.dedup_token() == "audit.events:4:10-12:0000beef"  # range + crc32 of the range's bytes
-    assert buf.due(max_rows=3, max_seconds=60) == [tp]
-    assert buf.due(max_rows=4, max_seconds=60, now=b.created + 1) == []
-    assert buf.due(max_rows=4, max_seconds=0.5, now=b.created + 1) == [tp]
-    assert buf.take(tp) is b and buf.partitions() == []
-    assert isinstance(buf.batch_for(TopicPartition("audit.events", 5), 0), PartitionBatch)
-    assert buf.drop([TopicPartition("audit.events", 5)]) == 0
+    assert st.take() is b and st.open is None
+
+
+def test_flush_job_joins_tokens_of_batches_with_rows_and_commits_each_partition() -> None:
+    a, b, c = (PartitionBatch(TopicPartition("t", p), first=0) for p in (0, 1, 2))
+    a.add_block(9, b"A", 10)
+    b.add_dead(4, DeadLetter("t", 1, 4, None, b"x", (), "message", "bad"))
+    c.add_block(2, b"C1", 2)
+    c.add_block(5, b"C2", 3)
+    job = FlushJob((a, b, c))
+    assert job.rows == 15 and job.messages == 16 and job.blocks == [b"A", b"C1", b"C2"]
+    assert job.dedup_token() == "t:0:0-9:00000000;t:2:0-5:00000000"
+    assert job.commit_offsets() == {TopicPartition("t", 0): 10, TopicPartition("t", 1): 5, TopicPartition("t", 2): 6}
+
+
+def test_fate_from_watermarks() -> None:
+    wm = Watermarks(stored=100, dead=50)
+    assert fate(100, True, wm) is Fate.ALREADY_STORED and fate(101, True, wm) is Fate.STORE
+    assert fate(50, False, wm) is Fate.ALREADY_DEAD and fate(51, False, wm) is Fate.DEAD
+    assert fate(0, True, Watermarks()) is Fate.STORE and wm.below == 50
+
+
+def test_partition_caught_up_and_lag() -> None:
+    st = PartitionState(TopicPartition("t", 0), committed=5, fetched_to=5)
+    assert not st.caught_up and st.lag is None
+    st.highwater = 8
+    assert not st.caught_up and st.lag == 3
+    st.fetched_to = 8
+    assert st.caught_up
 
 
 def test_dlq_limit_trips_only_on_a_full_window_above_ratio() -> None:

@@ -1,0 +1,126 @@
+"""Batching step: decoded runs -> per-partition batches -> one :class:`~consumers.batch.FlushJob` at a time.
+
+A flush starts only while the flushing step is idle (one insert in flight per worker), and takes the open batches
+of the partitions, oldest first, up to ``batch_max_rows`` messages, when one of them holds ``batch_max_rows`` messages or is ``batch_max_seconds`` old, or when
+every partition with an open batch has caught up with the broker and nothing is being decoded, at most once per
+``batch_min_seconds``: fresh data is visible quickly at low load, and a sustained load still makes few large
+inserts. The DLQ-rate guard sees every decoded message here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from aiokafka import TopicPartition
+
+from auditlog.logs import get_logger
+from consumers import metrics as m
+from consumers.batch import FlushJob
+from consumers.decode import dead_letter
+from consumers.dlq import DlqLimit
+from consumers.partition import PartitionState
+from consumers.steps import Decoded
+from consumers.steps.flushing import Flushing
+
+log = get_logger("consumers.batching")
+
+
+class Batching:
+    def __init__(self, states: dict[TopicPartition, PartitionState], next_step: Flushing, limit: DlqLimit,
+                 stats: dict[str, int], *, max_rows: int, max_seconds: float, min_seconds: float,
+                 upstream_busy: Callable[[], bool] = lambda: False) -> None:
+        self.states = states
+        self.next = next_step
+        self.limit = limit
+        self.stats = stats
+        self.max_rows = max_rows
+        self.max_seconds = max_seconds
+        self.min_seconds = min_seconds
+        self.upstream_busy = upstream_busy
+        self._last_flush = 0.0
+
+    def submit(self, item: Decoded) -> None:
+        recs = item.records
+        b = item.state.batch(recs[0].offset)
+        dead_at: list[int] = []
+        base = stored = dead = 0
+        for chunk, res in zip(item.chunks, item.results, strict=True):
+            last = chunk.offsets[-1]
+            for i, field, reason in res.invalid:
+                b.add_dead(chunk.offsets[i], dead_letter(recs[base + i], field, reason))
+                dead_at.append(base + i)
+            b.add_block(last, res.block, res.rows)
+            if res.already_stored or res.already_dead:
+                b.add_skipped(last, res.already_stored + res.already_dead)
+                stored += res.already_stored
+                dead += res.already_dead
+            b.add_fingerprint(res.fingerprint)
+            base += len(chunk.offsets)
+        topic = item.state.tp.topic
+        self.stats["consumed"] += len(recs)
+        m.CONSUMED.labels(topic).inc(len(recs))
+        if stored or dead:
+            self.stats["skipped_stored"] += stored
+            self.stats["skipped_dlq"] += dead
+            m.SKIPPED.labels(topic, "stored").inc(stored)
+            m.SKIPPED.labels(topic, "dead_lettered").inc(dead)
+            log.info("messages.skipped_redelivered", partition=item.state.tp.partition, first=recs[0].offset,
+                     stored=stored, dead_lettered=dead)
+        self.limit.observe_many(len(recs), dead_at)
+
+    def _due(self, now: float) -> list[PartitionState]:
+        open_ = [st for st in self.states.values() if st.open is not None]
+        if not open_:
+            return []
+        if any(st.open is not None and (st.open.messages >= self.max_rows or st.open.age(now) >= self.max_seconds)
+               for st in open_):
+            return open_
+        if now - self._last_flush >= self.min_seconds and not self.upstream_busy() \
+                and all(st.caught_up for st in open_):
+            return open_
+        return []
+
+    def _start(self, states: list[PartitionState], now: float) -> None:
+        """Flush the open batches, oldest first, up to ``max_rows`` messages (at least one batch)."""
+        self._last_flush = now
+        batches = sorted((st.open for st in states if st.open is not None), key=lambda b: b.created)
+        take, n = [], 0
+        for b in batches:
+            if take and n + b.messages > self.max_rows:
+                break
+            take.append(b)
+            n += b.messages
+        for b in take:
+            self.states[b.tp].take()
+        self.next.submit(FlushJob(tuple(take)))
+
+    def poll(self) -> None:
+        self.next.poll()
+        if self.next.busy:
+            return
+        now = time.monotonic()
+        due = self._due(now)
+        if due:
+            self._start(due, now)
+
+    async def join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.next.poll()
+            open_ = [st for st in self.states.values() if st.open is not None]
+            if not open_:
+                break
+            if not self.next.busy:
+                self._start(open_, time.monotonic())
+            if not await self.next.wait_idle(max(0.0, deadline - time.monotonic())):
+                return False
+        return await self.next.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        for st in self.states.values():
+            st.take()
+        self.next.close()
+
+    def held(self) -> int:
+        return sum(st.open.messages for st in self.states.values() if st.open is not None) + self.next.held()

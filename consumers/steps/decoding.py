@@ -1,0 +1,72 @@
+"""Decoding step: runs of fetched records -> :class:`~consumers.steps.Decoded`, in submission order.
+
+Records are cut into chunks of ``chunk_messages`` carrying the partition's watermarks and handed to the decode
+pool (helper processes, or this process in slices that let the event loop run in between); results go on in
+the order the runs were submitted, whatever order the pool finishes them in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from datetime import UTC, datetime
+
+from consumers import metrics as m
+from consumers.decode import Chunk, DecodedChunk
+from consumers.decode_pool import DecodePool
+from consumers.steps import Decoded, Fetched, Step
+
+
+class Decoding:
+    def __init__(self, pool: DecodePool, next_step: Step[Decoded], chunk_messages: int = 500) -> None:
+        self.pool = pool
+        self.next = next_step
+        self.chunk_messages = chunk_messages
+        self._queue: deque[tuple[Fetched, list[Chunk], asyncio.Future[list[DecodedChunk]]]] = deque()
+        self._held = 0
+
+    def submit(self, item: Fetched) -> None:
+        recs, wm, tp = item.records, item.state.watermarks, item.state.tp
+        at = datetime.now(UTC)
+        n = self.chunk_messages
+        chunks = [
+            Chunk(tp.topic, tp.partition, [r.offset for r in piece], [r.value for r in piece], at, wm.stored, wm.dead)
+            for piece in (recs[i : i + n] for i in range(0, len(recs), n))
+        ]
+        task = asyncio.ensure_future(self.pool.decode(chunks))
+        t0 = time.perf_counter()
+        task.add_done_callback(lambda _t: m.DECODE_SECONDS.observe(time.perf_counter() - t0))
+        self._queue.append((item, chunks, task))
+        self._held += len(recs)
+
+    def poll(self) -> None:
+        q = self._queue
+        while q and q[0][2].done():
+            item, chunks, task = q.popleft()
+            self._held -= len(item.records)
+            self.next.submit(Decoded(item.state, item.records, chunks, task.result()))
+        self.next.poll()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue)
+
+    async def join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        if self._queue:
+            _, pending = await asyncio.wait([t for _, _, t in self._queue], timeout=timeout)
+            if pending:
+                return False
+        self.poll()
+        return await self.next.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        for _, _, task in self._queue:
+            task.cancel()
+        self._queue.clear()
+        self._held = 0
+        self.next.close()
+
+    def held(self) -> int:
+        return self._held + self.next.held()

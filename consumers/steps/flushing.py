@@ -1,0 +1,114 @@
+"""Flushing step: one :class:`~consumers.batch.FlushJob` at a time: dead letters, then the insert, then commit.
+
+(1) each batch's dead letters are sent and every ack awaited (a retry sends only what the DLQ lacks), (2) all
+rows of the job go to ClickHouse in ONE insert carrying the job's deduplication token, (3) only then are the
+job's offsets handed to the committing step. (1) and (2) are retried until they succeed (:mod:`consumers.retry`);
+meanwhile nothing is committed and the batches upstream keep growing until backpressure pauses fetching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiokafka import TopicPartition
+
+from auditlog.logs import get_logger
+from consumers import metrics as m
+from consumers.batch import FlushJob, PartitionBatch
+from consumers.decode import DeadLetter
+from consumers.inserter import Inserter
+from consumers.retry import Retry
+from consumers.steps.committing import Committing
+
+log = get_logger("consumers.flush")
+
+
+class Flushing:
+    def __init__(self, next_step: Committing, inserter: Inserter, send_dead: Callable[[Sequence[DeadLetter]], Awaitable[None]],
+                 dlq_watermark: Callable[[TopicPartition], Awaitable[int]], retry: Retry, stats: dict[str, int],
+                 worker: str) -> None:
+        self.next = next_step
+        self.inserter = inserter
+        self.send_dead = send_dead
+        self.dlq_watermark = dlq_watermark
+        self.retry = retry
+        self.stats = stats
+        self.worker = worker
+        self._job: FlushJob | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+    def submit(self, item: FlushJob) -> None:
+        if self._task is not None:
+            raise RuntimeError("a flush is already in flight")
+        self._job = item
+        self._task = asyncio.create_task(self._flush(item), name=f"flush-{self.worker}")
+
+    def poll(self) -> None:
+        t = self._task
+        if t is not None and t.done():
+            job, self._job, self._task = self._job, None, None
+            t.result()  # a failure here is a bug (store and broker errors are retried): fatal
+            assert job is not None
+            self.next.submit(job.commit_offsets())
+        self.next.poll()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=timeout)
+            if not self._task.done():
+                return False
+            self.poll()
+        return True
+
+    async def join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        if not await self.wait_idle(timeout):
+            return False
+        return await self.next.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._task = self._job = None
+        self.next.close()
+
+    def held(self) -> int:
+        return self._job.messages if self._job is not None else 0
+
+    async def _flush(self, job: FlushJob) -> None:
+        t0 = time.perf_counter()
+        for b in job.batches:
+            if b.dead:
+                await self.retry.run("dlq", lambda attempt, b=b: self._send(b, attempt))  # type: ignore[misc]
+        rows = job.rows
+        if rows:
+            blocks, token = job.blocks, job.dedup_token()
+            await self.retry.run("store", lambda _a: self.inserter.insert(blocks, rows, token))
+        secs = time.perf_counter() - t0
+        dead = sum(len(b.dead) for b in job.batches)
+        self.stats["flushes"] += 1
+        self.stats["stored"] += rows
+        self.stats["dead_lettered"] += dead
+        m.FLUSH_SECONDS.observe(secs)
+        for b in job.batches:
+            m.STORED.labels(b.tp.topic).inc(b.rows)
+            m.BATCH_ROWS.observe(b.messages)
+            for d in b.dead:
+                m.DEAD_LETTERED.labels(b.tp.topic, d.field).inc()
+                log.info("message.dead_lettered", partition=d.partition, offset=d.offset, field=d.field,
+                         reason=d.reason[:300])
+        log.info("batch.flushed", worker=self.worker, partitions={b.tp.partition: [b.first, b.last] for b in job.batches},
+                 rows=rows, dead_lettered=dead, skipped=sum(b.skipped for b in job.batches), ms=round(secs * 1000, 1))
+
+    async def _send(self, b: PartitionBatch, attempt: int) -> None:
+        dead = b.dead
+        if attempt > 0:  # some of the range may have landed before the failure: send only what the DLQ lacks
+            wm = await self.dlq_watermark(b.tp)
+            dead = [d for d in dead if d.offset > wm]
+        await self.send_dead(dead)
