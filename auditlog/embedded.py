@@ -80,7 +80,10 @@ class EmbeddedStack:
         log.info("store.ready", url=redact_url(self.store.url), migrations_applied=applied)
         self.producer = AuditProducer(self.broker.bootstrap, s.topic, catalog=self.catalog)
         await self.producer.start()
-        self.worker = ConsumerWorker(s, self.store, catalog=self.catalog)
+        # the API shares this process: decoding goes to a helper process (at lower priority) whenever it is auto
+        ws = s if s.consumer_decode_processes >= 0 else s.with_overrides(
+            consumer_decode_processes=max(1, s.decode_processes()))
+        self.worker = ConsumerWorker(ws, self.store, catalog=self.catalog)
         self._tasks.append(asyncio.create_task(self.worker.run(), name="consumer"))
         app = create_app(s, self.store, catalog=self.catalog, producer=self.producer,
                          consumer_status=self.worker.status)

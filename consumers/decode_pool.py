@@ -9,7 +9,8 @@ Contract:
 - ``DecodePool(processes, catalog, type_names)``; ``await pool.decode(chunks)`` returns one
   :class:`~consumers.decode.DecodedChunk` per :class:`~consumers.decode.Chunk`, in order. Decoding is a pure
   function of the chunk, so where it runs changes nothing but speed.
-- ``processes == 0``: decoded in the calling thread. ``> 0``: that many ``python -m consumers.decode_worker``
+- ``processes == 0``: decoded in the calling thread, one chunk at a time, yielding to the event loop after each
+  (an API served by the same loop stays responsive). ``> 0``: that many ``python -m consumers.decode_worker``
   processes (plain subprocesses, not ``multiprocessing``: nothing of the parent's ``__main__`` is re-run, no
   chDB or asyncio state is forked). Each is driven by one thread of the pool over its stdin/stdout; each exits
   when its stdin closes, i.e. when the pool closes or the consumer dies (even by SIGKILL).
@@ -176,8 +177,12 @@ class DecodePool:
     async def decode(self, chunks: Sequence[Chunk]) -> list[DecodedChunk]:
         if not chunks:
             return []
-        if self.processes == 0:
-            return self.decode_here(chunks)
+        if self.processes == 0:  # one chunk at a time, letting the event loop run in between (an API beside)
+            out = []
+            for c in chunks:
+                out.append(self._step.decode_chunk(c, self._encoder))
+                await asyncio.sleep(0)
+            return out
         if not self._started:
             await asyncio.to_thread(self.start)
         loop = asyncio.get_running_loop()

@@ -15,12 +15,15 @@ from consumers.decode import DecodeStep
 from consumers.decode_pool import read_frame, write_frame
 from consumers.native import NativeEncoder
 
+_NICE = 10
+
 
 def main() -> int:
     inp = sys.stdin.buffer
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # from here fd 1 is stderr: a stray print or log line cannot corrupt the frames
     sys.stdout = sys.stderr
+    os.nice(_NICE)  # ingest yields the CPU to whatever serves people (the API beside it in `auditlog up`)
     try:
         catalog, type_names = read_frame(inp)
     except EOFError:

@@ -19,6 +19,9 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,13 +30,20 @@ from auditlog.store import Store
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
 
 OFFSETS_TABLE = "audit_events_offsets"
+_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Run this thread (chDB's insert work happens on it) at a lower CPU priority than the API's threads."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICE)
 
 
 class Inserter:
     def __init__(self, store: Store, *, dedup: bool = True, name: str = "auditlog-inserter") -> None:
         self.store = store
         self.dedup = dedup
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=_lower_priority)
         self._column_types: tuple[str, ...] | None = None  # of EVENT_COLUMNS; read once, on the inserter thread
 
     async def _run(self, fn: Any, *args: Any) -> Any:
