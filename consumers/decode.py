@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zlib import crc32
 
@@ -24,7 +24,10 @@ from consumers.fate import Fate, Watermarks, fate
 from consumers.native import NativeEncoder
 from schemas.catalog import Catalog, get_catalog
 from schemas.event import EventError, parse_event
-from schemas.rows import event_row
+from schemas.rows import event_values
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,46 +76,55 @@ class DecodeStep:
 
     def decode(self, record: Any, received_at: datetime) -> tuple[Any, ...] | DeadLetter:
         """``record`` is an aiokafka ``ConsumerRecord`` (topic, partition, offset, key, value, headers)."""
-        out = self._row(record.value, received_at, record.topic, record.partition, record.offset)
-        return dead_letter(record, *out) if isinstance(out, list) else out
+        out = self._values(record.value)
+        if isinstance(out, list):
+            return dead_letter(record, *out)
+        return (*out, received_at, record.topic, record.partition, record.offset)
 
     def decode_chunk(self, chunk: Chunk, encoder: NativeEncoder) -> DecodedChunk:
         """Every message of ``chunk`` gets its :func:`~consumers.fate.fate`; only STORE rows are encoded and
         only DEAD messages are reported."""
         rows: list[tuple[Any, ...]] = []
+        offsets: list[int] = []
         invalid: list[tuple[int, str, str]] = []
         already_stored = already_dead = 0
         fp = 0
-        t, p, at = chunk.topic, chunk.partition, chunk.received_at
         wm = Watermarks(chunk.stored_up_to, chunk.dead_up_to)
-        row = self._row
+        values = self._values
         for i, (offset, value) in enumerate(zip(chunk.offsets, chunk.values, strict=True)):
             fp = crc32(value or b"", fp)
-            out = row(value, at, t, p, offset)
+            out = values(value)
             bad = isinstance(out, list)
             what = fate(offset, not bad, wm)
             if what is Fate.STORE:
                 rows.append(out)  # type: ignore[arg-type]
+                offsets.append(offset)
             elif what is Fate.DEAD:
                 invalid.append((i, out[0], out[1]))
             elif what is Fate.ALREADY_STORED:
                 already_stored += 1
             else:
                 already_dead += 1
-        return DecodedChunk(encoder.encode(rows), len(rows), tuple(invalid), already_stored, already_dead, fp)
+        n = len(rows)
+        at = _ticks_ms(chunk.received_at)  # the provenance columns, column by column (constant but the offset)
+        block = encoder.encode(rows, ([at] * n, [chunk.topic] * n, [chunk.partition] * n, offsets))
+        return DecodedChunk(block, n, tuple(invalid), already_stored, already_dead, fp)
 
-    def _row(self, value: bytes | None, received_at: datetime, topic: str, partition: int,
-             offset: int) -> tuple[Any, ...] | list[str]:
-        """The row of a valid message, else ``[field, reason]``."""
+    def _values(self, value: bytes | None) -> tuple[Any, ...] | list[str]:
+        """The event's own columns of a valid message, else ``[field, reason]``."""
         try:
             if value is None:
                 raise EventError("message", "empty message (null value)")
-            ev = parse_event(value, self.catalog)
-            return event_row(ev, received_at, topic, partition, offset)
+            return event_values(parse_event(value, self.catalog))
         except EventError as exc:
             return [exc.field, exc.reason]
         except Exception as exc:  # a validator bug must not kill the worker or lose the message
             return ["message", f"unexpected validation error ({type(exc).__name__}: {exc})"]
+
+
+def _ticks_ms(ts: datetime) -> int:
+    """``ts`` as ``DateTime64(3)`` ticks (milliseconds since the epoch)."""
+    return (ts - _EPOCH) // _MS
 
 
 def dead_letter(record: Any, field: str, reason: str) -> DeadLetter:

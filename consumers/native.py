@@ -32,14 +32,16 @@ class NativeEncoder:
         self._heads = [_leb_str(c) + _leb_str(t.insert_name) for c, t in zip(columns, self._types, strict=True)]
         self._ctx = InsertContext(EVENTS_TABLE, list(columns), self._types, column_oriented=True)
 
-    def encode(self, rows: Sequence[tuple[Any, ...]]) -> bytes:
-        """One Native block holding ``rows`` (empty bytes for no rows)."""
+    def encode(self, rows: Sequence[tuple[Any, ...]], tail: Sequence[Sequence[Any]] = ()) -> bytes:
+        """One Native block holding ``rows`` (empty bytes for no rows). With ``tail``, the rows hold only the
+        leading columns and ``tail`` the values of the last ``len(tail)`` columns, column by column."""
         if not rows:
             return b""
         out = bytearray()
         write_leb128(len(self._types), out)
         write_leb128(len(rows), out)
-        for head, typ, column in zip(self._heads, self._types, zip(*rows, strict=True), strict=True):
+        columns = [*zip(*rows, strict=True), *tail]
+        for head, typ, column in zip(self._heads, self._types, columns, strict=True):
             out += head
             typ.write_column(column, out, self._ctx)
         return bytes(out)

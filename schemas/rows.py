@@ -1,6 +1,7 @@
 """How a validated event becomes a row of ``audit_events`` and back: the one place for the column layout.
 
 Contract: :data:`EVENT_COLUMNS` is the insert column order; :func:`event_row` returns a tuple in that order
+(:func:`event_values` the same without the :data:`PROVENANCE_COLUMNS`)
 with Python values clickhouse-connect inserts natively (UUID, aware datetime, str/None).
 :func:`row_to_public` turns a selected row (dict keyed by column name) into the API's event shape.
 """
@@ -45,7 +46,12 @@ EVENT_COLUMNS: tuple[str, ...] = (
 )
 
 
-def event_row(ev: AuditEvent, received_at: datetime, topic: str, partition: int, offset: int) -> tuple[Any, ...]:
+#: the last columns of :data:`EVENT_COLUMNS`: where and when the consumer took the event (not the event's content)
+PROVENANCE_COLUMNS = EVENT_COLUMNS[-4:]
+
+
+def event_values(ev: AuditEvent) -> tuple[Any, ...]:
+    """The event's own columns: :data:`EVENT_COLUMNS` without :data:`PROVENANCE_COLUMNS`."""
     a, t = ev.actor, ev.target
     return (
         ev.org_id,
@@ -69,11 +75,11 @@ def event_row(ev: AuditEvent, received_at: datetime, topic: str, partition: int,
         ev.detail_json(),
         ev.source,
         ev.request_id,
-        received_at,
-        topic,
-        partition,
-        offset,
     )
+
+
+def event_row(ev: AuditEvent, received_at: datetime, topic: str, partition: int, offset: int) -> tuple[Any, ...]:
+    return (*event_values(ev), received_at, topic, partition, offset)
 
 
 def row_to_public(row: dict[str, Any], catalog: Catalog, with_detail: bool = True) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from aiokafka import TopicPartition
 
 from auditlog.logs import get_logger
 from consumers import metrics as m
-from consumers.batch import FlushJob
+from consumers.batch import FlushJob, PartitionBatch
 from consumers.decode import dead_letter
 from consumers.dlq import DlqLimit
 from consumers.partition import PartitionState
@@ -85,7 +85,8 @@ class Batching:
         """Flush the open batches, oldest first, up to ``max_rows`` messages (at least one batch)."""
         self._last_flush = now
         batches = sorted((st.open for st in states if st.open is not None), key=lambda b: b.created)
-        take, n = [], 0
+        take: list[PartitionBatch] = []
+        n = 0
         for b in batches:
             if take and n + b.messages > self.max_rows:
                 break
