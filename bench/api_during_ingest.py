@@ -3,7 +3,7 @@
 Starts ``auditlog up`` (from ``--tree``: this checkout, or a git worktree of another commit for a side-by-side
 run) on a fresh data directory and free loopback ports. 5 readers (each its own caller) call
 ``/v1/events?limit=50`` in a loop: first for ``--seconds`` while idle, then while ``-n`` events published at once
-(pre-encoded, so the publisher costs little CPU) are consumed, until ``/readyz`` reports them stored. Prints
+(pre-encoded, by a process of its own) are consumed, until ``/readyz`` reports them stored. Prints
 p50/p95 of both phases, the ingest rate, and writes bench/results/api_during_ingest.json (one entry per tree).
 Target (issue 12): p95 during ingest <= 100 ms.
 
@@ -73,8 +73,8 @@ def handled(url: str) -> int:
 
 
 class Readers:
-    def __init__(self, url: str, data: Path, n: int) -> None:
-        self.url, self.data, self.n = url, data, n
+    def __init__(self, url: str, data: Path, n: int, path: str = "/v1/events?limit=50") -> None:
+        self.url, self.data, self.n, self.path = url, data, n, path
         self.lat: list[float] = []
         self.errors = 0
         self.stop = threading.Event()
@@ -84,7 +84,7 @@ class Readers:
         with httpx.Client(base_url=self.url, timeout=30) as c:
             while not self.stop.is_set():
                 t0 = time.perf_counter()
-                r = c.get("/v1/events", params={"limit": 50}, headers=h)
+                r = c.get(self.path, headers=h)
                 if r.status_code == 200:
                     self.lat.append(time.perf_counter() - t0)
                 else:
@@ -121,7 +121,14 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=200_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--readers", type=int, default=5)
+    ap.add_argument("--path", default="/v1/events?limit=50", help="what the readers GET [/v1/events?limit=50]")
+    ap.add_argument("--publish", help=argparse.SUPPRESS)  # internal: publish this file's "key\tvalue" lines
+    ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.publish:
+        lines = Path(args.publish).read_bytes().splitlines()
+        asyncio.run(publish(args.bootstrap, [tuple(line.split(b"\t", 1)) for line in lines]))  # type: ignore[misc]
+        return 0
     tree = Path(args.tree).resolve()
     # no audit_log actions: a tree of another commit may not know this catalog's newest ones (it would dead-letter)
     evs = [e for e in random_events(args.n * 11 // 10, seed=5, orgs=("acme", "globex", "initech"), days=7)
@@ -133,10 +140,14 @@ def main() -> int:
         data = Path(tmp)
         proc = start_up(tree, data, port, kafka_port)
         try:
-            idle = Readers(url, data, args.readers).run_until(lambda: time.sleep(args.seconds))
+            idle = Readers(url, data, args.readers, args.path).run_until(lambda: time.sleep(args.seconds))
             base = int(consumer(url).get("consumed", 0))
             t0 = time.monotonic()
-            pub = threading.Thread(target=lambda: asyncio.run(publish(f"127.0.0.1:{kafka_port}", values)))
+            # published by a process of its own: its CPU work must not hold up the readers' threads (one GIL)
+            (data / "values.ndjson").write_bytes(b"".join(k + b"\t" + v + b"\n" for k, v in values))
+            pub = threading.Thread(target=lambda: subprocess.run(
+                [sys.executable, __file__, "--publish", str(data / "values.ndjson"), "--bootstrap",
+                 f"127.0.0.1:{kafka_port}"], check=True))
 
             def until_stored() -> None:  # every published message consumed (stored or dead-lettered), lag 0
                 pub.start()
@@ -149,7 +160,7 @@ def main() -> int:
                         last = time.monotonic()
                     time.sleep(0.2)
 
-            during = Readers(url, data, args.readers).run_until(until_stored)
+            during = Readers(url, data, args.readers, args.path).run_until(until_stored)
             took = time.monotonic() - t0
             pub.join()
             time.sleep(2.0)  # the last batch's age
