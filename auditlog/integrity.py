@@ -37,7 +37,7 @@ from typing import Any
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
+from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, PROVENANCE_COLUMNS
 
 
 def _log() -> Any:
@@ -45,8 +45,6 @@ def _log() -> Any:
 
 DIGESTS_TABLE = "audit_event_digests"
 CONTENT_TAG = "auditlog-content-v1"
-#: Provenance columns of audit_events that are not part of an event's content.
-PROVENANCE_COLUMNS: tuple[str, ...] = ("received_at", "kafka_topic", "kafka_partition", "kafka_offset")
 #: The content columns, in hash order (the insert order of schemas/rows.py minus provenance).
 CONTENT_COLUMNS: tuple[str, ...] = tuple(c for c in EVENT_COLUMNS if c not in PROVENANCE_COLUMNS)
 #: How a column becomes text before length-prefixing (default ``toString(col)``; NULL stays NULL).

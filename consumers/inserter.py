@@ -3,9 +3,9 @@
 Contract:
 - chDB must never share a connection across threads: this class owns a single-thread executor and only that
   thread calls ``store.client()``; the asyncio loop awaits the futures (fetching overlaps inserting);
-- :meth:`Inserter.insert` writes one partition range (its Native blocks, see :mod:`consumers.native`) as ONE
-  INSERT with ``insert_deduplication_token`` = :meth:`PartitionBatch.dedup_token` (one token per block is
-  derived from it). ClickHouse drops a block whose token it has seen (plain MergeTree: only with the table
+- :meth:`Inserter.insert` writes one flush job (the Native blocks of its partition ranges, see
+  :mod:`consumers.native`) as ONE INSERT with ``insert_deduplication_token`` = :meth:`FlushJob.dedup_token` (one
+  token per block is derived from it) and the :data:`LEAN_INSERT` settings. ClickHouse drops a block whose token it has seen (plain MergeTree: only with the table
   setting ``non_replicated_deduplication_window`` > 0, which ``audit_events`` has; Replicated*MergeTree:
   ``replicated_deduplication_window`` is on by default).
   So a retry of a range whose first attempt did land (timeout after success) stores nothing twice.
@@ -30,6 +30,10 @@ from auditlog.store import Store
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
 
 OFFSETS_TABLE = "audit_events_offsets"
+#: Insert settings that cut ClickHouse's work per row: no ReplacingMergeTree collapse inside each inserted block
+#: (FINAL reads and merges collapse anyway) and the ngram search index built by the part's first merge rather
+#: than at insert (a part not merged yet is searched without it). Used where the store knows them.
+LEAN_INSERT: dict[str, Any] = {"optimize_on_insert": 0, "exclude_materialize_skip_indexes_on_insert": "idx_search"}
 _NICE = 10
 
 
@@ -44,6 +48,7 @@ class Inserter:
         self.store = store
         self.dedup = dedup
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=_lower_priority)
+        self._lean: dict[str, Any] | None = None
         self._column_types: tuple[str, ...] | None = None  # of EVENT_COLUMNS; read once, on the inserter thread
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -66,11 +71,22 @@ class Inserter:
     def _insert(self, blocks: Sequence[bytes], rows: int, token: str) -> int:
         if not rows:
             return 0
-        settings = {"insert_deduplication_token": token} if self.dedup else {}
+        settings: dict[str, Any] = dict(self._lean_settings())
+        if self.dedup:
+            settings["insert_deduplication_token"] = token
         self.store.client().raw_insert(
             EVENTS_TABLE, list(EVENT_COLUMNS), b"".join(blocks), settings=settings, fmt="Native",
         )
         return rows
+
+    def _lean_settings(self) -> dict[str, Any]:
+        """:data:`LEAN_INSERT`, limited to the settings this store knows (read once)."""
+        if self._lean is None:
+            res = self.store.client().query("SELECT name FROM system.settings WHERE name IN {names:Array(String)}",
+                                            parameters={"names": list(LEAN_INSERT)})
+            known = {r[0] for r in res.result_rows}
+            self._lean = {k: v for k, v in LEAN_INSERT.items() if k in known}
+        return self._lean
 
     async def stored_watermarks(self, topic: str) -> dict[int, int]:
         return dict(await self._run(self._watermarks, topic))

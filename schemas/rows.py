@@ -47,7 +47,8 @@ EVENT_COLUMNS: tuple[str, ...] = (
 
 
 #: the last columns of :data:`EVENT_COLUMNS`: where and when the consumer took the event (not the event's content)
-PROVENANCE_COLUMNS = EVENT_COLUMNS[-4:]
+PROVENANCE_COLUMNS: tuple[str, ...] = ("received_at", "kafka_topic", "kafka_partition", "kafka_offset")
+assert EVENT_COLUMNS[-len(PROVENANCE_COLUMNS) :] == PROVENANCE_COLUMNS
 
 
 def event_values(ev: AuditEvent) -> tuple[Any, ...]:
