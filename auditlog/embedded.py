@@ -80,9 +80,9 @@ class EmbeddedStack:
         log.info("store.ready", url=redact_url(self.store.url), migrations_applied=applied)
         self.producer = AuditProducer(self.broker.bootstrap, s.topic, catalog=self.catalog)
         await self.producer.start()
-        # the API shares this process: decoding goes to a helper process (at lower priority) whenever it is auto
-        ws = s if s.consumer_decode_processes >= 0 else s.with_overrides(
-            consumer_decode_processes=max(1, s.decode_processes()))
+        # the API shares this process: ingest runs at a lower CPU priority, its decoding in a helper when auto
+        ws = s.with_overrides(consumer_nice=max(10, s.consumer_nice), consumer_decode_processes=(
+            s.consumer_decode_processes if s.consumer_decode_processes >= 0 else max(1, s.decode_processes())))
         self.worker = ConsumerWorker(ws, self.store, catalog=self.catalog)
         self._tasks.append(asyncio.create_task(self.worker.run(), name="consumer"))
         app = create_app(s, self.store, catalog=self.catalog, producer=self.producer,

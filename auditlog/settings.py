@@ -59,6 +59,8 @@ class Settings(BaseSettings):
         "(0: in the worker's own process; -1: auto, one per CPU with a ClickHouse server, one per CPU beyond "
         "the second with embedded chDB, whose inserts need two, at least one beside the API in `auditlog up`; "
         "at most 4).")
+    consumer_nice: int = Field(0, ge=0, le=19, description="Consumer: CPU niceness of its ingest work (decode "
+                               "helpers, insert thread); `auditlog up` uses 10 so that the API beside it comes first.")
     consumer_dedup: bool = Field(True, description="Consumer: insert dedup tokens and offset watermarks (off only to measure their cost).")
     consumer_retry_max_seconds: float = Field(30.0, gt=0, description="Consumer: cap of the store/DLQ retry backoff.")
     consumer_shutdown_timeout_s: float = Field(30.0, gt=0, description="Consumer: most time to flush and commit on stop.")

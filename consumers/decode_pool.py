@@ -72,9 +72,9 @@ def read_frame(inp: IO[bytes]) -> Any:
 class _Helper:
     """One helper process, used by one thread at a time."""
 
-    def __init__(self, catalog: Catalog, type_names: tuple[str, ...]) -> None:
+    def __init__(self, catalog: Catalog, type_names: tuple[str, ...], nice: int = 0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consumers.decode_worker"],
+            [sys.executable, "-m", "consumers.decode_worker", str(nice)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -101,8 +101,9 @@ class _Helper:
 
 
 class DecodePool:
-    def __init__(self, processes: int, catalog: Catalog, type_names: Sequence[str]) -> None:
+    def __init__(self, processes: int, catalog: Catalog, type_names: Sequence[str], nice: int = 0) -> None:
         self.processes = processes
+        self.nice = nice
         self.catalog = catalog
         self.type_names = tuple(type_names)
         self._step = DecodeStep(catalog)
@@ -166,7 +167,7 @@ class DecodePool:
                 if dead in self._all:
                     self._all.remove(dead)
         try:
-            h = _Helper(self.catalog, self.type_names)
+            h = _Helper(self.catalog, self.type_names, self.nice)
         except OSError as exc:
             log.error("decode_pool.helper_start_failed", error=repr(exc)[:200])
             return None
@@ -213,17 +214,17 @@ def _split(chunks: list[Chunk], n: int) -> list[list[Chunk]]:
     return parts
 
 
-_shared: dict[tuple[int, str, tuple[str, ...]], DecodePool] = {}
+_shared: dict[tuple[int, str, tuple[str, ...], int], DecodePool] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_pool(processes: int, catalog: Catalog, type_names: Sequence[str]) -> DecodePool:
+def shared_pool(processes: int, catalog: Catalog, type_names: Sequence[str], nice: int = 0) -> DecodePool:
     """The process-wide pool for these arguments (created on first use)."""
-    key = (processes, json.dumps(catalog.to_document(), sort_keys=True), tuple(type_names))
+    key = (processes, json.dumps(catalog.to_document(), sort_keys=True), tuple(type_names), nice)
     with _shared_lock:
         pool = _shared.get(key)
         if pool is None:
-            pool = _shared[key] = DecodePool(processes, catalog, type_names)
+            pool = _shared[key] = DecodePool(processes, catalog, type_names, nice)
         return pool
 
 

@@ -1,4 +1,4 @@
-"""A decode helper process (``python -m consumers.decode_worker``), driven by :mod:`consumers.decode_pool`.
+"""A decode helper process (``python -m consumers.decode_worker [niceness]``), driven by :mod:`consumers.decode_pool`.
 
 Protocol over stdin/stdout, length-prefixed pickle frames (:func:`~consumers.decode_pool.write_frame`):
 first ``(catalog, column type names)``; then, per request, a list of :class:`~consumers.decode.Chunk` answered
@@ -15,15 +15,15 @@ from consumers.decode import DecodeStep
 from consumers.decode_pool import read_frame, write_frame
 from consumers.native import NativeEncoder
 
-_NICE = 10
-
 
 def main() -> int:
     inp = sys.stdin.buffer
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # from here fd 1 is stderr: a stray print or log line cannot corrupt the frames
     sys.stdout = sys.stderr
-    os.nice(_NICE)  # ingest yields the CPU to whatever serves people (the API beside it in `auditlog up`)
+    nice = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if nice:
+        os.nice(nice)  # e.g. beside the API in `auditlog up`: ingest yields the CPU to whatever serves people
     try:
         catalog, type_names = read_frame(inp)
     except EOFError:

@@ -34,20 +34,21 @@ OFFSETS_TABLE = "audit_events_offsets"
 #: (FINAL reads and merges collapse anyway) and the ngram search index built by the part's first merge rather
 #: than at insert (a part not merged yet is searched without it). Used where the store knows them.
 LEAN_INSERT: dict[str, Any] = {"optimize_on_insert": 0, "exclude_materialize_skip_indexes_on_insert": "idx_search"}
-_NICE = 10
 
 
-def _lower_priority() -> None:
-    """Run this thread (chDB's insert work happens on it) at a lower CPU priority than the API's threads."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICE)
+def _lower_priority(nice: int) -> None:
+    """Run this thread (chDB's insert work happens on it) at CPU niceness ``nice``."""
+    if nice:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 class Inserter:
-    def __init__(self, store: Store, *, dedup: bool = True, name: str = "auditlog-inserter") -> None:
+    def __init__(self, store: Store, *, dedup: bool = True, name: str = "auditlog-inserter", nice: int = 0) -> None:
         self.store = store
         self.dedup = dedup
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=_lower_priority)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=_lower_priority,
+                                        initargs=(nice,))
         self._lean: dict[str, Any] | None = None
         self._column_types: tuple[str, ...] | None = None  # of EVENT_COLUMNS; read once, on the inserter thread
 

@@ -120,7 +120,7 @@ class ConsumerWorker:
 
     async def run(self) -> None:
         s = self.settings
-        self._inserter = Inserter(self.store, dedup=self.dedup, name=f"inserter-{self.name}")
+        self._inserter = Inserter(self.store, dedup=self.dedup, name=f"inserter-{self.name}", nice=s.consumer_nice)
         producer = make_dlq_producer(self._kafka)
         await producer.start()
         try:
@@ -135,7 +135,7 @@ class ConsumerWorker:
                 types = await self.retry.run("store", lambda _a: self._inserter.column_types(), stoppable=True)  # type: ignore[union-attr]
             except Stopping:
                 return
-            self._pool = shared_pool(s.decode_processes(), self.catalog, types)
+            self._pool = shared_pool(s.decode_processes(), self.catalog, types, s.consumer_nice)
             await asyncio.to_thread(self._pool.start)
             m.DECODE_HELPERS.labels(self.name).set(self._pool.processes)
             await self._consume()

@@ -1,10 +1,11 @@
 """Batching step: decoded runs -> per-partition batches -> one :class:`~consumers.batch.FlushJob` at a time.
 
 A flush starts only while the flushing step is idle (one insert in flight per worker), and takes the open batches
-of the partitions, oldest first, up to ``batch_max_rows`` messages, when one of them holds ``batch_max_rows`` messages or is ``batch_max_seconds`` old, or when
-every partition with an open batch has caught up with the broker and nothing is being decoded, at most once per
-``batch_min_seconds``: fresh data is visible quickly at low load, and a sustained load still makes few large
-inserts. The DLQ-rate guard sees every decoded message here.
+of the partitions, oldest first, up to ``batch_max_rows`` messages, when they hold a quarter of that (a backlog:
+while one insert runs the next grows, so inserts stay large and the inserter never waits), when one is
+``batch_max_seconds`` old, or when every partition with an open batch has caught up with the broker and nothing
+is being decoded, at most once per ``batch_min_seconds`` (fresh data is visible quickly at low load, and a
+sustained load still makes few large inserts. The DLQ-rate guard sees every decoded message here.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ class Batching:
         open_ = [st for st in self.states.values() if st.open is not None]
         if not open_:
             return []
-        if any(st.open is not None and (st.open.messages >= self.max_rows or st.open.age(now) >= self.max_seconds)
-               for st in open_):
+        held = sum(st.open.messages for st in open_ if st.open is not None)
+        if held >= self.max_rows // 4 or any(st.open is not None and st.open.age(now) >= self.max_seconds
+                                             for st in open_):
             return open_
         if now - self._last_flush >= self.min_seconds and not self.upstream_busy() \
                 and all(st.caught_up for st in open_):
