@@ -73,7 +73,7 @@ def main() -> int:
         secs = load(c, args.rows, orgs=1, days=30, now=now)
         print(f"loaded in {secs:.1f} s", flush=True)
     settings = Settings(jwt_secret="bench-secret-0123456789abcdef0123456789", clickhouse_url=store.url,
-                        clickhouse_database="bench")
+                        clickhouse_database="bench", api_rate_per_second=0)  # latency, not the rate limit
     tok = mint_token(settings.jwt_secret or "", sub="bench", email="bench@org-00.example", org_id="org-00",
                      role="org_owner")
     headers = {"Authorization": f"Bearer {tok}"}

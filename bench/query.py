@@ -218,7 +218,7 @@ def main() -> int:
                            parameters={"o": org}).result_rows[0][0])
     print(f"{have if load_s is None else args.rows:,} rows, {parts} parts; {org} holds {org_rows:,}", flush=True)
     settings = Settings(jwt_secret="bench-secret-0123456789abcdef0123456789", clickhouse_url=store.url,
-                        clickhouse_database="bench")
+                        clickhouse_database="bench", api_rate_per_second=0)  # latency, not the rate limit
     tok = mint_token(settings.jwt_secret or "", sub="bench", email="bench@org-00.example", org_id=org,
                      role="org_owner")
     with TestClient(create_app(settings, store)) as client:
