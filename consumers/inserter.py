@@ -26,9 +26,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from auditlog.logs import get_logger
 from auditlog.store import Store
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
 
+log = get_logger("consumers.inserter")
 OFFSETS_TABLE = "audit_events_offsets"
 #: Insert settings that cut ClickHouse's work per row: no ReplacingMergeTree collapse inside each inserted block
 #: (FINAL reads and merges collapse anyway) and the ngram search index built by the part's first merge rather
@@ -83,9 +85,14 @@ class Inserter:
     def _lean_settings(self) -> dict[str, Any]:
         """:data:`LEAN_INSERT`, limited to the settings this store knows (read once)."""
         if self._lean is None:
-            res = self.store.client().query("SELECT name FROM system.settings WHERE name IN {names:Array(String)}",
-                                            parameters={"names": list(LEAN_INSERT)})
-            known = {r[0] for r in res.result_rows}
+            try:
+                res = self.store.client().query(
+                    "SELECT name FROM system.settings WHERE name IN {names:Array(String)}",
+                    parameters={"names": list(LEAN_INSERT)})
+                known = {r[0] for r in res.result_rows}
+            except Exception as exc:  # e.g. a role without access to system.settings: plain inserts then
+                log.warning("insert.lean_settings_unknown", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                known = set()
             self._lean = {k: v for k, v in LEAN_INSERT.items() if k in known}
         return self._lean
 
