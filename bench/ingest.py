@@ -1,26 +1,17 @@
-"""Ingest benchmark (issue 2 / issue 5): our consumer end to end vs a raw aiokafka group consumer.
+"""Ingest benchmark: this tree's consumer, a previous tree's and a raw aiokafka consumer side by side in one run.
 
-In one run, on one fresh embedded broker and a chDB directory of its own (temp dir):
-1. publish N events (default 200k) to a 6-partition topic;
-2. (a) a raw aiokafka group consumer that only ``json.loads`` each message: msg/s from its first to its last
-   message (steady rate; also reported from consumer start, i.e. including the group join, which is how
-   MEASURED.md's 41-49k msg/s was counted);
-3. (b) our :class:`ConsumerWorker` (validate, batch, DLQ, insert, commit) from its first message until every
-   row is queryable (``count() FINAL`` = N): with the dedup machinery on (tokens + watermarks) and off, and with
-   decoding in the worker's own process (``consumer_decode_processes=0``, as before the decode pool),
-   interleaved, best of ``--repeat`` runs each;
-   for every run the CPU seconds of this process, of the decode helpers and of the broker are recorded, as CPU
-   microseconds per message: on a machine with C cores no consumer can exceed C * 1e6 / (CPU us per message)
-   messages/s, which bounds the reachable ratio (``ratio_cpu_bound``);
-4. scaling of the worker itself: the same worker with 0, 1 and 2 decode helpers against a stand-in for a remote
-   ClickHouse server (``audit_events`` swapped for a ``Null`` table in chDB: the store does no work here, as when
-   it runs on other machines); rate until every message is handled (stats), not queryable;
-5. produce->visible latency: with our worker caught up, publish at a steady rate and poll the stored-offset
-   aggregate (visible = queryable) every 20 ms; p50/p95 over all messages;
-prints the figures and writes ``bench/results/ingest.json``. The raw consumer is measured before and after
-ours (CPU is shared on this machine: the spread shows the noise).
+One embedded broker (started here); N events (default 200k) published once to a 6-partition topic. Each
+consumer then runs as a process of its own (bench/ingest_driver.py; a tree's with ``cwd`` and ``PYTHONPATH`` =
+that tree, its own chDB directory): raw (``getmany`` + ``json.loads`` + ``commit``), then ``new`` (this tree) and
+``prev`` (``--prev``, a worktree of an earlier commit) interleaved ``--repeat`` times, then raw again. Per run:
+events/s from the first message consumed until every row is queryable (``count() FINAL`` = N; raw: until its
+last message) and CPU us per event of the consumer process (chDB's threads included), of its helper processes
+(decode workers) and of the broker. Figures: best rate of each consumer, least CPU per event of each (the least
+disturbed run: the 2 cores are shared), ratios new CPU/event / raw CPU/msg (target <= 2.5) and new events/s /
+prev events/s (target >= 2), and per tree produce -> visible p50/p95 at ``--latency-rate`` events/s (the driver
+publishes to a fresh topic and polls ``audit_events_offsets`` every 20 ms). Writes ``bench/results/ingest.json``.
 
-Run: ``.venv/bin/python bench/ingest.py [-n 200000] [--latency-rate 5000]``
+Run: ``.venv/bin/python bench/ingest.py [-n 200000] [--repeat 2] [--trees new,prev] [--prev /tmp/prev]``
 """
 
 from __future__ import annotations
@@ -29,55 +20,30 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from common import cpu_seconds_of, machine, percentile, write_result
+from aiokafka import AIOKafkaProducer
+from common import ROOT, machine, write_result
 
 from auditlog import logs
 from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.migrations import migrate
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers import metrics as m
-from consumers.testing import count_events
-from consumers.worker import ConsumerWorker
 from tests.factories import random_events
 
-
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) so far of this process (all threads, chDB's included), of the decode helper
-    processes and of the broker."""
-    out = {"consumer_process": 0.0, "decode_helpers": 0.0, "broker": 0.0}
-    me = psutil.Process()
-    out["consumer_process"] = cpu_seconds_of(me)
-    for ch in me.children(recursive=True):
-        try:
-            cmd = " ".join(ch.cmdline())
-            spent = cpu_seconds_of(ch)
-        except psutil.Error:
-            continue
-        if "consumers.decode_worker" in cmd:
-            out["decode_helpers"] += spent
-        elif "tansu" in cmd:
-            out["broker"] += spent
-    return out
-
-
-def cpu_per_message(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
-    """CPU microseconds per message by component, and their total."""
-    per = {k: round((after[k] - before[k]) / n * 1e6, 1) for k in before}
-    per["total"] = round(sum(per.values()), 1)
-    return per
+DRIVER = ROOT / "bench" / "ingest_driver.py"
+KINDS = ("consumer_process", "helpers", "broker", "total")
+TARGET_CPU_RATIO = 2.5  # new CPU per event / raw CPU per message, at most
+TARGET_RATE_RATIO = 2.0  # new events/s / previous events/s, at least
 
 
 async def produce(bootstrap: str, topic: str, values: list[bytes]) -> float:
+    """Publish ``values`` (acks=1) and wait for every ack: messages/s."""
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, acks=1, max_batch_size=1024 * 1024)
     await p.start()
     t0 = time.perf_counter()
@@ -89,251 +55,173 @@ async def produce(bootstrap: str, topic: str, values: list[bytes]) -> float:
     return len(values) / (time.perf_counter() - t0)
 
 
-async def raw_consumer(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
-                         enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=6000,
-                         max_partition_fetch_bytes=4 * 1024 * 1024)
-    t_start = time.perf_counter()
-    cpu0 = cpu_seconds()
-    await c.start()
-    got = 0
-    t_first = 0.0
-    try:
-        while got < n:
-            batch = await c.getmany(timeout_ms=200, max_records=5000)
-            for recs in batch.values():
-                if recs and not t_first:
-                    t_first = time.perf_counter()
-                for r in recs:
-                    json.loads(r.value)
-                got += len(recs)
-            if batch:
-                await c.commit()
-        t_end = time.perf_counter()
-        secs = t_end - t_first
-    finally:
-        await c.stop()
-    return {"messages": got, "seconds": round(secs, 3), "rate": round(got / secs),
-            "rate_from_start": round(got / (t_end - t_start)),
-            "cpu_us_per_msg": cpu_per_message(cpu0, cpu_seconds(), got)}
+def git(tree: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True, check=True).stdout.rstrip()
 
 
-async def our_consumer(settings: Settings, store: Store, n: int) -> dict[str, Any]:
-    flush_sum0 = _hist_sum(m.FLUSH_SECONDS)
-    w = ConsumerWorker(settings, store)
-    t_start = time.perf_counter()
-    cpu0 = cpu_seconds()
-    task = asyncio.create_task(w.run())
-    t_first = 0.0
-    while True:
-        if not t_first and w.stats["consumed"]:
-            t_first = time.perf_counter()
-        if w.stats["stored"] >= n:
-            break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
-    while await asyncio.to_thread(count_events, store) < n:
-        await asyncio.sleep(0.005)
-    t_end = time.perf_counter()
-    cpu = cpu_per_message(cpu0, cpu_seconds(), n)
-    secs = t_end - t_first
-    w.request_stop()
-    await task
-    flush_s = _hist_sum(m.FLUSH_SECONDS) - flush_sum0
-    return {"messages": n, "seconds": round(secs, 3), "rate": round(n / secs),
-            "rate_from_start": round(n / (t_end - t_start)), "flushes": w.stats["flushes"],
-            "flush_seconds_total": round(flush_s, 2), "insert_rows_per_flush_second": round(n / flush_s),
-            "decode_processes": settings.decode_processes(), "cpu_us_per_msg": cpu}
+def tree_info(tree: Path) -> dict[str, Any]:
+    """Commit of ``tree`` and its uncommitted changes (``git status --porcelain``; a ``.venv`` link left out)."""
+    changes = [ln for ln in git(tree, "status", "--porcelain").splitlines() if ln[3:].rstrip("/") != ".venv"]
+    return {"path": str(tree), "commit": git(tree, "rev-parse", "--short", "HEAD"), "dirty": bool(changes),
+            "changes": changes[:30]}
 
 
-async def worker_only(settings: Settings, store: Store, n: int) -> dict[str, Any]:
-    """Our worker against a store whose ``audit_events`` is a Null table: msg/s and CPU per message."""
-    w = ConsumerWorker(settings, store)
-    cpu0 = cpu_seconds()
-    task = asyncio.create_task(w.run())
-    t_first = 0.0
-    while w.stats["stored"] < n:
-        if not t_first and w.stats["consumed"]:
-            t_first = time.perf_counter()
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
-    secs = time.perf_counter() - t_first
-    cpu = cpu_per_message(cpu0, cpu_seconds(), n)
-    w.request_stop()
-    await task
-    return {"messages": n, "rate": round(n / secs), "decode_processes": settings.decode_processes(),
-            "cpu_us_per_msg": cpu}
-
-
-def null_store(store: Store) -> None:
-    """Make ``store`` a stand-in for a remote server: materialized views dropped, ``audit_events`` a Null table."""
-    c = store.client()
-    for (view,) in c.query("SELECT name FROM system.tables WHERE database = currentDatabase() "
-                           "AND engine = 'MaterializedView'").result_rows:
-        c.command(f"DROP VIEW {view}")
-    c.command("CREATE TABLE audit_events_null AS audit_events ENGINE = Null")
-    c.command("EXCHANGE TABLES audit_events AND audit_events_null")
-
-
-def _hist_sum(h: Any) -> float:
-    for metric in h.collect():
-        for s in metric.samples:
-            if s.name.endswith("_sum"):
-                return float(s.value)
-    return 0.0
-
-
-async def latency(settings: Settings, store: Store, values: list[bytes], rate: int) -> dict[str, Any]:
-    """Publish ``values`` at ``rate``/s while our worker runs; visible = the offset aggregate covers it."""
-    w = ConsumerWorker(settings, store)
-    task = asyncio.create_task(w.run())
-    while not w.status()["assigned"]:
-        await asyncio.sleep(0.05)
-    sent: dict[tuple[int, int], float] = {}
-    visible: dict[int, list[tuple[float, int]]] = {}
-    stop = threading.Event()
-
-    def poll() -> None:
-        c = store.client()
-        while not stop.is_set():
-            rows = c.query("SELECT kafka_partition, max(max_offset) FROM audit_events_offsets "
-                           "WHERE kafka_topic = {t:String} GROUP BY kafka_partition",
-                           parameters={"t": settings.topic}).result_rows
-            now = time.perf_counter()
-            for p, o in rows:
-                visible.setdefault(int(p), []).append((now, int(o)))
-            time.sleep(0.02)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, acks=1)
-    await p.start()
+def driver(tree: Path, mode: str, timeout: float, **opts: Any) -> dict[str, Any]:
+    """Run bench/ingest_driver.py on ``tree``'s packages; its JSON result (with the process's wall seconds)."""
+    cmd = [sys.executable, str(DRIVER), "--mode", mode, "--timeout", str(timeout)]
+    for k, v in opts.items():
+        cmd += [f"--{k.replace('_', '-')}" if len(k) > 1 else f"-{k}", str(v)]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     t0 = time.perf_counter()
-    futs = []
-    for i, v in enumerate(values):
-        target = t0 + i / rate
-        delay = target - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        futs.append((time.perf_counter(), await p.send(settings.topic, v)))
-    for t_send, f in futs:
-        md = await f
-        sent[(md.partition, md.offset)] = t_send
-    await p.stop()
-    while w.stats["stored"] < len(values):
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.1)
-    stop.set()
-    poller.join()
-    w.request_stop()
-    await task
-    lat = []
-    for (part, off), t_send in sent.items():
-        seen = next((t for t, o in visible.get(part, []) if o >= off), None)
-        if seen is not None:
-            lat.append((seen - t_send) * 1000)
-    return {"messages": len(values), "rate_per_s": rate, "measured": len(lat),
-            "p50_ms": round(percentile(lat, 50), 1), "p95_ms": round(percentile(lat, 95), 1),
-            "max_ms": round(max(lat), 1) if lat else None,
-            "batch_max_seconds": settings.batch_max_seconds}
+    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(err.splitlines()[-20:])
+        raise RuntimeError(f"driver {mode} on {tree} exited with {proc.returncode}:\n{tail}")
+    res: dict[str, Any] = json.loads(lines[-1])
+    for name, path in res.get("origins", {}).items():
+        if not Path(path).resolve().is_relative_to(tree.resolve()):
+            raise RuntimeError(f"driver on {tree} imported {name} from {path}")
+    res["process_wall_s"] = round(wall, 2)
+    return res
 
 
-async def main(n: int, latency_rate: int, latency_seconds: float, repeat: int) -> dict[str, Any]:
+def least_cpu(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU us per event of the run that spent the least in total (the least disturbed one)."""
+    return dict(min(runs, key=lambda r: r["cpu_us_per_event"]["total"])["cpu_us_per_event"])
+
+
+def main(a: argparse.Namespace) -> dict[str, Any]:
+    t_begin = time.perf_counter()
+    trees: dict[str, Path] = {}
+    for name in a.trees.split(","):
+        path = ROOT if name == "new" else Path(a.prev).resolve() if name == "prev" else None
+        if path is None:
+            raise SystemExit(f"--trees: unknown tree {name!r} (new, prev)")
+        if not path.is_dir():
+            print(f"{name}: {path} does not exist: skipped")
+            continue
+        trees[name] = path
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    out: dict[str, Any] = {"n": n, "machine_before": machine()}
-    with EmbeddedBroker() as broker:
-        topic, dlq, lat_topic = "bench.events", "bench.events.dlq", "bench.latency"
-        await ensure_topics(broker.bootstrap, [topic, dlq, lat_topic, lat_topic + ".dlq"], 6)
-        values = [json.dumps(e).encode() for e in random_events(n, seed=1)]
-        out["message_bytes_avg"] = round(sum(map(len, values)) / n)
-        out["produce_rate"] = round(await produce(broker.bootstrap, topic, values))
-        print(f"published {n} events ({out['message_bytes_avg']} B avg) at {out['produce_rate']} msg/s")
+    out: dict[str, Any] = {"n": a.n, "repeat": a.repeat, "machine_before": machine(),
+                           "trees": {name: tree_info(path) for name, path in trees.items()}}
+    runs: dict[str, list[dict[str, Any]]] = {"raw": [], **{name: [] for name in trees}}
+    try:
+        with EmbeddedBroker() as broker:
+            assert broker.proc is not None
+            broker_opts = {"bootstrap": broker.bootstrap, "broker_pid": broker.proc.pid}
+            topic = "bench.events"
+            lat_topics = {name: f"bench.latency.{name}" for name in trees}
+            asyncio.run(ensure_topics(broker.bootstrap, [topic, topic + ".dlq", *lat_topics.values(),
+                                                         *(t + ".dlq" for t in lat_topics.values())], 6))
+            values = [json.dumps(e).encode() for e in random_events(a.n, seed=1)]
+            out["message_bytes_avg"] = round(sum(map(len, values)) / a.n)
+            out["produce_rate"] = round(asyncio.run(produce(broker.bootstrap, topic, values)))
+            del values
+            print(f"published {a.n} events ({out['message_bytes_avg']} B avg) at {out['produce_rate']} events/s; "
+                  f"trees: " + ", ".join(f"{k} {v['commit']}{' +dirty' if v['dirty'] else ''}"
+                                         for k, v in out["trees"].items()))
 
-        raw1 = await raw_consumer(broker.bootstrap, topic, n)
-        print(f"(a) raw aiokafka + json.loads: {raw1['rate']} msg/s")
-        url = f"chdb://{tmp / 'chdb'}"
-        runs: dict[str, Any] = {"dedup_on": [], "dedup_off": [], "decode_in_process": []}
-        variants = (("dedup_on", True, -1), ("dedup_off", False, -1), ("decode_in_process", True, 0))
-        for i in range(repeat):  # interleaved, best of `repeat`: the CPU is shared, so take the least disturbed
-            for label, dedup, procs in variants:
-                store = Store(url, f"bench_{label}_{i}")
-                migrate(store)
-                s = Settings(data_dir=tmp, kafka_bootstrap=broker.bootstrap, topic=topic, dlq_topic=dlq,
-                             consumer_group=f"ours-{label}-{uuid.uuid4().hex[:6]}", clickhouse_url=url,
-                             clickhouse_database=store.database, session_timeout_ms=6000, consumer_dedup=dedup,
-                             consumer_decode_processes=procs)
-                r = await our_consumer(s, store, n)
-                runs[label].append(r)
-                print(f"(b) ours, {label}: {r['rate']} msg/s end to end (until count() FINAL = N); "
-                      f"CPU us/msg {r['cpu_us_per_msg']}")
-        scaling: list[dict[str, Any]] = []
-        for procs in (0, 1, 2):
-            store = Store(url, f"bench_null_{procs}")
-            migrate(store)
-            null_store(store)
-            s = Settings(data_dir=tmp, kafka_bootstrap=broker.bootstrap, topic=topic, dlq_topic=dlq,
-                         consumer_group=f"null-{procs}-{uuid.uuid4().hex[:6]}", clickhouse_url=url,
-                         clickhouse_database=store.database, session_timeout_ms=6000,
-                         consumer_decode_processes=procs)
-            r = await worker_only(s, store, n)
-            scaling.append(r)
-            print(f"(c) worker alone (Null store), {procs} decode helpers: {r['rate']} msg/s; "
-                  f"CPU us/msg {r['cpu_us_per_msg']}")
-        raw2 = await raw_consumer(broker.bootstrap, topic, n)
-        print(f"(a) raw again: {raw2['rate']} msg/s")
-        raw_rate = (raw1["rate"] + raw2["rate"]) / 2
+            def run_raw() -> None:
+                r = driver(ROOT, "raw", a.timeout, topic=topic, n=a.n, **broker_opts)
+                runs["raw"].append(r)
+                print(f"  raw   {r['rate']:>7} ev/s  CPU us/ev {r['cpu_us_per_event']}")
 
-        store = Store(url, "bench_latency")
-        migrate(store)
-        s = Settings(data_dir=tmp, kafka_bootstrap=broker.bootstrap, topic=lat_topic, dlq_topic=lat_topic + ".dlq",
-                     consumer_group=f"lat-{uuid.uuid4().hex[:6]}", clickhouse_url=url,
-                     clickhouse_database=store.database, session_timeout_ms=6000)
-        lat_values = [json.dumps(e).encode() for e in random_events(int(latency_rate * latency_seconds), seed=2)]
-        out["latency"] = await latency(s, store, lat_values, latency_rate)
+            run_raw()
+            for i in range(a.repeat):  # interleaved: the CPU is shared, load drifts
+                for name, path in trees.items():
+                    chdb = tmp / f"{name}-{i}" / "chdb"
+                    chdb.parent.mkdir()
+                    r = driver(path, "consume", a.timeout, topic=topic, dlq_topic=topic + ".dlq",
+                               chdb_dir=chdb, n=a.n, **broker_opts)
+                    shutil.rmtree(chdb.parent, ignore_errors=True)
+                    runs[name].append(r)
+                    print(f"  {name:<5} {r['rate']:>7} ev/s  CPU us/ev {r['cpu_us_per_event']}  "
+                          f"({r['helper_processes']} helpers)")
+            run_raw()
 
-    out["raw"] = {"before": raw1, "after": raw2, "rate_mean": round(raw_rate),
-                  "rate_from_start_mean": round((raw1["rate_from_start"] + raw2["rate_from_start"]) / 2)}
-    best = {k: max(r["rate"] for r in v) for k, v in runs.items()}
-    out["ours"] = {"runs": runs, "best_rate": best}
-    out["worker_with_remote_store_standin"] = scaling
-    out["ratio"] = round(best["dedup_on"] / raw_rate, 3)
-    out["ratio_dedup_off"] = round(best["dedup_off"] / raw_rate, 3)
-    out["ratio_decode_in_process"] = round(best["decode_in_process"] / raw_rate, 3)
-    cpus = os.cpu_count() or 1
-    best_on = max(runs["dedup_on"], key=lambda r: r["rate"])
-    out["cpu_us_per_msg"] = {"raw": raw1["cpu_us_per_msg"], "ours": best_on["cpu_us_per_msg"]}
-    out["ratio_cpu_bound"] = round(cpus * 1e6 / best_on["cpu_us_per_msg"]["total"] / raw_rate, 3)
-    out["dedup_cost_pct"] = round(100 * (1 - best["dedup_on"] / best["dedup_off"]), 1)
-    best_from_start = max(r["rate_from_start"] for r in runs["dedup_on"])
-    out["ratio_from_start"] = round(best_from_start / out["raw"]["rate_from_start_mean"], 3)
-    out["target_ratio"] = 0.8
+            lat_file = tmp / "latency.jsonl"
+            lat_n = int(a.latency_rate * a.latency_seconds)
+            lat_file.write_bytes(b"\n".join(json.dumps(e).encode() for e in random_events(lat_n, seed=2)) + b"\n")
+            latency: dict[str, Any] = {}
+            for name, path in trees.items():
+                chdb = tmp / f"{name}-latency" / "chdb"
+                chdb.parent.mkdir()
+                latency[name] = driver(path, "latency", a.timeout, topic=lat_topics[name],
+                                       dlq_topic=lat_topics[name] + ".dlq", chdb_dir=chdb, values=lat_file,
+                                       rate=a.latency_rate, **broker_opts)
+                shutil.rmtree(chdb.parent, ignore_errors=True)
+                print(f"  {name:<5} produce->visible p50 {latency[name]['p50_ms']} ms, "
+                      f"p95 {latency[name]['p95_ms']} ms at {a.latency_rate} ev/s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    best_rate = {k: max(r["rate"] for r in v) for k, v in runs.items()}
+    cpu = {k: least_cpu(v) for k, v in runs.items()}
+    raw_total = cpu["raw"]["total"]
+    out["runs"] = runs
+    out["best_rate"] = best_rate
+    out["rate_from_start_best"] = {k: max(r["rate_from_start"] for r in v) for k, v in runs.items()}
+    out["cpu_us_per_event"] = cpu
+    out["breakdown_x_raw_total"] = {k: {kind: round(c[kind] / raw_total, 2) for kind in KINDS}
+                                    for k, c in cpu.items()}
+    ratios: dict[str, Any] = {}
+    for name in trees:
+        ratios[f"{name}_cpu_per_event_over_raw"] = round(cpu[name]["total"] / raw_total, 2)
+        ratios[f"{name}_rate_over_raw"] = round(best_rate[name] / best_rate["raw"], 3)
+    if "new" in trees and "prev" in trees:
+        ratios["new_rate_over_prev"] = round(best_rate["new"] / best_rate["prev"], 3)
+    ratios["targets"] = {"new_cpu_per_event_over_raw_max": TARGET_CPU_RATIO,
+                         "new_rate_over_prev_min": TARGET_RATE_RATIO}
+    out["ratios"] = ratios
+    out["latency"] = latency
     out["machine_after"] = machine()
+    out["seconds_total"] = round(time.perf_counter() - t_begin, 1)
     return out
+
+
+def report(res: dict[str, Any], path: Path) -> None:
+    raw_total = res["cpu_us_per_event"]["raw"]["total"]
+    print(f"\n{'consumer':<9}{'commit':<17}{'ev/s (runs)':<24}{'best':>8}  "
+          f"{'CPU us/event: process':>22}{'helpers':>9}{'broker':>8}{'total':>8}{'x raw':>7}  {'p50/p95 ms':>15}")
+    for name, runs in res["runs"].items():
+        t = res["trees"].get(name)
+        commit = f"{t['commit']}{'+dirty' if t['dirty'] else ''}" if t else "-"
+        c = res["cpu_us_per_event"][name]
+        lat = res["latency"].get(name)
+        lat_s = f"{lat['p50_ms']}/{lat['p95_ms']}" if lat else "-"
+        print(f"{name:<9}{commit:<17}{', '.join(str(r['rate']) for r in runs):<24}{res['best_rate'][name]:>8}  "
+              f"{c['consumer_process']:>22}{c['helpers']:>9}{c['broker']:>8}{c['total']:>8}"
+              f"{c['total'] / raw_total:>7.2f}  {lat_s:>15}")
+    r = res["ratios"]
+    if "new_cpu_per_event_over_raw" in r:
+        print(f"new CPU/event / raw CPU/msg = {r['new_cpu_per_event_over_raw']} (target <= {TARGET_CPU_RATIO})")
+    if "new_rate_over_prev" in r:
+        print(f"new events/s / prev events/s = {r['new_rate_over_prev']} (target >= {TARGET_RATE_RATIO})")
+    print(f"load average {res['machine_before']['loadavg_1m']} -> {res['machine_after']['loadavg_1m']} "
+          f"on {res['machine_before']['cpus']} CPUs; {res['seconds_total']} s; written {path}")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=200_000, help="events to publish [200000]")
-    ap.add_argument("--latency-rate", type=int, default=5_000, help="msg/s of the latency phase [5000]")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of each consumer variant, best kept [2]")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each tree's consumer, interleaved [2]")
+    ap.add_argument("--trees", default="new,prev", help="consumers to measure beside raw: new, prev [new,prev]")
+    ap.add_argument("--prev", default="/tmp/prev", help="worktree of the previous commit [/tmp/prev]")
+    ap.add_argument("--latency-rate", type=int, default=5_000, help="events/s of the latency phase [5000]")
     ap.add_argument("--latency-seconds", type=float, default=6.0, help="length of the latency phase [6]")
+    ap.add_argument("--timeout", type=float, default=600.0, help="most seconds of one consumer run [600]")
     args = ap.parse_args()
     logs.configure("warning")
-    res = asyncio.run(main(args.n, args.latency_rate, args.latency_seconds, args.repeat))
-    path = write_result("ingest", res)
-    print(f"ratio ours/raw = {res['ratio']} (target >= 0.8; dedup off: {res['ratio_dedup_off']}, "
-          f"dedup machinery costs {res['dedup_cost_pct']} %; decoding in the worker's process: "
-          f"{res['ratio_decode_in_process']})")
-    print(f"CPU us per message: raw {res['cpu_us_per_msg']['raw']}, ours {res['cpu_us_per_msg']['ours']}; "
-          f"with {os.cpu_count()} CPUs no run of ours can exceed ratio {res['ratio_cpu_bound']}")
-    print("worker alone (Null store) by decode helpers: " + ", ".join(
-        f"{r['decode_processes']}: {r['rate']} msg/s (ratio {r['rate'] / res['raw']['rate_mean']:.2f})"
-        for r in res["worker_with_remote_store_standin"]))
-    print(f"counting from consumer start (group join included, as MEASURED.md's raw 41-49k): ratio "
-          f"{res['ratio_from_start']} (raw {res['raw']['rate_from_start_mean']} msg/s)")
-    print(f"produce->visible p50 {res['latency']['p50_ms']} ms, p95 {res['latency']['p95_ms']} ms "
-          f"at {res['latency']['rate_per_s']} msg/s")
-    print(f"load average {res['machine_before']['loadavg_1m']} -> {res['machine_after']['loadavg_1m']} "
-          f"on {res['machine_before']['cpus']} CPUs; written {path}")
+    res = main(args)
+    report(res, write_result("ingest", res))
