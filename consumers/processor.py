@@ -36,7 +36,9 @@ LoadWatermarks = Callable[[set[TopicPartition]], Awaitable[dict[TopicPartition, 
 
 class StreamProcessor(ConsumerRebalanceListener):
     def __init__(self, consumer: AIOKafkaConsumer, make_strategy: MakeStrategy, load_watermarks: LoadWatermarks, *,
-                 name: str, max_poll_records: int, max_held: int, shutdown_timeout: float) -> None:
+                 name: str, max_poll_records: int, max_held: int, shutdown_timeout: float,
+                 tick: Callable[[], None] = lambda: None) -> None:
+        """``tick`` is called from the loop about once a second (gauges that age)."""
         self.consumer = consumer
         self.make_strategy = make_strategy
         self.load_watermarks = load_watermarks
@@ -44,9 +46,11 @@ class StreamProcessor(ConsumerRebalanceListener):
         self.max_poll_records = max_poll_records
         self.max_held = max_held
         self.shutdown_timeout = shutdown_timeout
+        self.tick = tick
         self.partitions: dict[TopicPartition, PartitionState] = {}
         self.paused = False
         self.held = 0
+        self.most_held = 0
         self.rebalances = 0
         self._strategy: Step[Fetched] | None = None
         self._stop = False
@@ -80,6 +84,7 @@ class StreamProcessor(ConsumerRebalanceListener):
 
     async def _loop(self) -> None:
         c = self.consumer
+        last_tick = 0.0
         while not self._stop:
             strategy = self._strategy
             busy = strategy is not None and strategy.held() > 0
@@ -101,10 +106,15 @@ class StreamProcessor(ConsumerRebalanceListener):
             if strategy is not None:
                 strategy.poll()
                 self._backpressure(strategy.held())
+            now = time.monotonic()
+            if now - last_tick >= 1.0:
+                last_tick = now
+                self.tick()
 
     def _backpressure(self, held: int) -> None:
         c = self.consumer
         self.held = held
+        self.most_held = max(self.most_held, held)
         if not self.paused and held >= self.max_held:
             self.paused = True
             log.warning("consumer.paused", worker=self.name, held=held, limit=self.max_held)

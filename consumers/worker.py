@@ -98,8 +98,7 @@ class ConsumerWorker:
         total_lag = sum(lag.values())
         stalled = total_lag > 0 and age > self.settings.consumer_stall_seconds and total_lag >= self._lag_at_commit
         if p is not None:
-            self.stats["max_held"] = max(self.stats["max_held"], p.held)
-            self.stats["rebalances"] = p.rebalances
+            self._sync_stats(p)
         return {
             "worker": self.name,
             "ready": self._started and not self._closing and self._fatal is None and not stalled,
@@ -155,7 +154,7 @@ class ConsumerWorker:
         p = self._processor = StreamProcessor(
             consumer, lambda states: self._chain(consumer, states), self._load_watermarks, name=self.name,
             max_poll_records=s.consumer_max_poll_records, max_held=s.max_inflight_rows,
-            shutdown_timeout=s.consumer_shutdown_timeout_s)
+            shutdown_timeout=s.consumer_shutdown_timeout_s, tick=self._tick)
         if self._stop:
             p.request_stop()
         consumer.subscribe([s.topic], listener=p)
@@ -177,6 +176,7 @@ class ConsumerWorker:
             await consumer.stop()  # leaves the group
             for tp in list(p.partitions):
                 p.partitions.pop(tp, None)
+            self._sync_stats(p)
             log.info("consumer.stopped", worker=self.name, **self.stats)
 
     def _chain(self, consumer: AIOKafkaConsumer, states: dict[TopicPartition, PartitionState]) -> Step[Fetched]:
@@ -191,6 +191,16 @@ class ConsumerWorker:
         decoding = Decoding(self._pool, batching)
         batching.upstream_busy = lambda: decoding.busy
         return decoding
+
+    def _sync_stats(self, p: StreamProcessor) -> None:
+        self.stats["max_held"] = p.most_held
+        self.stats["rebalances"] = p.rebalances
+
+    def _tick(self) -> None:
+        if self._processor is not None:
+            self._processor.observe_lag()
+            self._sync_stats(self._processor)
+        m.LAST_COMMIT_AGE.labels(self.name).set(time.monotonic() - self._last_commit)
 
     def _committed(self, offsets: dict[TopicPartition, int]) -> None:
         p = self._processor

@@ -49,8 +49,6 @@ class Committing:
             if remaining <= 0:
                 return False
             await asyncio.wait([self._task], timeout=remaining)
-            if self._task.done() and self._pending and deadline - time.monotonic() <= 0:
-                return False
 
     def close(self) -> None:
         """Finished flushes still commit on :meth:`join`: nothing to drop here."""
