@@ -244,7 +244,9 @@ def _read_events(args: argparse.Namespace) -> Iterator[tuple[int, Any]]:
         ev["target"] = target
     if args.detail:
         ev["detail"] = json.loads(args.detail)
-    ev.setdefault("status", "SUCCESS")
+    from schemas.event import Status
+
+    ev.setdefault("status", Status.SUCCESS.value)
     if ev.get("action") and "category" not in ev:
         ev["category"] = ev["action"].split(".", 1)[0]
     yield 1, ev

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.catalog import Catalog, get_catalog
+from schemas.event import Status
 
 DEMO_ORGS: dict[str, list[str]] = {
     "acme": ["ml-research", "inference-prod", "data-platform"],
@@ -90,7 +91,7 @@ class _Gen:
         person = person or rng.choice(_PEOPLE[org])
         at = at or self.when()
         if status is None:
-            status = "FAILED" if rng.random() < 0.07 else "SUCCESS"
+            status = Status.FAILED if rng.random() < 0.07 else Status.SUCCESS
         if workspace is None and scope in ("workspace", "service"):
             workspace = rng.choice(DEMO_ORGS[org])
         names = _NAMES.get(category)
@@ -120,7 +121,7 @@ class _Gen:
                 "user_agent": ua or rng.choice(_UAS),
             },
             "target": {"type": _TARGET_TYPES[category], "id": tid, "name": tname},
-            "description": f"{label} {tname}" + (" (failed)" if status == "FAILED" else ""),
+            "description": f"{label} {tname}" + (" (failed)" if status == Status.FAILED else ""),
             "detail": detail if detail is not None else self.detail(category, action, tname, status),
             "source": _SOURCES[scope],
             "request_id": f"req-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
@@ -129,7 +130,7 @@ class _Gen:
     def detail(self, category: str, action: str, name: str, status: str) -> dict[str, Any]:
         rng = self.rng
         verb = action.split(".", 1)[1]
-        if status == "FAILED":
+        if status == Status.FAILED:
             return {"error": rng.choice(["permission denied", "quota exceeded", "invalid argument", "timeout"]),
                     "request": {"name": name}}
         if category == "vm":
@@ -170,7 +171,7 @@ def demo_events(now: datetime | None = None, seed: int = 7, background: int = 32
         out.append(g.event(g.rng.choice(["acme", "acme", "globex", "initech"]), s, c, a))
     # story 1: accidental VM deletion, 2 days ago
     t = now - timedelta(days=2, hours=3)
-    out.append(g.event("acme", "service", "vm", "vm.delete", person="park", at=t, status="SUCCESS",
+    out.append(g.event("acme", "service", "vm", "vm.delete", person="park", at=t, status=Status.SUCCESS,
                        workspace="ml-research", target_name="train-a100-4",
                        detail={"before": {"state": "running", "flavor": "a100.8x", "disks": ["ckpt-vol"]},
                                "after": None, "request": {"force": True}}))
@@ -178,7 +179,7 @@ def demo_events(now: datetime | None = None, seed: int = 7, background: int = 32
     t = now - timedelta(days=5, hours=6)
     for i in range(6):
         out.append(g.event("acme", "service", "vm", "vm.create", person="choi", at=t + timedelta(minutes=7 * i),
-                           status="SUCCESS", workspace="inference-prod", target_name=f"burst-h100-{i}",
+                           status=Status.SUCCESS, workspace="inference-prod", target_name=f"burst-h100-{i}",
                            detail={"before": None, "after": {"state": "running", "flavor": "h100.8x"},
                                    "request": {"flavor": "h100.8x", "count": 1}}))
     # story 3: password spraying from one IP, then lock-out, 1 day ago
@@ -187,22 +188,22 @@ def demo_events(now: datetime | None = None, seed: int = 7, background: int = 32
         person = _PEOPLE["acme"][i % 3]
         action = "sign_in.otp_failure" if i % 8 == 7 else "sign_in.password_failure"
         out.append(g.event("acme", "authentication", "sign_in", action, person=person, at=t + timedelta(seconds=20 * i),
-                           status="FAILED", ip="185.220.101.47", ua="python-requests/2.31.0",
+                           status=Status.FAILED, ip="185.220.101.47", ua="python-requests/2.31.0",
                            detail={"reason": "invalid password" if "password" in action else "invalid OTP"}))
     out.append(g.event("acme", "authentication", "sign_in", "sign_in.attempts_exceeded", person="kim",
-                       at=t + timedelta(minutes=14), status="FAILED", ip="185.220.101.47", ua="python-requests/2.31.0",
+                       at=t + timedelta(minutes=14), status=Status.FAILED, ip="185.220.101.47", ua="python-requests/2.31.0",
                        detail={"locked_until": (t + timedelta(minutes=44)).isoformat()}))
     # story 4: access tokens issued and revoked; story 5: policy attachments; story 6: quota changes
     for d in (9, 4, 1):
         out.append(g.event("acme", "organization", "access_token", "access_token.create", person="lee",
-                           at=now - timedelta(days=d, hours=1), status="SUCCESS", target_name=f"ci-deploy-{d}",
+                           at=now - timedelta(days=d, hours=1), status=Status.SUCCESS, target_name=f"ci-deploy-{d}",
                            detail={"before": None, "after": {"scopes": ["vm:write", "storage:read"], "expires_in_days": 90}}))
         out.append(g.event("acme", "organization", "access_token", "access_token.delete", person="kim",
-                           at=now - timedelta(days=d) + timedelta(hours=3), status="SUCCESS", target_name=f"ci-deploy-{d}"))
+                           at=now - timedelta(days=d) + timedelta(hours=3), status=Status.SUCCESS, target_name=f"ci-deploy-{d}"))
         out.append(g.event("acme", "organization", "policy", "policy.attach", person="kim",
-                           at=now - timedelta(days=d, hours=5), status="SUCCESS", target_name="GpuOperator",
+                           at=now - timedelta(days=d, hours=5), status=Status.SUCCESS, target_name="GpuOperator",
                            detail={"before": None, "after": {"policy": "GpuOperator", "principal": "lee@acme.example"}}))
         out.append(g.event("acme", "workspace", "gpu_quota", "gpu_quota.change", person="kim",
-                           at=now - timedelta(days=d, hours=7), status="SUCCESS", workspace="ml-research",
+                           at=now - timedelta(days=d, hours=7), status=Status.SUCCESS, workspace="ml-research",
                            target_name="h100", detail={"before": {"h100": 8}, "after": {"h100": 16 * d}}))
     return out

@@ -1,27 +1,16 @@
 """Tamper evidence for ``audit_events`` (``auditlog verify``): the content hash, the verifier, checkpoints.
 
-Design (docs/operations.md, "Tamper evidence"):
-
-- Migration 0040 adds ``audit_event_digests``: one row per row ever inserted into ``audit_events``
-  (org_id, event_id, occurred_at, ``content_sha256``, Kafka provenance, recorded_at), written by a
-  materialized view inside the same INSERT (atomic with it). Nothing updates or deletes it except the
-  retention TTL; no auditlog role may alter it (auditlog/roles.py).
-- :data:`CONTENT_SHA256_SQL` is the one definition of the content hash: SHA-256 over a canonical
-  serialisation of the event's content columns (:data:`CONTENT_COLUMNS`: every EVENT.md field; not
-  received_at nor the Kafka provenance). Each field is ``<byte length>:<bytes>`` or ``~`` for NULL, in a fixed
-  order after the tag ``auditlog-content-v1``, so NULL differs from '' and no two different events
-  serialise alike. The migration gets it through the ``{content_sha256}`` placeholder
-  (auditlog.migrations.render_migration); :func:`verify` uses the same constant. It is frozen: databases
-  keep the expression their view was created with, so a change needs a new migration and a new tag
-  (tests/integration/test_integrity.py pins it and checks it against :func:`content_sha256`, a Python
-  reference implementation).
-- :func:`verify` compares, per (org_id, event_id), the hashes recorded at insert time with the hashes of
-  the rows stored now, in one aggregating query (nothing but the summary and a few ids reach Python).
-- :func:`make_checkpoint` / :func:`check_against`: a SHA-256 root over the digests (per topic, partition
-  and day of ``occurred_at``, leaves ordered by Kafka offset) and the per-partition offsets it covers. Kept
-  outside ClickHouse, it exposes a rewrite of the digest table itself (an admin who changed both tables).
+Contract:
+- ``audit_event_digests`` (migration 0040) holds one row per row ever inserted into ``audit_events``, written by
+  a materialized view in the same INSERT; only the retention TTL removes rows; no auditlog role may alter it;
+- :data:`CONTENT_SHA256_SQL` is the one definition of the content hash over :data:`CONTENT_COLUMNS` (every
+  EVENT.md field, no provenance); it is FROZEN (a change needs a new migration and a new :data:`CONTENT_TAG`);
+  :func:`content_sha256` is its Python reference;
+- :func:`verify` compares, per (org_id, event_id), the hashes recorded at insert with those of the rows stored
+  now and returns a :class:`Report` (counts per :data:`STATUSES`, a few ids per finding);
+- :func:`make_checkpoint` / :func:`check_against`: a SHA-256 root over the digests kept outside ClickHouse,
+  which exposes a rewrite of the digest table itself.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -37,6 +26,7 @@ from typing import Any
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
+from schemas.event import as_utc
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, PROVENANCE_COLUMNS
 
 
@@ -70,8 +60,7 @@ def content_sha256(row: dict[str, Any]) -> bytes:
             parts.append(b"~")
             continue
         if col == "occurred_at":
-            dt = v if v.tzinfo else v.replace(tzinfo=UTC)
-            text = str((dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1))
+            text = str((as_utc(v) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1))
         else:
             text = str(v)
         b = text.encode("utf-8")

@@ -3,7 +3,8 @@
 Contract: :func:`migrate` applies ``schemas/migrations/*.sql`` in order, records each once in
 ``schema_migrations``, is safe to run from several processes at once (claims, see the design note below),
 then applies the repeatable steps (catalog labels, retention TTL, roles). :func:`run_migrate` is what the
-``auditlog migrate`` command and every process that owns the store run on start-up.
+``auditlog migrate`` command and every process that owns the store run on start-up. The SQL text itself (files,
+rendering for a cluster) is :mod:`auditlog.migration_sql`.
 """
 
 from __future__ import annotations
@@ -16,116 +17,41 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 
 from clickhouse_connect.driver.client import Client
 
 from auditlog.logs import get_logger
-from auditlog.settings import Settings
-from auditlog.store import _IDENT, Store, redact_text
+from auditlog.migration_sql import (
+    Migration,
+    MigrationError,
+    cluster_statements,
+    migration_files,
+    render_cluster,
+    render_migration,
+    replicated_engine,
+    retention_tables,
+    sharded_tables,
+)
+from auditlog.settings import Settings, check_ident
+from auditlog.store import Store, redact_text
 from schemas.catalog import Catalog, get_catalog
 
 log = get_logger("auditlog.migrations")
 
 
 # ----- migrations ---------------------------------------------------------------------------------------
-# Design (docs/operations.md, "Migrations"):
-# - Versioned migrations: ``schemas/migrations/NNNN_name.sql``, applied in order, each recorded once in
-#   ``schema_migrations`` (a "done" row inserted with ``insert_deduplication_token`` = version, so even a
-#   duplicate insert stores one row; readers use FINAL anyway).
-# - Concurrency: before applying version V a migrator *claims* it: it inserts (V, attempt, owner) into
-#   ``schema_migration_claims`` with the dedup token "claim:V:attempt" and reads the row back. The table
-#   stores exactly one row per token (block deduplication, atomic on one server, through Keeper on a
-#   replicated table), so exactly one migrator reads back its own owner id and applies V; the others wait
-#   until V is recorded done. A claim older than the lease (a crashed migrator) is taken over with attempt+1;
-#   a migrator whose statement fails releases its claim at once. Statements are also idempotent
-#   (IF NOT EXISTS / OR REPLACE, enforced by tests/integration/test_migrations_contract.py), so even a lease
-#   taken over from a live-but-slow migrator does no harm beyond repeated work.
-# - Repeatable steps after the versioned ones, idempotent and cheap when nothing changed: the catalog labels
-#   (``catalog_actions``), the retention TTL (ALTER TABLE ... MODIFY TTL when AUDITLOG_RETENTION_DAYS changed)
-#   and, with admin credentials on a server, the roles of :mod:`auditlog.roles`.
+# Design (docs/operations.md, "Migrations"; docs/architecture-notes.md): each version is claimed by exactly one
+# migrator (a row deduplicated by its insert token, read back), recorded done once; a stale claim is taken over.
 MIGRATIONS_TABLE = "schema_migrations"
 CLAIMS_TABLE = "schema_migration_claims"
 DEFAULT_LEASE_SECONDS = 900.0
 _TTL_EXPR = re.compile(r"\bTTL\s+(.+?)\s*\+\s*toIntervalDay\((\d+)\)")
 
 
-class MigrationError(RuntimeError):
-    """A migration failed, or waiting for another migrator's claim timed out."""
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.version:04d}_{self.name}"
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
-
-
-def migration_files() -> list[Migration]:
-    """Every ``schemas/migrations/NNNN_name.sql``, ordered by version (versions must be unique)."""
-    out = []
-    for f in resources.files("schemas").joinpath("migrations").iterdir():
-        m = re.match(r"^(\d{4})_([a-z0-9_]+)\.sql$", f.name)
-        if m:
-            out.append(Migration(int(m.group(1)), m.group(2), f.read_text(encoding="utf-8")))
-    out.sort(key=lambda m: m.version)
-    versions = [m.version for m in out]
-    if len(versions) != len(set(versions)):
-        raise MigrationError(f"two migration files share a version: {versions}")
-    return out
-
-
-def _statements(sql: str) -> list[str]:
-    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    return [s.strip() for s in re.split(r";\s*(?:\n|$)", body) if s.strip()]
-
-
-def render_migration(sql: str, database: str, retention_days: int) -> list[str]:
-    """The statements of one migration file with ``{db}``, ``{ttl_days}`` and ``{content_sha256}`` (the content
-    hash expression of auditlog.integrity, defined once there) filled in."""
-    from auditlog.integrity import CONTENT_SHA256_SQL
-
-    if not _IDENT.match(database):
-        raise ValueError(f"invalid database name {database!r}")
-    return [
-        s.replace("{db}", database).replace("{ttl_days}", str(int(retention_days))).replace(
-            "{content_sha256}", CONTENT_SHA256_SQL)
-        for s in _statements(sql)
-    ]
-
-
-def retention_tables() -> list[str]:
-    """Tables whose TTL is the retention period: those a migration creates with ``{ttl_days}`` in its TTL."""
-    out: list[str] = []
-    for m in migration_files():
-        for stmt in _statements(m.sql):
-            hit = re.match(r"^CREATE TABLE(?: IF NOT EXISTS)? \{db\}\.(\w+)", stmt)
-            if hit and "{ttl_days}" in stmt and hit.group(1) not in out:
-                out.append(hit.group(1))
-    return out
-
-
-def migrate(
-    store: Store,
-    retention_days: int = 400,
-    *,
-    catalog: Catalog | None = None,
-    roles: bool | None = None,
-    target: int | None = None,
-    cluster: str | None = None,
-    lease_seconds: float = DEFAULT_LEASE_SECONDS,
-    wait_seconds: float | None = None,
-) -> list[str]:
+def migrate(store: Store, retention_days: int = 400, *, catalog: Catalog | None = None, roles: bool | None = None,
+            target: int | None = None, cluster: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS,
+            wait_seconds: float | None = None) -> list[str]:
     """Apply pending migrations and the repeatable steps; return the names of what changed.
 
     Safe to run repeatedly and from several processes or threads at once (each with its own client): every
@@ -134,7 +60,7 @@ def migrate(
     ``roles``: create the roles of :mod:`auditlog.roles` (None = when the connection can manage access,
     i.e. admin credentials on a server; never on chDB; True = required, error if impossible).
     ``target``: stop after this version (tests, staged upgrades). ``cluster``: render every statement for
-    that ClickHouse cluster (see "cluster rendering" below). Returns ``[]`` when nothing changed.
+    that ClickHouse cluster (:mod:`auditlog.migration_sql`). Returns ``[]`` when nothing changed.
     """
     if retention_days < 1:
         raise ValueError("retention_days must be >= 1")
@@ -200,8 +126,8 @@ class _Migrator:
     def __init__(
         self, store: Store, retention_days: int, lease_seconds: float, wait_seconds: float | None, cluster: str | None
     ) -> None:
-        if cluster is not None and not _IDENT.match(cluster):
-            raise ValueError(f"invalid cluster name {cluster!r}")
+        if cluster is not None:
+            check_ident(cluster, "cluster name")
         self.cluster = cluster
         self.sharded = sharded_tables() if cluster else set()
         self.store = store
@@ -223,7 +149,7 @@ class _Migrator:
         oc = f" ON CLUSTER {self.cluster}" if self.cluster else ""
 
         def engine(family: str, table: str) -> str:
-            return _replicated_engine(family, None, f"/clickhouse/tables/all/{db}/{table}") if self.cluster else family
+            return replicated_engine(family, None, f"/clickhouse/tables/all/{db}/{table}") if self.cluster else family
 
         c.command(f"CREATE DATABASE IF NOT EXISTS {db}{oc}")
         c.command(
@@ -421,82 +347,6 @@ class _Migrator:
         for stmt in access.role_statements(self.db, local_suffix_for=sorted(self.sharded)):
             self.c.command(stmt)
         return [] if before == len(access.ROLES) else ["access:roles"]
-
-
-# ----- cluster rendering ----------------------------------------------------------------------------------
-# The same migration files serve a ClickHouse cluster (deploy/cluster/: Keeper, 2 shards x 2 replicas) when
-# ``migrate(..., cluster="name")`` is used: every statement gets ``ON CLUSTER``; a table with an ``org_id``
-# column becomes ``<name>_local`` (Replicated*MergeTree, one replication group per shard) plus ``<name>``
-# as a Distributed table sharded by cityHash64(org_id) (all of an org's rows, and every copy of an event_id,
-# live on one shard, so FINAL per shard is exact); a table without ``org_id`` (catalog, offsets,
-# bookkeeping) is replicated to every node under its own name. Materialized views read and write the local
-# tables; plain views and backfills use the Distributed names.
-SHARD_KEY = "cityHash64(org_id)"
-_CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)\s*\((.*)\)\s*ENGINE\s*=\s*(\w*MergeTree)(?:\(([^)]*)\))?(.*)$", re.S)
-
-
-def sharded_tables() -> set[str]:
-    """Tables the migrations create with an ``org_id`` column (sharded on a cluster)."""
-    out = set()
-    for m in migration_files():
-        for stmt in _statements(m.sql):
-            hit = _CREATE_TABLE.match(stmt.replace("{db}", "db"))
-            if hit and re.search(r"^\s*org_id\s", hit.group(3), re.M):
-                out.add(hit.group(2))
-    return out
-
-
-def _replicated_engine(family: str, args: str | None, path: str) -> str:
-    extra = f", {args}" if args and args.strip() else ""
-    return f"Replicated{family}('{path}', '{{replica}}'{extra})"
-
-
-def render_cluster(stmt: str, database: str, cluster: str, sharded: set[str]) -> list[str]:
-    """One rendered single-node statement as the statements for ``cluster`` (see the note above)."""
-    if not _IDENT.match(cluster):
-        raise ValueError(f"invalid cluster name {cluster!r}")
-    db, oc = database, f" ON CLUSTER {cluster}"
-
-    def local(name: str) -> str:
-        return f"{name}_local" if name in sharded else name
-
-    hit = _CREATE_TABLE.match(stmt)
-    if hit:
-        _, name, cols, family, args, rest = hit.groups()
-        if name in sharded:
-            path = f"/clickhouse/tables/{{shard}}/{db}/{name}_local"
-            return [
-                f"CREATE TABLE IF NOT EXISTS {db}.{name}_local{oc} ({cols}) "
-                f"ENGINE = {_replicated_engine(family, args, path)}{rest}",
-                f"CREATE TABLE IF NOT EXISTS {db}.{name}{oc} AS {db}.{name}_local "
-                f"ENGINE = Distributed({cluster}, {db}, {name}_local, {SHARD_KEY})",
-            ]
-        path = f"/clickhouse/tables/all/{db}/{name}"
-        return [f"CREATE TABLE IF NOT EXISTS {db}.{name}{oc} ({cols}) ENGINE = {_replicated_engine(family, args, path)}{rest}"]
-    mv = re.match(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+)\s+TO (\w+)\.(\w+)(.*)$", stmt, re.S)
-    if mv:
-        _, name, _, target, rest = mv.groups()
-        rest = re.sub(rf"\bFROM {db}\.(\w+)", lambda m: f"FROM {db}.{local(m.group(1))}", rest)
-        return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name}{oc} TO {db}.{local(target)}{rest}"]
-    view = re.match(r"^(CREATE OR REPLACE VIEW|CREATE VIEW IF NOT EXISTS) (\w+)\.(\w+)(.*)$", stmt, re.S)
-    if view:
-        return [f"{view.group(1)} {db}.{view.group(3)}{oc}{view.group(4)}"]
-    alter = re.match(r"^ALTER TABLE (\w+)\.(\w+)(.*)$", stmt, re.S)
-    if alter:
-        return [f"ALTER TABLE {db}.{local(alter.group(2))}{oc}{alter.group(3)}"]
-    if stmt.startswith(("INSERT INTO", "DROP ")):
-        return [stmt if stmt.startswith("INSERT") else re.sub(r"^(DROP \w+ IF EXISTS \w+\.\w+)", rf"\1{oc}", stmt)]
-    raise MigrationError(f"no cluster rendering for statement: {stmt[:80]}")
-
-
-def cluster_statements(database: str, cluster: str, retention_days: int = 400) -> list[str]:
-    """Every migration rendered for ``cluster``, in order (for review: ``python -m auditlog.migrations``)."""
-    sharded = sharded_tables()
-    out = [f"CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}"]
-    for m in migration_files():
-        for stmt in render_migration(m.sql, database, retention_days):
-            out += render_cluster(stmt, database, cluster, sharded)
-    return out
 
 
 def ttl_days(store: Store, table: str = "audit_events") -> int | None:

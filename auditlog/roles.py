@@ -1,30 +1,14 @@
 """Least-privilege ClickHouse access for auditlog: the one place that generates roles, grants, row policies
 and users as SQL.
 
-Roles (created by ``auditlog migrate`` when it runs with admin credentials on a ClickHouse server):
-
-- ``auditlog_writer`` (the consumer): ``INSERT`` on ``audit_events`` only, plus ``SELECT`` on the tables
-  listed in :data:`WRITER_READABLE` (the consumer's partition watermarks). Materialized views on
-  ``audit_events`` are ``SQL SECURITY DEFINER``, so the writer needs no grant on their target tables (the
-  tamper-evidence digests of migration 0040 included: the writer cannot insert into them directly).
-- ``auditlog_reader`` (the API): ``SELECT`` on the auditlog database, ``readonly = 2`` (CONST): it cannot
-  write, alter, delete or truncate anything, even if someone grants it more by mistake. A permissive row
-  policy ``USING 1`` keeps every row visible to it once analysts' row policies exist on the same tables
-  (ClickHouse: once a table has row policies, access depends on them); the API scopes tenants itself.
-- ``auditlog_analyst``: ``SELECT`` on the analysts' objects (:data:`ANALYST_TABLES`), ``readonly = 2``
-  CONST, and a fail-closed row policy ``USING 0`` on every org-scoped table; each analyst *user* gets its
-  own permissive policy ``org_id = '<org>'`` (policies combine with OR), so an analyst user without an org
-  sees no rows at all, and one with an org sees only that org, through the views too (they are
-  ``SQL SECURITY INVOKER``).
-
-No statement here grants ALTER, DELETE, TRUNCATE, DROP, OPTIMIZE or ALL: ``tests/unit/test_roles.py``
-checks the generated text. chDB (the embedded engine) has no writable access storage, so it cannot run
-CREATE ROLE/USER/ROW POLICY (measured: see docs/operations.md); those statements run on a server, tested
-by ``tests/server/test_server_access.py`` with testcontainers.
-
-Access-control DDL cannot take bound query parameters, so every identifier is validated against
-:data:`IDENT` and every literal goes through :func:`sql_literal` (quotes and backslashes escaped, control
-characters rejected).
+Contract:
+- ``auditlog_writer`` (the consumer) may only INSERT events and read :data:`WRITER_READABLE`;
+  ``auditlog_reader`` (the API) and ``auditlog_analyst`` are ``readonly = 2`` CONST; analysts see only their
+  org's rows of :data:`ORG_SCOPED_TABLES` (a fail-closed ``USING 0`` policy plus one permissive policy per user);
+- no statement grants any of :data:`FORBIDDEN_PRIVILEGES`; nothing may write :data:`APPEND_ONLY_TABLES`;
+- every identifier passes :func:`auditlog.settings.check_ident` and every literal :func:`sql_literal`
+  (access-control DDL cannot take bound parameters);
+- the statements need a ClickHouse server (chDB has no writable access storage).
 
 Command line (prints SQL; ``--apply`` runs it on ``AUDITLOG_CLICKHOUSE_URL`` with those credentials)::
 
@@ -32,7 +16,6 @@ Command line (prints SQL; ``--apply`` runs it on ``AUDITLOG_CLICKHOUSE_URL`` wit
     python -m auditlog.roles analyst --user alice --org acme --password-sha256 <hex>
     python -m auditlog.roles service --user auditlog_consumer --role writer --password-env CONSUMER_PW --apply
 """
-
 from __future__ import annotations
 
 import argparse
@@ -44,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from auditlog.integrity import DIGESTS_TABLE
+from auditlog.settings import check_ident
 from schemas.rows import EVENTS_TABLE
 
 WRITER = "auditlog_writer"
@@ -72,15 +56,7 @@ READONLY_SETTINGS: dict[str, int] = {"readonly": 2}
 #: Privileges no auditlog role may ever hold on the events (checked by the tests).
 FORBIDDEN_PRIVILEGES: tuple[str, ...] = ("ALTER", "DELETE", "TRUNCATE", "DROP", "OPTIMIZE", "ALL", "UPDATE")
 
-IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-def check_ident(name: str, what: str = "identifier") -> str:
-    """``name`` if it is a plain SQL identifier, else ValueError."""
-    if not IDENT.match(name):
-        raise ValueError(f"invalid {what} {name!r}: letters, digits and '_' only, not starting with a digit")
-    return name
 
 
 def sql_literal(value: str) -> str:
@@ -294,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid settings: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
     database = args.database or settings.clickhouse_database
-    from auditlog.migrations import sharded_tables
+    from auditlog.migration_sql import sharded_tables
 
     local = sorted(sharded_tables()) if args.sharded else []
     if args.what == "roles":

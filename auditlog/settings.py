@@ -1,17 +1,31 @@
 """All settings in one place, read from ``AUDITLOG_*`` environment variables (and CLI flags that override them).
 
-Every field's description is what ``auditlog --help`` and the README show; add new settings here only.
+Contract: every field's description is what ``auditlog --help`` and the README show; add new settings here only.
+:data:`IDENT_PATTERN` / :func:`check_ident` are the one rule for a ClickHouse identifier (database, cluster,
+user and role names that reach SQL text), used by the settings, the store, migrations and roles.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: a plain ClickHouse identifier: letters, digits and ``_``, not starting with a digit (safe in SQL text unquoted)
+IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_IDENT = re.compile(IDENT_PATTERN)
+
+
+def check_ident(name: str, what: str = "identifier") -> str:
+    """``name`` if it matches :data:`IDENT_PATTERN`, else ValueError naming ``what`` (``"database name"``)."""
+    if not _IDENT.match(name):
+        raise ValueError(f"invalid {what} {name!r}: letters, digits and '_' only, not starting with a digit")
+    return name
 
 
 class Settings(BaseSettings):
@@ -42,7 +56,7 @@ class Settings(BaseSettings):
     clickhouse_user: str | None = Field(None, description="ClickHouse user (server); overrides the URL's user.")
     clickhouse_password: SecretStr | None = Field(
         None, description="ClickHouse password (server); overrides the URL's, needs no URL encoding.")
-    clickhouse_database: str = Field("auditlog", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database name.")
+    clickhouse_database: str = Field("auditlog", pattern=IDENT_PATTERN, description="Database name.")
     retention_days: int = Field(400, ge=1, description="TTL of events in days (applied by migrate).")
     catalog_extra: str | None = Field(None, description="Path of an operator's extra catalog JSON file.")
     batch_max_rows: int = Field(50_000, ge=1, description="Consumer flushes a batch at this many rows ...")
@@ -117,8 +131,7 @@ class Settings(BaseSettings):
         return type(self).model_validate({**self.model_dump(), **updates}) if updates else self
 
     def decode_processes(self) -> int:
-        """``consumer_decode_processes`` with -1 resolved for this machine and store (bench/ingest.py measures
-        both: on 2 CPUs a helper pays with a remote store, not next to chDB)."""
+        """``consumer_decode_processes`` with -1 resolved for this machine and store (see the field's description)."""
         if self.consumer_decode_processes >= 0:
             return self.consumer_decode_processes
         cpus = usable_cpus()

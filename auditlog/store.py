@@ -1,11 +1,10 @@
 """ClickHouse access through clickhouse-connect only: one client API for a server and for embedded chDB.
 
 Contract:
-- :class:`Store` hands out one client **per thread** (:meth:`Store.client`). chDB is not safe when threads
-  share a connection (measured: wrong parameter values across threads and deadlocks), and a server client
-  is not thread-safe for concurrent queries either. Never pass a client to another thread.
+- :class:`Store` hands out one client **per thread** (:meth:`Store.client`): neither chDB nor a server client
+  may be shared by threads. Never pass a client to another thread.
 - All values reach SQL as server-side bound parameters (``{name:Type}``) or through ``insert``; identifiers
-  (the database name) come only from validated settings.
+  (the database name) are checked by :func:`auditlog.settings.check_ident`.
 - Schema changes live in :mod:`auditlog.migrations`.
 """
 
@@ -22,16 +21,15 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from auditlog.logs import get_logger
-from auditlog.settings import Settings
+from auditlog.settings import Settings, check_ident
 
 log = get_logger("auditlog.store")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def connect(url: str, database: str | None = None, **kwargs: Any) -> Client:
     """A new clickhouse-connect client for ``chdb:///dir`` or ``http(s)://user:pw@host:port``."""
-    if database is not None and not _IDENT.match(database):
-        raise ValueError(f"invalid database name {database!r}")
+    if database is not None:
+        check_ident(database, "database name")
     return clickhouse_connect.get_client(dsn=url, database=database or "", **kwargs)
 
 
@@ -52,10 +50,8 @@ class Store:
     def __init__(self, url: str, database: str = "auditlog", *, username: str | None = None,
                  password: str | None = None) -> None:
         """``username``/``password`` (server only) take precedence over credentials in ``url``."""
-        if not _IDENT.match(database):
-            raise ValueError(f"invalid database name {database!r}")
         self.url = url
-        self.database = database
+        self.database = check_ident(database, "database name")
         self._credentials = {} if url.startswith("chdb:") else _login(username, password)
         self._local = threading.local()
         self._lock = threading.Lock()

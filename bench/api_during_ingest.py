@@ -5,7 +5,7 @@ run) on a fresh data directory and free loopback ports. 5 readers (each its own 
 ``/v1/events?limit=50`` in a loop: first for ``--seconds`` while idle, then while ``-n`` events published at once
 (pre-encoded, by a process of its own) are consumed, until ``/readyz`` reports them stored. Prints
 p50/p95 of both phases, the ingest rate, and writes bench/results/api_during_ingest.json (one entry per tree).
-Target (issue 12): p95 during ingest <= 100 ms.
+Target: p95 during ingest <= 100 ms.
 
     .venv/bin/python bench/api_during_ingest.py [--tree /tmp/prev] [-n 200000]
 """

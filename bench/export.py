@@ -1,4 +1,4 @@
-"""Export throughput and memory of ``GET /v1/events/export`` (issue 3, acceptance 4).
+"""Export throughput and memory of ``GET /v1/events/export``.
 
 Loads ``--rows`` realistic rows (bench/query.py's generator) into its own chDB directory (reused when it already
 holds them), serves the real app with uvicorn on 127.0.0.1 in this process, streams the export over HTTP to a

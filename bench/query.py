@@ -1,4 +1,4 @@
-"""Query latency of the read API on 10M realistic rows (issue 3, acceptance 5).
+"""Query latency of the read API on 10M realistic rows.
 
 Generates realistic ``audit_events`` rows fast (numpy + Arrow, no per-event validation) and inserts them straight
 into ClickHouse in its own chDB directory (``--data``; reused when it already holds ``--rows`` rows), then calls

@@ -1,9 +1,7 @@
 """Decoding in helper processes: the consumer's CPU-heavy step (validate + encode) off the fetching process.
 
-Why: validation (pydantic) and row encoding are pure Python, ~25-50 us per event; in one process they share
-the GIL with the Kafka client, so a worker could never use more than one core. ClickHouse (chDB included) runs
-the insert itself without the GIL, so with decoding moved out the fetching process only fetches, batches and
-commits.
+Why: validation and row encoding are pure Python and would share the GIL with the Kafka client; moved out, the
+fetching process only fetches, batches and commits (see docs/architecture-notes.md).
 
 Contract:
 - ``DecodePool(processes, catalog, type_names)``; ``await pool.decode(chunks)`` returns one
@@ -115,7 +113,7 @@ class DecodePool:
         self._started = False
 
     def start(self) -> None:
-        """Start the helpers (each takes ~1 s to import its modules) before the first chunk needs them. A helper
+        """Start the helpers (importing their modules takes a while) before the first chunk needs them. A helper
         that cannot start is logged and retried on use (meanwhile its share is decoded in this process)."""
         with self._lock:
             if self._started or self.processes == 0:

@@ -9,12 +9,11 @@ events without a workspace, ``workspace_id = ''``, are never in its scope).
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
 from auditlog.store import Store
 from query_api.scoping import ScopedQuery
-from schemas.event import format_ts
+from schemas.event import as_utc, format_ts
 
 ACTORS_TABLE = "audit_actors"
 MIN_PREFIX = 2
@@ -30,6 +29,5 @@ def suggest(store: Store, sq: ScopedQuery, prefix: str, limit: int = MAX_RESULTS
            f"WHERE {sq.where()} GROUP BY actor_email ORDER BY lowerUTF8(actor_email), actor_email LIMIT {{lim:UInt32}}")
     out = []
     for email, last_seen in store.client().query(sql, parameters={**sq.params, "lim": limit}).result_rows:
-        ts = last_seen if last_seen.tzinfo else last_seen.replace(tzinfo=UTC)
-        out.append({"email": email, "last_seen": format_ts(ts)})
+        out.append({"email": email, "last_seen": format_ts(as_utc(last_seen))})
     return out

@@ -13,26 +13,27 @@ from fastapi import APIRouter, Path, Query, Request
 
 from query_api import cursor as cursors
 from query_api import events_read
-from query_api.deps import AuditorDep, CatalogDep, ExportPoolDep, ExportSlotsDep, RunnerDep, SettingsDep, StoreDep
-from query_api.errors import ApiError, ErrorBody, invalid
+from query_api.deps import (
+    AuditorDep,
+    CatalogDep,
+    ExportPoolDep,
+    ExportScope,
+    ExportSlotsDep,
+    Filters,
+    RunnerDep,
+    ScopedFilters,
+    SettingsDep,
+    StoreDep,
+    TenantScope,
+)
+from query_api.errors import ERRORS, ApiError, ErrorBody, invalid
 from query_api.export import MEDIA_TYPES, ExportStream, export_filename
-from query_api.filters import Filters
 from query_api.models import EventOut, EventPage
 from query_api.observability import ROWS_EXPORTED
 from query_api.query_runner import store_error
-from query_api.scoping import ExportScope, ScopedFilters, TenantScope
 from query_api.streaming import BoundedStreamingResponse
 
 router = APIRouter(prefix="/v1", tags=["events"])
-ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorBody, "description": "no or invalid token"},
-    403: {"model": ErrorBody, "description": "missing permission or a filter outside your scope"},
-    422: {"model": ErrorBody, "description": "invalid parameter (the message names it and the valid values)"},
-    429: {"model": ErrorBody, "description": "rate limit or export limit reached (see Retry-After)"},
-    503: {"model": ErrorBody, "description": "the read cannot be recorded in the audit log (audit_unavailable), or "
-                                            "the store is unavailable or the query needs too much memory"},
-    504: {"model": ErrorBody, "description": "the query ran longer than its time limit (query_timeout)"},
-}
 
 
 @router.get("/events", response_model=EventPage, responses=ERRORS, summary="Filtered events, newest first")

@@ -1,4 +1,8 @@
-"""``/v1/actors`` (e-mail autocomplete) and ``/v1/stats`` (histogram and top groups)."""
+"""``/v1/actors`` (e-mail autocomplete) and ``/v1/stats`` (histogram and top groups).
+
+Contract: both need ``audit:read``, read only the caller's scope (:mod:`query_api.scoping`) and are recorded as an
+``audit_log.read`` event before the answer is sent (:mod:`query_api.self_audit`).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from query_api import actors, stats
-from query_api.api_events import ERRORS
-from query_api.deps import AuditorDep, RunnerDep
-from query_api.errors import invalid
-from query_api.filters import Filters, clean_text
-from query_api.models import ActorPage, StatsOut
-from query_api.scoping import ScopedFilters, TenantScope
+from query_api.deps import AuditorDep, Filters, RunnerDep, ScopedFilters, TenantScope
+from query_api.errors import ERRORS, invalid
+from query_api.filters import clean_text
+from query_api.models import ActorPage, GroupBy, Interval, StatsOut
 
 router = APIRouter(prefix="/v1", tags=["insights"])
 
@@ -35,8 +37,8 @@ async def suggest_actors(
             summary="Counts per hour/day and status; optional top e-mails, IPs or scopes")
 async def get_stats(
     request: Request, sq: ScopedFilters, filters: Filters, runner: RunnerDep, auditor: AuditorDep,
-    interval: Annotated[stats.Interval, Query(description="bucket size")] = "day",
-    group_by: Annotated[stats.GroupBy | None, Query(
+    interval: Annotated[Interval, Query(description="bucket size")] = "day",
+    group_by: Annotated[GroupBy | None, Query(
         description="also count per actor_email, ip or scope (scope: which catalog scopes have events in the "
                     "caller's view)")] = None,
     top: Annotated[int, Query(ge=1, le=100, description="how many groups")] = 10,

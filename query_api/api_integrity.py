@@ -16,12 +16,10 @@ from functools import partial
 from fastapi import APIRouter, Request
 
 from auditlog import integrity
-from query_api.api_events import ERRORS
-from query_api.deps import AuditorDep, RunnerDep
-from query_api.errors import ApiError
+from query_api.deps import AuditorDep, RunnerDep, TenantScope
+from query_api.errors import ERRORS, ApiError
 from query_api.integrity_runs import IntegrityRuns
 from query_api.models import IntegrityOut
-from query_api.scoping import TenantScope
 from schemas.event import format_ts
 
 router = APIRouter(prefix="/v1", tags=["integrity"])

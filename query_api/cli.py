@@ -10,8 +10,9 @@
     ``auditlog up`` holds the chDB directory); the total for the progress bar comes from ``/v1/stats``;
   * ``--org ORG [--workspace W ...]``: straight from the store as that org's owner (or as an admin of the given
     workspaces), for operators on the store's host; same SQL, scoping and formatting as the API.
-  Filters: ``--start --end --scope --category --action (repeatable) --status --actor-email --actor-id --ip
-  --workspace-id --target --q``; ``--format csv|ndjson``; ``-o FILE`` (exactly that path; default: the name the
+  Filters: one flag per entry of :data:`query_api.filters.FILTERS` (``--start --end --scope --category --action``
+  (repeatable) ``--status --actor-email --actor-id --ip --workspace-id --target --q --org-id``), validated by the
+  same table as the API's parameters; ``--format csv|ndjson``; ``-o FILE`` (exactly that path; default: the name the
   server or the filters suggest, ``audit-log-<start>-<end>.<ext>``, reduced to a plain file name in the current
   directory by :func:`safe_filename`).
 """
@@ -29,7 +30,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,14 +41,13 @@ from auditlog.private_dir import chdb_directory, keep_private
 from auditlog.settings import Settings
 from auditlog.stopsignals import StopSignals, stop_signals
 from auditlog.store import redact_url
+from query_api.filters import FILTERS
 
 if TYPE_CHECKING:
     from auditlog.store import Store
     from producers.producer import AuditProducer
 
 log = get_logger("query_api.cli")
-_FILTER_FLAGS = ("start", "end", "scope", "category", "status", "actor_email", "actor_id", "ip", "workspace_id",
-                 "target", "q")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,9 +65,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="with --org: act as admin of this workspace (repeatable); default: org owner")
     e.add_argument("--format", choices=("csv", "ndjson"), default="csv")
     e.add_argument("-o", "--output", help="output file (default audit-log-<start>-<end>.<ext>)")
-    for f in _FILTER_FLAGS:
-        e.add_argument(f"--{f.replace('_', '-')}", dest=f, default=None, help=f"filter {f} (API.md)")
-    e.add_argument("--action", action="append", default=None, help="filter action (repeatable)")
+    for spec in FILTERS:  # one flag per filter of the table, with the API's description
+        e.add_argument(spec.flag, dest=spec.name, action="append" if spec.repeatable else "store", default=None,
+                       help=spec.help.replace("%", "%%"))
     e.set_defaults(func=run_export)
 
 
@@ -147,12 +146,13 @@ async def _serve_api(settings: Settings, store: Store, host: str, port: int, sto
     """uvicorn until a stop signal; then the self-audit producer is stopped."""
     from producers.producer import AuditProducer
     from query_api.app import create_app
+    from query_api.self_audit import SelfAuditState
     from schemas.catalog import get_catalog
 
     catalog = get_catalog(settings.catalog_extra)
     kafka = KafkaConnection.from_settings(settings)
     app = create_app(settings, store, catalog=catalog, producer=None)
-    app.state.auditor.state = "connecting"  # until attach_self_audit has a producer
+    app.state.auditor.state = SelfAuditState.CONNECTING  # until attach_self_audit has a producer
     attach = asyncio.create_task(attach_self_audit(app, lambda: AuditProducer(
         kafka.bootstrap, settings.topic, catalog=catalog, request_timeout_ms=5000, **kafka.security_options()),
         str(kafka)))
@@ -197,10 +197,8 @@ async def attach_self_audit(app: Any, make_producer: Callable[[], AuditProducer]
 
 # ----- export ------------------------------------------------------------------------------------------------
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {f: getattr(args, f) for f in _FILTER_FLAGS if getattr(args, f) is not None}
-    if args.action:
-        out["action"] = args.action
-    return out
+    """The filter flags given, by filter name (= the API's query parameters)."""
+    return {spec.name: getattr(args, spec.name) for spec in FILTERS if getattr(args, spec.name) is not None}
 
 
 def _progress(total_known: bool) -> Any:
@@ -310,9 +308,8 @@ def _store_source(settings: Settings, org: str, workspaces: list[str] | None, fi
     from auditlog.store import Store
     from query_api import events_read
     from query_api.auth import EXPORT, READ, Principal
-    from query_api.errors import ApiError
     from query_api.export import export_filename, open_export_sync
-    from query_api.filters import parse_filters
+    from query_api.filters import FilterError, parse_filters
     from query_api.scoping import ScopedQuery
     from schemas.catalog import get_catalog
 
@@ -321,17 +318,11 @@ def _store_source(settings: Settings, org: str, workspaces: list[str] | None, fi
     principal = Principal(sub="cli", email="", org_id=org, role="workspace_admin" if workspaces else "org_owner",
                           workspaces=tuple(workspaces or ()), permissions=frozenset({READ, EXPORT}))
     try:
-        raw = dict(filters)
-        for k in ("start", "end"):
-            if k in raw:
-                raw[k] = datetime.fromisoformat(raw[k])
-        f = parse_filters(catalog, actions=raw.pop("action", ()), **raw)
+        f = parse_filters(catalog, filters)
         sq = ScopedQuery(principal).with_filters(f, catalog)
-        total = events_read.count(store, sq)
-    except ApiError as exc:
-        raise ExportError(f"{exc.field or 'filter'}: {exc.message}") from None
-    except ValueError as exc:
-        raise ExportError(str(exc)) from None
+    except FilterError as exc:
+        raise ExportError(f"{exc.field}: {exc.message}") from None
+    total = events_read.count(store, sq)
     chunks = open_export_sync(store, sq, catalog, fmt)
     name = export_filename(f, fmt)
     return name, total, chunks

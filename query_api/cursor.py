@@ -16,6 +16,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from query_api.errors import invalid
+from schemas.event import as_utc
 
 _KEY = b"auditlog-cursor-v1"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -26,8 +27,7 @@ def _mac(body: bytes) -> str:
 
 
 def encode(occurred_at: datetime, event_id: uuid.UUID | str) -> str:
-    ts = occurred_at if occurred_at.tzinfo else occurred_at.replace(tzinfo=UTC)
-    ms = (ts - _EPOCH) // timedelta(milliseconds=1)
+    ms = (as_utc(occurred_at) - _EPOCH) // timedelta(milliseconds=1)
     body = json.dumps({"t": ms, "id": str(event_id)}, separators=(",", ":")).encode()
     doc = json.dumps({"v": 1, "k": body.decode(), "m": _mac(body)}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(doc).decode().rstrip("=")

@@ -1,8 +1,10 @@
 """One JSON error shape for every failure of the API: ``{"error": {"code", "message", "field"}}``.
 
-Contract: handlers installed by :func:`install_error_handlers` turn :class:`ApiError`, FastAPI's request
+Contract: handlers installed by :func:`install_error_handlers` turn :class:`ApiError`, a filter's
+:class:`~query_api.filters.FilterError` (422, or 403 when ``forbidden``), FastAPI's request
 validation errors, Starlette's HTTP errors (404 of unknown routes, 405) and any unexpected exception (500, logged
 with a stack trace, never shown) into that shape. ``field`` names the query parameter at fault, else ``null``.
+:data:`ERRORS` documents the error answers every ``/v1`` route may give (its ``responses`` in the OpenAPI).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auditlog.logs import get_logger
+from query_api.filters import FilterError
 
 log = get_logger("query_api.errors")
 
@@ -52,6 +55,18 @@ class ApiError(Exception):
         self.headers = headers
 
 
+#: The error answers of the ``/v1`` routes (FastAPI ``responses``); a route adds its own (e.g. 404) to a copy.
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "no or invalid token"},
+    403: {"model": ErrorBody, "description": "missing permission or a filter outside your scope"},
+    422: {"model": ErrorBody, "description": "invalid parameter (the message names it and the valid values)"},
+    429: {"model": ErrorBody, "description": "rate limit or export limit reached (see Retry-After)"},
+    503: {"model": ErrorBody, "description": "the read cannot be recorded in the audit log (audit_unavailable), or "
+                                            "the store is unavailable or the query needs too much memory"},
+    504: {"model": ErrorBody, "description": "the query ran longer than its time limit (query_timeout)"},
+}
+
+
 def invalid(field: str, message: str) -> ApiError:
     """A 422 naming the parameter."""
     return ApiError(422, message, field=field)
@@ -77,6 +92,11 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ApiError)
         return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
 
+    async def filter_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, FilterError)
+        status = 403 if exc.forbidden else 422
+        return error_response(status, _CODES[status], exc.message, exc.field)
+
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = list(exc.errors())
@@ -99,6 +119,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return Response(status_code=499)  # nobody reads it: the client has left and its query was cancelled
 
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(FilterError, filter_error)
     app.add_exception_handler(ClientGone, client_gone)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

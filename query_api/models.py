@@ -1,7 +1,8 @@
 """Response models of the read API (they shape ``/openapi.json``). Request parameters live in ``filters.py``.
 
-Families: events (:class:`EventOut`, :class:`EventPage`), autocomplete (:class:`ActorOut`, :class:`ActorPage`),
-stats (:class:`StatsOut`), catalog (:class:`CatalogOut`), health (:class:`Health`). Errors: ``errors.ErrorBody``.
+Contract: families: events (:class:`EventOut`, :class:`EventPage`), autocomplete (:class:`ActorOut`,
+:class:`ActorPage`), stats (:class:`StatsOut`, its parameter types :data:`Interval` and :data:`GroupBy`), catalog
+(:class:`CatalogOut`), health (:class:`Health`). Errors: ``errors.ErrorBody``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from query_api.stats import GroupBy, Interval
+from query_api.self_audit import SelfAuditState
+from schemas.event import StatusText
+
+Interval = Literal["hour", "day"]
+GroupBy = Literal["actor_email", "ip", "scope"]
 
 
 class ActorOut(BaseModel):
@@ -41,7 +46,7 @@ class EventOut(BaseModel):
     category_label: str
     action: str
     action_label: str
-    status: Literal["SUCCESS", "FAILED"]
+    status: StatusText
     actor: ActorOut
     target: TargetOut
     description: str
@@ -131,7 +136,7 @@ class CatalogOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     store: Literal["ok", "unreachable"] | None = None
-    self_audit: Literal["ok", "connecting", "failing", "off"] | None = Field(
+    self_audit: SelfAuditState | None = Field(
         None, description="every read publishes its audit_log.* event: ok; the broker did not acknowledge the last "
                           "one: failing; not connected yet: connecting (reads are refused in both, and the status "
                           "is unavailable); no producer configured: off")

@@ -6,13 +6,13 @@ Contract of :class:`ReadAuditor`:
   most ``api_audit_ack_timeout_seconds``; when that fails, or no producer is attached yet, it raises
   ``503 audit_unavailable`` and the endpoint sends no data. (An event that reaches the broker after the wait
   ran out is still stored: a refused read may appear as recorded, never the reverse.)
-- without a producer configured at all (``state == "off"``: an app built without self-audit, e.g. in tests)
+- without a producer configured at all (state ``off``: an app built without self-audit, e.g. in tests)
   nothing is recorded;
 - :meth:`record_list` folds identical repeats of one list view by one caller within ``window_s`` (the page's
   auto-refresh) into the first one while the broker is healthy and connected; the folded calls and their rows are published
   by :meth:`flush_coalesced` as one event with ``detail.coalesced``. Cursor pages are never folded.
-- :attr:`state` is ``ok``, ``failing`` (the last publish failed: ``/readyz`` is red until :meth:`probe`
-  reaches the broker or a publish succeeds), ``connecting`` (no producer attached yet) or ``off``.
+- :attr:`state` is a :class:`SelfAuditState`: ``ok``, ``failing`` (the last publish failed: ``/readyz`` is red
+  until :meth:`probe` reaches the broker or a publish succeeds), ``connecting`` (no producer attached yet) or ``off``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
@@ -33,9 +34,18 @@ from auditlog.logs import get_logger
 from producers.producer import AuditProducer
 from query_api.auth import Principal
 from query_api.errors import ApiError
-from schemas.event import EventError, parse_event
+from schemas.event import EventError, Status, parse_event
 
 log = get_logger("query_api.self_audit")
+
+
+class SelfAuditState(StrEnum):
+    """Whether reads can be recorded (:attr:`ReadAuditor.state`, ``self_audit`` of ``/readyz``)."""
+
+    OK = "ok"
+    FAILING = "failing"  # the last publish failed
+    CONNECTING = "connecting"  # no producer attached yet (reads are refused)
+    OFF = "off"  # no producer configured: nothing is recorded
 
 DESCRIPTIONS = {"audit_log.list": "Listed the audit log", "audit_log.export": "Exported the audit log",
                 "audit_log.read": "Viewed the audit log", "audit_log.verify": "Verified the audit log's integrity",
@@ -60,7 +70,7 @@ def build_event(principal: Principal, action: str, *, filters: dict[str, Any] | 
         "scope": "organization",
         "category": "audit_log",
         "action": action,
-        "status": "SUCCESS",
+        "status": Status.SUCCESS.value,
         "actor": {"id": principal.sub, "email": principal.email or None, "type": "user", "ip": ip,
                   "user_agent": (user_agent or None) and user_agent[:1024]},
         "target": {"type": "audit_log", "id": target_id, "name": None},
@@ -116,7 +126,7 @@ class ReadAuditor:
     def __init__(self, producer: AuditProducer | None, *, ack_timeout_s: float = 2.0, window_s: float = 60.0,
                  max_views: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.producer = producer
-        self.state = "ok" if producer is not None else "off"
+        self.state = SelfAuditState.OK if producer is not None else SelfAuditState.OFF
         self.ack_timeout_s = ack_timeout_s
         self.window_s = window_s
         self.max_views = max_views
@@ -125,13 +135,13 @@ class ReadAuditor:
 
     def attach(self, producer: AuditProducer) -> None:
         self.producer = producer
-        self.state = "ok"
+        self.state = SelfAuditState.OK
 
     async def record(self, request: Request, principal: Principal, action: str, *,
                      filters: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
                      target_id: str | None = None) -> None:
         """Publish and wait for the ack, or raise 503 ``audit_unavailable``."""
-        if self.state == "off":
+        if self.state == SelfAuditState.OFF:
             return
         ip, ua = client_of(request)
         await self._publish(build_event(principal, action, filters=filters, client_ip=ip, user_agent=ua,
@@ -140,7 +150,7 @@ class ReadAuditor:
     async def record_list(self, request: Request, principal: Principal, filters: dict[str, Any], rows: int,
                           *, page: bool) -> None:
         """A list read: folded into an identical recent one while healthy (module contract), else recorded."""
-        if self.state == "off":
+        if self.state == SelfAuditState.OFF:
             return
         if page:
             await self.record(request, principal, "audit_log.list", filters=filters,
@@ -148,7 +158,7 @@ class ReadAuditor:
             return
         key = view_key(principal, filters, datetime.now(UTC))
         folded = self._views.get(key)
-        connected = self.state == "ok" and self.producer is not None and self.producer.connected()
+        connected = self.state == SelfAuditState.OK and self.producer is not None and self.producer.connected()
         if folded is not None and connected and self._clock() - folded.first_at < self.window_s:
             folded.calls += 1
             folded.rows += rows
@@ -186,27 +196,27 @@ class ReadAuditor:
                 ack = await producer.send(event)
                 await ack
         except Exception as exc:
-            if self.state != "failing":
+            if self.state != SelfAuditState.FAILING:
                 log.error("self_audit.failing", action=event["action"], error=repr(exc))
-            self.state = "failing"
+            self.state = SelfAuditState.FAILING
             raise _unavailable("this read cannot be recorded in the audit log right now (the broker did not "
                                f"acknowledge within {self.ack_timeout_s:g} s); nothing was served") from None
-        if self.state == "failing":
+        if self.state == SelfAuditState.FAILING:
             log.info("self_audit.recovered", action=event["action"])
-        self.state = "ok"
+        self.state = SelfAuditState.OK
 
     async def probe(self) -> bool:
         """Whether reads can be recorded (``ok`` or ``off``); while failing, True (and ``ok`` again) once the
         broker answers a metadata request."""
-        if self.state != "failing" or self.producer is None:
-            return self.state in ("ok", "off")
+        if self.state != SelfAuditState.FAILING or self.producer is None:
+            return self.state in (SelfAuditState.OK, SelfAuditState.OFF)
         try:
             async with asyncio.timeout(self.ack_timeout_s):
                 await self.producer.reachable()
         except Exception:
             return False
         log.info("self_audit.recovered", action="probe")
-        self.state = "ok"
+        self.state = SelfAuditState.OK
         return True
 
 

@@ -12,17 +12,15 @@ Contract of :func:`compute`:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Any
 
 from auditlog.store import Store
 from query_api.errors import invalid
 from query_api.scoping import ScopedQuery
-from schemas.event import format_ts
+from schemas.event import Status, as_utc, format_ts
 from schemas.rows import EVENTS_TABLE
 
-Interval = Literal["hour", "day"]
-GroupBy = Literal["actor_email", "ip", "scope"]
 _BUCKET_SQL = {"hour": "toStartOfHour(occurred_at, 'UTC')", "day": "toStartOfDay(occurred_at, 'UTC')"}
 _STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 _GROUP_COLUMN = {"actor_email": "actor_email", "ip": "actor_ip", "scope": "scope"}
@@ -30,13 +28,11 @@ MAX_BUCKETS = 10_000
 
 
 def _floor(ts: datetime, interval: str) -> datetime:
-    ts = ts.astimezone(UTC)
-    ts = ts.replace(minute=0, second=0, microsecond=0)
+    ts = as_utc(ts).replace(minute=0, second=0, microsecond=0)
     return ts.replace(hour=0) if interval == "day" else ts
 
 
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+_STATUS_COUNTS = f"countIf(status = '{Status.SUCCESS}'), countIf(status = '{Status.FAILED}')"
 
 
 def compute(store: Store, sq: ScopedQuery, start: datetime, end: datetime, interval: str,
@@ -48,9 +44,9 @@ def compute(store: Store, sq: ScopedQuery, start: datetime, end: datetime, inter
                                   "interval=day")
     client = store.client()
     where, params = sq.where(), sq.params
-    sql = (f"SELECT {_BUCKET_SQL[interval]} AS b, count(), countIf(status = 'SUCCESS'), countIf(status = 'FAILED') "
+    sql = (f"SELECT {_BUCKET_SQL[interval]} AS b, count(), {_STATUS_COUNTS} "
            f"FROM {EVENTS_TABLE} FINAL WHERE {where} GROUP BY b ORDER BY b")
-    counts = {_utc(b): (int(t), int(s), int(f)) for b, t, s, f in client.query(sql, parameters=params).result_rows}
+    counts = {as_utc(b): (int(t), int(s), int(f)) for b, t, s, f in client.query(sql, parameters=params).result_rows}
     buckets = []
     tot = [0, 0, 0]
     for i in range(n_buckets):
@@ -63,11 +59,11 @@ def compute(store: Store, sq: ScopedQuery, start: datetime, end: datetime, inter
                            "group_by": group_by, "top": []}
     if group_by is not None:
         col = _GROUP_COLUMN[group_by]
-        gsql = (f"SELECT {col} AS k, count() AS n, countIf(status = 'SUCCESS'), countIf(status = 'FAILED'), "
+        gsql = (f"SELECT {col} AS k, count() AS n, {_STATUS_COUNTS}, "
                 f"min(occurred_at), max(occurred_at) FROM {EVENTS_TABLE} FINAL WHERE {where} AND {col} IS NOT NULL "
                 "GROUP BY k ORDER BY n DESC, k LIMIT {g_top:UInt32}")
         rows = client.query(gsql, parameters={**params, "g_top": top}).result_rows
         out["top"] = [{"key": k, "total": int(n), "success": int(s), "failed": int(f),
-                       "first_seen": format_ts(_utc(a)), "last_seen": format_ts(_utc(z))}
+                       "first_seen": format_ts(as_utc(a)), "last_seen": format_ts(as_utc(z))}
                       for k, n, s, f, a, z in rows]
     return out

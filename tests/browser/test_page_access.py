@@ -1,5 +1,5 @@
 """Sign-in, roles and permissions on the audit-log page, error states, and layout at 1280 px and on a narrow
-window (issue 4). Runs against ``auditlog up --demo``; tokens beyond the two printed ones are minted with the
+window. Runs against ``auditlog up --demo``; tokens beyond the two printed ones are minted with the
 data directory's generated secret."""
 
 from __future__ import annotations

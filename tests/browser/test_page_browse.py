@@ -1,7 +1,7 @@
 """The audit-log page in a real browser (Debian's chromium) against ``auditlog up --demo``: table and columns,
 filters (scope -> category, e-mail autocomplete, keyword), URL state, row detail, refresh, export, paging.
 
-Issue 4, acceptance 1-3. Every test also fails if the page requested a host other than the app's own
+Every test also fails if the page requested a host other than the app's own
 (``new_page`` fixture)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Who may read what (issue 3, acceptance 1): the principal x endpoint matrix with exact status codes and rows,
+"""Who may read what: the principal x endpoint matrix with exact status codes and rows,
 and a property test that a workspace admin never receives another workspace's event, whatever the filters."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Chaos (issue 5 acceptance 1): 300k messages (1 % producer retries of the same event_id, some invalid, some
+"""Chaos: 300k messages (1 % producer retries of the same event_id, some invalid, some
 invalid ones published twice) while the consumer process is SIGKILLed at random points >= 10 times and
 restarted. Afterwards every valid event_id is in the store exactly once (SQL ``FINAL``, as analysts count) and
 every invalid message is on the DLQ exactly as often as it was published.

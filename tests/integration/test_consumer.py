@@ -1,4 +1,5 @@
-"""The consumer end to end on the real broker and the real chDB engine (issue 2, acceptance 4)."""
+"""The consumer end to end on the real broker and the real chDB engine: valid events stored, every class of invalid
+message dead-lettered, a producer that is not ours, and a new log under old watermarks."""
 
 from __future__ import annotations
 

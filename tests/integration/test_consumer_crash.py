@@ -1,5 +1,5 @@
-"""Kill the consumer between INSERT and the offset commit (issue 2 acceptance 4, issue 5's exactly-once effect):
-after a restart nothing is lost and nothing is stored or dead-lettered twice. Real processes, real SIGKILL."""
+"""Kill the consumer between INSERT and the offset commit (the pipeline's exactly-once effect): after a restart
+nothing is lost and nothing is stored or dead-lettered twice. Real processes, real SIGKILL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fuzz (issue 5 acceptance 4): 10k hypothesis-generated invalid messages mixed with valid ones. Every invalid
+"""Fuzz: 10k hypothesis-generated invalid messages mixed with valid ones. Every invalid
 one is dead-lettered (exactly once, with a field and a reason), every valid one stored, the worker never dies."""
 
 from __future__ import annotations

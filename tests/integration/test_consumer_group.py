@@ -1,4 +1,4 @@
-"""Several workers in one group with members leaving and joining during the load (issue 5 acceptance 3):
+"""Several workers in one group with members leaving and joining during the load:
 revoked partitions are flushed and committed before they move; no loss, no duplicates."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Store outage (issue 5 acceptance 2): the store raises for a while mid-stream. chDB has no server to stop, so
+"""Store outage: the store raises for a while mid-stream. chDB has no server to stop, so
 the test injects a Store wrapper whose INSERTs raise while ``down`` is set (the only fake; broker and chDB are
 real). Expect: retries with backoff, fetching paused (bounded memory), nothing committed past the stored rows,
 readiness red while stalled, then recovery by itself with no loss and no duplicates; /metrics shows it all."""

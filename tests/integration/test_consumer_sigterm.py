@@ -1,4 +1,4 @@
-"""SIGTERM during load (issue 5 acceptance 5): ``auditlog consume`` exits 0 after flushing and committing, so no
+"""SIGTERM during load: ``auditlog consume`` exits 0 after flushing and committing, so no
 stored row is left uncommitted and the restart stores nothing twice."""
 
 from __future__ import annotations

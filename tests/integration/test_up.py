@@ -1,8 +1,8 @@
 """`auditlog up --demo` as a new user runs it: a subprocess on loopback, real broker, real chDB, real API.
 
-Covers issue 2 acceptance 2 (page within 30 s, owner sees demo events, workspace admin only its workspaces),
-3 (a plain Kafka client that is not ours: valid event visible within 3 s; invalid ones on the DLQ with reason,
-consumer keeps running) and 4 (a restart of `up` keeps the data and keeps ingesting).
+Covers: the page answers within 30 s, the owner sees the demo events and a workspace admin only its workspaces;
+a plain Kafka client that is not ours gets a valid event visible within 3 s and invalid ones onto the DLQ with a
+reason while the consumer keeps running; a restart of `up` keeps the data and keeps ingesting.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ from auditlog.settings import Settings
 from query_api import cursor
 from query_api.auth import CurrentPrincipal, Principal, TokenVerifier, mint_token
 from query_api.errors import ApiError, install_error_handlers
-from query_api.scoping import SEARCH_EXPR, ScopedQuery, like_contains
+from query_api.filters import SEARCH_EXPR, like_contains
+from query_api.scoping import ScopedQuery
 
 CLAIMS = {"sub": "u1", "email": "u1@acme.example", "org_id": "acme", "role": "workspace_admin",
           "workspaces": ["w1"], "permissions": ["audit:read"]}
