@@ -15,21 +15,19 @@ from datetime import datetime
 from typing import Any
 
 from auditlog.store import Store
+from query_api.event_shape import SELECT_COLUMNS, TIME_COLUMNS, public_event, select_list
 from query_api.scoping import ScopedQuery
 from schemas.catalog import Catalog
 from schemas.event import as_utc
-from schemas.rows import EVENTS_TABLE, row_to_public
+from schemas.rows import EVENTS_TABLE
 
-SELECT_COLUMNS = ("org_id, occurred_at, event_id, schema_version, workspace_id, scope, category, action, status, "
-                  "actor_id, actor_email, actor_type, actor_ip, actor_user_agent, target_type, target_id, "
-                  "target_name, description, detail, source, request_id, received_at")
 ORDER = "ORDER BY occurred_at DESC, event_id DESC"
 DEDUP_SLACK = 16
 
 
 def _utc_row(row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with its datetimes aware UTC (:func:`schemas.event.as_utc`)."""
-    for k in ("occurred_at", "received_at"):
+    for k in TIME_COLUMNS:
         v = row.get(k)
         if isinstance(v, datetime):
             row[k] = as_utc(v)
@@ -50,9 +48,7 @@ def list_page(store: Store, sq: ScopedQuery, catalog: Catalog, limit: int, detai
     columns = SELECT_COLUMNS
     params: dict[str, Any] = dict(sq.params)
     if detail_max is not None:
-        columns = SELECT_COLUMNS.replace(" detail,", " if(length(detail) > {d_max:UInt32}, NULL, detail) AS "
-                                         "detail_capped, ifNull(length(detail) > {d_max:UInt32}, 0) AS detail_omitted,",
-                                         1)
+        columns = select_list(cap_detail=True)
         params["d_max"] = detail_max
     sql = f"SELECT {columns} FROM {EVENTS_TABLE} WHERE {sq.where()} {ORDER} LIMIT {{lim:UInt32}}"
     client = store.client()
@@ -68,9 +64,9 @@ def list_page(store: Store, sq: ScopedQuery, catalog: Catalog, limit: int, detai
 
 
 def _public(row: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
-    if "detail_capped" in row:  # its own alias: an alias "detail" would also rename the column in the flag
+    if "detail_capped" in row:  # select_list(cap_detail=True)
         row["detail"] = row.pop("detail_capped")
-    out = row_to_public(row, catalog, with_detail=True)
+    out = public_event(row, catalog)
     if row.get("detail_omitted"):
         out["detail_omitted"] = True
     return out
@@ -89,7 +85,7 @@ def get_event(store: Store, sq: ScopedQuery, catalog: Catalog, event_id: uuid.UU
     sq.add("event_id = {e_id:UUID}", e_id=event_id)
     sql = f"SELECT {SELECT_COLUMNS} FROM {EVENTS_TABLE} FINAL WHERE {sq.where()} {ORDER} LIMIT 1"
     rows = list(store.client().query(sql, parameters=sq.params).named_results())
-    return row_to_public(_utc_row(rows[0]), catalog, with_detail=True) if rows else None
+    return public_event(_utc_row(rows[0]), catalog) if rows else None
 
 
 def count(store: Store, sq: ScopedQuery) -> int:

@@ -31,10 +31,12 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from itertools import groupby
 from typing import Any, Literal
 
 from auditlog.logs import get_logger
 from auditlog.store import Store
+from query_api.event_shape import CSV_FIELDS, NDJSON_FIELDS, EventField, label_params, value_sql
 from query_api.filters import EventFilters
 from query_api.query_runner import kill_tagged
 from query_api.scoping import ScopedQuery
@@ -45,69 +47,51 @@ log = get_logger("query_api.export")
 Format = Literal["csv", "ndjson"]
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
 
-CSV_COLUMNS: tuple[str, ...] = (
-    "event_id", "occurred_at", "received_at", "org_id", "workspace_id", "scope", "scope_label", "category",
-    "category_label", "action", "action_label", "status", "actor_id", "actor_email", "actor_type", "actor_ip",
-    "actor_user_agent", "target_type", "target_id", "target_name", "description", "source", "request_id", "detail",
-)
+#: the CSV header row; a cell is one :data:`~query_api.event_shape.CSV_FIELDS` field as text, '' for NULL
+CSV_COLUMNS: tuple[str, ...] = tuple(f.flat for f in CSV_FIELDS)
 
 
-def _ts(col: str) -> str:
-    return f"concat(substring(formatDateTime({col}, '%Y-%m-%dT%H:%i:%S.%f', 'UTC'), 1, 23), 'Z')"
+def _csv_text(f: EventField) -> str:
+    """The field as CSV text: a stored text column as ``toString``, '' for NULL (a LowCardinality column stays
+    one, so the cell's functions run once per distinct value), anything else as the exports render it."""
+    if f.column is None or f.is_time or f.ch_type == "UUID" or f.ch_type.startswith("Enum"):
+        return value_sql(f)
+    return f"ifNull(toString({f.flat}), '')"
 
 
-_LABELS = {
-    "scope_label": "transform(toString(scope), {x_sc:Array(String)}, {x_sl:Array(String)}, toString(scope))",
-    "category_label": "transform(concat(scope, '/', category), {x_cc:Array(String)}, {x_cl:Array(String)}, "
-                      "toString(category))",
-    "action_label": "transform(concat(scope, '/', action), {x_ac:Array(String)}, {x_al:Array(String)}, "
-                    "toString(action))",
-}
-_CSV_VALUES = {
-    "event_id": "toString(event_id)", "occurred_at": _ts("occurred_at"), "received_at": _ts("received_at"),
-    "status": "toString(status)", "actor_type": "toString(actor_type)", **_LABELS,
-}
-
-
-def _csv_cell(col: str) -> str:
+def _csv_cell(f: EventField) -> str:
     """One quoted CSV cell; text starting with = + - @ TAB CR gets a leading apostrophe."""
-    v = "(" + _CSV_VALUES.get(col, f"ifNull(toString({col}), '')") + ")"
+    v = f"({_csv_text(f)})"
     neutral = f"if(substring({v}, 1, 1) IN ('=', '+', '-', '@', '\\t', '\\r'), concat('''', {v}), {v})"
     return f"concat('\"', replaceAll({neutral}, '\"', '\"\"'), '\"')"
 
 
-CSV_LINE_SQL = "arrayStringConcat([" + ", ".join(_csv_cell(c) for c in CSV_COLUMNS) + "], ',')"
-_JSON_TYPE = (
-    "Tuple(schema_version UInt8, event_id String, occurred_at String, org_id String, workspace_id Nullable(String), "
-    "scope String, scope_label String, category String, category_label String, action String, action_label String, "
-    "status String, actor Tuple(id String, email Nullable(String), type String, ip Nullable(String), "
-    "user_agent Nullable(String)), target Tuple(type Nullable(String), id Nullable(String), name Nullable(String)), "
-    "description String, source Nullable(String), request_id Nullable(String), received_at String)"
-)
-_JSON_VALUES = (
-    f"schema_version, toString(event_id), {_ts('occurred_at')}, org_id, workspace_id, toString(scope), "
-    f"{_LABELS['scope_label']}, toString(category), {_LABELS['category_label']}, toString(action), "
-    f"{_LABELS['action_label']}, toString(status), "
-    "tuple(actor_id, actor_email, toString(actor_type), actor_ip, actor_user_agent), "
-    "tuple(CAST(target_type, 'Nullable(String)'), target_id, target_name), description, "
-    f"CAST(source, 'Nullable(String)'), request_id, {_ts('received_at')}"
-)
+CSV_LINE_SQL = "arrayStringConcat([" + ", ".join(_csv_cell(f) for f in CSV_FIELDS) + "], ',')"
+
+
+def _json_tuple(fields: tuple[EventField, ...]) -> tuple[str, str]:
+    """(values, type) of a named tuple of ``fields`` in order; consecutive fields of a ``group`` nest."""
+    values: list[str] = []
+    types: list[str] = []
+    for group, members in groupby(fields, key=lambda f: f.group):
+        fs = list(members)
+        vals = [value_sql(f) for f in fs]
+        typs = [f"{f.name} {f.json_type}" for f in fs]
+        if group is None:
+            values += vals
+            types += typs
+        else:
+            values.append(f"tuple({', '.join(vals)})")
+            types.append(f"{group} Tuple({', '.join(typs)})")
+    return ", ".join(values), f"Tuple({', '.join(types)})"
+
+
+_JSON_VALUES, _JSON_TYPE = _json_tuple(tuple(f for f in NDJSON_FIELDS if not f.json_text))
+#: the typed fields rendered by toJSONString, then each stored JSON text spliced in as is ('null' for NULL)
 NDJSON_LINE_SQL = (f"concat(substring(toJSONString(CAST(tuple({_JSON_VALUES}), '{_JSON_TYPE}')) AS j_obj, 1, "
-                   "length(j_obj) - 1), ',\"detail\":', ifNull(detail, 'null'), '}')")
-
-
-def label_params(catalog: Catalog) -> dict[str, list[str]]:
-    sc, sl, cc, cl, ac, al = [], [], [], [], [], []
-    for s in catalog.scopes.values():
-        sc.append(s.code)
-        sl.append(s.label)
-        for c in s.categories.values():
-            cc.append(f"{s.code}/{c.code}")
-            cl.append(c.label)
-            for a in c.actions.values():
-                ac.append(f"{s.code}/{a.code}")
-                al.append(a.label)
-    return {"x_sc": sc, "x_sl": sl, "x_cc": cc, "x_cl": cl, "x_ac": ac, "x_al": al}
+                   "length(j_obj) - 1), "
+                   + "".join(f"',\"{f.name}\":', ifNull({f.flat}, 'null'), " for f in NDJSON_FIELDS if f.json_text)
+                   + "'}')")
 
 
 def export_sql(sq: ScopedQuery, fmt: str) -> str:

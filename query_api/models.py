@@ -32,6 +32,8 @@ class TargetOut(BaseModel):
     name: str | None = None
 
 
+# Written out for the OpenAPI schema and type checkers; tests/unit/test_event_shape.py checks its fields (names,
+# order, nesting, nullability, enums) against query_api/event_shape.py EVENT_SHAPE, the one spec of the event.
 class EventOut(BaseModel):
     """A stored event: every field of EVENT.md, ``received_at``, and the catalog labels."""
 

@@ -3,17 +3,16 @@
 Contract: :data:`EVENT_COLUMNS` is the insert column order; :func:`event_row` returns a tuple in that order
 (:func:`event_values` the same without the :data:`PROVENANCE_COLUMNS`)
 with Python values clickhouse-connect inserts natively (UUID, aware datetime, str/None).
-:func:`row_to_public` turns a selected row (dict keyed by column name) into the API's event shape.
+The read side's event shape (what the API selects and returns) is ``query_api/event_shape.py``; a test checks
+that its stored columns are these.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
-from schemas.catalog import Catalog
-from schemas.event import AuditEvent, format_ts
+from schemas.event import AuditEvent
 
 EVENTS_TABLE = "audit_events"
 
@@ -81,39 +80,3 @@ def event_values(ev: AuditEvent) -> tuple[Any, ...]:
 
 def event_row(ev: AuditEvent, received_at: datetime, topic: str, partition: int, offset: int) -> tuple[Any, ...]:
     return (*event_values(ev), received_at, topic, partition, offset)
-
-
-def row_to_public(row: dict[str, Any], catalog: Catalog, with_detail: bool = True) -> dict[str, Any]:
-    """A stored row as the API's event object (EVENT.md fields + received_at + labels)."""
-    labels = catalog.labels(row["scope"], row["action"])
-    scope_label, category_label, action_label = labels or (row["scope"], row["category"], row["action"])
-    out: dict[str, Any] = {
-        "schema_version": row.get("schema_version", 1),
-        "event_id": str(row["event_id"]),
-        "occurred_at": format_ts(row["occurred_at"]),
-        "org_id": row["org_id"],
-        "workspace_id": row.get("workspace_id"),
-        "scope": row["scope"],
-        "scope_label": scope_label,
-        "category": row["category"],
-        "category_label": category_label,
-        "action": row["action"],
-        "action_label": action_label,
-        "status": row["status"],
-        "actor": {
-            "id": row["actor_id"],
-            "email": row.get("actor_email"),
-            "type": row["actor_type"],
-            "ip": row.get("actor_ip"),
-            "user_agent": row.get("actor_user_agent"),
-        },
-        "target": {"type": row.get("target_type"), "id": row.get("target_id"), "name": row.get("target_name")},
-        "description": row["description"],
-        "source": row.get("source"),
-        "request_id": row.get("request_id"),
-        "received_at": format_ts(row["received_at"]),
-    }
-    if with_detail:
-        raw = row.get("detail")
-        out["detail"] = json.loads(raw) if raw else None
-    return out

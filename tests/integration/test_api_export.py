@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -27,6 +28,8 @@ from query_api.auth import Principal
 from query_api.export import CSV_COLUMNS, ExportStream
 from query_api.scoping import ScopedQuery
 from schemas.catalog import get_catalog
+from schemas.event import parse_event
+from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
 
@@ -84,6 +87,27 @@ def test_csv_neutralises_formulas_and_keeps_text(api: TestClient, store: Store, 
         expected = d if i == len(nasty) - 1 else "'" + d
         assert row["description"] == row["target_name"] == row["actor_user_agent"] == expected
     assert all(not row[c].startswith(("=", "+", "-", "@", "\t", "\r")) for row in rows.values() for c in CSV_COLUMNS)
+
+
+def test_rows_outside_the_catalog_are_labelled_like_the_api(api: TestClient, store: Store, settings: Settings) -> None:
+    """A row an older catalog allowed (unknown action; a category the action is not in): the exports apply the
+    API's one label rule (the catalog's labels of (scope, action), else the codes)."""
+    now = datetime.now(UTC)
+    rows = []
+    for i, (category, action) in enumerate([("vm", "vm.explode"), ("nocat", "vm.delete")]):
+        row = dict(zip(EVENT_COLUMNS, event_row(parse_event(make_event()), now, "direct", 0, i), strict=True))
+        rows.append(tuple({**row, "category": category, "action": action}.values()))
+    store.client().insert(EVENTS_TABLE, rows, column_names=list(EVENT_COLUMNS))
+    h = auth(token(settings))
+    listed = {e["action"] + "|" + e["category"]: e for e in api.get("/v1/events", headers=h).json()["data"]}
+    assert (listed["vm.explode|vm"]["scope_label"], listed["vm.delete|nocat"]["category_label"]) == ("service", "VM")
+    keys = ("scope_label", "category_label", "action_label")
+    r = api.get("/v1/events/export", params={"format": "ndjson"}, headers=h)
+    for line in r.text.splitlines():
+        doc = json.loads(line)
+        assert [doc[k] for k in keys] == [listed[doc["action"] + "|" + doc["category"]][k] for k in keys]
+    for row in csv.DictReader(io.StringIO(api.get("/v1/events/export", headers=h).text)):
+        assert [row[k] for k in keys] == [listed[row["action"] + "|" + row["category"]][k] for k in keys]
 
 
 def test_export_of_nothing_has_a_header_only(api: TestClient, settings: Settings) -> None:

@@ -141,7 +141,7 @@ def test_the_pages_filter_list_is_the_table() -> None:
     """The page keeps its own list (it parses the URL before it has a token); it must be the table's filters
     that have a page label, with the same chip labels."""
     state = (STATIC_JS / "state.js").read_text(encoding="utf-8")
-    main = (STATIC_JS / "main.js").read_text(encoding="utf-8")
+    chips_js = (STATIC_JS / "chips.js").read_text(encoding="utf-8")
     on_page = {s.name for s in FILTERS if s.label}
     text_filters = re.findall(r'\["(\w+)", "([^"]+)"\]', _block(state, "export const TEXT_FILTERS = ["))
     assert text_filters, "TEXT_FILTERS not found in state.js"
@@ -161,8 +161,8 @@ def test_the_pages_filter_list_is_the_table() -> None:
     sent = {k for k in _js_strings(entries) if k} | set(text_names)
     assert sent == on_page - {"start", "end"}
     assert re.search(r"start: toRfc3339\(win\.start\), end: toRfc3339\(win\.end\)", state)
-    # the chips of main.js: one label per filter on the page
-    chips = set(re.findall(r'chips\.push\(\["([^"]+)"', _block(main, "function chipList() {")))
+    # the chips of chips.js: one label per filter on the page
+    chips = set(re.findall(r'chips\.push\(\["([^"]+)"', _block(chips_js, "function chipList() {")))
     assert chips | {label for _, label in text_filters} == {s.label for s in FILTERS if s.label}
 
 

@@ -1,7 +1,10 @@
-// The filter state and its URL form. The URL is the source of truth: a view can be shared and survives reload.
+// The page's state, in one place: the filter state and its URL form, then the page's one mutable state object
+// (`page`) with the only functions that change it. Other modules read `page` and call these functions.
+// The URL is the source of truth for the filters: a view can be shared and survives reload.
 // URL keys are the API's parameter names, plus `range` (1h|24h|7d|30d) for a rolling period.
 
-import { toRfc3339 } from "./format.js";
+import { actionGroups, categoryOf } from "./catalog.js";
+import { getTzMode, setTzMode, toRfc3339 } from "./format.js";
 
 export const RANGES = {
   "1h": { ms: 3600e3, label: "Last hour" },
@@ -103,4 +106,191 @@ export function apiParams(s, win) {
 /** True when the view differs from the default one (last 7 days, no filter). */
 export function hasFilters(s) {
   return s.range !== DEFAULT_RANGE || filterEntries(s).length > 0;
+}
+
+// ----- the page's mutable state ------------------------------------------------------------------------------
+export const page = {
+  caller: null, // describeCaller() of the token's claims (display only)
+  catalog: null,
+  visibleScopes: null, // workspace admin: Set of the scope codes with events in its view; null: every catalog scope
+  filters: fromSearch(location.search),
+  tz: getTzMode(),
+  win: null, // the resolved period of the view shown
+  params: null, // its API parameters (a new object per view: a stale stats reply is recognised by it)
+  rows: [],
+  cursor: null,
+  newIds: new Set(),
+  error: null,
+  loading: false,
+  total: null,
+  expanded: new Set(),
+  details: new Map(),
+  ctrl: null,
+  seq: 0,
+  timer: null,
+  lastStats: null,
+  started: false,
+  addingAction: false,
+};
+
+const listeners = new Map();
+
+/** Call `fn` after every change of `event`: "filters" (the filter set) or "tz" (the time-zone mode). */
+export function on(event, fn) {
+  if (!listeners.has(event)) listeners.set(event, []);
+  listeners.get(event).push(fn);
+}
+
+function emit(event) {
+  for (const fn of listeners.get(event) || []) fn();
+}
+
+/** Change filters: keeps category/action consistent with scope, updates the URL, then the page reloads ("filters"). */
+export function setFilters(patch, { push = true } = {}) {
+  const f = Object.assign(page.filters, patch);
+  if (!f.scope) f.category = "";
+  if (page.catalog && f.scope && f.category && !categoryOf(page.catalog, f.scope, f.category)) f.category = "";
+  if (page.catalog && (f.scope || f.category)) {
+    const allowed = new Set(actionGroups(page.catalog, f, page.visibleScopes).flatMap(([, acts]) => acts.map((a) => a.code)));
+    f.action = f.action.filter((a) => allowed.has(a));
+  }
+  const search = toSearch(f);
+  const url = `${location.pathname}${search ? `?${search}` : ""}`;
+  if (url !== `${location.pathname}${location.search}`) history[push ? "pushState" : "replaceState"](null, "", url);
+  emit("filters");
+}
+
+/** Back / forward: the filters of the URL. */
+export function filtersFromUrl() {
+  page.filters = fromSearch(location.search);
+  emit("filters");
+}
+
+/** Every filter off (the default period); the URL and the view follow at the next setFilters(). */
+export function resetFilters() {
+  page.filters = Object.assign(emptyState(), { range: DEFAULT_RANGE });
+}
+
+/** While on, the next choice in the Action select adds to the selected actions (OR). */
+export function setAddingAction(on) {
+  page.addingAction = on;
+}
+
+export function setTz(mode) {
+  page.tz = mode;
+  setTzMode(mode);
+  emit("tz");
+}
+
+export function setCaller(caller) {
+  page.caller = caller;
+}
+
+/** Signed in: the view may load (the admin's visible scopes are looked up again). */
+export function markStarted() {
+  page.started = true;
+  page.visibleScopes = null;
+}
+
+export function setCatalog(catalog, visibleScopes) {
+  page.catalog = catalog && Array.isArray(catalog.scopes) ? catalog : { scopes: [] };
+  page.visibleScopes = visibleScopes;
+}
+
+export function failCatalog(err) {
+  page.catalog = { scopes: [] };
+  page.error = err;
+}
+
+/** Signed out: nothing of the previous view stays on screen. */
+export function clearSession() {
+  page.rows = [];
+  page.details.clear();
+  page.expanded.clear();
+}
+
+export function markLoading(on) {
+  page.loading = on;
+}
+
+/**
+ * Start a request for the view, aborting the one in flight. Without `append` the period is resolved again
+ * (a rolling one ends now) and, unless `markNew`, the rows are dropped. Returns its {signal, seq}.
+ */
+export function beginLoad({ append, markNew }) {
+  abortLoad();
+  const ctrl = new AbortController();
+  page.ctrl = ctrl;
+  const seq = ++page.seq;
+  if (!append) {
+    page.win = resolveWindow(page.filters);
+    page.params = apiParams(page.filters, page.win);
+    page.error = null;
+    if (!markNew) {
+      page.rows = [];
+      page.total = null;
+    }
+  }
+  return { signal: ctrl.signal, seq };
+}
+
+export const isCurrentLoad = (seq) => seq === page.seq;
+
+export function abortLoad() {
+  if (page.ctrl) page.ctrl.abort();
+}
+
+/** A page of GET /v1/events: appended, or replacing the rows (with `markNew`, ids not shown before are new). */
+export function receiveEvents(body, { append, markNew }) {
+  const data = Array.isArray(body.data) ? body.data : [];
+  if (append) {
+    page.rows = page.rows.concat(data);
+    page.newIds = new Set();
+  } else {
+    const before = new Set(page.rows.map((r) => r.event_id));
+    page.newIds = markNew && before.size ? new Set(data.filter((r) => !before.has(r.event_id)).map((r) => r.event_id)) : new Set();
+    page.rows = data;
+  }
+  page.cursor = body.next_cursor || null;
+  page.error = null;
+}
+
+export function failLoad(err, { append }) {
+  page.error = err;
+  if (!append) page.rows = [];
+}
+
+export function setStats(stats) {
+  page.lastStats = stats;
+}
+
+export function setTotal(total) {
+  page.total = total;
+}
+
+export function clearStats() {
+  page.lastStats = null;
+  page.total = null;
+}
+
+/** Open or close the detail of a row; returns true when it is now open. */
+export function toggleExpanded(id) {
+  const open = !page.expanded.has(id);
+  if (open) page.expanded.add(id);
+  else page.expanded.delete(id);
+  return open;
+}
+
+/** The full event of an expanded row, or the Error of loading it. */
+export function setDetail(id, value) {
+  page.details.set(id, value);
+}
+
+/** Forget the detail of a row; true when there was one. */
+export function dropDetail(id) {
+  return page.details.delete(id);
+}
+
+export function setTimer(timer) {
+  page.timer = timer;
 }
