@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -96,25 +97,52 @@ def retention_cutoff(store: Store, margin_days: float, now: datetime | None = No
     return (now or datetime.now(UTC)) - timedelta(days=days) + timedelta(days=margin_days)
 
 
-def _org_filter(org: str | None) -> str:
-    return "WHERE org_id = {org:String}" if org is not None else ""
-
-
 def verify(store: Store, *, org: str | None = None, margin_days: float = 2.0, sample: int = 20,
-           now: datetime | None = None) -> Report:
+           now: datetime | None = None, recheck_seconds: float = 1.0) -> Report:
     """Compare every stored row of ``audit_events`` (optionally one org's) with the digests recorded at insert.
 
     Per (org_id, event_id): ``deleted`` = digests but no row; ``unrecorded`` = rows but no digest; ``altered``
     = a stored row whose content hash is none of the recorded ones; ``conflicting`` = the id was recorded with
     different content (a producer reused it, or someone inserted a replacement row); ``verified`` otherwise;
     ``expired`` = newer than nothing within the retention cutoff (not checked). Every physical row is checked,
-    not only what FINAL shows, so a superseded copy cannot be edited unnoticed either.
+    not only what FINAL shows, so a superseded copy cannot be edited unnoticed either. An insert in progress
+    shows its row before the view has written its digest (or the reverse): ``deleted`` and ``unrecorded``
+    findings count only if they are still there ``recheck_seconds`` later.
     """
     cutoff = retention_cutoff(store, margin_days, now)
-    where = _org_filter(org)
-    sql = f"""
-    SELECT status, count() AS n, groupArray({int(sample)})((org_id, toString(event_id))) AS ids
-    FROM (
+    params: dict[str, Any] = {"cutoff": cutoff or datetime(1970, 1, 1, tzinfo=UTC)}
+    if org is not None:
+        params["org"] = org
+    per_id = _per_id_sql(org)
+    sql = f"SELECT status, count() AS n, groupArray({int(sample)})((org_id, toString(event_id))) AS ids " \
+          f"FROM ({per_id}) GROUP BY status"
+    counts = dict.fromkeys(STATUSES, 0)
+    samples: dict[str, list[tuple[str, str]]] = {}
+    for status, n, ids in store.client().query(sql, parameters=params).result_rows:
+        counts[str(status)] = int(n)
+        samples[str(status)] = [(str(o), str(e)) for o, e in ids]
+    transient = counts["deleted"] + counts["unrecorded"]
+    if transient and recheck_seconds > 0 and transient <= _RECHECK_MAX:
+        _recheck(store, per_id, params, counts, samples, recheck_seconds, sample)
+    report = Report(counts, samples, cutoff)
+    for status in FINDINGS:
+        if counts[status]:
+            _log().warning(f"integrity.{status}", events=counts[status], sample=[e for _, e in samples[status]][:sample])
+    _log().info("integrity.verified", org=org, **counts)
+    return report
+
+
+_RECHECK_MAX = 10_000  # more deleted/unrecorded ids than this are reported as found, without a second look
+
+
+def _per_id_sql(org: str | None, only_ids: bool = False) -> str:
+    """One row per (org_id, event_id) with its status (parameters ``cutoff``, ``org``, and ``ids``)."""
+    conds = [c for c in (
+        "org_id = {org:String}" if org is not None else "",
+        "event_id IN {ids:Array(UUID)}" if only_ids else "",
+    ) if c]
+    where = f"WHERE {' AND '.join(conds)}" if conds else ""
+    return f"""
         SELECT org_id, event_id,
                multiIf(latest < {{cutoff:DateTime64(3, 'UTC')}}, 'expired',
                        empty(stored), 'deleted',
@@ -131,25 +159,31 @@ def verify(store: Store, *, org: str | None = None, margin_days: float = 2.0, sa
                 SELECT org_id, event_id, occurred_at, {CONTENT_SHA256_SQL} AS h, 1 AS src FROM {EVENTS_TABLE} {where}
             )
             GROUP BY org_id, event_id
-        )
-    )
-    GROUP BY status
-    """
-    params: dict[str, Any] = {"cutoff": cutoff or datetime(1970, 1, 1, tzinfo=UTC)}
-    if org is not None:
-        params["org"] = org
-    res = store.client().query(sql, parameters=params)
-    counts = dict.fromkeys(STATUSES, 0)
-    samples: dict[str, list[tuple[str, str]]] = {}
-    for status, n, ids in res.result_rows:
-        counts[str(status)] = int(n)
-        samples[str(status)] = [(str(o), str(e)) for o, e in ids]
-    report = Report(counts, samples, cutoff)
-    for status in FINDINGS:
-        if counts[status]:
-            _log().warning(f"integrity.{status}", events=counts[status], sample=[e for _, e in samples[status]][:sample])
-    _log().info("integrity.verified", org=org, **counts)
-    return report
+        )"""
+
+
+def _recheck(store: Store, per_id: str, params: dict[str, Any], counts: dict[str, int],
+             samples: dict[str, list[tuple[str, str]]], wait: float, sample: int) -> None:
+    """Look again, after ``wait`` seconds, at every id found deleted or unrecorded; move those that changed."""
+    c = store.client()
+    found = c.query(f"SELECT org_id, toString(event_id), status FROM ({per_id}) "
+                    "WHERE status IN ('deleted', 'unrecorded')", parameters=params).result_rows
+    time.sleep(wait)
+    again = {(str(o), str(e)): str(st) for o, e, st in c.query(
+        f"SELECT org_id, toString(event_id), status FROM ({_per_id_sql(params.get('org'), only_ids=True)})",
+        parameters={**params, "ids": [e for _, e, _ in found]}).result_rows}
+    for o, e, first in found:
+        key = (str(o), str(e))
+        now_status = again.get(key, str(first))
+        if now_status == first:
+            continue
+        counts[str(first)] -= 1
+        counts[now_status] += 1
+        samples[str(first)] = [x for x in samples.get(str(first), []) if x != key]
+        if len(samples.setdefault(now_status, [])) < sample:
+            samples[now_status].append(key)
+    _log().info("integrity.rechecked", ids=len(found), changed=sum(1 for o, e, f in found
+                                                                    if again.get((str(o), str(e)), f) != f))
 
 
 # ----- checkpoints --------------------------------------------------------------------------------------

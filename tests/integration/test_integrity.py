@@ -240,3 +240,24 @@ def test_checkpoint_exposes_deleted_digests_and_rows(store: Store) -> None:
     cmp = integrity.check_against(store, cp)
     assert len(cmp.changed) == 1
     assert cmp.changed[0]["now"] is None or cmp.changed[0]["now"]["count"] == cmp.changed[0]["then"]["count"] - 1
+
+
+def test_a_digest_that_lands_while_verifying_is_not_a_finding(env: Store) -> None:
+    """An insert shows its row before its view has written the digest: a row without a digest that has one a
+    moment later is verified, not reported; one that stays without is reported."""
+    import threading
+
+    evs = random_events(12, seed=21)
+    store_events(env, evs)
+    late, gone = evs[0]["event_id"], evs[1]["event_id"]
+    saved = env.client().query(f"SELECT * FROM {DIGESTS} WHERE event_id = {{e:UUID}}", parameters={"e": late})
+    mutate(env, f"ALTER TABLE {DIGESTS} DELETE WHERE event_id IN {{e:Array(UUID)}}", e=[late, gone])
+    out: list[integrity.Report] = []
+    t = threading.Thread(target=lambda: out.append(integrity.verify(env, recheck_seconds=1.5)))
+    t.start()
+    threading.Event().wait(0.5)  # verify is waiting to look again
+    env.client().insert(DIGESTS, saved.result_rows, column_names=list(saved.column_names))
+    t.join(30)
+    report = out[0]
+    assert report.counts["unrecorded"] == 1 and report.counts["verified"] == 11, report.counts
+    assert [e for _, e in report.samples["unrecorded"]] == [gone]
