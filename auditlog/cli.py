@@ -1,6 +1,8 @@
 """The ``auditlog`` command. Subcommands live next to what they run and register themselves here:
 
-- ``auditlog.cli_up`` : ``up`` (embedded all-in-one), ``migrate``, ``emit``
+- ``auditlog.cli_up`` : ``up`` (embedded all-in-one)
+- ``auditlog.cli_migrate``: ``migrate``
+- ``auditlog.cli_emit``: ``emit``
 - ``consumers.cli``   : ``consume``, ``dlq list``, ``dlq replay``
 - ``query_api.cli``   : ``api``, ``export``
 - ``auditlog.integrity``: ``verify`` (tamper evidence)
@@ -20,7 +22,8 @@ import sys
 from auditlog import __version__
 from auditlog.stopsignals import stop_signals
 
-COMMAND_MODULES = ("auditlog.cli_up", "consumers.cli", "query_api.cli", "auditlog.integrity")
+COMMAND_MODULES = ("auditlog.cli_up", "auditlog.cli_migrate", "auditlog.cli_emit", "consumers.cli", "query_api.cli",
+                   "auditlog.integrity")
 SERVICE_COMMANDS = frozenset({"up", "consume", "api"})
 
 

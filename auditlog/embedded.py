@@ -31,7 +31,7 @@ from auditlog.settings import Settings
 from auditlog.store import Store, redact_url
 from producers import AuditProducer
 from schemas.catalog import get_catalog
-from schemas.rows import EVENTS_TABLE
+from schemas.tables import EVENTS_TABLE
 
 log = get_logger("auditlog.embedded")
 

@@ -28,13 +28,13 @@ from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
 from schemas.event import as_utc
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, PROVENANCE_COLUMNS
+from schemas.rows import EVENT_COLUMNS, PROVENANCE_COLUMNS
+from schemas.tables import DIGESTS_TABLE, EVENTS_TABLE
 
 
 def _log() -> Any:
     return get_logger("auditlog.integrity")  # not cached at import: `auditlog verify` configures logging first
 
-DIGESTS_TABLE = "audit_event_digests"
 CONTENT_TAG = "auditlog-content-v1"
 #: The content columns, in hash order (the insert order of schemas/rows.py minus provenance).
 CONTENT_COLUMNS: tuple[str, ...] = tuple(c for c in EVENT_COLUMNS if c not in PROVENANCE_COLUMNS)

@@ -36,6 +36,7 @@ from auditlog.migration_sql import (
 from auditlog.settings import Settings, check_ident
 from auditlog.store import Store, redact_text
 from schemas.catalog import Catalog, get_catalog
+from schemas.tables import CATALOG_TABLE, CLAIMS_TABLE, EVENTS_TABLE, MIGRATIONS_TABLE
 
 log = get_logger("auditlog.migrations")
 
@@ -43,8 +44,6 @@ log = get_logger("auditlog.migrations")
 # ----- migrations ---------------------------------------------------------------------------------------
 # Design (docs/operations.md, "Migrations"; docs/architecture-notes.md): each version is claimed by exactly one
 # migrator (a row deduplicated by its insert token, read back), recorded done once; a stale claim is taken over.
-MIGRATIONS_TABLE = "schema_migrations"
-CLAIMS_TABLE = "schema_migration_claims"
 DEFAULT_LEASE_SECONDS = 900.0
 _TTL_EXPR = re.compile(r"\bTTL\s+(.+?)\s*\+\s*toIntervalDay\((\d+)\)")
 
@@ -110,7 +109,7 @@ def _may_run_ddl(store: Store) -> bool:
             return True
         if allowed:
             return True
-        exists = c.query(f"EXISTS TABLE {store.database}.audit_events").result_rows[0][0]
+        exists = c.query(f"EXISTS TABLE {store.database}.{EVENTS_TABLE}").result_rows[0][0]
     finally:
         c.close()
     if not exists:
@@ -280,7 +279,7 @@ class _Migrator:
 
     def sync_catalog(self, catalog: Catalog | None) -> list[str]:
         """Insert the catalog labels that are missing or changed in ``catalog_actions``."""
-        if not self._table_exists("catalog_actions"):
+        if not self._table_exists(CATALOG_TABLE):
             return []
         cat = catalog or get_catalog()
         want = set()
@@ -292,7 +291,7 @@ class _Migrator:
             tuple(str(x) for x in r)
             for r in self.c.query(
                 f"SELECT scope, action, category, scope_label, category_label, action_label "
-                f"FROM {self.db}.catalog_actions FINAL"
+                f"FROM {self.db}.{CATALOG_TABLE} FINAL"
             ).result_rows
         }
         missing = sorted(want - have)
@@ -302,7 +301,7 @@ class _Migrator:
         token = hashlib.sha256(repr((sorted(have), missing)).encode()).hexdigest()
         now = datetime.now(UTC)
         self.c.insert(
-            f"{self.db}.catalog_actions",
+            f"{self.db}.{CATALOG_TABLE}",
             [[*row, now] for row in missing],
             column_names=["scope", "action", "category", "scope_label", "category_label", "action_label", "loaded_at"],
             settings={"insert_deduplication_token": f"catalog:{token}"},
@@ -349,7 +348,7 @@ class _Migrator:
         return [] if before == len(access.ROLES) else ["access:roles"]
 
 
-def ttl_days(store: Store, table: str = "audit_events") -> int | None:
+def ttl_days(store: Store, table: str = EVENTS_TABLE) -> int | None:
     """The retention (days) currently in ``table``'s TTL, read from the server (None: no TTL)."""
     current = _current_ttl(store.client(), store.database, table)
     return current[1] if current else None

@@ -26,9 +26,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from auditlog.integrity import DIGESTS_TABLE
 from auditlog.settings import check_ident
-from schemas.rows import EVENTS_TABLE
+from schemas.tables import CATALOG_TABLE, DAILY_COUNTS, DIGESTS_TABLE, EVENTS_TABLE, FLAT_VIEW, OFFSETS_TABLE
 
 WRITER = "auditlog_writer"
 READER = "auditlog_reader"
@@ -36,13 +35,9 @@ ANALYST = "auditlog_analyst"
 ROLES: tuple[str, ...] = (WRITER, READER, ANALYST)
 ROLE_ALIASES = {"writer": WRITER, "reader": READER, "analyst": ANALYST}
 
-FLAT_VIEW = "audit_events_flat"
-DAILY_COUNTS = "audit_daily_counts"
-CATALOG_TABLE = "catalog_actions"
-
 #: Tables the consumer may read besides inserting events: its per-partition offset watermarks
 #: (consumer migration 0010). SELECT only.
-WRITER_READABLE: tuple[str, ...] = ("audit_events_offsets",)
+WRITER_READABLE: tuple[str, ...] = (OFFSETS_TABLE,)
 #: Tables (and views) analysts may read (the digests: so an analyst can check their org's events, migration 0040).
 ANALYST_TABLES: tuple[str, ...] = (EVENTS_TABLE, FLAT_VIEW, DAILY_COUNTS, CATALOG_TABLE, DIGESTS_TABLE)
 #: Tables that carry ``org_id`` and get the per-org row policies (views inherit them: SQL SECURITY INVOKER).

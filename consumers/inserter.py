@@ -28,10 +28,10 @@ from typing import Any
 
 from auditlog.logs import get_logger
 from auditlog.store import Store
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
+from schemas.rows import EVENT_COLUMNS
+from schemas.tables import EVENTS_TABLE, OFFSETS_TABLE
 
 log = get_logger("consumers.inserter")
-OFFSETS_TABLE = "audit_events_offsets"
 #: Insert settings that cut ClickHouse's work per row: no ReplacingMergeTree collapse inside each inserted block
 #: (FINAL reads and merges collapse anyway) and the ngram search index built by the part's first merge rather
 #: than at insert (a part not merged yet is searched without it). Used where the store knows them.

@@ -21,7 +21,8 @@ from clickhouse_connect.datatypes.registry import get_from_name
 from clickhouse_connect.driver.common import write_leb128
 from clickhouse_connect.driver.insert import InsertContext
 
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
+from schemas.rows import EVENT_COLUMNS
+from schemas.tables import EVENTS_TABLE
 
 
 class NativeEncoder:

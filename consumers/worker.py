@@ -35,7 +35,6 @@ from consumers.dlq import (
     read_dlq_watermarks,
 )
 from consumers.fate import Watermarks
-from consumers.incarnation import verify_watermarks
 from consumers.inserter import Inserter
 from consumers.partition import PartitionState
 from consumers.processor import StreamProcessor
@@ -45,6 +44,7 @@ from consumers.steps.batching import Batching
 from consumers.steps.committing import Committing
 from consumers.steps.decoding import Decoding
 from consumers.steps.flushing import Flushing
+from consumers.watermark_check import verify_watermarks
 from schemas.catalog import Catalog
 
 log = get_logger("consumers.worker")
@@ -218,7 +218,7 @@ class ConsumerWorker:
         return wm[tp.partition]
 
     async def _load_watermarks(self, tps: set[TopicPartition]) -> dict[TopicPartition, Watermarks]:
-        """Watermarks of the current log (:mod:`consumers.incarnation`); all -1 with dedup off."""
+        """Watermarks of the current log (:mod:`consumers.watermark_check`); all -1 with dedup off."""
         if not self.dedup or not tps:
             return {tp: Watermarks() for tp in tps}
         s, inserter, topic = self.settings, self._inserter, self.settings.topic

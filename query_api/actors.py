@@ -14,8 +14,8 @@ from typing import Any
 from auditlog.store import Store
 from query_api.scoping import ScopedQuery
 from schemas.event import as_utc, format_ts
+from schemas.tables import ACTORS_TABLE
 
-ACTORS_TABLE = "audit_actors"
 MIN_PREFIX = 2
 MAX_RESULTS = 20
 

@@ -19,7 +19,7 @@ from query_api.event_shape import SELECT_COLUMNS, TIME_COLUMNS, public_event, se
 from query_api.scoping import ScopedQuery
 from schemas.catalog import Catalog
 from schemas.event import as_utc
-from schemas.rows import EVENTS_TABLE
+from schemas.tables import EVENTS_TABLE
 
 ORDER = "ORDER BY occurred_at DESC, event_id DESC"
 DEDUP_SLACK = 16

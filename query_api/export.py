@@ -41,7 +41,7 @@ from query_api.filters import EventFilters
 from query_api.query_runner import kill_tagged
 from query_api.scoping import ScopedQuery
 from schemas.catalog import Catalog
-from schemas.rows import EVENTS_TABLE
+from schemas.tables import EVENTS_TABLE
 
 log = get_logger("query_api.export")
 Format = Literal["csv", "ndjson"]

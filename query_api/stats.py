@@ -19,7 +19,7 @@ from auditlog.store import Store
 from query_api.errors import invalid
 from query_api.scoping import ScopedQuery
 from schemas.event import Status, as_utc, format_ts
-from schemas.rows import EVENTS_TABLE
+from schemas.tables import EVENTS_TABLE
 
 _BUCKET_SQL = {"hour": "toStartOfHour(occurred_at, 'UTC')", "day": "toStartOfDay(occurred_at, 'UTC')"}
 _STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}

@@ -13,8 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.event import AuditEvent
-
-EVENTS_TABLE = "audit_events"
+from schemas.tables import EVENTS_TABLE as EVENTS_TABLE  # its name lives with the others
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "org_id",

@@ -160,8 +160,8 @@ def test_api_serves_while_kafka_is_down_and_audits_reads_once_it_is_up(tmp_path:
     import asyncio
 
     from auditlog.broker import ensure_topics
-    from consumers.testing import read_topic
     from query_api.auth import mint_token
+    from tests.consumer_helpers import read_topic
 
     kafka_port, secret, topic = free_port(), "k" * 32, "api.selfaudit"
     env = {**os.environ, "AUDITLOG_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "AUDITLOG_JWT_SECRET": secret,

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from auditlog.settings import Settings
-from consumers.testing import committed_offsets, consumer_env, highwaters, publish, read_topic, sql_in_subprocess
+from tests.consumer_helpers import committed_offsets, consumer_env, highwaters, publish, read_topic, sql_in_subprocess
 from tests.factories import make_event, random_events
 
 N_TOTAL = 300_000

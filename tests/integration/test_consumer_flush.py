@@ -11,8 +11,8 @@ import pytest
 from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers.inserter import LEAN_INSERT, Inserter
-from consumers.testing import BackgroundWorker, count_events, publish
 from consumers.worker import ConsumerWorker
+from tests.consumer_helpers import BackgroundWorker, count_events, publish
 from tests.factories import random_events
 
 pytestmark = pytest.mark.timeout(120)

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers.dlq import H_FIELD, H_REASON, header
-from consumers.testing import BackgroundWorker, count_events, publish, read_topic
 from consumers.worker import ConsumerWorker
 from schemas.event import EventError, parse_event
+from tests.consumer_helpers import BackgroundWorker, count_events, publish, read_topic
 from tests.factories import make_event, random_events
 
 N_INVALID = 10_000

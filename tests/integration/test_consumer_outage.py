@@ -17,8 +17,8 @@ from prometheus_client import REGISTRY, generate_latest
 from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers.health import HealthServer
-from consumers.testing import BackgroundWorker, committed_offsets, count_events, publish
 from consumers.worker import ConsumerWorker
+from tests.consumer_helpers import BackgroundWorker, committed_offsets, count_events, publish
 from tests.factories import random_events
 
 
@@ -142,7 +142,7 @@ class _FlakyDlq:
 
 @pytest.mark.timeout(120)
 async def test_dlq_unwritable_blocks_insert_and_commit(settings: Settings, store: Store) -> None:
-    from consumers.testing import read_topic
+    from tests.consumer_helpers import read_topic
     from tests.factories import make_event
 
     settings = settings.model_copy(update={"consumer_retry_max_seconds": 0.5})

@@ -15,7 +15,7 @@ import pytest
 
 from auditlog.broker import free_port
 from auditlog.settings import Settings
-from consumers.testing import (
+from tests.consumer_helpers import (
     committed_offsets,
     consumer_env,
     highwaters,

@@ -14,7 +14,9 @@ from auditlog.cli import main
 from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers.dlq import DlqLimitExceeded
-from consumers.testing import (
+from consumers.worker import ConsumerWorker
+from schemas.catalog import Catalog
+from tests.consumer_helpers import (
     BackgroundWorker,
     committed_offsets,
     consumer_env,
@@ -22,8 +24,6 @@ from consumers.testing import (
     publish,
     read_topic,
 )
-from consumers.worker import ConsumerWorker
-from schemas.catalog import Catalog
 from tests.factories import make_event, random_events
 
 pytestmark = pytest.mark.timeout(120)

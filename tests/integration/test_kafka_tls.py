@@ -32,8 +32,8 @@ from auditlog.broker import EmbeddedBroker, ensure_topics, free_port
 from auditlog.kafka import KafkaConnection, kafka_options
 from auditlog.settings import Settings
 from auditlog.store import Store
-from consumers.testing import BackgroundWorker, count_events, read_topic
 from consumers.worker import ConsumerWorker
+from tests.consumer_helpers import BackgroundWorker, count_events, read_topic
 from tests.factories import make_event, random_events
 from tests.updemo import AUDITLOG
 

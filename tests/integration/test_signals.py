@@ -21,7 +21,7 @@ import pytest
 
 from auditlog.broker import EmbeddedBroker, free_port, port_is_free
 from auditlog.settings import Settings
-from consumers.testing import committed_offsets, consumer_env, highwaters, log_events, publish
+from tests.consumer_helpers import committed_offsets, consumer_env, highwaters, log_events, publish
 from tests.factories import random_events
 from tests.updemo import AUDITLOG
 

@@ -2,8 +2,8 @@
 
 Layers, bottom up: ``schemas`` (the event contract) <- ``producers`` <- the base modules of ``auditlog`` <-
 ``consumers`` / ``query_api`` (independent of each other) <- the entry points of ``auditlog`` (``cli``, ``cli_up``,
-``embedded``) that put everything together. Every import counts, also one inside a function, and so does a module
-named by a dotted string (``importlib.import_module("consumers.cli")``).
+``cli_migrate``, ``cli_emit``, ``embedded``) that put everything together. Every import counts, also one inside a
+function, and so does a module named by a dotted string (``importlib.import_module("consumers.cli")``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.cli_up import _settings
+from auditlog.cli_migrate import _settings
 from auditlog.migrations import migrate
 from auditlog.store import Store
 from schemas.rows import EVENT_COLUMNS

@@ -29,7 +29,7 @@ from auditlog.logs import get_logger
 from consumers.decode import validates
 from schemas.catalog import Catalog
 
-log = get_logger("consumers.incarnation")
+log = get_logger("consumers.watermark_check")
 
 
 async def messages_at(kafka: str | KafkaConnection, topic: str, wanted: dict[int, set[int]], timeout_s: float = 15.0

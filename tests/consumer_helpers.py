@@ -1,4 +1,4 @@
-"""Helpers shared by the consumer's tests and ``bench/ingest.py``: read a whole topic, run a worker in the
+"""Helpers shared by the consumer's tests: read a whole topic, run a worker in the
 background, count stored events. Real broker and real store only (nothing here fakes a component)."""
 
 from __future__ import annotations
