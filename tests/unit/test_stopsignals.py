@@ -35,9 +35,9 @@ print("exit", stops.requested)
 
 
 def run_child(ignore_sigint: bool) -> list[str]:
-    def preexec() -> None:
-        if ignore_sigint:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    def preexec() -> None:  # the child's SIGINT disposition is set either way: a runner started in the
+        # background by a script hands its children an ignored SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else signal.SIG_DFL)
 
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=30,
                          preexec_fn=preexec)

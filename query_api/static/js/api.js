@@ -48,8 +48,10 @@ async function errorFrom(resp) {
   return new ApiError(resp.status, code, message, field);
 }
 
-/** GET path?params with the token; returns the Response (ok) or throws ApiError. */
-export async function request(path, params, { signal } = {}) {
+/** GET path?params with the token; returns the Response (ok) or throws ApiError. A 429 or 503 that says when
+ * to come back (Retry-After, at most 5 s) is retried once: reads are idempotent, and a refused read was not
+ * recorded. */
+export async function request(path, params, { signal } = {}, retried = false) {
   const q = toQuery(params).toString();
   let resp;
   try {
@@ -63,6 +65,11 @@ export async function request(path, params, { signal } = {}) {
     throw new ApiError(0, "network_error", "Cannot reach the audit-log API. Check your connection and try again.");
   }
   if (!resp.ok) {
+    const after = Number(resp.headers.get("Retry-After") ?? "1");
+    if (!retried && (resp.status === 429 || resp.status === 503) && Number.isFinite(after) && after <= 5) {
+      await new Promise((resolve) => setTimeout(resolve, Math.max(after, 0.5) * 1000));
+      return request(path, params, { signal }, true);
+    }
     const err = await errorFrom(resp);
     if (resp.status === 401) onUnauthorized(err);
     throw err;
