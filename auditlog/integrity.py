@@ -27,7 +27,7 @@ from typing import Any
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
-from schemas.event import as_utc
+from schemas.event import epoch_ms
 from schemas.rows import EVENT_COLUMNS, PROVENANCE_COLUMNS
 from schemas.tables import DIGESTS_TABLE, EVENTS_TABLE
 
@@ -60,10 +60,7 @@ def content_sha256(row: dict[str, Any]) -> bytes:
         if v is None:
             parts.append(b"~")
             continue
-        if col == "occurred_at":
-            text = str((as_utc(v) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1))
-        else:
-            text = str(v)
+        text = str(epoch_ms(v)) if col == "occurred_at" else str(v)
         b = text.encode("utf-8")
         parts.append(str(len(b)).encode() + b":" + b)
     return hashlib.sha256(b"".join(parts)).digest()

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zlib import crc32
 
 from consumers.fate import Fate, Watermarks, fate
 from consumers.native import NativeEncoder
 from schemas.catalog import Catalog, get_catalog
-from schemas.event import EventError, parse_event
+from schemas.event import EventError, epoch_ms, parse_event
 from schemas.rows import event_values
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
 
 @dataclass(slots=True, frozen=True)
@@ -106,7 +103,7 @@ class DecodeStep:
             else:
                 already_dead += 1
         n = len(rows)
-        at = _ticks_ms(chunk.received_at)  # the provenance columns, column by column (constant but the offset)
+        at = epoch_ms(chunk.received_at)  # the provenance columns, column by column (constant but the offset)
         block = encoder.encode(rows, ([at] * n, [chunk.topic] * n, [chunk.partition] * n, offsets))
         return DecodedChunk(block, n, tuple(invalid), already_stored, already_dead, fp)
 
@@ -120,11 +117,6 @@ class DecodeStep:
             return [exc.field, exc.reason]
         except Exception as exc:  # a validator bug must not kill the worker or lose the message
             return ["message", f"unexpected validation error ({type(exc).__name__}: {exc})"]
-
-
-def _ticks_ms(ts: datetime) -> int:
-    """``ts`` as ``DateTime64(3)`` ticks (milliseconds since the epoch)."""
-    return (ts - _EPOCH) // _MS
 
 
 def dead_letter(record: Any, field: str, reason: str) -> DeadLetter:

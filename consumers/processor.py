@@ -182,10 +182,14 @@ class StreamProcessor(ConsumerRebalanceListener):
                  watermarks={tp.partition: [st.watermarks.stored, st.watermarks.dead] for tp, st in states.items()},
                  ms=round((time.perf_counter() - t0) * 1000, 1))
 
+    def lag(self) -> dict[int, int]:
+        """Lag per owned partition (high watermark minus committed offset), where known."""
+        return {tp.partition: v for tp, st in list(self.partitions.items()) if (v := st.lag) is not None}
+
     def observe_lag(self) -> dict[int, int]:
-        lag = {}
-        for tp, st in list(self.partitions.items()):
-            if (v := st.lag) is not None:
-                lag[tp.partition] = v
-                m.LAG.labels(tp.topic, str(tp.partition)).set(v)
+        """:meth:`lag`, also set on the lag gauges."""
+        lag = self.lag()
+        for tp in list(self.partitions):
+            if tp.partition in lag:
+                m.LAG.labels(tp.topic, str(tp.partition)).set(lag[tp.partition])
         return lag

@@ -24,7 +24,6 @@ from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers import metrics as m
-from consumers.decode import DecodeStep
 from consumers.decode_pool import DecodePool, shared_pool
 from consumers.dlq import (
     MAX_DLQ_REQUEST_BYTES,
@@ -45,7 +44,7 @@ from consumers.steps.committing import Committing
 from consumers.steps.decoding import Decoding
 from consumers.steps.flushing import Flushing
 from consumers.watermark_check import verify_watermarks
-from schemas.catalog import Catalog
+from schemas.catalog import Catalog, get_catalog
 
 log = get_logger("consumers.worker")
 _ids = count(1)
@@ -62,7 +61,7 @@ class ConsumerWorker:
         self.settings = settings
         self.store = store
         self.name = name or f"{settings.consumer_group}-{os.getpid()}-{next(_ids)}"
-        self.catalog = DecodeStep(catalog).catalog
+        self.catalog = catalog or get_catalog()
         self.dedup = settings.consumer_dedup
         self._kafka = KafkaConnection.from_settings(settings)
         self._wrap_dlq = wrap_dlq
@@ -210,7 +209,7 @@ class ConsumerWorker:
                 st.committed = o
         self.stats["commits"] += 1
         self._last_commit = time.monotonic()
-        self._lag_at_commit = sum(p.observe_lag().values()) if p is not None else 0
+        self._lag_at_commit = sum(p.lag().values()) if p is not None else 0
 
     async def _dlq_watermark(self, tp: TopicPartition) -> int:
         wm = await read_dlq_watermarks(self._kafka, self.settings.dlq_topic, tp.topic, [tp.partition],

@@ -79,6 +79,7 @@ def _strip_nul(data: bytes | str) -> bytes | str:
 
 _BYTES = (bytes, bytearray)
 _MS = timedelta(milliseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _future_limit = (0.0, datetime.min.replace(tzinfo=UTC))  # (time.time() when computed, now + MAX_FUTURE)
 
 
@@ -125,6 +126,11 @@ def as_utc(ts: datetime) -> datetime:
     """``ts`` as an aware UTC datetime: a naive value is taken as UTC (ClickHouse drivers return naive UTC values
     for ``DateTime64(3, 'UTC')`` in some modes), never as local time; an aware one is converted."""
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def epoch_ms(ts: datetime) -> int:
+    """``ts`` (naive taken as UTC) as milliseconds since the epoch: ``DateTime64(3)`` ticks."""
+    return (as_utc(ts) - _EPOCH) // _MS
 
 
 _RULE_FIELDS = ("scope", "category", "action", "occurred_at", "actor.email", "actor.ip", "detail")

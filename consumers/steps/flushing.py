@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from aiokafka import TopicPartition
 
@@ -85,7 +86,7 @@ class Flushing:
         t0 = time.perf_counter()
         for b in job.batches:
             if b.dead:
-                await self.retry.run("dlq", lambda attempt, b=b: self._send(b, attempt))  # type: ignore[misc]
+                await self.retry.run("dlq", partial(self._send, b))
         rows = job.rows
         if rows:
             blocks, token = job.blocks, job.dedup_token()
