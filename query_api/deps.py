@@ -18,6 +18,7 @@ from query_api.filters import FILTERS, EventFilters, parse_filters
 from query_api.query_runner import QueryRunner
 from query_api.scoping import ScopedQuery
 from query_api.self_audit import ReadAuditor
+from query_api.tail import TailHub
 from schemas.catalog import Catalog
 
 
@@ -38,6 +39,8 @@ AuditorDep = Annotated[ReadAuditor, Depends(from_state("auditor"))]
 RunnerDep = Annotated[QueryRunner, Depends(from_state("runner"))]
 ExportSlotsDep = Annotated[ExportSlots, Depends(from_state("export_slots"))]
 ExportPoolDep = Annotated[ThreadPoolExecutor, Depends(from_state("export_pool"))]
+TailHubDep = Annotated[TailHub, Depends(from_state("tail_hub"))]
+TailSlotsDep = Annotated[ExportSlots, Depends(from_state("tail_slots"))]
 
 
 def event_filters(catalog: CatalogDep, **raw: Any) -> EventFilters:

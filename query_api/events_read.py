@@ -25,7 +25,7 @@ ORDER = "ORDER BY occurred_at DESC, event_id DESC"
 DEDUP_SLACK = 16
 
 
-def _utc_row(row: dict[str, Any]) -> dict[str, Any]:
+def utc_row(row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with its datetimes aware UTC (:func:`schemas.event.as_utc`)."""
     for k in TIME_COLUMNS:
         v = row.get(k)
@@ -52,18 +52,19 @@ def list_page(store: Store, sq: ScopedQuery, catalog: Catalog, limit: int, detai
         params["d_max"] = detail_max
     sql = f"SELECT {columns} FROM {EVENTS_TABLE} WHERE {sq.where()} {ORDER} LIMIT {{lim:UInt32}}"
     client = store.client()
-    raw = [_utc_row(r) for r in client.query(sql, parameters={**params, "lim": want + DEDUP_SLACK}).named_results()]
+    raw = [utc_row(r) for r in client.query(sql, parameters={**params, "lim": want + DEDUP_SLACK}).named_results()]
     rows = _drop_adjacent_repeats(raw)
     if len(rows) < want and len(raw) == want + DEDUP_SLACK:
         final_sql = sql.replace(f"FROM {EVENTS_TABLE} WHERE", f"FROM {EVENTS_TABLE} FINAL WHERE", 1)
-        rows = [_utc_row(r) for r in client.query(final_sql, parameters={**params, "lim": want}).named_results()]
+        rows = [utc_row(r) for r in client.query(final_sql, parameters={**params, "lim": want}).named_results()]
     more = len(rows) > limit
     rows = rows[:limit]
     last = (rows[-1]["occurred_at"], rows[-1]["event_id"]) if more and rows else None
-    return [_public(r, catalog) for r in rows], last
+    return [public_row(r, catalog) for r in rows], last
 
 
-def _public(row: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+def public_row(row: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+    """The public JSON of a row selected with ``select_list(cap_detail=True)`` (list pages, the live tail)."""
     if "detail_capped" in row:  # select_list(cap_detail=True)
         row["detail"] = row.pop("detail_capped")
     out = public_event(row, catalog)
@@ -85,7 +86,7 @@ def get_event(store: Store, sq: ScopedQuery, catalog: Catalog, event_id: uuid.UU
     sq.add("event_id = {e_id:UUID}", e_id=event_id)
     sql = f"SELECT {SELECT_COLUMNS} FROM {EVENTS_TABLE} FINAL WHERE {sq.where()} {ORDER} LIMIT 1"
     rows = list(store.client().query(sql, parameters=sq.params).named_results())
-    return public_event(_utc_row(rows[0]), catalog) if rows else None
+    return public_event(utc_row(rows[0]), catalog) if rows else None
 
 
 def count(store: Store, sq: ScopedQuery) -> int:

@@ -1,7 +1,7 @@
-"""How many exports run at once: per caller (``org_id`` + ``sub``) and in total.
+"""How many exports (or live tails) run at once: per caller (``org_id`` + ``sub``) and in total.
 
-Contract of :class:`ExportSlots`: :meth:`take` returns a :class:`Slot` or raises ``429 too_many_exports`` with
-``Retry-After`` at once (never queues); :meth:`Slot.release` is idempotent and frees the place for the next export.
+Contract of :class:`ExportSlots`: :meth:`take` returns a :class:`Slot` or raises ``429`` (code ``too_many_<noun>``)
+with ``Retry-After`` at once (never queues); :meth:`Slot.release` is idempotent and frees the place for the next.
 """
 
 from __future__ import annotations
@@ -32,11 +32,16 @@ class Slot:
 
 
 class ExportSlots:
-    def __init__(self, per_caller: int, total: int) -> None:
+    def __init__(self, per_caller: int, total: int, noun: str = "exports") -> None:
         self.per_caller = per_caller
         self.total = total
+        self.noun = noun
         self._running: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
+
+    @property
+    def code(self) -> str:
+        return "too_many_" + self.noun.replace(" ", "_")
 
     @property
     def running(self) -> int:
@@ -48,10 +53,10 @@ class ExportSlots:
         headers = {"Retry-After": str(RETRY_AFTER_S)}
         with self._lock:
             if self._running[key] >= self.per_caller:
-                raise ApiError(429, f"you already run {self._running[key]} exports (limit {self.per_caller}); "
-                                    "wait for one to finish", code="too_many_exports", headers=headers)
+                raise ApiError(429, f"you already run {self._running[key]} {self.noun} (limit {self.per_caller}); "
+                                    "wait for one to finish", code=self.code, headers=headers)
             if sum(self._running.values()) >= self.total:
-                raise ApiError(429, f"the server runs its limit of {self.total} exports; retry shortly",
-                               code="too_many_exports", headers=headers)
+                raise ApiError(429, f"the server runs its limit of {self.total} {self.noun}; retry shortly",
+                               code=self.code, headers=headers)
             self._running[key] += 1
         return Slot(self, key)

@@ -4,7 +4,8 @@ Contract:
 - metrics live in prometheus_client's default REGISTRY (the embedded consumer registers its own there too), are
   created once per process, and are labelled by route template (``/v1/events/{event_id}``), never by raw path:
   ``auditlog_api_requests_total{method,route,status}``, ``auditlog_api_request_seconds{method,route}``
-  (until the last body byte, so exports count fully), ``auditlog_api_rows_exported_total{format}``;
+  (until the last body byte, so exports count fully), ``auditlog_api_rows_exported_total{format}``, and the live
+  tail's ``auditlog_api_tail_streams``, ``auditlog_api_tail_polls_total``, ``auditlog_api_tail_events_total``;
 - one ``api.request`` log line per request: method, route, path, status, ms, client, and the caller's ``sub`` /
   ``org_id`` when authenticated. Headers and the query string are not logged (no tokens, no e-mails).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auditlog.logs import get_logger
@@ -25,6 +26,9 @@ REQUESTS = Counter("auditlog_api_requests_total", "API requests", ["method", "ro
 LATENCY = Histogram("auditlog_api_request_seconds", "API request duration until the last byte", ["method", "route"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120))
 ROWS_EXPORTED = Counter("auditlog_api_rows_exported_total", "Rows streamed by exports", ["format"])
+TAIL_STREAMS = Gauge("auditlog_api_tail_streams", "Live tails open in this process")
+TAIL_POLLS = Counter("auditlog_api_tail_polls_total", "Store queries of the shared live-tail reader")
+TAIL_EVENTS = Counter("auditlog_api_tail_events_total", "Events queued for live-tail clients")
 
 
 class AccessLogMiddleware:

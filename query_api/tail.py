@@ -1,0 +1,249 @@
+"""The live tail's one store reader per process, shared by every stream.
+
+Contract of :class:`TailHub`:
+- while at least one stream is subscribed it polls every ``api_tail_poll_seconds`` with ONE query for all of
+  them: the rows stored after the hub's position (:mod:`query_api.tail_position`) that some stream may see (each
+  stream's scope and filters are a boolean column of that query: the list's own SQL), plus the newest row of each
+  partition, so that the position also passes rows nobody asked for;
+- a poll's rows go out oldest first (partitions merged by ``received_at``, each in offset order) as ready SSE
+  frames whose ``id`` is the position after that row; an event_id already sent among the last
+  :data:`RECENT_IDS` events (a retried send stored twice before the merge) is not sent again;
+- :meth:`subscribe` returns a :class:`Subscription` and the position it starts after (never while a poll is in
+  flight); a subscription holds at most ``api_tail_backlog_events`` frames for its client, beyond which it is
+  overrun: its stream ends and the client resumes with ``Last-Event-ID``;
+- :meth:`catch_up` reads, for one resumed stream, what lies between its position and the hub's (its own queries,
+  once per resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from auditlog.logs import get_logger
+from auditlog.settings import Settings
+from auditlog.store import Store
+from query_api import tail_position
+from query_api.event_shape import select_list
+from query_api.events_read import public_row, utc_row
+from query_api.observability import TAIL_EVENTS, TAIL_POLLS, TAIL_STREAMS
+from query_api.query_runner import QueryRunner
+from query_api.scoping import ScopedQuery
+from query_api.tail_position import Position
+from schemas.catalog import Catalog
+from schemas.tables import EVENTS_TABLE, OFFSETS_TABLE
+
+log = get_logger("query_api.tail")
+RECENT_IDS = 100_000
+POLL_ROWS = 5_000
+CATCH_UP_ROWS = 1_000
+_PARAM = re.compile(r"\{([a-z_][a-z0-9_]*):")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One event ready to send: its place in the log, the hub's position after it, and its JSON."""
+
+    partition: int
+    offset: int
+    position: Position
+    event_id: str
+    data: bytes
+
+    def render(self, topic: str, floor: Position | None = None) -> bytes:
+        """The SSE frame; ``floor``: partitions in which the stream is ahead of the hub (its id keeps them)."""
+        pos = self.position if not floor else {**self.position, **{p: o for p, o in floor.items()
+                                                                  if o > self.position.get(p, -1)}}
+        return sse_event(tail_position.encode(pos, topic), self.data)
+
+
+def sse_event(event_id: str, data: bytes) -> bytes:
+    return b"id: " + event_id.encode("ascii") + b"\nevent: audit\ndata: " + data + b"\n\n"
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One stream's place at the hub: its WHERE (scope and filters) and the frames waiting for its client."""
+
+    sq: ScopedQuery
+    limit: int
+    queue: asyncio.Queue[Frame | None] = field(default_factory=asyncio.Queue)
+    floor: Position = field(default_factory=dict)
+    overrun: bool = False
+
+    def offer(self, frame: Frame) -> None:
+        if self.overrun:
+            return
+        if frame.offset <= self.floor.get(frame.partition, -1):
+            return
+        if self.queue.qsize() >= self.limit:
+            self.overrun = True
+            self.queue.put_nowait(None)
+            return
+        self.queue.put_nowait(frame)
+
+
+def prefixed(sq: ScopedQuery, prefix: str) -> tuple[str, dict[str, Any]]:
+    """``sq``'s WHERE and parameters with every parameter renamed ``<prefix><name>`` (to sit beside others)."""
+    return (_PARAM.sub(lambda m: "{" + prefix + m.group(1) + ":", sq.where()),
+            {prefix + k: v for k, v in sq.params.items()})
+
+
+def _event_json(row: dict[str, Any], catalog: Catalog) -> bytes:
+    return json.dumps(public_row(row, catalog), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class TailHub:
+    """The shared reader (module contract)."""
+
+    def __init__(self, store: Store, runner: QueryRunner, settings: Settings, catalog: Catalog) -> None:
+        self.store = store
+        self.runner = runner
+        self.settings = settings
+        self.catalog = catalog
+        self.topic = settings.topic
+        self.position: Position = {}
+        self._subs: list[Subscription] = []
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self.polls = 0
+
+    # ----- streams -------------------------------------------------------------------------------------------
+    async def subscribe(self, sq: ScopedQuery) -> tuple[Subscription, Position]:
+        async with self._lock:
+            if self._task is None or self._task.done():
+                self.position = await self.runner.run(None, self._stored_position)
+                self._task = asyncio.create_task(self._run())
+            sub = Subscription(sq, self.settings.api_tail_backlog_events)
+            self._subs.append(sub)
+            TAIL_STREAMS.set(len(self._subs))
+            return sub, dict(self.position)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with contextlib.suppress(ValueError):
+            self._subs.remove(sub)
+        TAIL_STREAMS.set(len(self._subs))
+
+    async def close(self) -> None:
+        self._subs.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # ----- the shared poll -----------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while self._subs:
+            await asyncio.sleep(self.settings.api_tail_poll_seconds)
+            try:
+                await self.poll()
+            except Exception as exc:  # a failed poll is retried at the next tick; streams stay open
+                log.warning("tail.poll_failed", error=repr(exc)[:300])
+
+    async def poll(self) -> int:
+        """One poll for every subscribed stream; returns how many frames were queued."""
+        async with self._lock:
+            subs = list(self._subs)
+            if not subs:
+                return 0
+            groups: dict[str, int] = {}
+            column_of: list[int] = []
+            wheres: list[tuple[str, dict[str, Any]]] = []
+            for sub in subs:
+                key = json.dumps([sub.sq.where(), sub.sq.params], sort_keys=True, default=str)
+                if key not in groups:
+                    groups[key] = len(wheres)
+                    wheres.append(prefixed(sub.sq, f"g{len(wheres)}_"))
+                column_of.append(groups[key])
+            rows = await self.runner.run(None, self._fetch, dict(self.position), wheres)
+            self.polls += 1
+            TAIL_POLLS.inc()
+            queued = 0
+            for frame, matches in self._frames(rows, len(wheres)):
+                for sub, col in zip(subs, column_of, strict=True):
+                    if matches[col]:
+                        sub.offer(frame)
+                        queued += 1
+            TAIL_EVENTS.inc(queued)
+            return queued
+
+    def _frames(self, rows: list[dict[str, Any]], n: int) -> Iterator[tuple[Frame, list[bool]]]:
+        """Frames of one poll's rows, oldest first; advances :attr:`position` over every row."""
+        parts: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            parts.setdefault(int(r["tail_p"]), []).append(r)
+        merged = heapq.merge(*parts.values(), key=lambda r: (r["received_at"], r["tail_p"], r["tail_o"]))
+        for r in merged:
+            p, o = int(r["tail_p"]), int(r["tail_o"])
+            self.position = tail_position.advanced(self.position, p, o)
+            matches = [bool(r[f"tail_m{i}"]) for i in range(n)]
+            if not any(matches):
+                continue
+            eid = str(r["event_id"])
+            if eid in self._recent:
+                continue
+            self._recent[eid] = None
+            if len(self._recent) > RECENT_IDS:
+                self._recent.popitem(last=False)
+            yield Frame(p, o, dict(self.position), eid, _event_json(utc_row(r), self.catalog)), matches
+
+    def _fetch(self, position: Position, wheres: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        after, params = tail_position.after_sql(position, "a")
+        cols = ", ".join(f"({w}) AS tail_m{i}" for i, (w, _) in enumerate(wheres))
+        any_match = " OR ".join(f"tail_m{i}" for i in range(len(wheres)))
+        for _, p in wheres:
+            params.update(p)
+        sql = (f"SELECT {select_list(cap_detail=True)}, kafka_partition AS tail_p, kafka_offset AS tail_o, {cols} "
+               f"FROM {EVENTS_TABLE} WHERE kafka_topic = {{tail_topic:String}} AND {after} AND ({any_match} OR "
+               f"(kafka_partition, kafka_offset) GLOBAL IN (SELECT kafka_partition, max(kafka_offset) "
+               f"FROM {EVENTS_TABLE} WHERE kafka_topic = {{tail_topic:String}} AND {after} GROUP BY kafka_partition)) "
+               f"ORDER BY kafka_partition, kafka_offset LIMIT {{tail_lim:UInt32}}")
+        params.update(tail_topic=self.topic, tail_lim=POLL_ROWS, d_max=self.settings.api_list_detail_max_bytes)
+        return list(self.store.client().query(sql, parameters=params).named_results())
+
+    def _stored_position(self) -> Position:
+        """Where the stored log ends now: the consumer's per-partition watermarks (a tiny table)."""
+        sql = (f"SELECT kafka_partition, max(max_offset) FROM {OFFSETS_TABLE} "
+               "WHERE kafka_topic = {t:String} GROUP BY kafka_partition")
+        return {int(p): int(o) for p, o in self.store.client().query(sql, parameters={"t": self.topic}).result_rows}
+
+    # ----- one resumed stream --------------------------------------------------------------------------------
+    async def catch_up(self, sq: ScopedQuery, since: Position, upto: Position) -> AsyncIterator[bytes]:
+        """SSE frames of the rows ``sq`` may see after ``since`` and at or below ``upto``, in offset order per
+        partition; each frame's id is the stream's position after it."""
+        low = dict(since)
+        seen: set[str] = set()
+        while True:
+            rows = await self.runner.run(None, self._fetch_between, sq, dict(low), upto)
+            for r in rows:
+                p, o = int(r["tail_p"]), int(r["tail_o"])
+                low = tail_position.advanced(low, p, o)
+                eid = str(r["event_id"])
+                if eid in seen:
+                    continue
+                seen.add(eid)
+                TAIL_EVENTS.inc()
+                yield sse_event(tail_position.encode(low, self.topic), _event_json(utc_row(r), self.catalog))
+            if len(rows) < CATCH_UP_ROWS:
+                return
+            last_p = int(rows[-1]["tail_p"])
+            for p, hi in upto.items():  # partitions before the page's last one are done
+                if p < last_p:
+                    low = tail_position.advanced(low, p, hi)
+
+    def _fetch_between(self, sq: ScopedQuery, low: Position, upto: Position) -> list[dict[str, Any]]:
+        between, params = tail_position.between_sql(low, upto, "b")
+        params.update(sq.params)
+        params.update(tail_topic=self.topic, tail_lim=CATCH_UP_ROWS, d_max=self.settings.api_list_detail_max_bytes)
+        sql = (f"SELECT {select_list(cap_detail=True)}, kafka_partition AS tail_p, kafka_offset AS tail_o "
+               f"FROM {EVENTS_TABLE} WHERE kafka_topic = {{tail_topic:String}} AND {between} AND {sq.where()} "
+               f"ORDER BY kafka_partition, kafka_offset LIMIT {{tail_lim:UInt32}}")
+        return list(self.store.client().query(sql, parameters=params).named_results())
