@@ -3,6 +3,7 @@
 - ``auditlog.cli_up`` : ``up`` (embedded all-in-one)
 - ``auditlog.cli_migrate``: ``migrate``
 - ``auditlog.cli_emit``: ``emit``
+- ``auditlog.cli_token``: ``token`` (development API tokens)
 - ``consumers.cli``   : ``consume``, ``dlq list``, ``dlq replay``
 - ``query_api.cli``   : ``api``, ``export``
 - ``auditlog.integrity``: ``verify`` (tamper evidence)
@@ -23,7 +24,7 @@ from auditlog import __version__
 from auditlog.stopsignals import stop_signals
 
 COMMAND_MODULES = ("auditlog.cli_up", "auditlog.cli_migrate", "auditlog.cli_emit", "consumers.cli", "query_api.cli",
-                   "auditlog.integrity")
+                   "auditlog.integrity", "auditlog.cli_token")
 SERVICE_COMMANDS = frozenset({"up", "consume", "api"})
 
 

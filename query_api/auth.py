@@ -10,6 +10,10 @@ Contract:
 - ``sub``, ``org_id`` and ``role`` (``org_owner`` | ``workspace_admin``) are required non-empty strings; ``email``
   is a non-empty string when present (absent: ``""``); ``workspaces`` and ``permissions`` are string lists (absent
   or null: empty; blank workspace ids are dropped);
+- a service token (``role: "service"``, :class:`ServicePrincipal`) has ``sub``, ``permissions`` and ``write_orgs`` (the
+  org ids it may write for, ``"*"`` for any; absent: none) and no ``org_id``; it may only write
+  (:data:`WritePrincipal`: ``audit:write``, rate-limited per ``sub`` by ``api_ingest_rate_*``): on a read endpoint it
+  gets 403, and a read token on the write endpoint 403 too;
 - every read is recorded as an audit event of the caller, so ``sub``, ``email`` and ``org_id`` must also be valid
   there (``schemas.event``: length limits, a real e-mail address); a token whose claims could not be recorded is
   refused, naming the claim;
@@ -25,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import jwt
 from fastapi import Depends, Request
@@ -33,11 +37,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from auditlog.settings import Settings
 from query_api.errors import ApiError
+from query_api.ratelimit import RateLimiter
 
 Role = Literal["org_owner", "workspace_admin"]
 ROLES: tuple[str, ...] = ("org_owner", "workspace_admin")
+SERVICE_ROLE = "service"
 READ = "audit:read"
 EXPORT = "audit:export"
+WRITE = "audit:write"
+ANY_ORG = "*"
 _BEARER = {"WWW-Authenticate": "Bearer"}
 TIME_CLAIMS = ("exp", "nbf", "iat")
 
@@ -61,13 +69,42 @@ class Principal:
         return permission in self.permissions
 
 
-def mint_token(secret: str, *, sub: str, email: str, org_id: str, role: str, workspaces: list[str] | None = None,
-               permissions: list[str] | tuple[str, ...] = (READ, EXPORT), ttl_seconds: int = 8 * 3600) -> str:
-    """An HS256 token with the claims of API.md (for ``auditlog up --demo`` and tests)."""
+@dataclass(frozen=True, slots=True)
+class ServicePrincipal:
+    """A verified service token: it may publish events for the orgs of ``write_orgs`` (``"*"``: any org)."""
+
+    sub: str
+    write_orgs: frozenset[str] = frozenset()
+    permissions: frozenset[str] = frozenset()
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    def may_write(self, org_id: str) -> bool:
+        return ANY_ORG in self.write_orgs or org_id in self.write_orgs
+
+
+def mint_token(secret: str, *, sub: str, role: str, email: str = "", org_id: str | None = None,
+               workspaces: list[str] | None = None, permissions: list[str] | tuple[str, ...] | None = None,
+               write_orgs: list[str] | tuple[str, ...] | None = None, ttl_seconds: int = 8 * 3600) -> str:
+    """An HS256 token with the claims of API.md (for ``auditlog up --demo``, ``auditlog token`` and tests).
+
+    A read token (``org_owner`` / ``workspace_admin``) gets ``permissions`` (default ``audit:read``,
+    ``audit:export``); a ``service`` token gets ``write_orgs`` and ``permissions`` (default ``audit:write``)."""
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": sub, "email": email, "org_id": org_id, "role": role,
-                              "workspaces": list(workspaces or []), "permissions": list(permissions),
-                              "iat": now, "exp": now + ttl_seconds}
+    service = role == SERVICE_ROLE
+    if permissions is None:
+        permissions = (WRITE,) if service else (READ, EXPORT)
+    claims: dict[str, Any] = {"sub": sub, "role": role, "permissions": list(permissions), "iat": now,
+                              "exp": now + ttl_seconds}
+    if email:
+        claims["email"] = email
+    if org_id is not None:
+        claims["org_id"] = org_id
+    if not service:
+        claims["workspaces"] = list(workspaces or [])
+    if write_orgs is not None or service:
+        claims["write_orgs"] = list(write_orgs or [])
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -104,7 +141,7 @@ class TokenVerifier:
         self.public_key: Any = None
         self.jwks: dict[str | None, Any] = {}
         self._jwt = _StrictJWT()
-        self._require = ["exp", "sub", "org_id", "role"] + (["aud"] if self.audience else []) + (
+        self._require = ["exp", "sub", "role"] + (["aud"] if self.audience else []) + (
             ["iss"] if self.issuer else [])
         if settings.jwt_public_key_file:
             self.public_key = _load_pem(Path(settings.jwt_public_key_file))
@@ -137,6 +174,15 @@ class TokenVerifier:
         raise _unauthorized(f"token algorithm {alg!r} is not accepted by this server")
 
     def verify(self, token: str) -> Principal:
+        """The reader of a valid token (401 / 403 per the module contract)."""
+        return principal_from_claims(self.claims(token))
+
+    def verify_service(self, token: str) -> ServicePrincipal:
+        """The service of a valid service token (401 / 403 per the module contract)."""
+        return service_principal_from_claims(self.claims(token))
+
+    def claims(self, token: str) -> dict[str, Any]:
+        """The claims of a token whose signature, time claims and ``aud``/``iss`` verify (else 401)."""
         if not self.configured:
             raise _unauthorized("this server has no token key configured (AUDITLOG_JWT_SECRET / _PUBLIC_KEY_FILE / "
                                 "_JWKS_FILE)")
@@ -155,28 +201,39 @@ class TokenVerifier:
             raise _unauthorized("invalid token: claim 'iss' is not the accepted issuer") from None
         except jwt.PyJWTError as exc:
             raise _unauthorized(f"invalid token: {exc}") from None
-        return principal_from_claims(claims)
+        return dict(claims)
+
+
+def _text_claim(claims: dict[str, Any], name: str, required: bool = True) -> str:
+    v = claims.get(name)
+    if isinstance(v, str) and v:
+        return v
+    if not required and v is None:
+        return ""
+    raise _unauthorized(f"invalid token: claim {name!r} must be a non-empty string")
+
+
+def _str_list_claim(claims: dict[str, Any], name: str) -> tuple[str, ...]:
+    v = claims.get(name, [])
+    if v is None:
+        return ()
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _unauthorized(f"invalid token: claim {name!r} must be a list of strings")
+    return tuple(v)
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
-    """The :class:`Principal` of verified ``claims`` (module contract); 401 for a missing or ill-typed claim."""
+    """The :class:`Principal` of verified ``claims`` (module contract); 401 for a missing or ill-typed claim, 403 for
+    a service token."""
     def text(name: str, required: bool = True) -> str:
-        v = claims.get(name)
-        if isinstance(v, str) and v:
-            return v
-        if not required and v is None:
-            return ""
-        raise _unauthorized(f"invalid token: claim {name!r} must be a non-empty string")
+        return _text_claim(claims, name, required)
 
     def str_list(name: str) -> tuple[str, ...]:
-        v = claims.get(name, [])
-        if v is None:
-            return ()
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise _unauthorized(f"invalid token: claim {name!r} must be a list of strings")
-        return tuple(v)
+        return _str_list_claim(claims, name)
 
     role = text("role")
+    if role == SERVICE_ROLE:
+        raise ApiError(403, "a service token may write events, not read them (it is for POST /v1/ingest only)")
     if role not in ROLES:
         raise _unauthorized(f"invalid token: role {role!r} is not one of {', '.join(ROLES)}")
     principal = Principal(sub=text("sub"), email=text("email", required=False), org_id=text("org_id"), role=role,
@@ -189,6 +246,20 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         claim, reason = problem
         raise _unauthorized(f"invalid token: claim {claim!r} cannot be recorded in an audit event: {reason}")
     return principal
+
+
+def service_principal_from_claims(claims: dict[str, Any]) -> ServicePrincipal:
+    """The :class:`ServicePrincipal` of verified ``claims``: 401 for a missing or ill-typed claim, 403 for a read
+    token (``audit:read`` grants no write)."""
+    role = _text_claim(claims, "role")
+    if role in ROLES:
+        raise ApiError(403, f"a read token (role {role!r}) may read events, not write them: POST /v1/ingest needs a "
+                            f"service token (role {SERVICE_ROLE!r} with {WRITE!r})")
+    if role != SERVICE_ROLE:
+        raise _unauthorized(f"invalid token: role {role!r} is not one of {', '.join((*ROLES, SERVICE_ROLE))}")
+    return ServicePrincipal(sub=_text_claim(claims, "sub"),
+                            write_orgs=frozenset(o for o in _str_list_claim(claims, "write_orgs") if o.strip()),
+                            permissions=frozenset(_str_list_claim(claims, "permissions")))
 
 
 def _load_pem(path: Path) -> Any:
@@ -238,6 +309,38 @@ def _require_read_and_export(principal: Annotated[Principal, Depends(require(REA
     return principal
 
 
+class _ServiceCaller(NamedTuple):  # the rate limiter's key of a service: its sub
+    org_id: str
+    sub: str
+
+
+def _ingest_limiter(request: Request) -> RateLimiter:
+    """The app's ingest rate limiter (``api_ingest_rate_*``), made on first use."""
+    limiter: RateLimiter | None = getattr(request.app.state, "ingest_rate_limiter", None)
+    if limiter is None:
+        s: Settings = request.app.state.settings
+        limiter = RateLimiter(s.api_ingest_rate_per_second, s.api_ingest_rate_burst)
+        request.app.state.ingest_rate_limiter = limiter
+    return limiter
+
+
+async def service_principal(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> ServicePrincipal:
+    """The verified service of this request: 401 without a valid bearer token, 403 for a read token or without
+    ``audit:write``, 429 over the ingest rate limit of its ``sub``. (Async: the limiter is made once, on the loop.)"""
+    if creds is None or not creds.credentials:
+        raise _unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
+    verifier: TokenVerifier = request.app.state.verifier
+    principal = verifier.verify_service(creds.credentials)
+    request.state.principal = principal  # for the access log (sub only)
+    _ingest_limiter(request).check(_ServiceCaller(SERVICE_ROLE, principal.sub))
+    if not principal.can(WRITE):
+        raise ApiError(403, f"this token lacks the permission {WRITE!r}")
+    return principal
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 ReadPrincipal = Annotated[Principal, Depends(require(READ))]
 ExportPrincipal = Annotated[Principal, Depends(_require_read_and_export)]
+WritePrincipal = Annotated[ServicePrincipal, Depends(service_principal)]
