@@ -18,8 +18,7 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -33,15 +32,10 @@ from producers import AuditProducer
 from schemas.catalog import get_catalog
 from schemas.tables import EVENTS_TABLE
 
+if TYPE_CHECKING:
+    from query_api.serving import AppServer
+
 log = get_logger("auditlog.embedded")
-
-
-class QuietServer(uvicorn.Server):
-    """uvicorn without its own signal capture: the owner of the process handles SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def jwt_secret_for(settings: Settings) -> str:
@@ -65,12 +59,13 @@ class EmbeddedStack:
         self.catalog = get_catalog(settings.catalog_extra)
         self.producer: AuditProducer | None = None
         self.worker: Any = None
-        self.server: QuietServer | None = None
+        self.server: AppServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, timeout: float = 30.0) -> None:
         from consumers.worker import ConsumerWorker
         from query_api.app import create_app
+        from query_api.serving import AppServer
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +84,7 @@ class EmbeddedStack:
                          consumer_status=self.worker.status)
         config = uvicorn.Config(app, host="127.0.0.1", port=s.api_port, log_config=None, access_log=False,
                                 lifespan="on", timeout_graceful_shutdown=5)
-        self.server = QuietServer(config)
+        self.server = AppServer(config)
         self._tasks.append(asyncio.create_task(self.server.serve(), name="api"))
         deadline = time.monotonic() + timeout
         while not self.server.started:

@@ -1,7 +1,7 @@
 """The read API (API.md) as a FastAPI application.
 
 Contract of :func:`create_app`:
-- serves ``/v1/events`` (list, detail, export), ``/v1/actors``, ``/v1/stats``, ``/v1/catalog``, ``/healthz``,
+- serves ``/v1/events`` (list, detail, export, the live tail ``/v1/events/stream``), ``/v1/actors``, ``/v1/stats``, ``/v1/catalog``, ``/healthz``,
   ``/readyz``, ``/metrics``, the page at ``/`` (``query_api/static/index.html``) and ``/static``;
   OpenAPI at ``/openapi.json`` and ``/docs``;
 - ``producer`` (started and stopped by the caller): every read publishes its ``audit_log.*`` event through it and
@@ -11,7 +11,8 @@ Contract of :func:`create_app`:
   time and memory limits (:mod:`query_api.query_runner`); exports run on their own threads, limited per caller
   and in total (:mod:`query_api.export_slots`); ``/v1`` calls are rate-limited per caller
   (:mod:`query_api.ratelimit`);
-- no endpoint writes or deletes events.
+- no endpoint edits or deletes events; ``POST /v1/ingest`` publishes new ones to the topic for service tokens
+  (:mod:`query_api.api_ingest`), never straight into the store.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
 from producers.producer import AuditProducer
-from query_api import api_events, api_insights, api_integrity, api_meta
+from query_api import api_events, api_ingest, api_insights, api_integrity, api_meta, api_tail
 from query_api.auth import TokenVerifier
 from query_api.browser_security import install_browser_security
 from query_api.errors import install_error_handlers
@@ -40,6 +41,7 @@ from query_api.observability import AccessLogMiddleware
 from query_api.query_runner import QueryRunner
 from query_api.ratelimit import RateLimiter
 from query_api.self_audit import ReadAuditor
+from query_api.tail import TailHub
 from schemas.catalog import Catalog, get_catalog
 
 log = get_logger("query_api.app")
@@ -67,6 +69,7 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
                 await upkeep
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(auditor.flush_coalesced(everything=True), settings.api_audit_ack_timeout_seconds * 2)
+            await app.state.tail_hub.close()
             pool.shutdown(wait=False, cancel_futures=True)
             runner.close()
 
@@ -83,6 +86,8 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     app.state.runner = runner
     app.state.rate_limiter = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)
     app.state.export_slots = ExportSlots(settings.api_exports_per_caller, settings.api_exports_total)
+    app.state.tail_hub = TailHub(store, runner, settings, app.state.catalog)
+    app.state.tail_slots = ExportSlots(settings.api_tail_per_caller, settings.api_tail_total, noun="live tails")
     app.state.integrity_runs = IntegrityRuns(settings.api_integrity_cache_seconds)
     app.state.consumer_status = consumer_status
     app.state.verifier = TokenVerifier(settings)
@@ -90,10 +95,12 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     install_error_handlers(app)
     install_browser_security(app, settings)
     app.add_middleware(AccessLogMiddleware)
+    app.include_router(api_tail.router)  # before api_events: /events/stream is not an /events/{event_id}
     app.include_router(api_events.router)
     app.include_router(api_insights.router)
     app.include_router(api_integrity.router)
     app.include_router(api_meta.router)
+    app.include_router(api_ingest.router)
     static = api_meta.STATIC_DIR
     static.mkdir(parents=True, exist_ok=True)
     if not (static / "index.html").exists():

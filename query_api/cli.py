@@ -72,14 +72,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 # ----- api ---------------------------------------------------------------------------------------------------
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal capture (it would re-raise SIGTERM before our clean-up ran)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def run_api(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT (exit 0; also when the signal arrives during start-up), 1 if the store cannot
     be opened."""
@@ -147,6 +139,7 @@ async def _serve_api(settings: Settings, store: Store, host: str, port: int, sto
     from producers.producer import AuditProducer
     from query_api.app import create_app
     from query_api.self_audit import SelfAuditState
+    from query_api.serving import AppServer
     from schemas.catalog import get_catalog
 
     catalog = get_catalog(settings.catalog_extra)
@@ -156,7 +149,7 @@ async def _serve_api(settings: Settings, store: Store, host: str, port: int, sto
     attach = asyncio.create_task(attach_self_audit(app, lambda: AuditProducer(
         kafka.bootstrap, settings.topic, catalog=catalog, request_timeout_ms=5000, **kafka.security_options()),
         str(kafka)))
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+    server = AppServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
 
     def on_signal(name: str) -> None:  # graceful: stop serving, then stop the producer
         log.info("api.stop_requested", signal=name)

@@ -68,8 +68,7 @@ def public_row(row: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
     if "detail_capped" in row:  # select_list(cap_detail=True)
         row["detail"] = row.pop("detail_capped")
     out = public_event(row, catalog)
-    if row.get("detail_omitted"):
-        out["detail_omitted"] = True
+    out["detail_omitted"] = bool(row.get("detail_omitted"))  # as EventOut: always present on list rows
     return out
 
 

@@ -132,7 +132,13 @@ class TailHub:
             self._subs.remove(sub)
         TAIL_STREAMS.set(len(self._subs))
 
+    def end_all(self) -> None:
+        """End every stream (server shutdown): each sees the end of its queue after what is already in it."""
+        for sub in self._subs:
+            sub.queue.put_nowait(None)
+
     async def close(self) -> None:
+        self.end_all()
         self._subs.clear()
         if self._task is not None:
             self._task.cancel()

@@ -1,5 +1,7 @@
 """The real app under uvicorn on 127.0.0.1, in a thread of the test process (it shares the process's chDB engine).
 
+The server's event loop is ``app.state.server_loop`` (e.g. to start a producer the app will use on it).
+
 :func:`live_server` yields the base URL; the listening socket can get a small send buffer (accepted sockets
 inherit it) so that a client that stops reading stalls the server after little data.
 """
@@ -16,11 +18,7 @@ from typing import Any
 
 import uvicorn
 
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+from query_api.serving import AppServer
 
 
 @contextlib.contextmanager
@@ -31,9 +29,13 @@ def live_server(app: Any, *, send_buffer: int | None = None) -> Iterator[str]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+    server = AppServer(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                     timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    async def serve() -> None:
+        app.state.server_loop = asyncio.get_running_loop()  # for a test that must run something on it
+        await server.serve(sockets=[sock])
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:

@@ -27,6 +27,8 @@ KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset({
     ("auditlog.embedded", "consumers.worker"),  # `auditlog up` runs a consumer worker ...
     ("auditlog.embedded", "query_api.app"),  # ... and the API
     ("auditlog.embedded", "query_api.auth"),  # ... and mints the demo tokens
+    ("auditlog.embedded", "query_api.serving"),  # ... with the API's own uvicorn server
+    ("auditlog.cli_token", "query_api.auth"),  # `auditlog token` mints development tokens with the same function
 })
 
 

@@ -1,0 +1,269 @@
+"""The live tail, on the real broker, the real consumer and real chDB, served by uvicorn (SSE needs a socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from auditlog.broker import ensure_topics
+from auditlog.settings import Settings
+from auditlog.store import Store
+from consumers.worker import ConsumerWorker
+from producers.producer import AuditProducer
+from query_api import tail_position
+from query_api.app import create_app
+from schemas.event import parse_event
+from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from tests.consumer_helpers import BackgroundWorker
+from tests.factories import make_event
+from tests.integration.live_server import live_server
+from tests.integration.sse_client import SseClient
+from tests.integration.test_api_helpers import auth, token
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _mix(n: int, seed: int) -> list[dict[str, Any]]:
+    """Events of two orgs and three kinds of workspace, with both statuses."""
+    kinds = [("acme", "ws-a"), ("acme", "ws-b"), ("acme", None), ("globex", "ws-a")]
+    return [make_event(org_id=kinds[(i + seed) % 4][0], workspace_id=kinds[(i + seed) % 4][1], occurred_at=_now(),
+                       status="FAILED" if i % 3 == 0 else "SUCCESS", description=f"tail event {seed}-{i}")
+            for i in range(n)]
+
+
+def _api_ids(url: str, tok: str, params: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    cursor = None
+    with httpx.Client(base_url=url, headers=auth(tok), timeout=30) as c:
+        while True:
+            r = c.get("/v1/events", params={**params, "limit": 1000, **({"cursor": cursor} if cursor else {})})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            out += [e["event_id"] for e in body["data"]]
+            cursor = body["next_cursor"]
+            if not cursor:
+                return out
+
+
+async def _wait_until(pred: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.05)
+
+
+async def test_two_scopes_receive_exactly_what_they_may_list_in_order_and_resume_without_gap_or_repeat(
+        settings: Settings, store: Store) -> None:
+    s = settings.model_copy(update={"api_rate_per_second": 0, "api_tail_poll_seconds": 0.3})
+    owner_tok = token(s, sub="u-owner", email="owner@acme.example")
+    admin_tok = token(s, role="workspace_admin", workspaces=["ws-a"], sub="u-admin", email="admin@acme.example")
+    first, second = _mix(120, 0), _mix(80, 1)
+    for_owner = [e["event_id"] for e in first + second if e["org_id"] == "acme"]
+    for_admin = [e["event_id"] for e in first + second if e["org_id"] == "acme" and e["workspace_id"] == "ws-a"]
+    failed_admin = [e["event_id"] for e in first + second
+                    if e["org_id"] == "acme" and e["workspace_id"] == "ws-a" and e["status"] == "FAILED"]
+    n_first_admin = sum(1 for e in first if e["org_id"] == "acme" and e["workspace_id"] == "ws-a")
+
+    with live_server(create_app(s, store)) as url:
+        owner = SseClient(url, owner_tok).start().wait_live()
+        admin = SseClient(url, admin_tok).start().wait_live()
+        admin_failed = SseClient(url, admin_tok, params={"status": "FAILED"}).start().wait_live()
+        try:
+            async with BackgroundWorker(ConsumerWorker(s, store)), AuditProducer(s.kafka_bootstrap, s.topic) as p:
+                await p.send_many(first)
+                await asyncio.to_thread(admin.wait_for, n_first_admin)
+                admin.stop()  # the admin leaves; more events arrive while it is away
+                await p.send_many(second)
+                await asyncio.to_thread(owner.wait_for, len(for_owner))
+                await asyncio.to_thread(admin_failed.wait_for, len(failed_admin))
+                # resume after the last event received, and from the middle of what was received
+                resumed = SseClient(url, admin_tok, last_event_id=admin.events[-1].id).start().wait_live()
+                middle = SseClient(url, admin_tok, last_event_id=admin.events[9].id).start().wait_live()
+                await asyncio.to_thread(resumed.wait_for, len(for_admin) - n_first_admin)
+                await asyncio.to_thread(middle.wait_for, len(for_admin) - 10)
+                await asyncio.sleep(1.0)  # nothing more may come
+            # each scope: exactly its events, once each, in the order they were published (one org: one partition)
+            assert owner.ids == for_owner
+            assert admin.ids == for_admin[:n_first_admin]
+            assert admin_failed.ids == failed_admin
+            assert resumed.ids == for_admin[n_first_admin:]
+            assert middle.ids == for_admin[10:]
+            assert all(e.event == "audit" and e.id for e in owner.events + resumed.events)
+            # ... which is what each may list
+            assert sorted(_api_ids(url, owner_tok, {})) == sorted(for_owner)
+            assert sorted(_api_ids(url, admin_tok, {})) == sorted(for_admin)
+            # the event is the list's event
+            listed = httpx.get(url + "/v1/events", params={"limit": 1000}, headers=auth(owner_tok)).json()["data"]
+            by_id = {e["event_id"]: e for e in listed}
+            for e in owner.events:
+                assert e.data == by_id[e.data["event_id"]]
+        finally:
+            for c in (owner, admin, admin_failed, *(c for c in (locals().get("resumed"), locals().get("middle")) if c)):
+                c.stop()
+
+
+class CountingStore(Store):
+    """The real store; counts the queries its clients run (what the acceptance measures)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queries = 0
+        self._count_lock = threading.Lock()
+
+    def client(self) -> Any:
+        c = super().client()
+        if not getattr(c, "_counted", False):
+            query, command = c.query, c.command
+
+            def counted_query(*a: Any, **k: Any) -> Any:
+                with self._count_lock:
+                    self.queries += 1
+                return query(*a, **k)
+
+            def counted_command(*a: Any, **k: Any) -> Any:
+                with self._count_lock:
+                    self.queries += 1
+                return command(*a, **k)
+
+            c.query, c.command = counted_query, counted_command  # type: ignore[method-assign]
+            c._counted = True  # type: ignore[attr-defined]
+        return c
+
+
+_offsets = itertools.count()
+
+
+def _store_in_topic(store: Store, topic: str, events: list[dict[str, Any]], partition: int = 0) -> None:
+    """Insert events as the consumer would (one insert, offsets in order)."""
+    rows = [event_row(parse_event(e), datetime.now(UTC), topic, partition, next(_offsets)) for e in events]
+    store.client().insert(EVENTS_TABLE, rows, column_names=list(EVENT_COLUMNS))
+
+
+def test_a_hundred_streams_cost_one_store_query_per_poll(settings: Settings, store: Store) -> None:
+    s = settings.model_copy(update={"api_rate_per_second": 0, "api_tail_poll_seconds": 1.0})
+    counting = CountingStore(store.url, store.database)
+    clients = [SseClient("", token(s, sub=f"u-{i}", email=f"u{i}@acme.example",
+                                   **({"role": "workspace_admin", "workspaces": ["ws-a"]} if i % 2 else {})),
+                         params={"status": "FAILED"} if i % 4 == 3 else {}) for i in range(100)]
+    with live_server(create_app(s, counting)) as url:
+        try:
+            for c in clients:
+                c.base_url = url
+                c.start()
+            for c in clients:
+                c.wait_live(60)
+            window_s = 6.0
+            before, t0 = counting.queries, time.monotonic()
+            batches = [_mix(40, k) for k in range(3)]
+            for b in batches:
+                _store_in_topic(store, s.topic, b)
+                time.sleep(window_s / len(batches))
+            queries, took = counting.queries - before, time.monotonic() - t0
+            everything = [e for b in batches for e in b]
+            for i, c in enumerate(clients):
+                want = [e["event_id"] for e in everything if e["org_id"] == "acme" and (
+                    i % 2 == 0 or e["workspace_id"] == "ws-a") and (i % 4 != 3 or e["status"] == "FAILED")]
+                c.wait_for(len(want), 20)
+                assert c.ids == want, i
+        finally:
+            for c in clients:
+                c.stop()
+    assert queries <= took / s.api_tail_poll_seconds + 1, (queries, took)
+    print(f"100 streams: {queries} store queries in {took:.1f} s")
+
+
+def test_tail_errors_limits_and_its_self_audit_event(settings: Settings, store: Store) -> None:
+    topic = f"audit.selfaudit.{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, [topic], 1))
+    s = settings.model_copy(update={"api_rate_per_second": 0, "api_tail_per_caller": 2})
+    tok = token(s, sub="u-tail", email="tail@acme.example")
+
+    app = create_app(s, store)
+    with live_server(app) as url:
+        async def start_producer() -> AuditProducer:
+            producer = AuditProducer(s.kafka_bootstrap, topic)
+            await producer.start()
+            return producer
+
+        loop = app.state.server_loop  # the producer must live on the loop that serves the app
+        producer = asyncio.run_coroutine_threadsafe(start_producer(), loop).result(30)
+        app.state.auditor.attach(producer)
+        try:
+            def get(headers: dict[str, str], **params: Any) -> httpx.Response:
+                return httpx.get(url + "/v1/events/stream", headers=headers, params=params, timeout=10)
+
+            r = get({})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+            r = get({**auth(tok), "Last-Event-ID": "bm90IGEgcG9zaXRpb24"})
+            assert r.status_code == 422 and r.json()["error"]["field"] == "Last-Event-ID"
+            r = get({**auth(tok), "Last-Event-ID": tail_position.encode({0: 5}, "some.other.topic")})
+            assert r.status_code == 422 and "another topic" in r.json()["error"]["message"]
+            r = get(auth(tok), scope="bill")
+            assert r.status_code == 422 and r.json()["error"]["field"] == "scope"
+            r = get(auth(token(s, permissions=("audit:export",))))
+            assert r.status_code == 403
+            a = SseClient(url, tok, params={"status": "FAILED"}).start().wait_live()
+            b = SseClient(url, tok).start().wait_live()
+            r = get(auth(tok))
+            assert r.status_code == 429 and r.headers["Retry-After"]
+            assert r.json()["error"]["code"] == "too_many_live_tails"
+            a.stop()
+            b.stop()
+            deadline = time.monotonic() + 10
+            while app.state.tail_slots.running:  # a disconnected stream frees its place
+                assert time.monotonic() < deadline, "streams not released"
+                time.sleep(0.05)
+            SseClient(url, tok).start().wait_live().stop()
+        finally:
+            asyncio.run_coroutine_threadsafe(producer.stop(), loop).result(30)
+
+    async def read_topic() -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
+                                    group_id=f"t-{uuid.uuid4().hex[:8]}", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            batches = await consumer.getmany(timeout_ms=3000)
+        finally:
+            await consumer.stop()
+        return [json.loads(m.value) for msgs in batches.values() for m in msgs]
+
+    recorded = [e for e in asyncio.run(read_topic()) if e["action"] == "audit_log.tail"]
+    assert len(recorded) == 3  # one per stream that opened; refused calls record nothing
+    assert {e["actor"]["id"] for e in recorded} == {"u-tail"}
+    assert sorted(json.dumps(e["detail"]["filters"], sort_keys=True) for e in recorded) == sorted(
+        json.dumps(f, sort_keys=True) for f in ({"status": "FAILED"}, {}, {}))
+
+
+def _rows_between(store: Store, topic: str, sql: str, params: dict[str, Any]) -> set[tuple[int, int]]:
+    q = f"SELECT kafka_partition, kafka_offset FROM {EVENTS_TABLE} WHERE kafka_topic = {{t:String}} AND {sql}"
+    return {(int(p), int(o)) for p, o in store.client().query(q, parameters={**params, "t": topic}).result_rows}
+
+
+def test_position_conditions_select_exactly_the_rows_after_and_between(store: Store) -> None:
+    topic = "positions"
+    rows = []
+    for p, n in ((0, 6), (1, 4), (3, 5)):  # partition 2 has no rows yet
+        for o in range(n):
+            rows.append(event_row(parse_event(make_event()), datetime.now(UTC), topic, p, o))
+    store.client().insert(EVENTS_TABLE, rows, column_names=list(EVENT_COLUMNS))
+    every = {(r[-2], r[-1]) for r in rows}
+    for pos in ({}, {0: 2}, {0: 5, 1: 1}, {1: 3, 3: 0}, {0: 10, 1: 10, 2: 10, 3: 10}):
+        sql, params = tail_position.after_sql(pos)
+        assert _rows_between(store, topic, sql, params) == {(p, o) for p, o in every if o > pos.get(p, -1)}, pos
+    for low, high in (({}, {0: 3, 1: 3}), ({0: 1}, {0: 4, 3: 2}), ({0: 4}, {0: 4}), ({3: 9}, {3: 2})):
+        sql, params = tail_position.between_sql(low, high)
+        assert _rows_between(store, topic, sql, params) == {
+            (p, o) for p, o in every if p in high and low.get(p, -1) < o <= high[p]}, (low, high)
+
