@@ -77,6 +77,32 @@ export async function request(path, params, { signal } = {}, retried = false) {
   return resp;
 }
 
+/** GET path?params as Server-Sent Events with the token and `headers` (Last-Event-ID); returns the Response or
+ * throws ApiError, with `retryAfter` (seconds or null) for a 429 / 503. No retry here: the live tail has its own. */
+export async function openStream(path, params, { signal, headers } = {}) {
+  let resp;
+  try {
+    resp = await fetch(`${path}?${toQuery(params)}`, {
+      headers: { ...headers, Authorization: `Bearer ${getToken()}`, Accept: "text/event-stream" },
+      signal,
+      cache: "no-store",
+    });
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    throw new ApiError(0, "network_error", "Cannot reach the audit-log API.");
+  }
+  if (resp.ok && !/^text\/event-stream\b/i.test(resp.headers.get("Content-Type") || "")) {
+    if (resp.body) resp.body.cancel().catch(() => {});
+    throw new ApiError(resp.status, "not_a_stream", `The server answered ${resp.headers.get("Content-Type") || "no content type"}, not an event stream.`);
+  }
+  if (resp.ok) return resp;
+  const err = await errorFrom(resp);
+  const after = resp.headers.get("Retry-After");
+  err.retryAfter = after !== null && /^\d+(\.\d+)?$/.test(after.trim()) ? Number(after) : null;
+  if (resp.status === 401) onUnauthorized(err);
+  throw err;
+}
+
 export async function getJson(path, params, opts) {
   const resp = await request(path, params, opts);
   return resp.json();
@@ -89,6 +115,8 @@ export const api = {
   actors: (prefix, opts) => getJson("/v1/actors", { prefix }, opts),
   stats: (params, opts) => getJson("/v1/stats", params, opts),
   integrity: () => getJson("/v1/integrity"),
+  /** The live tail (API.md "Live tail"): a Response whose body is the event stream. */
+  stream: (params, opts) => openStream("/v1/events/stream", params, opts),
   /** The export as {blob, filename}; the bearer header is why this is a fetch and not a link. */
   async export(params, format) {
     const resp = await request("/v1/events/export", { ...params, format });

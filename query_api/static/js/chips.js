@@ -4,7 +4,8 @@ import { actionLabel, categoryOf, scopeOf } from "./catalog.js";
 import { h, setChildren } from "./dom.js";
 import { formatTs } from "./format.js";
 import { icon } from "./icons.js";
-import { DEFAULT_RANGE, page, RANGES, resolveWindow, setFilters, TEXT_FILTERS } from "./state.js";
+import { DEFAULT_RANGE, RANGES, resolveWindow } from "./period.js";
+import { page, setFilters, TEXT_FILTERS } from "./state.js";
 
 const chipsRow = document.getElementById("chips-row");
 const chipsList = document.getElementById("chips");

@@ -7,7 +7,8 @@ import { actionGroups, scopeOf, scopeOptions } from "./catalog.js";
 import { renderChips } from "./chips.js";
 import { $$, debounce, h, setChildren, toast } from "./dom.js";
 import { fromInputValue, toInputValue, tzLabel } from "./format.js";
-import { filtersFromUrl, page, resetFilters, resolveWindow, setAddingAction, setFilters, setTz } from "./state.js";
+import { resolveWindow } from "./period.js";
+import { filtersFromUrl, page, resetFilters, setAddingAction, setFilters, setTz } from "./state.js";
 
 const el = (id) => document.getElementById(id);
 const E = {

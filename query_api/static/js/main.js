@@ -1,8 +1,9 @@
 // The audit-log page's entry point: wires the parts together and starts the page. Talks only to this app's
 // HTTP API (API.md). The parts: session.js (sign-in, role), filters.js + chips.js (filter bar, state in the
 // URL), results.js + detail.js + table.js (events table, expandable rows), insights.js + histogram.js
-// (histogram, top users / IPs), live.js (refresh, auto-refresh), export.js, integrity.js. The page's mutable
-// state and the only functions that change it are in state.js.
+// (histogram, top users / IPs), live.js + live_tail.js + sse.js (refresh, auto-refresh, the Live tail),
+// export.js, integrity.js. The page's mutable state and the only functions that change it are in state.js
+// (period.js: the quick ranges and a view's time window).
 
 import { ApiError, api } from "./api.js";
 import { clearToken, decodeClaims, describeCaller, getToken, isExpired } from "./auth.js";

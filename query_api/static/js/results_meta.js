@@ -1,4 +1,5 @@
-// The counts around the results table: "Showing n of N events" above it, "Load more" / end of results below.
+// The counts around the results table: "Showing n of N events" above it, "Load more" / end of results below
+// (or, when Live dropped the oldest rows, how to see them).
 // Redrawn by the table (rows) and by the insights (the period's total comes with the histogram).
 
 import { formatCount } from "./format.js";
@@ -20,5 +21,11 @@ export function renderMeta() {
   }
   foot.hidden = !n;
   loadMore.hidden = !page.cursor;
-  footMeta.textContent = page.cursor ? "" : n ? "End of results for this period." : "";
+  footMeta.textContent = page.cursor
+    ? ""
+    : page.trimmed
+      ? `Live keeps the newest ${formatCount(n)} events here: switch Live off and Refresh to page through older ones.`
+      : n
+        ? "End of results for this period."
+        : "";
 }

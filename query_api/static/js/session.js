@@ -5,6 +5,7 @@ import { setUnauthorizedHandler } from "./api.js";
 import { clearToken, decodeClaims, normaliseToken, setToken } from "./auth.js";
 import { h, setChildren } from "./dom.js";
 import { stopAuto } from "./live.js";
+import { stopLive } from "./live_tail.js";
 import { render } from "./results.js";
 import { abortLoad, clearSession, page } from "./state.js";
 
@@ -24,6 +25,7 @@ const E = {
 /** The sign-in prompt over an inert page, with the reason it is shown (if any). */
 export function showSignIn(reason) {
   stopAuto();
+  stopLive();
   abortLoad();
   E.signinReason.hidden = !reason;
   E.signinReason.textContent = reason || "";

@@ -1,18 +1,11 @@
 // The page's state, in one place: the filter state and its URL form, then the page's one mutable state object
 // (`page`) with the only functions that change it. Other modules read `page` and call these functions.
 // The URL is the source of truth for the filters: a view can be shared and survives reload.
-// URL keys are the API's parameter names, plus `range` (1h|24h|7d|30d) for a rolling period.
+// URL keys are the API's parameter names, plus `range` (1h|24h|7d|30d, period.js) for a rolling period.
 
 import { actionGroups, categoryOf } from "./catalog.js";
 import { getTzMode, setTzMode, toRfc3339 } from "./format.js";
-
-export const RANGES = {
-  "1h": { ms: 3600e3, label: "Last hour" },
-  "24h": { ms: 24 * 3600e3, label: "Last 24 hours" },
-  "7d": { ms: 7 * 24 * 3600e3, label: "Last 7 days" },
-  "30d": { ms: 30 * 24 * 3600e3, label: "Last 30 days" },
-};
-export const DEFAULT_RANGE = "7d";
+import { DEFAULT_RANGE, parseDate, RANGES, resolveWindow } from "./period.js";
 
 /** Exact-match filters of the API, in chip order, with their chip labels. */
 export const TEXT_FILTERS = [
@@ -39,12 +32,6 @@ export function emptyState() {
     workspace_id: "",
     target: "",
   };
-}
-
-function parseDate(s) {
-  if (!s) return null;
-  const d = new Date(s);
-  return Number.isNaN(d.getTime()) ? null : d;
 }
 
 /** State from a query string ("?scope=billing&range=24h"). Unknown keys are ignored. */
@@ -87,19 +74,20 @@ export function toSearch(s) {
   return p.toString();
 }
 
-/** The concrete time window of a state at `now`: a rolling range ends now; a custom one keeps its bounds. */
-export function resolveWindow(s, now = new Date()) {
-  if (s.range) return { start: new Date(now.getTime() - RANGES[s.range].ms), end: now };
-  const end = s.end || now;
-  const start = s.start || new Date(end.getTime() - RANGES[DEFAULT_RANGE].ms);
-  return { start, end };
-}
-
 /** The API parameters (GET /v1/events, /export, /stats) of a state over a resolved window. */
 export function apiParams(s, win) {
   const out = { start: toRfc3339(win.start), end: toRfc3339(win.end) };
   for (const [k, v] of filterEntries(s)) if (k !== "action") out[k] = v;
   if (s.action.length) out.action = [...s.action];
+  return out;
+}
+
+/** The live tail's parameters (GET /v1/events/stream): the filters, and only the period bounds the user fixed (a
+ * rolling period has none: an `end` would cut off the events yet to come). */
+export function streamParams(s) {
+  const { start, end, ...out } = apiParams(s, { start: s.start || new Date(0), end: s.end || new Date(0) });
+  if (!s.range && s.start) out.start = start;
+  if (!s.range && s.end) out.end = end;
   return out;
 }
 
@@ -118,6 +106,8 @@ export const page = {
   win: null, // the resolved period of the view shown
   params: null, // its API parameters (a new object per view: a stale stats reply is recognised by it)
   rows: [],
+  pages: 0, // pages of the list shown (Load more adds one)
+  trimmed: false, // the live tail dropped the oldest rows (their cursor went with them)
   cursor: null,
   newIds: new Set(),
   error: null,
@@ -131,11 +121,13 @@ export const page = {
   lastStats: null,
   started: false,
   addingAction: false,
+  // the live tail (live_tail.js): toggle, connection, status, events waiting for the table
+  live: { on: false, ctrl: null, status: "off", why: "", lastId: "", retryMs: 3000, failures: 0, retryTimer: null, flushTimer: null, pending: [] },
 };
 
 const listeners = new Map();
 
-/** Call `fn` after every change of `event`: "filters" (the filter set) or "tz" (the time-zone mode). */
+/** Call `fn` after every change of `event`: "filters" (the filter set), "tz" (time-zone mode), "view" (a load ended). */
 export function on(event, fn) {
   if (!listeners.has(event)) listeners.set(event, []);
   listeners.get(event).push(fn);
@@ -172,9 +164,7 @@ export function resetFilters() {
 }
 
 /** While on, the next choice in the Action select adds to the selected actions (OR). */
-export function setAddingAction(on) {
-  page.addingAction = on;
-}
+export const setAddingAction = (on) => (page.addingAction = on);
 
 export function setTz(mode) {
   page.tz = mode;
@@ -182,9 +172,7 @@ export function setTz(mode) {
   emit("tz");
 }
 
-export function setCaller(caller) {
-  page.caller = caller;
-}
+export const setCaller = (caller) => (page.caller = caller);
 
 /** Signed in: the view may load (the admin's visible scopes are looked up again). */
 export function markStarted() {
@@ -209,9 +197,7 @@ export function clearSession() {
   page.expanded.clear();
 }
 
-export function markLoading(on) {
-  page.loading = on;
-}
+export const markLoading = (on) => (page.loading = on);
 
 /**
  * Start a request for the view, aborting the one in flight. Without `append` the period is resolved again
@@ -251,22 +237,46 @@ export function receiveEvents(body, { append, markNew }) {
     page.newIds = markNew && before.size ? new Set(data.filter((r) => !before.has(r.event_id)).map((r) => r.event_id)) : new Set();
     page.rows = data;
   }
+  page.pages = append ? page.pages + 1 : 1;
+  page.trimmed = false;
   page.cursor = body.next_cursor || null;
   page.error = null;
+  emit("view");
 }
 
 export function failLoad(err, { append }) {
   page.error = err;
   if (!append) page.rows = [];
+  emit("view");
 }
 
-export function setStats(stats) {
-  page.lastStats = stats;
+/** Change the live tail's state (fields of `page.live`); its events wait in `pending` while a load runs. */
+export const setLive = (patch) => Object.assign(page.live, patch);
+export const queueLive = (ev) => page.live.pending.push(ev);
+export const dropLive = () => page.live.pending.splice(0);
+
+/**
+ * The waiting events on top of the rows, newest first and highlighted, skipping those already shown; at most
+ * `maxRows` rows stay (the oldest go, and with them the cursor of "Load more"). Returns how many were added.
+ */
+export function takeLive(maxRows) {
+  const seen = new Set(page.rows.map((r) => r.event_id));
+  const fresh = dropLive().filter((ev) => ev && ev.event_id && !seen.has(ev.event_id) && seen.add(ev.event_id)).reverse();
+  if (!fresh.length) return 0;
+  page.rows = fresh.concat(page.rows);
+  page.newIds = new Set(fresh.map((r) => r.event_id));
+  if (page.total !== null) page.total += fresh.length;
+  for (const gone of page.rows.splice(maxRows)) {
+    page.expanded.delete(gone.event_id);
+    page.details.delete(gone.event_id);
+    Object.assign(page, { trimmed: true, cursor: null });
+  }
+  return fresh.length;
 }
 
-export function setTotal(total) {
-  page.total = total;
-}
+export const setStats = (stats) => (page.lastStats = stats);
+
+export const setTotal = (total) => (page.total = total);
 
 export function clearStats() {
   page.lastStats = null;
@@ -282,15 +292,9 @@ export function toggleExpanded(id) {
 }
 
 /** The full event of an expanded row, or the Error of loading it. */
-export function setDetail(id, value) {
-  page.details.set(id, value);
-}
+export const setDetail = (id, value) => page.details.set(id, value);
 
 /** Forget the detail of a row; true when there was one. */
-export function dropDetail(id) {
-  return page.details.delete(id);
-}
+export const dropDetail = (id) => page.details.delete(id);
 
-export function setTimer(timer) {
-  page.timer = timer;
-}
+export const setTimer = (timer) => (page.timer = timer);
