@@ -10,7 +10,6 @@ opened (or after ``Last-Event-ID``), oldest first, and a heartbeat comment at le
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from types import MappingProxyType
 from typing import Annotated
@@ -70,14 +69,10 @@ async def stream_events(
                 yield frame
             sub.floor = {p: o for p, o in since.items() if o > start.get(p, -1)}
         while True:
-            try:
-                item = await asyncio.wait_for(sub.queue.get(), settings.api_tail_heartbeat_seconds)
-            except TimeoutError:
-                yield b": hb\n\n"
-                continue
-            if item is None:  # overrun: the client resumes with Last-Event-ID
+            chunk = await sub.next_chunk(hub.topic, settings.api_tail_heartbeat_seconds)
+            if chunk is None:  # overrun or shutdown: the client resumes with Last-Event-ID
                 return
-            yield item.render(hub.topic, sub.floor)
+            yield chunk or b": hb\n\n"
 
     async def on_end(outcome: str) -> None:
         hub.unsubscribe(sub)

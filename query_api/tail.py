@@ -49,18 +49,21 @@ _PARAM = re.compile(r"\{([a-z_][a-z0-9_]*):")
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One event ready to send: its place in the log, the hub's position after it, and its JSON."""
+    """One event ready to send: its place in the log, the hub's position after it, its JSON, and the SSE frame
+    with the hub's position as id (rendered once, sent to every stream that may see it)."""
 
     partition: int
     offset: int
     position: Position
     event_id: str
     data: bytes
+    wire: bytes
 
     def render(self, topic: str, floor: Position | None = None) -> bytes:
         """The SSE frame; ``floor``: partitions in which the stream is ahead of the hub (its id keeps them)."""
-        pos = self.position if not floor else {**self.position, **{p: o for p, o in floor.items()
-                                                                  if o > self.position.get(p, -1)}}
+        if not floor:
+            return self.wire
+        pos = {**self.position, **{p: o for p, o in floor.items() if o > self.position.get(p, -1)}}
         return sse_event(tail_position.encode(pos, topic), self.data)
 
 
@@ -70,24 +73,50 @@ def sse_event(event_id: str, data: bytes) -> bytes:
 
 @dataclass(eq=False)
 class Subscription:
-    """One stream's place at the hub: its WHERE (scope and filters) and the frames waiting for its client."""
+    """One stream's place at the hub: its WHERE (scope and filters) and the frames waiting for its client, one
+    list per poll (``None`` ends the stream)."""
 
     sq: ScopedQuery
     limit: int
-    queue: asyncio.Queue[Frame | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[list[Frame] | None] = field(default_factory=asyncio.Queue)
     floor: Position = field(default_factory=dict)
+    pending: int = 0
     overrun: bool = False
 
-    def offer(self, frame: Frame) -> None:
+    def offer(self, frames: list[Frame]) -> None:
         if self.overrun:
             return
-        if frame.offset <= self.floor.get(frame.partition, -1):
+        if self.floor:
+            frames = [f for f in frames if f.offset > self.floor.get(f.partition, -1)]
+        if not frames:
             return
-        if self.queue.qsize() >= self.limit:
+        if self.pending + len(frames) > self.limit:
             self.overrun = True
             self.queue.put_nowait(None)
             return
-        self.queue.put_nowait(frame)
+        self.pending += len(frames)
+        self.queue.put_nowait(frames)
+
+    async def next_chunk(self, topic: str, wait_s: float) -> bytes | None:
+        """Every frame waiting, as one chunk (b"" when none came within ``wait_s``; None: the stream ends)."""
+        try:
+            first = await asyncio.wait_for(self.queue.get(), wait_s)
+        except TimeoutError:
+            return b""
+        batches = [first]
+        while not self.queue.empty() and batches[-1] is not None:
+            batches.append(self.queue.get_nowait())
+        out: list[bytes] = []
+        for frames in batches:
+            if frames is None:
+                break
+            self.pending -= len(frames)
+            out += [f.render(topic, self.floor) for f in frames]
+        if not out and batches[-1] is None:
+            return None
+        if batches[-1] is None:  # send what came before the end, then end at the next call
+            self.queue.put_nowait(None)
+        return b"".join(out)
 
 
 def prefixed(sq: ScopedQuery, prefix: str) -> tuple[str, dict[str, Any]]:
@@ -172,12 +201,16 @@ class TailHub:
             rows = await self.runner.run(None, self._fetch, dict(self.position), wheres)
             self.polls += 1
             TAIL_POLLS.inc()
-            queued = 0
+            per_column: list[list[Frame]] = [[] for _ in wheres]
             for frame, matches in self._frames(rows, len(wheres)):
-                for sub, col in zip(subs, column_of, strict=True):
-                    if matches[col]:
-                        sub.offer(frame)
-                        queued += 1
+                for col, hit in enumerate(matches):
+                    if hit:
+                        per_column[col].append(frame)
+            queued = 0
+            for sub, col in zip(subs, column_of, strict=True):
+                if per_column[col]:
+                    sub.offer(per_column[col])
+                    queued += len(per_column[col])
             TAIL_EVENTS.inc(queued)
             return queued
 
@@ -199,7 +232,9 @@ class TailHub:
             self._recent[eid] = None
             if len(self._recent) > RECENT_IDS:
                 self._recent.popitem(last=False)
-            yield Frame(p, o, dict(self.position), eid, _event_json(utc_row(r), self.catalog)), matches
+            pos = dict(self.position)
+            data = _event_json(utc_row(r), self.catalog)
+            yield Frame(p, o, pos, eid, data, sse_event(tail_position.encode(pos, self.topic), data)), matches
 
     def _fetch(self, position: Position, wheres: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         after, params = tail_position.after_sql(position, "a")
@@ -224,11 +259,12 @@ class TailHub:
     # ----- one resumed stream --------------------------------------------------------------------------------
     async def catch_up(self, sq: ScopedQuery, since: Position, upto: Position) -> AsyncIterator[bytes]:
         """SSE frames of the rows ``sq`` may see after ``since`` and at or below ``upto``, in offset order per
-        partition; each frame's id is the stream's position after it."""
+        partition, one chunk per page read; each frame's id is the stream's position after it."""
         low = dict(since)
         seen: set[str] = set()
         while True:
             rows = await self.runner.run(None, self._fetch_between, sq, dict(low), upto)
+            page: list[bytes] = []
             for r in rows:
                 p, o = int(r["tail_p"]), int(r["tail_o"])
                 low = tail_position.advanced(low, p, o)
@@ -236,8 +272,10 @@ class TailHub:
                 if eid in seen:
                     continue
                 seen.add(eid)
-                TAIL_EVENTS.inc()
-                yield sse_event(tail_position.encode(low, self.topic), _event_json(utc_row(r), self.catalog))
+                page.append(sse_event(tail_position.encode(low, self.topic), _event_json(utc_row(r), self.catalog)))
+            if page:
+                TAIL_EVENTS.inc(len(page))
+                yield b"".join(page)
             if len(rows) < CATCH_UP_ROWS:
                 return
             last_p = int(rows[-1]["tail_p"])
