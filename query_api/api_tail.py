@@ -5,7 +5,8 @@ period); recorded (``audit_log.tail``, once per stream) before anything is sent,
 caller and in total (429); ``retry`` and a ``: live`` comment at once, then the events stored after the stream
 opened (or after ``Last-Event-ID``), oldest first, and a heartbeat comment at least every
 ``api_tail_heartbeat_seconds``. A client that stops reading for ``api_export_stall_seconds``, or falls
-``api_tail_backlog_events`` behind, has its stream ended; it resumes with ``Last-Event-ID``.
+``api_tail_backlog_events`` behind, has its stream ended, after an id-only message (``id: <position>``) that
+moves its ``Last-Event-ID`` to where it resumes without loss.
 """
 
 from __future__ import annotations
@@ -64,15 +65,20 @@ async def stream_events(
 
     async def frames() -> AsyncIterator[bytes]:
         yield f"retry: {RETRY_MS}\n: live\n\n".encode()
+        sub.resume = dict(start)
         if since is not None:
-            async for frame in hub.catch_up(sq, since, start):
-                yield frame
+            sub.resume = dict(since)
+            async for page, after in hub.catch_up(sq, since, start):
+                sub.resume = after
+                yield page
+            sub.resume = {p: max(since.get(p, -1), start.get(p, -1)) for p in {*since, *start}}
             sub.floor = {p: o for p, o in since.items() if o > start.get(p, -1)}
         while True:
-            chunk = await sub.next_chunk(hub.topic, settings.api_tail_heartbeat_seconds)
-            if chunk is None:  # overrun or shutdown: the client resumes with Last-Event-ID
+            waiting = await sub.next_chunk(hub.topic, settings.api_tail_heartbeat_seconds)
+            if waiting is None:  # overrun or shutdown: an id-only message says where to resume without loss
+                yield b"id: " + tail_position.encode(sub.resume, hub.topic).encode("ascii") + b"\n\n"
                 return
-            yield chunk or b": hb\n\n"
+            yield waiting or b": hb\n\n"
 
     async def on_end(outcome: str) -> None:
         hub.unsubscribe(sub)

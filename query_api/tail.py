@@ -80,6 +80,8 @@ class Subscription:
     limit: int
     queue: asyncio.Queue[list[Frame] | None] = field(default_factory=asyncio.Queue)
     floor: Position = field(default_factory=dict)
+    resume: Position = field(default_factory=dict)
+    """Where a client of this stream resumes without loss: its start, then the position of the last frame sent."""
     pending: int = 0
     overrun: bool = False
 
@@ -112,6 +114,8 @@ class Subscription:
                 break
             self.pending -= len(frames)
             out += [f.render(topic, self.floor) for f in frames]
+            last = frames[-1]
+            self.resume = {**last.position, **{p: o for p, o in self.floor.items() if o > last.position.get(p, -1)}}
         if not out and batches[-1] is None:
             return None
         if batches[-1] is None:  # send what came before the end, then end at the next call
@@ -257,9 +261,11 @@ class TailHub:
         return {int(p): int(o) for p, o in self.store.client().query(sql, parameters={"t": self.topic}).result_rows}
 
     # ----- one resumed stream --------------------------------------------------------------------------------
-    async def catch_up(self, sq: ScopedQuery, since: Position, upto: Position) -> AsyncIterator[bytes]:
+    async def catch_up(self, sq: ScopedQuery, since: Position, upto: Position
+                       ) -> AsyncIterator[tuple[bytes, Position]]:
         """SSE frames of the rows ``sq`` may see after ``since`` and at or below ``upto``, in offset order per
-        partition, one chunk per page read; each frame's id is the stream's position after it."""
+        partition, one chunk per page read with the position of its last frame; each frame's id is the stream's
+        position after it."""
         low = dict(since)
         seen: set[str] = set()
         while True:
@@ -275,7 +281,7 @@ class TailHub:
                 page.append(sse_event(tail_position.encode(low, self.topic), _event_json(utc_row(r), self.catalog)))
             if page:
                 TAIL_EVENTS.inc(len(page))
-                yield b"".join(page)
+                yield b"".join(page), dict(low)
             if len(rows) < CATCH_UP_ROWS:
                 return
             last_p = int(rows[-1]["tail_p"])

@@ -107,23 +107,26 @@ class SseClient:
         buf = b""
         fields: dict[str, str] = {}
         for data in body:
-            buf += data
-            while b"\n" in buf:
-                raw, buf = buf.split(b"\n", 1)
-                line = raw.decode().rstrip("\r")
-                if line == "":
-                    if "data" in fields:
-                        self.events.append(SseEvent(fields.get("id"), fields.get("event", "message"),
-                                                    json.loads(fields["data"]), time.time()))
-                    fields = {}
-                elif line.startswith(":"):
-                    self.comments.append(line[1:].strip())
-                    if line[1:].strip() == "live":
-                        self.live.set()
-                else:
-                    name, _, value = line.partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    fields[name] = fields[name] + "\n" + value if name == "data" and "data" in fields else value
+            *lines, buf = (buf + data).split(b"\n")  # every complete line at once (linear in the chunk)
+            for raw in lines:
+                self._line(raw.decode().rstrip("\r"), fields)
+
+    def _line(self, line: str, fields: dict[str, str]) -> None:
+        if line == "":
+            if "id" in fields:
+                self.last_event_id = fields["id"]  # also an id-only message (it moves Last-Event-ID)
+            if "data" in fields:
+                self.events.append(SseEvent(fields.get("id"), fields.get("event", "message"),
+                                            json.loads(fields["data"]), time.time()))
+            fields.clear()
+        elif line.startswith(":"):
+            self.comments.append(line[1:].strip())
+            if line[1:].strip() == "live":
+                self.live.set()
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            fields[name] = fields[name] + "\n" + value if name == "data" and "data" in fields else value
 
 
 def _chunks(f: Any) -> Iterator[bytes]:

@@ -267,3 +267,24 @@ def test_position_conditions_select_exactly_the_rows_after_and_between(store: St
         assert _rows_between(store, topic, sql, params) == {
             (p, o) for p, o in every if p in high and low.get(p, -1) < o <= high[p]}, (low, high)
 
+
+
+def test_a_stream_that_falls_behind_is_ended_with_a_position_to_resume_from_without_loss(
+        settings: Settings, store: Store) -> None:
+    s = settings.model_copy(update={"api_rate_per_second": 0, "api_tail_poll_seconds": 0.3,
+                                    "api_tail_backlog_events": 100})
+    tok = token(s)
+    burst = [make_event(occurred_at=_now(), description=f"burst {i}") for i in range(150)]
+    with live_server(create_app(s, store)) as url:
+        first = SseClient(url, tok).start().wait_live()
+        try:
+            _store_in_topic(store, s.topic, burst)  # more than the backlog in one poll, before any event was sent
+            assert first.ended.wait(20), "the stream was not ended"
+            assert first.events == [] and first.last_event_id  # nothing sent, but where to resume
+            again = SseClient(url, tok, last_event_id=first.last_event_id).start().wait_live()
+            again.wait_for(len(burst))
+            time.sleep(0.7)
+            assert again.ids == [e["event_id"] for e in burst]
+            again.stop()
+        finally:
+            first.stop()

@@ -104,6 +104,7 @@ async function read(resp, ctrl) {
       setLive({ lastId: msg.id });
     },
     onRetry: (ms) => setLive({ retryMs: Math.min(Math.max(ms, 500), MAX_BACKOFF_MS) }),
+    onId: (id) => isCurrent(ctrl) && setLive({ lastId: id }), // the server ends a stream with where to resume
   });
   let stall = null;
   try {

@@ -5,11 +5,12 @@
 
 /**
  * A parser with callbacks `onEvent({type, data, id})` (type "message" when the event names none; `id` is the
- * last event id so far), `onComment(text)` and `onRetry(ms)`, and the `lastEventId` a reconnection resumed after.
+ * last event id so far), `onComment(text)`, `onRetry(ms)` and `onId(id)` (an id-only message moved the last event
+ * id), and the `lastEventId` a reconnection resumed after.
  * `feed(text)` takes the next chunk. `lastEventId` is the id of the last complete event (the Last-Event-ID of the
  * next reconnection: an event cut off halfway is not done).
  */
-export function createParser({ onEvent = () => {}, onComment = () => {}, onRetry = () => {}, lastEventId: resumeId = "" } = {}) {
+export function createParser({ onEvent = () => {}, onComment = () => {}, onRetry = () => {}, onId = () => {}, lastEventId: resumeId = "" } = {}) {
   let buffer = "";
   let first = true; // a byte order mark may open the stream
   let afterCR = false; // the previous chunk ended with CR: a LF opening this one belongs to that line end
@@ -19,8 +20,10 @@ export function createParser({ onEvent = () => {}, onComment = () => {}, onRetry
   let lastEventId = resumeId;
 
   function dispatch() {
+    const moved = idBuffer !== lastEventId;
     lastEventId = idBuffer;
     if (data.length) onEvent({ type: type || "message", data: data.join("\n"), id: lastEventId });
+    else if (moved) onId(lastEventId); // an id-only message: where to resume, without an event
     type = "";
     data = [];
   }
