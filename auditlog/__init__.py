@@ -1,3 +1,5 @@
-"""auditlog: the glue shared by the four parts (settings, logs, ClickHouse access, embedded broker, CLI)."""
+"""auditlog: the base shared by every part (settings, logs, ClickHouse access, Kafka connection, embedded broker,
+signals, private files); it imports nothing else of ours. ``auditlog.db`` owns the database objects and
+``auditlog.app`` is the application and its command line."""
 
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ Contract:
   may be shared by threads. Never pass a client to another thread.
 - All values reach SQL as server-side bound parameters (``{name:Type}``) or through ``insert``; identifiers
   (the database name) are checked by :func:`auditlog.settings.check_ident`.
-- Schema changes live in :mod:`auditlog.migrations`.
+- Schema changes live in :mod:`auditlog.db.migrations`.
 """
 
 from __future__ import annotations

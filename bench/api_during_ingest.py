@@ -39,7 +39,7 @@ from tests.factories import random_events
 
 def start_up(tree: Path, data: Path, port: int, kafka_port: int) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(tree), "AUDITLOG_API_RATE_PER_SECOND": "0", "AUDITLOG_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.cli", "up", "--port", str(port), "--kafka-port",
+    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "up", "--port", str(port), "--kafka-port",
                              str(kafka_port), "--data", str(data)], cwd=tree, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None

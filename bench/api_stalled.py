@@ -48,7 +48,7 @@ def token(sub: str) -> str:
 
 def load(data: Path, rows: int) -> None:
     """Fill ``data`` with ``rows`` events once (this checkout's schema; both trees read it)."""
-    from auditlog.migrations import migrate
+    from auditlog.db.migrations import migrate
     from auditlog.store import Store
 
     store = Store(f"chdb://{data}", "auditlog")
@@ -66,7 +66,7 @@ def serve(tree: Path, data: Path, bootstrap: str, port: int, log: Path) -> subpr
            "AUDITLOG_API_EXPORTS_TOTAL": "12", "AUDITLOG_API_EXPORTS_PER_CALLER": "12",
            "AUDITLOG_API_RATE_PER_SECOND": "0", "AUDITLOG_LOG_LEVEL": "warning"}
     out = log.open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.cli", "api", "--port", str(port)], cwd=tree, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "api", "--port", str(port)], cwd=tree, env=env,
                             stdout=out, stderr=out, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

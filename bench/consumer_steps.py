@@ -40,7 +40,7 @@ from pydantic import create_model, model_validator
 
 from auditlog import logs
 from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.migrations import migrate
+from auditlog.db.migrations import migrate
 from auditlog.store import Store
 from consumers.decode import Chunk, DecodeStep
 from consumers.inserter import Inserter

@@ -56,7 +56,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from auditlog.broker import free_port
-    from auditlog.migrations import migrate
+    from auditlog.db.migrations import migrate
     from auditlog.settings import Settings
     from auditlog.store import Store
     from query_api.app import create_app

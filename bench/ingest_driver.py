@@ -103,7 +103,7 @@ async def raw(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _store_and_settings(a: argparse.Namespace) -> tuple[Any, Any]:
-    from auditlog.migrations import migrate
+    from auditlog.db.migrations import migrate
     from auditlog.settings import Settings
     from auditlog.store import Store
 

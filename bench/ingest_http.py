@@ -43,7 +43,7 @@ SECRET = "bench-ingest-secret-0123456789abcdef0123"
 async def serve(port: int, data: str) -> None:
     import uvicorn
 
-    from auditlog.migrations import migrate
+    from auditlog.db.migrations import migrate
     from auditlog.settings import Settings
     from auditlog.store import Store
     from query_api.app import create_app

@@ -30,7 +30,7 @@ import psutil
 from common import cpu_seconds_of, machine, write_result
 
 from auditlog import logs
-from auditlog.migrations import migration_files, render_migration
+from auditlog.db.migrations import migration_files, render_migration
 from auditlog.store import Store
 from consumers.decode import Chunk, DecodeStep
 from consumers.native import NativeEncoder

@@ -193,7 +193,7 @@ def main() -> int:
 
     from fastapi.testclient import TestClient
 
-    from auditlog.migrations import migrate
+    from auditlog.db.migrations import migrate
     from auditlog.settings import Settings
     from auditlog.store import Store
     from query_api.app import create_app

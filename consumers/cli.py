@@ -114,7 +114,7 @@ async def _consume(s: Settings, workers: int, create_topics: bool = True, stops:
     """Migrate, create the topics, run the workers until a stop signal (0), the DLQ guard (3) or a failure (1).
     A stop signal before the workers exist ends start-up at the next step, exit 0."""
     from auditlog.broker import ensure_topics
-    from auditlog.migrations import migrate
+    from auditlog.db.migrations import migrate
     from auditlog.store import Store, redact_error, redact_url
     from consumers.worker import ConsumerWorker
     from schemas.catalog import get_catalog

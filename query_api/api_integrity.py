@@ -2,7 +2,7 @@
 
 Contract: org owners only (the digests cover a whole organization; a workspace admin gets 403), with
 ``audit:read``; the org is the token's, never a parameter. The answer counts the caller's events per
-:data:`auditlog.integrity.STATUSES` and lists up to 20 event ids per finding; ``clean`` is true when nothing
+:data:`auditlog.db.integrity.STATUSES` and lists up to 20 event ids per finding; ``clean`` is true when nothing
 was altered, deleted, unrecorded or conflicting. Reads only; nothing is repaired. One run at a time per org, its
 result reused for ``api_integrity_cache_seconds`` (:mod:`query_api.integrity_runs`); each call is recorded as an
 ``audit_log.verify`` event.
@@ -15,7 +15,7 @@ from functools import partial
 
 from fastapi import APIRouter, Request
 
-from auditlog import integrity
+from auditlog.db import integrity
 from query_api.deps import AuditorDep, RunnerDep, TenantScope
 from query_api.errors import ERRORS, ApiError
 from query_api.integrity_runs import IntegrityRuns

@@ -116,7 +116,7 @@ def warn_unchecked_claims(settings: Settings, host: str) -> bool:
 
 def _open_store(settings: Settings) -> Store | None:
     """The migrated store (an embedded one made private to the user), or None after saying why it cannot open."""
-    from auditlog.migrations import migrate
+    from auditlog.db.migrations import migrate
     from auditlog.store import Store, redact_text
 
     keep_private(chdb_directory(settings.store_url))

@@ -4,7 +4,7 @@ Each filter is declared once, as a :class:`FilterSpec` in :data:`FILTERS` (name,
 condition, page label). Derived from the table: the query parameters of ``/v1/events``, ``/v1/events/export`` and
 ``/v1/stats`` (:func:`query_api.deps.event_filters`), the flags of ``auditlog export`` (:mod:`query_api.cli`),
 :meth:`EventFilters.describe` (self-audit events) and :meth:`EventFilters.conditions` (the SQL); the page's list
-(``static/js/state.js``) is checked against it by ``tests/unit/test_filters.py``.
+(``static/js/filter_table.js``) is generated from it by :mod:`query_api.page_filters`.
 
 Contract of :func:`parse_filters`:
 - ``start``/``end`` are RFC 3339 (a value without zone is taken as UTC); default: the last 7 days
@@ -73,6 +73,9 @@ class FilterSpec:
     condition: Condition
     label: str | None = None
     """Its chip label on the page; None: not on the page."""
+    widget: str | None = None
+    """How the page offers it: ``period``, ``scope``, ``category``, ``action``, ``status``, ``search`` or ``text``
+    (an exact-match text field); written into the page's generated ``static/js/filter_table.js``."""
 
     @property
     def repeatable(self) -> bool:
@@ -216,29 +219,29 @@ def keyword_condition(value: Any, catalog: Catalog) -> tuple[str, dict[str, Any]
 _TS = "DateTime64(3, 'UTC')"
 FILTERS: tuple[FilterSpec, ...] = (
     FilterSpec("start", datetime, "RFC 3339; default end - 7 days", parse_time,
-               cond(f"occurred_at >= {{f_start:{_TS}}}"), label="Period"),
+               cond(f"occurred_at >= {{f_start:{_TS}}}"), label="Period", widget="period"),
     FilterSpec("end", datetime, "RFC 3339; default now", parse_time,
-               cond(f"occurred_at <= {{f_end:{_TS}}}"), label="Period"),
+               cond(f"occurred_at <= {{f_end:{_TS}}}"), label="Period", widget="period"),
     FilterSpec("scope", str, "catalog scope code", parse_scope,
-               cond("scope = {f_scope:String}"), label="Scope"),
+               cond("scope = {f_scope:String}"), label="Scope", widget="scope"),
     FilterSpec("category", str, "catalog category code (of the scope when given)", parse_category,
-               cond("category = {f_category:String}"), label="Category"),
+               cond("category = {f_category:String}"), label="Category", widget="category"),
     FilterSpec("action", list[str], "catalog action code; repeatable", parse_actions,
-               cond("action IN {f_action:Array(String)}", list), label="Action"),
+               cond("action IN {f_action:Array(String)}", list), label="Action", widget="action"),
     FilterSpec("status", Status, "SUCCESS or FAILED", parse_status,
-               cond("status = {f_status:String}"), label="Status"),
+               cond("status = {f_status:String}"), label="Status", widget="status"),
     FilterSpec("actor_email", str, "exact e-mail of the actor", parse_text,
-               cond("actor_email = {f_actor_email:String}"), label="User"),
+               cond("actor_email = {f_actor_email:String}"), label="User", widget="text"),
     FilterSpec("actor_id", str, "exact actor id", parse_text,
-               cond("actor_id = {f_actor_id:String}"), label="User ID"),
+               cond("actor_id = {f_actor_id:String}"), label="User ID", widget="text"),
     FilterSpec("ip", str, "exact client IP (IPv4 or IPv6)", parse_ip,
-               cond("actor_ip = {f_ip:String}"), label="IP address"),
+               cond("actor_ip = {f_ip:String}"), label="IP address", widget="text"),
     FilterSpec("workspace_id", str, "exact workspace id (must be one you may see)", parse_text,
-               cond("workspace_id = {f_workspace_id:String}"), label="Workspace"),
+               cond("workspace_id = {f_workspace_id:String}"), label="Workspace", widget="text"),
     FilterSpec("target", str, "exact target id or name", parse_text,
-               cond("(target_id = {f_target:String} OR target_name = {f_target2:String})"), label="Target"),
+               cond("(target_id = {f_target:String} OR target_name = {f_target2:String})"), label="Target", widget="text"),
     FilterSpec("q", str, "keyword, case-insensitive: scope/category/action codes and labels, e-mail, target "
-                         "id/name, description", parse_text, keyword_condition, label="Search"),
+                         "id/name, description", parse_text, keyword_condition, label="Search", widget="search"),
     FilterSpec("org_id", str, "your own org id (another org is a 403)", parse_text,
                cond("org_id = {f_org_id:String}")),
 )

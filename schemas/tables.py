@@ -1,7 +1,7 @@
 """The names of our database objects: the one place the code takes them from.
 
 The DDL in ``schemas/migrations/`` creates them (the migration is named beside each); the two bookkeeping tables of
-the migrator itself are created by ``auditlog/migrations.py``. ``tests/unit/test_tables.py`` checks each name
+the migrator itself are created by ``auditlog/db/migrations.py``. ``tests/unit/test_tables.py`` checks each name
 against the DDL.
 """
 
@@ -21,9 +21,9 @@ FLAT_VIEW = "audit_events_flat"
 DAILY_COUNTS = "audit_daily_counts"
 #: The content digest of each stored event (0040), written by a materialized view; append-only.
 DIGESTS_TABLE = "audit_event_digests"
-#: The migrator's record of applied versions (created by ``auditlog/migrations.py``).
+#: The migrator's record of applied versions (created by ``auditlog/db/migrations.py``).
 MIGRATIONS_TABLE = "schema_migrations"
-#: The migrator's claims on versions being applied (created by ``auditlog/migrations.py``).
+#: The migrator's claims on versions being applied (created by ``auditlog/db/migrations.py``).
 CLAIMS_TABLE = "schema_migration_claims"
 
 #: The objects the migrations in ``schemas/migrations/`` create.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.migrations import migrate
+from auditlog.db.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
 

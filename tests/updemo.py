@@ -1,6 +1,6 @@
 """Run ``auditlog up --demo`` as a subprocess (for the end-to-end and browser tests) and read what it prints.
 
-Contract of the output (``auditlog/cli_up.py``): a banner with ``  Page      <url>`` and
+Contract of the output (``auditlog/app/cli_up.py``): a banner with ``  Page      <url>`` and
 ``  Broker    <host:port> ...``, then ``OWNER_TOKEN=<jwt>`` and ``ADMIN_TOKEN=<jwt>`` lines, then a line starting
 with ``READY``. :func:`parse_up_output` turns those lines into :class:`UpDemo`; :func:`start_up_demo` starts the
 process on free loopback ports and waits for READY; :func:`stop_up_demo` stops it by PID (SIGTERM, then

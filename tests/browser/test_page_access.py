@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from auditlog.demo import DEMO_ADMIN_WORKSPACES, demo_events
+from auditlog.app.demo import DEMO_ADMIN_WORKSPACES, demo_events
 from query_api.auth import mint_token
 from tests.browser.conftest import screenshot
 from tests.browser.helpers import api_all, sign_in, table_rows, wait_idle

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from auditlog.migrations import migrate
+from auditlog.db.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
 from query_api.app import create_app

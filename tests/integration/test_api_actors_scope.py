@@ -11,7 +11,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from auditlog.migrations import migrate
+from auditlog.db.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
 from query_api import actors

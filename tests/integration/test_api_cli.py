@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from auditlog.app.cli import main
 from auditlog.broker import EmbeddedBroker, free_port
-from auditlog.cli import main
 from auditlog.settings import Settings
 from auditlog.store import Store
 from query_api.app import create_app
@@ -107,7 +107,7 @@ def api_process(env: dict[str, str]) -> Iterator[tuple[int, dict]]:
     """``auditlog api`` as its own process on a free port; yields (port, first /readyz body) once it answers;
     stopped by PID (SIGTERM) and must exit 0."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.cli", "api", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "api", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60

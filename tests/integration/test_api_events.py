@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from auditlog.migrations import migrate
+from auditlog.db.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
 from schemas.catalog import get_catalog

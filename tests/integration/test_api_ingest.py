@@ -307,7 +307,7 @@ def test_schemathesis_over_ingest_with_a_service_token(settings: Settings, store
 
 def test_auditlog_token_mints_what_the_api_accepts(settings: Settings, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from auditlog.cli import main
+    from auditlog.app.cli import main
     from query_api.auth import TokenVerifier
 
     assert settings.jwt_secret

@@ -94,7 +94,7 @@ async def test_chaos_sigkill_restarts(settings: Settings, tmp_path: Path) -> Non
     # one decode helper per consumer: the kills also hit decodes in flight, and the helpers must die too
     env = consumer_env(settings, tmp_path / "c", batch_max_rows=20_000, max_inflight_rows=100_000,
                        consumer_decode_processes=1)
-    cmd = [sys.executable, "-m", "auditlog.cli", "consume"]
+    cmd = [sys.executable, "-m", "auditlog.app.cli", "consume"]
     rng = random.Random(7)
     producer = asyncio.create_task(publish(settings.kafka_bootstrap, settings.topic, values))
     kills = 0

@@ -31,7 +31,7 @@ import asyncio, os, signal, sys
 from auditlog import logs
 from auditlog.settings import Settings
 from auditlog.store import Store
-from auditlog.migrations import migrate
+from auditlog.db.migrations import migrate
 from consumers.worker import ConsumerWorker
 
 KILL_AFTER = int(sys.argv[1])
@@ -93,7 +93,7 @@ async def test_kill_between_insert_and_commit(settings: Settings, tmp_path: Path
     assert first.returncode == -9, first.stderr[-3000:]
     flushed_before = sum(e["rows"] for e in log_events(first.stderr, "batch.flushed"))
 
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.cli", "consume"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "consume"], env=env,
                             stderr=subprocess.PIPE, text=True)
     try:
         await _wait_consumed(settings)

@@ -1,4 +1,4 @@
-"""Tamper evidence (migration 0040, auditlog/integrity.py, ``auditlog verify``) on the real chDB engine.
+"""Tamper evidence (migration 0040, auditlog/db/integrity.py, ``auditlog verify``) on the real chDB engine.
 
 Events reach ``audit_events`` the way the consumer writes them (its Inserter with dedup tokens) or straight
 (``store_events``); then an "admin" edits, deletes, re-inserts or rewrites rows with plain SQL, and verify
@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import structlog
 
-from auditlog import integrity
-from auditlog.cli import main
-from auditlog.migrations import migrate
+from auditlog.app.cli import main
+from auditlog.db import integrity
+from auditlog.db.migrations import migrate
 from auditlog.store import Store
 from consumers.inserter import Inserter
 from consumers.native import NativeEncoder

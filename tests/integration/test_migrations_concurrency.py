@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import auditlog.migrations as store_mod
-from auditlog.migrations import Migration, MigrationError, migrate, migration_files, retention_tables, ttl_days
+import auditlog.db.migrations as store_mod
+from auditlog.db.migrations import Migration, MigrationError, migrate, migration_files, retention_tables, ttl_days
 from auditlog.store import Store
 from schemas.catalog import get_catalog
 from schemas.event import parse_event

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from auditlog.migration_sql import _statements, migration_files, render_migration
+from auditlog.db.migration_sql import _statements, migration_files, render_migration
 from auditlog.store import Store
 
 IDEMPOTENT = [

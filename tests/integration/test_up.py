@@ -17,8 +17,8 @@ import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from auditlog.app.demo import DEMO_ADMIN_WORKSPACES
 from auditlog.broker import free_port
-from auditlog.demo import DEMO_ADMIN_WORKSPACES
 from tests.factories import make_event
 from tests.updemo import UpDemo, start_up_demo, stop_up_demo
 

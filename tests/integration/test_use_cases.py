@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.migrations import migrate
+from auditlog.db.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers.worker import ConsumerWorker

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.migration_sql import SHARD_KEY, cluster_statements, sharded_tables
-from auditlog.migrations import migrate
+from auditlog.db.migration_sql import SHARD_KEY, cluster_statements, sharded_tables
+from auditlog.db.migrations import migrate
 from auditlog.store import Store
 from schemas.catalog import get_catalog
 from schemas.event import parse_event

@@ -74,14 +74,14 @@ def test_compose_migrate_job_commands_parse(path: Path) -> None:
 
     import yaml
 
-    from auditlog import roles
-    from auditlog.cli import build_parser
+    from auditlog.app.cli import build_parser
+    from auditlog.db import roles
 
     command = yaml.safe_load(path.read_text())["services"]["migrate"]["command"]
     steps = [shlex.split(step) for step in " ".join(command).split("&&")]
     assert len(steps) >= 3
     for argv in steps:
-        if argv[:3] == ["python", "-m", "auditlog.roles"]:
+        if argv[:3] == ["python", "-m", "auditlog.db.roles"]:
             args = roles.build_parser().parse_args(argv[3:])
             assert args.apply, argv
         else:

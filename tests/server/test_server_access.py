@@ -1,7 +1,7 @@
 """Least privilege on a real ClickHouse server (testcontainers; skipped without Docker).
 
 `auditlog migrate` with admin credentials creates the roles; service and analyst users come from
-auditlog.roles. Checked: the writer inserts events but cannot read them, read other tables, delete, alter
+auditlog.db.roles. Checked: the writer inserts events but cannot read them, read other tables, delete, alter
 or truncate; the reader (API) reads but cannot mutate; an analyst sees only its org, through the table, the
 flat view and the daily counts; an analyst user without an org sees nothing; migrate is idempotent with
 roles and skips cleanly for least-privilege users.
@@ -16,8 +16,8 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from auditlog import roles
-from auditlog.migrations import migrate
+from auditlog.db import roles
+from auditlog.db.migrations import migrate
 from auditlog.store import Store
 from schemas.catalog import get_catalog
 from schemas.event import parse_event

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from auditlog import roles
 from auditlog.broker import ensure_topics
-from auditlog.migrations import migrate
+from auditlog.db import roles
+from auditlog.db.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
 from producers.producer import AuditProducerSync

@@ -5,8 +5,8 @@ cannot rot silently:
 - every ``AUDITLOG_*`` variable (ConfigMap, env) is a field of :class:`auditlog.settings.Settings`, and each
   container's environment (ConfigMap + Secret example + env, ``$(VAR)`` expanded as the kubelet does) builds
   valid Settings (also with the ConfigMap switched to Kafka SASL_SSL); other variables are used (``$(VAR)`` or ``--password-env``), Secret keys exist;
-- every container's command/args parse with the project's own parsers (``auditlog.cli.build_parser``, and
-  ``python -m auditlog.roles`` run with ``--apply`` against a fake ClickHouse client);
+- every container's command/args parse with the project's own parsers (``auditlog.app.cli.build_parser``, and
+  ``python -m auditlog.db.roles`` run with ``--apply`` against a fake ClickHouse client);
 - probes, ports and Prometheus annotations match the code: the API's paths are GET routes of
   ``create_app``'s app, the consumer's are answered by ``consumers.health.HealthServer`` (run on loopback) and its liveness
   stays 200 for a worker that is merely behind; ports are the configured ones;
@@ -15,7 +15,7 @@ cannot rot silently:
 - the service users the migrate Job creates are those (and the passwords) the Deployments log in with
   (``AUDITLOG_CLICKHOUSE_USER``, and ``AUDITLOG_CLICKHOUSE_PASSWORD`` from the same Secret key); no
   ``AUDITLOG_CLICKHOUSE_URL`` carries credentials, and passwords full of URL-special characters reach the
-  ClickHouse client (and ``auditlog.roles``) unchanged;
+  ClickHouse client (and ``auditlog.db.roles``) unchanged;
 - with ``kubernetes-validate`` installed: each object against the bundled Kubernetes JSON schemas (strict);
   with ``kubectl``/``kustomize`` on PATH: ``kustomize build`` renders.
 """
@@ -40,8 +40,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from auditlog import roles
-from auditlog.cli import build_parser
+from auditlog.app.cli import build_parser
+from auditlog.db import roles
 from auditlog.settings import Settings
 from auditlog.store import credentials
 
@@ -63,7 +63,7 @@ OTHER_FILES = {"README.md"}
 #: Examples the operator copies; never kustomize resources (applying one would overwrite the real object).
 NOT_APPLIED = {"secret.example.yaml"}
 IMAGE = "auditlog:local"
-ROLES_COMMAND = ["python", "-m", "auditlog.roles"]
+ROLES_COMMAND = ["python", "-m", "auditlog.db.roles"]
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -350,7 +350,7 @@ AWKWARD = {"clickhouse-admin-password": "change-me a@b:c/d?e#f%41&g=h+i",
 
 def test_passwords_with_any_characters_reach_the_client(clean_env: pytest.MonkeyPatch) -> None:
     """The reason for AUDITLOG_CLICKHOUSE_PASSWORD: whatever the Secret holds is what the client sends and what
-    ``auditlog.roles`` hashes for the service users (no URL encoding, no expansion)."""
+    ``auditlog.db.roles`` hashes for the service users (no URL encoding, no expansion)."""
     awkward = {**secret_data(), **AWKWARD}
     clean_env.setattr(sys.modules[__name__], "secret_data", lambda: dict(awkward))
     for where, c in all_containers():
@@ -396,7 +396,7 @@ class _FakeClient:
 
 
 def run_roles(c: dict[str, Any], mp: pytest.MonkeyPatch) -> tuple[str, dict[str, Any], list[str]]:
-    """Run the container's ``python -m auditlog.roles ...`` with its environment, ClickHouse faked: the URL and
+    """Run the container's ``python -m auditlog.db.roles ...`` with its environment, ClickHouse faked: the URL and
     the keyword arguments (credentials) it connects with, and the statements it sends."""
     assert c["command"] == ROLES_COMMAND
     argv = [str(a) for a in c["args"]]
@@ -414,7 +414,7 @@ def run_roles(c: dict[str, Any], mp: pytest.MonkeyPatch) -> tuple[str, dict[str,
     try:
         assert roles.main(argv) == 0
     except SystemExit as exc:
-        pytest.fail(f"`python -m auditlog.roles {' '.join(argv)}` exits {exc.code}")
+        pytest.fail(f"`python -m auditlog.db.roles {' '.join(argv)}` exits {exc.code}")
     assert len(urls) == 1 and sent, "with --apply the statements must be executed"
     return urls[0], logins[0], sent
 

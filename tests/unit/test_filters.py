@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 
-from query_api import api_events, api_insights, cli
+from query_api import api_events, api_insights, cli, page_filters
 from query_api.auth import Principal
 from query_api.errors import ApiError, install_error_handlers
 from query_api.filters import (
@@ -119,10 +119,6 @@ def test_cli_flags_become_the_api_parameters() -> None:
 
 
 # ----- the page's list ----------------------------------------------------------------------------------------
-def _js_strings(text: str) -> list[str]:
-    return re.findall(r'"([^"]*)"', text)
-
-
 def _block(src: str, start: str) -> str:
     """The text from ``start`` to the end of its (brace- or bracket-delimited) block."""
     i = src.index(start)
@@ -137,33 +133,20 @@ def _block(src: str, start: str) -> str:
     raise AssertionError(f"unbalanced block after {start!r}")
 
 
-def test_the_pages_filter_list_is_the_table() -> None:
-    """The page keeps its own list (it parses the URL before it has a token); it must be the table's filters
-    that have a page label, with the same chip labels."""
+def test_the_pages_filter_list_is_generated_from_the_table() -> None:
+    """The page takes its filters (names, chip labels, widgets) from static/js/filter_table.js, which is the table
+    rendered (regenerate with ``python -m query_api.page_filters``); its own modules name no filter label."""
+    assert (STATIC_JS / "filter_table.js").read_text(encoding="utf-8") == page_filters.render(), (
+        "static/js/filter_table.js is stale: run python -m query_api.page_filters")
+    assert {s.name for s in FILTERS if s.label} == {s.name for s in FILTERS if s.widget}
     state = (STATIC_JS / "state.js").read_text(encoding="utf-8")
     chips_js = (STATIC_JS / "chips.js").read_text(encoding="utf-8")
-    on_page = {s.name for s in FILTERS if s.label}
-    text_filters = re.findall(r'\["(\w+)", "([^"]+)"\]', _block(state, "export const TEXT_FILTERS = ["))
-    assert text_filters, "TEXT_FILTERS not found in state.js"
-    assert all(BY_NAME[name].label == label for name, label in text_filters), text_filters
-    text_names = [n for n, _ in text_filters]
-    assert text_names == [s.name for s in FILTERS if s.name in text_names]  # chip order = table order
-    # emptyState(): one key per filter on the page (+ the page's own `range`)
-    empty = set(re.findall(r"^\s*(\w+):", _block(state, "export function emptyState() {"), re.M))
-    assert empty - {"range"} == on_page
-    # fromSearch(): the URL keys it reads
-    from_search = _block(state, "export function fromSearch(search) {")
-    read = set(re.findall(r'p\.get(?:All)?\("(\w+)"\)', from_search))
-    read |= set(_js_strings(_block(from_search, "for (const k of ["))) | set(text_names)
-    assert read - {"range"} == on_page
-    # filterEntries(): the API parameters it sends (start/end come from the resolved window in apiParams())
-    entries = _block(state, "function filterEntries(s) {")
-    sent = {k for k in _js_strings(entries) if k} | set(text_names)
-    assert sent == on_page - {"start", "end"}
-    assert re.search(r"start: toRfc3339\(win\.start\), end: toRfc3339\(win\.end\)", state)
-    # the chips of chips.js: one label per filter on the page
-    chips = set(re.findall(r'chips\.push\(\["([^"]+)"', _block(chips_js, "function chipList() {")))
-    assert chips | {label for _, label in text_filters} == {s.label for s in FILTERS if s.label}
+    assert 'import { FILTERS } from "./filter_table.js";' in state
+    for s in FILTERS:
+        if s.label:
+            assert f'"{s.label}"' not in state + chips_js, f"the page declares the label {s.label!r} itself"
+    empty = _block(state, "export function emptyState() {")
+    assert not re.findall(r'^\s*(\w+):', empty, re.M) or set(re.findall(r'^\s*(\w+):', empty, re.M)) <= {"range"}
 
 
 # ----- validation -----------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.cli_migrate import _settings
-from auditlog.migrations import migrate
+from auditlog.app.cli_migrate import _settings
+from auditlog.db.migrations import migrate
 from auditlog.store import Store
 from schemas.rows import EVENT_COLUMNS
 

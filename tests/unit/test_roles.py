@@ -1,4 +1,4 @@
-"""Least-privilege SQL of auditlog.roles: what it grants (and never grants), that ClickHouse's own parser
+"""Least-privilege SQL of auditlog.db.roles: what it grants (and never grants), that ClickHouse's own parser
 accepts every statement, and what the embedded engine (chDB) can and cannot execute.
 
 Measured on chDB 4.4 / ClickHouse 26.9 (embedded): no writable access storage (``system.user_directories``
@@ -16,8 +16,8 @@ import re
 import clickhouse_connect
 import pytest
 
-from auditlog import roles
-from auditlog.migrations import migrate
+from auditlog.db import roles
+from auditlog.db.migrations import migrate
 from auditlog.store import Store
 from schemas.rows import EVENTS_TABLE
 

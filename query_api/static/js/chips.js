@@ -5,7 +5,7 @@ import { h, setChildren } from "./dom.js";
 import { formatTs } from "./format.js";
 import { icon } from "./icons.js";
 import { DEFAULT_RANGE, RANGES, resolveWindow } from "./period.js";
-import { page, setFilters, TEXT_FILTERS } from "./state.js";
+import { LABELS, page, setFilters, TEXT_FILTERS } from "./state.js";
 
 const chipsRow = document.getElementById("chips-row");
 const chipsList = document.getElementById("chips");
@@ -21,13 +21,13 @@ function chipList() {
           const w = resolveWindow(f);
           return `${formatTs(w.start, page.tz).slice(0, 16)} → ${formatTs(w.end, page.tz).slice(0, 16)}`;
         })();
-    chips.push(["Period", text, { range: DEFAULT_RANGE, start: null, end: null }]);
+    chips.push([LABELS.period, text, { range: DEFAULT_RANGE, start: null, end: null }]);
   }
-  if (f.q) chips.push(["Search", f.q, { q: "" }]);
-  if (f.scope) chips.push(["Scope", (scopeOf(page.catalog, f.scope) || {}).label || f.scope, { scope: "", category: "" }]);
-  if (f.category) chips.push(["Category", (categoryOf(page.catalog, f.scope, f.category) || {}).label || f.category, { category: "" }]);
-  for (const a of f.action) chips.push(["Action", actionLabel(page.catalog, f.scope, a), { action: f.action.filter((x) => x !== a) }]);
-  if (f.status) chips.push(["Status", f.status, { status: "" }]);
+  if (f.q) chips.push([LABELS.search, f.q, { q: "" }]);
+  if (f.scope) chips.push([LABELS.scope, (scopeOf(page.catalog, f.scope) || {}).label || f.scope, { scope: "", category: "" }]);
+  if (f.category) chips.push([LABELS.category, (categoryOf(page.catalog, f.scope, f.category) || {}).label || f.category, { category: "" }]);
+  for (const a of f.action) chips.push([LABELS.action, actionLabel(page.catalog, f.scope, a), { action: f.action.filter((x) => x !== a) }]);
+  if (f.status) chips.push([LABELS.status, f.status, { status: "" }]);
   for (const [k, label] of TEXT_FILTERS) if (f[k]) chips.push([label, f[k], { [k]: "" }]);
   return chips;
 }

@@ -5,33 +5,21 @@
 
 import { actionGroups, categoryOf } from "./catalog.js";
 import { getTzMode, setTzMode, toRfc3339 } from "./format.js";
+import { FILTERS } from "./filter_table.js";
 import { DEFAULT_RANGE, parseDate, RANGES, resolveWindow } from "./period.js";
 
-/** Exact-match filters of the API, in chip order, with their chip labels. */
-export const TEXT_FILTERS = [
-  ["actor_email", "User"],
-  ["actor_id", "User ID"],
-  ["ip", "IP address"],
-  ["workspace_id", "Workspace"],
-  ["target", "Target"],
-];
+/** Exact-match text filters of the API, in chip order, with their chip labels (from the filter table). */
+export const TEXT_FILTERS = FILTERS.filter(([, , widget]) => widget === "text").map(([name, label]) => [name, label]);
+/** The chip label of each filter widget (LABELS.scope is the scope filter's). */
+export const LABELS = Object.fromEntries(FILTERS.map(([, label, widget]) => [widget, label]));
+/** Filters sent in the URL and to the API, in this order (the period is sent apart). */
+const URL_ORDER = ["search", "scope", "category", "action", "status", "text"];
+const SENT = URL_ORDER.flatMap((w) => FILTERS.filter(([, , widget]) => widget === w).map(([name, , widget]) => [name, widget]));
 
 export function emptyState() {
-  return {
-    range: DEFAULT_RANGE,
-    start: null,
-    end: null,
-    q: "",
-    scope: "",
-    category: "",
-    action: [],
-    status: "",
-    actor_email: "",
-    actor_id: "",
-    ip: "",
-    workspace_id: "",
-    target: "",
-  };
+  const s = { range: DEFAULT_RANGE };
+  for (const [name, , widget] of FILTERS) s[name] = widget === "period" ? null : widget === "action" ? [] : "";
+  return s;
 }
 
 /** State from a query string ("?scope=billing&range=24h"). Unknown keys are ignored. */
@@ -42,9 +30,7 @@ export function fromSearch(search) {
   s.end = parseDate(p.get("end"));
   const range = p.get("range");
   s.range = s.start || s.end ? "" : range && RANGES[range] ? range : DEFAULT_RANGE;
-  for (const k of ["q", "scope", "category", "status", ...TEXT_FILTERS.map(([key]) => key)]) {
-    s[k] = (p.get(k) || "").trim();
-  }
+  for (const [k, w] of SENT) if (w !== "action") s[k] = (p.get(k) || "").trim();
   s.action = p.getAll("action").filter(Boolean);
   if (s.status && s.status !== "SUCCESS" && s.status !== "FAILED") s.status = "";
   if (!s.scope) s.category = "";
@@ -54,10 +40,10 @@ export function fromSearch(search) {
 /** [key, value] of every set filter except the period, in URL order (`action` repeats: OR of actions). */
 function filterEntries(s) {
   const out = [];
-  for (const k of ["q", "scope", "category"]) if (s[k]) out.push([k, s[k]]);
-  for (const a of s.action) out.push(["action", a]);
-  if (s.status) out.push(["status", s.status]);
-  for (const [k] of TEXT_FILTERS) if (s[k]) out.push([k, s[k]]);
+  for (const [k, w] of SENT) {
+    if (w === "action") for (const a of s[k]) out.push([k, a]);
+    else if (s[k]) out.push([k, s[k]]);
+  }
   return out;
 }
 

@@ -22,7 +22,7 @@ from auditlog.stopsignals import StopSignals, stop_signals
 from auditlog.store import redact_text, redact_url
 
 if TYPE_CHECKING:
-    from auditlog.embedded import EmbeddedStack
+    from auditlog.app.embedded import EmbeddedStack
 
 log = get_logger("auditlog.up")
 
@@ -64,7 +64,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path, stops: StopSignals) -> int:
-    from auditlog.embedded import EmbeddedStack, jwt_secret_for
+    from auditlog.app.embedded import EmbeddedStack, jwt_secret_for
 
     t0 = time.monotonic()
     settings = settings.model_copy(update={"jwt_secret": jwt_secret_for(settings)})
@@ -101,7 +101,7 @@ async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path, s
 
 async def _start(stack: EmbeddedStack, demo: bool, log_path: Path, t0: float, out: TextIO) -> None:
     """Start the stack, print the banner and, with ``demo``, load the demo events and print the tokens."""
-    from auditlog.embedded import demo_tokens
+    from auditlog.app.embedded import demo_tokens
 
     settings = stack.settings
     await stack.start()

@@ -1,12 +1,12 @@
 """The ``auditlog`` command. Subcommands live next to what they run and register themselves here:
 
-- ``auditlog.cli_up`` : ``up`` (embedded all-in-one)
-- ``auditlog.cli_migrate``: ``migrate``
-- ``auditlog.cli_emit``: ``emit``
-- ``auditlog.cli_token``: ``token`` (development API tokens)
+- ``auditlog.app.cli_up`` : ``up`` (embedded all-in-one)
+- ``auditlog.app.cli_migrate``: ``migrate``
+- ``auditlog.app.cli_emit``: ``emit``
+- ``auditlog.app.cli_token``: ``token`` (development API tokens)
 - ``consumers.cli``   : ``consume``, ``dlq list``, ``dlq replay``
 - ``query_api.cli``   : ``api``, ``export``
-- ``auditlog.integrity``: ``verify`` (tamper evidence)
+- ``auditlog.db.integrity``: ``verify`` (tamper evidence)
 
 Each module exposes ``register(subparsers)`` that adds its parsers with ``func=<callable(args) -> int>``.
 Settings come from ``AUDITLOG_*`` variables; flags override them (see ``auditlog <cmd> --help``).
@@ -23,8 +23,8 @@ import sys
 from auditlog import __version__
 from auditlog.stopsignals import stop_signals
 
-COMMAND_MODULES = ("auditlog.cli_up", "auditlog.cli_migrate", "auditlog.cli_emit", "consumers.cli", "query_api.cli",
-                   "auditlog.integrity", "auditlog.cli_token")
+COMMAND_MODULES = ("auditlog.app.cli_up", "auditlog.app.cli_migrate", "auditlog.app.cli_emit", "consumers.cli", "query_api.cli",
+                   "auditlog.db.integrity", "auditlog.app.cli_token")
 SERVICE_COMMANDS = frozenset({"up", "consume", "api"})
 
 

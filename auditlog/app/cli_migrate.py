@@ -1,4 +1,4 @@
-"""``auditlog migrate``: create or upgrade the ClickHouse schema (the work is :mod:`auditlog.migrations`)."""
+"""``auditlog migrate``: create or upgrade the ClickHouse schema (the work is :mod:`auditlog.db.migrations`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ log = get_logger("auditlog.migrate")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from auditlog.migrations import add_arguments
+    from auditlog.db.migrations import add_arguments
 
     mig = sub.add_parser(
         "migrate",
@@ -31,7 +31,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from auditlog.migrations import run_cli
+    from auditlog.db.migrations import run_cli
 
     settings = _settings(args)
     logs.configure(settings.log_level)

@@ -24,47 +24,17 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from auditlog.db.content_hash import CONTENT_COLUMNS as CONTENT_COLUMNS  # the verifier's hash: content_hash.py's
+from auditlog.db.content_hash import CONTENT_SHA256_SQL as CONTENT_SHA256_SQL
+from auditlog.db.content_hash import content_sha256 as content_sha256
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
-from schemas.event import epoch_ms
-from schemas.rows import EVENT_COLUMNS, PROVENANCE_COLUMNS
 from schemas.tables import DIGESTS_TABLE, EVENTS_TABLE
 
 
 def _log() -> Any:
-    return get_logger("auditlog.integrity")  # not cached at import: `auditlog verify` configures logging first
-
-CONTENT_TAG = "auditlog-content-v1"
-#: The content columns, in hash order (the insert order of schemas/rows.py minus provenance).
-CONTENT_COLUMNS: tuple[str, ...] = tuple(c for c in EVENT_COLUMNS if c not in PROVENANCE_COLUMNS)
-#: How a column becomes text before length-prefixing (default ``toString(col)``; NULL stays NULL).
-_AS_TEXT = {"occurred_at": "toString(toUnixTimestamp64Milli(occurred_at))"}
-
-
-def _field_sql(col: str) -> str:
-    v = _AS_TEXT.get(col, f"toString({col})")
-    return f"ifNull(concat(toString(length({v})), ':', {v}), '~')"
-
-
-#: The content hash as a ClickHouse expression over audit_events' columns (FixedString(32)). FROZEN.
-CONTENT_SHA256_SQL = "SHA256(concat('" + CONTENT_TAG + "', " + ", ".join(_field_sql(c) for c in CONTENT_COLUMNS) + "))"
-
-
-def content_sha256(row: dict[str, Any]) -> bytes:
-    """The same hash in Python, from a row as selected (dict by column): the reference for the SQL above and
-    for anyone re-checking an exported event outside ClickHouse."""
-    parts = [CONTENT_TAG.encode()]
-    for col in CONTENT_COLUMNS:
-        v = row[col]
-        if v is None:
-            parts.append(b"~")
-            continue
-        text = str(epoch_ms(v)) if col == "occurred_at" else str(v)
-        b = text.encode("utf-8")
-        parts.append(str(len(b)).encode() + b":" + b)
-    return hashlib.sha256(b"".join(parts)).digest()
-
+    return get_logger("auditlog.db.integrity")  # not cached at import: `auditlog verify` configures logging first
 
 # ----- verify -------------------------------------------------------------------------------------------
 STATUSES: tuple[str, ...] = ("verified", "altered", "deleted", "unrecorded", "conflicting", "expired")
@@ -86,7 +56,7 @@ class Report:
 def retention_cutoff(store: Store, margin_days: float, now: datetime | None = None) -> datetime | None:
     """Oldest ``occurred_at`` still checked: rows older than (retention - margin) may already be gone from one
     table and not yet from the other (TTL merges run at different times). None: no retention TTL."""
-    from auditlog.migrations import ttl_days
+    from auditlog.db.migrations import ttl_days
 
     days = ttl_days(store)
     if days is None:

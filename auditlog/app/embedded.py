@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from auditlog.app.demo import DEMO_ADMIN_WORKSPACES, DEMO_ORGS, demo_events
 from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.demo import DEMO_ADMIN_WORKSPACES, DEMO_ORGS, demo_events
+from auditlog.db.migrations import migrate
 from auditlog.logs import get_logger
-from auditlog.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store, redact_url
 from producers import AuditProducer
@@ -35,7 +35,7 @@ from schemas.tables import EVENTS_TABLE
 if TYPE_CHECKING:
     from query_api.serving import AppServer
 
-log = get_logger("auditlog.embedded")
+log = get_logger("auditlog.app.embedded")
 
 
 def jwt_secret_for(settings: Settings) -> str:

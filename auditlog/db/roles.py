@@ -12,9 +12,9 @@ Contract:
 
 Command line (prints SQL; ``--apply`` runs it on ``AUDITLOG_CLICKHOUSE_URL`` with those credentials)::
 
-    python -m auditlog.roles roles
-    python -m auditlog.roles analyst --user alice --org acme --password-sha256 <hex>
-    python -m auditlog.roles service --user auditlog_consumer --role writer --password-env CONSUMER_PW --apply
+    python -m auditlog.db.roles roles
+    python -m auditlog.db.roles analyst --user alice --org acme --password-sha256 <hex>
+    python -m auditlog.db.roles service --user auditlog_consumer --role writer --password-env CONSUMER_PW --apply
 """
 from __future__ import annotations
 
@@ -235,7 +235,7 @@ def _common_options(p: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m auditlog.roles", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m auditlog.db.roles", description=__doc__.split("\n\n")[0])
     _common_options(p, suppress=False)
     sub = p.add_subparsers(dest="what", required=True)
     _common_options(sub.add_parser("roles", help="the three roles, their grants and row policies"), suppress=True)
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid settings: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
     database = args.database or settings.clickhouse_database
-    from auditlog.migration_sql import sharded_tables
+    from auditlog.db.migration_sql import sharded_tables
 
     local = sorted(sharded_tables()) if args.sharded else []
     if args.what == "roles":

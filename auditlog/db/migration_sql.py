@@ -3,7 +3,7 @@
 Contract: :func:`migration_files` lists ``NNNN_name.sql`` in version order (versions unique);
 :func:`render_migration` fills in ``{db}``, ``{ttl_days}`` and ``{content_sha256}``; :func:`render_cluster` /
 :func:`cluster_statements` turn single-node statements into the cluster's (``ON CLUSTER``, sharded tables as
-``<name>_local`` + Distributed). Pure text: nothing here touches a store (applying is :mod:`auditlog.migrations`).
+``<name>_local`` + Distributed). Pure text: nothing here touches a store (applying is :mod:`auditlog.db.migrations`).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def _statements(sql: str) -> list[str]:
 
 def render_migration(sql: str, database: str, retention_days: int) -> list[str]:
     """The statements of one migration file with ``{db}``, ``{ttl_days}`` and ``{content_sha256}`` (the content
-    hash expression of auditlog.integrity, defined once there) filled in."""
-    from auditlog.integrity import CONTENT_SHA256_SQL
+    hash expression of :mod:`auditlog.db.content_hash`) filled in."""
+    from auditlog.db.content_hash import CONTENT_SHA256_SQL
 
     check_ident(database, "database name")
     return [
@@ -144,7 +144,7 @@ def render_cluster(stmt: str, database: str, cluster: str, sharded: set[str]) ->
 
 
 def cluster_statements(database: str, cluster: str, retention_days: int = 400) -> list[str]:
-    """Every migration rendered for ``cluster``, in order (for review: ``python -m auditlog.migrations``)."""
+    """Every migration rendered for ``cluster``, in order (for review: ``python -m auditlog.db.migrations``)."""
     sharded = sharded_tables()
     out = [f"CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}"]
     for m in migration_files():
