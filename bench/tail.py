@@ -133,7 +133,7 @@ async def produce(a: argparse.Namespace) -> None:
 # ----- the server -------------------------------------------------------------------------------------------
 def start_up(data: Path, port: int, kafka_port: int, env_over: dict[str, str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AUDITLOG_LOG_LEVEL": "warning", **env_over}
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.cli", "up", "--port", str(port), "--kafka-port",
+    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "up", "--port", str(port), "--kafka-port",
                              str(kafka_port), "--data", str(data)], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None
