@@ -25,12 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter
 from starlette.requests import ClientDisconnect, Request
 
 from producers.producer import AuditProducer
 from query_api.auth import ServicePrincipal
 from query_api.errors import ApiError, ClientGone
+from query_api.observability import INGEST_EVENTS
 from schemas.catalog import Catalog
 from schemas.event import EventError, parse_event
 
@@ -41,9 +41,6 @@ RETRY_AFTER_S = 5
 _WHOLE_MESSAGE = frozenset({"message", "event"})  # EventError fields that name no field of the event
 _REQUIRED = ("required over HTTP: the producer sets it once per event and keeps it on a retry (that makes a retry "
              "harmless); it is never filled in here")
-
-EVENTS = Counter("auditlog_api_ingest_events_total", "Events of POST /v1/ingest by outcome (accepted: acknowledged by "
-                 "the broker; rejected: invalid or outside write_orgs; unavailable: refused with 503)", ["outcome"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +214,4 @@ async def publish(producer: AuditProducer | None, records: Sequence[tuple[str, b
 
 def count(outcome: str, n: int) -> None:
     if n:
-        EVENTS.labels(outcome).inc(n)
-
-
-for _outcome in ("accepted", "rejected", "unavailable"):  # the series exist (at 0) from the start
-    EVENTS.labels(_outcome)
+        INGEST_EVENTS.labels(outcome).inc(n)

@@ -5,7 +5,8 @@ Contract:
   created once per process, and are labelled by route template (``/v1/events/{event_id}``), never by raw path:
   ``auditlog_api_requests_total{method,route,status}``, ``auditlog_api_request_seconds{method,route}``
   (until the last body byte, so exports count fully), ``auditlog_api_rows_exported_total{format}``, and the live
-  tail's ``auditlog_api_tail_streams``, ``auditlog_api_tail_polls_total``, ``auditlog_api_tail_events_total``;
+  tail's ``auditlog_api_tail_streams``, ``auditlog_api_tail_polls_total``, ``auditlog_api_tail_events_total``, and
+  ``auditlog_api_ingest_events_total{outcome}``;
 - one ``api.request`` log line per request: method, route, path, status, ms, client, and the caller's ``sub`` /
   ``org_id`` when authenticated. Headers and the query string are not logged (no tokens, no e-mails).
 """
@@ -29,6 +30,11 @@ ROWS_EXPORTED = Counter("auditlog_api_rows_exported_total", "Rows streamed by ex
 TAIL_STREAMS = Gauge("auditlog_api_tail_streams", "Live tails open in this process")
 TAIL_POLLS = Counter("auditlog_api_tail_polls_total", "Store queries of the shared live-tail reader")
 TAIL_EVENTS = Counter("auditlog_api_tail_events_total", "Events queued for live-tail clients")
+INGEST_EVENTS = Counter("auditlog_api_ingest_events_total", "Events of POST /v1/ingest by outcome (accepted: "
+                        "acknowledged by the broker; rejected: invalid or outside write_orgs; unavailable: refused "
+                        "with 503)", ["outcome"])
+for _outcome in ("accepted", "rejected", "unavailable"):  # the series exist (at 0) from the start
+    INGEST_EVENTS.labels(_outcome)
 
 
 class AccessLogMiddleware:

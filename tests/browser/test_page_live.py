@@ -142,6 +142,17 @@ def assert_unique(page: Any) -> None:
     assert len(ids) == len(set(ids)), "an event is shown twice"
 
 
+
+def live_page(up: UpDemo, new_page: Any) -> tuple[Any, CspWatch, StreamWatch]:
+    """A page under the app's CSP, signed in as the org owner, with Live on and live; its CSP and stream watchers."""
+    page = new_page(enforce_csp=True)
+    watch = CspWatch(page)
+    streams = StreamWatch(page)
+    sign_in(page, up.owner_token)
+    toggle_live(page)
+    wait_status(page, "live")
+    return page, watch, streams
+
 def test_live_shows_new_events_at_the_top_within_3_seconds(up: UpDemo, new_page: Any,
                                                             producer: AuditProducerSync) -> None:
     page = new_page(enforce_csp=True)
@@ -199,12 +210,7 @@ def test_live_shows_new_events_at_the_top_within_3_seconds(up: UpDemo, new_page:
 
 
 def test_live_applies_the_filter_chips(up: UpDemo, new_page: Any, producer: AuditProducerSync) -> None:
-    page = new_page(enforce_csp=True)
-    watch = CspWatch(page)
-    streams = StreamWatch(page)
-    sign_in(page, up.owner_token)
-    toggle_live(page)
-    wait_status(page, "live")
+    page, watch, streams = live_page(up, new_page)
     page.select_option("#f-status", "FAILED")
     wait_idle(page)
     assert any("Status:" in c and "FAILED" in c for c in page.locator("#chips li").all_inner_texts())
@@ -227,12 +233,7 @@ def test_live_applies_the_filter_chips(up: UpDemo, new_page: Any, producer: Audi
 
 
 def test_live_pauses_and_resumes_without_a_gap(up: UpDemo, new_page: Any, producer: AuditProducerSync) -> None:
-    page = new_page(enforce_csp=True)
-    watch = CspWatch(page)
-    streams = StreamWatch(page)
-    sign_in(page, up.owner_token)
-    toggle_live(page)
-    wait_status(page, "live")
+    page, watch, streams = live_page(up, new_page)
     wait_idle(page)
     seen_id, t_seen = publish(producer, f"live-seen-{uuid.uuid4().hex[:8]}")
     wait_rows(page, [seen_id], t_seen)
@@ -268,12 +269,7 @@ def test_live_pauses_and_resumes_without_a_gap(up: UpDemo, new_page: Any, produc
 
 
 def test_switching_live_off_stops_the_stream(up: UpDemo, new_page: Any, producer: AuditProducerSync) -> None:
-    page = new_page(enforce_csp=True)
-    watch = CspWatch(page)
-    streams = StreamWatch(page)
-    sign_in(page, up.owner_token)
-    toggle_live(page)
-    wait_status(page, "live")
+    page, watch, streams = live_page(up, new_page)
     # remembered: a reload opens the stream again by itself
     page.reload()
     wait_idle(page)
