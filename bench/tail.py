@@ -10,8 +10,8 @@ Setup (the server's work, the producer's and the clients' never share a GIL):
   now, carrying its send time in ``detail`` (``{"bench": run, "sent_at": time.time(), "seq": n}``); it writes
   every event it sent (id, org, workspace, status, send time, ack) to a file;
 - ``--client-procs`` client processes sharing the ``--streams`` SSE streams round robin (one
-  ``tests/integration/sse_client.py`` ``SseClient`` thread per stream; by default with a parser linear in the
-  chunk's size and ``at`` = the time the event's chunk was read: see :func:`linear_sse_client`), each stream a
+  ``tests/integration/sse_client.py`` ``SseClient`` thread per stream; ``at`` = the time the event's chunk was
+  read), each stream a
   caller of its own (tokens minted with ``up``'s JWT secret), scopes mixed: org owners of acme (all of acme),
   workspace admins of acme (2 of its 3 workspaces), org owners of acme with ``status=FAILED``, org owners of
   globex. A stream the server ends (overrun: ``api_tail_backlog_events`` behind) resumes with ``Last-Event-ID``
@@ -272,69 +272,15 @@ def mint(secret: str, kind: str, i: int) -> str:
                       workspaces=k.get("workspaces"), permissions=("audit:read",), ttl_seconds=3600)
 
 
-def linear_sse_client() -> type:
-    """``SseClient`` with a parser linear in the chunk's size. The helper splits its buffer one line at a time
-    (``buf.split(b"\\n", 1)``: the rest is copied per line), quadratic in a chunk; since the hub sends a poll's
-    events to a stream as one chunk (~1 MB for an owner at 1,000 events/s) that alone costs the client more than a
-    core. Same connection handling, fields and events as the helper; ``at`` is the time the chunk that carried
-    the event was read (the helper stamps each event after parsing it, which adds the client's own parse time of
-    the events before it in the chunk: ~1,000 per poll for an owner)."""
-    from tests.integration import sse_client as sc
-
-    class LinearSseClient(sc.SseClient):
-        def _read(self) -> None:
-            url = httpx.URL(self.base_url + "/v1/events/stream", params=self.params)
-            headers = {"Host": f"{url.host}:{url.port}", "Authorization": f"Bearer {self.token}",
-                       "Accept": "text/event-stream", "Connection": "close"}
-            if self.last_event_id:
-                headers["Last-Event-ID"] = self.last_event_id
-            self._sock = sock = sc.socket.create_connection((url.host, url.port or 80), timeout=60)
-            sock.sendall((f"GET {url.raw_path.decode('ascii')} HTTP/1.1\r\n"
-                          + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode())
-            f = sock.makefile("rb")
-            self.status = int(f.readline().split()[1])
-            head: dict[str, str] = {}
-            while (line := f.readline().decode().strip()):
-                k, _, v = line.partition(":")
-                head[k.strip().lower()] = v.strip()
-            body = sc._chunks(f) if head.get("transfer-encoding") == "chunked" else iter(lambda: f.read1(65536), b"")
-            if self.status != 200:
-                self.error = b"".join(body).decode()
-                return
-            rest = b""
-            fields: dict[str, str] = {}
-            for data in body:
-                at = time.time()  # the chunk's receipt: its events are stamped with it, not after their parsing
-                lines = (rest + data).split(b"\n")
-                rest = lines.pop()
-                for raw in lines:
-                    line = raw.decode().rstrip("\r")
-                    if line == "":
-                        if "data" in fields:
-                            self.events.append(sc.SseEvent(fields.get("id"), fields.get("event", "message"),
-                                                           json.loads(fields["data"]), at))
-                        fields = {}
-                    elif line.startswith(":"):
-                        self.comments.append(line[1:].strip())
-                        if line[1:].strip() == "live":
-                            self.live.set()
-                    else:
-                        name, _, value = line.partition(":")
-                        value = value[1:] if value.startswith(" ") else value
-                        fields[name] = fields[name] + "\n" + value if name == "data" and "data" in fields else value
-
-    return LinearSseClient
-
-
 class Stream:
     """One viewer's live tail: an ``SseClient``, and when the server ends it (an overrun: it fell
     ``api_tail_backlog_events`` behind) a new one resuming with ``Last-Event-ID`` after ``resume_delay`` s, as the
     page and EventSource do."""
 
-    def __init__(self, kind: str, url: str, token: str, resume_delay: float, linear: bool) -> None:
+    def __init__(self, kind: str, url: str, token: str, resume_delay: float) -> None:
         from tests.integration.sse_client import SseClient
 
-        self._client = linear_sse_client() if linear else SseClient
+        self._client = SseClient
         self.kind, self.url, self.token, self.resume_delay = kind, url, token, resume_delay
         self.params = dict(KINDS[kind]["params"])
         self.segments = [self._client(url, token, params=dict(self.params)).start()]
@@ -397,7 +343,7 @@ class Stream:
 
 
 def client_worker(conn: Any, url: str, specs: list[tuple[str, str]], resume_delay: float, gc_off: bool,
-                  run_id: str, linear: bool) -> None:
+                  run_id: str) -> None:
     """A client process: its share of the streams (one SseClient thread each). Protocol over ``conn``: sends
     ``live``; receives ``expect`` (kind -> event ids) and sends ``drained`` once each stream has its events (or
     nothing arrived for ``drain_s``); receives ``stop`` and sends ``result`` (per stream)."""
@@ -405,7 +351,7 @@ def client_worker(conn: Any, url: str, specs: list[tuple[str, str]], resume_dela
         gc.disable()  # the client holds every event it received; nothing it makes is cyclic
     streams: list[Stream] = []
     try:
-        streams = [Stream(kind, url, token, resume_delay, linear) for kind, token in specs]
+        streams = [Stream(kind, url, token, resume_delay) for kind, token in specs]
         for st in streams:
             st.wait_live()
     except Exception as exc:
@@ -515,8 +461,8 @@ def main(a: argparse.Namespace) -> dict[str, Any]:
                  "orgs": "acme 90% (workspaces ml-research, inference-prod, data-platform, none), globex 10%",
                  "failed_share": 0.1},
         "streams": {"total": len(plan), **Counter(plan)},
-        "client": {"processes": a.client_procs, "parser": a.client, "gc_disabled": not a.gc, "resume_delay_s": a.resume_delay, "probe_ms": a.probe_ms,
-                   "sse_client": "tests/integration/sse_client.py SseClient (parser: see 'parser'), one thread per stream, resumed with "
+        "client": {"processes": a.client_procs, "gc_disabled": not a.gc, "resume_delay_s": a.resume_delay, "probe_ms": a.probe_ms,
+                   "sse_client": "tests/integration/sse_client.py SseClient, one thread per stream, resumed with "
                                  "Last-Event-ID when the server ends the stream"}, "settings": settings_used, "machine_before": machine(),
         "run_id": run_id,
     }
@@ -533,8 +479,7 @@ def main(a: argparse.Namespace) -> dict[str, Any]:
             for w in range(n_procs):  # round robin: each process gets its share of every kind
                 specs = [(kind, mint(secret, kind, i)) for i, kind in enumerate(plan) if i % n_procs == w]
                 parent, child = ctx.Pipe()
-                wp = ctx.Process(target=client_worker, args=(child, url, specs, a.resume_delay, not a.gc, run_id,
-                                                                   a.client == "linear"),
+                wp = ctx.Process(target=client_worker, args=(child, url, specs, a.resume_delay, not a.gc, run_id),
                                  daemon=True)
                 wp.start()
                 workers.append((wp, parent))
@@ -769,9 +714,6 @@ if __name__ == "__main__":
                     "client's parse cost once ~10^6 events are held)")
     ap.add_argument("--client-procs", type=int, default=5,
                     help="processes the SSE streams are spread over (round robin), each a thread per stream [5]")
-    ap.add_argument("--client", choices=("linear", "helper"), default="linear",
-                    help="linear: SseClient with a linear parser; helper: tests/integration/sse_client.py as it is, "
-                         "quadratic in a chunk's size [linear]")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--label", default=None)
     ap.add_argument("--produce", action="store_true", help=argparse.SUPPRESS)  # internal: the producer process

@@ -20,7 +20,7 @@ class SseEvent:
     id: str | None
     event: str
     data: dict[str, Any]
-    at: float  # time.time() when it was read
+    at: float  # time.time() when the chunk that completed it was read
 
 
 @dataclass
@@ -107,17 +107,18 @@ class SseClient:
         buf = b""
         fields: dict[str, str] = {}
         for data in body:
+            at = time.time()  # the chunk's receipt: its events are stamped with it, not after their parsing
             *lines, buf = (buf + data).split(b"\n")  # every complete line at once (linear in the chunk)
             for raw in lines:
-                self._line(raw.decode().rstrip("\r"), fields)
+                self._line(raw.decode().rstrip("\r"), fields, at)
 
-    def _line(self, line: str, fields: dict[str, str]) -> None:
+    def _line(self, line: str, fields: dict[str, str], at: float) -> None:
         if line == "":
             if "id" in fields:
                 self.last_event_id = fields["id"]  # also an id-only message (it moves Last-Event-ID)
             if "data" in fields:
                 self.events.append(SseEvent(fields.get("id"), fields.get("event", "message"),
-                                            json.loads(fields["data"]), time.time()))
+                                            json.loads(fields["data"]), at))
             fields.clear()
         elif line.startswith(":"):
             self.comments.append(line[1:].strip())
