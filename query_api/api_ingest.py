@@ -73,7 +73,8 @@ async def ingest_events(request: Request, service: WritePrincipal, settings: Set
     try:
         ndjson = ingest.media_type(request.headers.get("content-type"))
         body = await ingest.read_body(request, settings.api_ingest_max_bytes)
-        batch = await ingest.parse_off_loop(body, ndjson, service, catalog, settings.api_ingest_max_events)
+        batch = await ingest.parse_off_loop(request.app.state.ingest_pool, body, ndjson, service, catalog,
+                                            settings.api_ingest_max_events)
         rejected = [r.as_dict() for r in batch.rejected]
         ingest.count("rejected", len(rejected))
         if not batch.accepted:

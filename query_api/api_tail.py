@@ -71,7 +71,7 @@ async def stream_events(
             async for page, after in hub.catch_up(sq, since, start):
                 sub.resume = after
                 yield page
-            sub.resume = {p: max(since.get(p, -1), start.get(p, -1)) for p in {*since, *start}}
+            sub.resume = tail_position.highest(since, start)
             sub.floor = {p: o for p, o in since.items() if o > start.get(p, -1)}
         while True:
             waiting = await sub.next_chunk(hub.topic, settings.api_tail_heartbeat_seconds)

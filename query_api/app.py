@@ -55,6 +55,7 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
                consumer_status: Callable[[], dict] | None = None) -> FastAPI:
     # an export's thread may outlive its slot by the moment its query takes to stop: room for that
     pool = ThreadPoolExecutor(max_workers=2 * settings.api_exports_total, thread_name_prefix="export")
+    ingest_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest")  # validation holds the GIL: two
     runner = QueryRunner(store, settings)
     auditor = ReadAuditor(producer, ack_timeout_s=settings.api_audit_ack_timeout_seconds)
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
                 await asyncio.wait_for(auditor.flush_coalesced(everything=True), settings.api_audit_ack_timeout_seconds * 2)
             await app.state.tail_hub.close()
             pool.shutdown(wait=False, cancel_futures=True)
+            ingest_pool.shutdown(wait=False, cancel_futures=True)
             runner.close()
 
     app = FastAPI(
@@ -85,6 +87,8 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     app.state.auditor = auditor  # query_api.cli attaches the producer later ("connecting" until then)
     app.state.runner = runner
     app.state.rate_limiter = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)
+    app.state.ingest_rate_limiter = RateLimiter(settings.api_ingest_rate_per_second, settings.api_ingest_rate_burst)
+    app.state.ingest_pool = ingest_pool
     app.state.export_slots = ExportSlots(settings.api_exports_per_caller, settings.api_exports_total)
     app.state.tail_hub = TailHub(store, runner, settings, app.state.catalog)
     app.state.tail_slots = ExportSlots(settings.api_tail_per_caller, settings.api_tail_total, noun="live tails")

@@ -37,7 +37,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from auditlog.settings import Settings
 from query_api.errors import ApiError
-from query_api.ratelimit import RateLimiter
 
 Role = Literal["org_owner", "workspace_admin"]
 ROLES: tuple[str, ...] = ("org_owner", "workspace_admin")
@@ -272,6 +271,12 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, message, headers=_BEARER)
 
 
+def _token(creds: HTTPAuthorizationCredentials | None) -> str:
+    if creds is None or not creds.credentials:
+        raise _unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
+    return creds.credentials
+
+
 _bearer = HTTPBearer(auto_error=False, description="JWT per API.md (HS256 or RS256)")
 
 
@@ -280,10 +285,8 @@ def current_principal(
 ) -> Principal:
     """The verified caller of this request (401 without a valid bearer token; the app's ``rate_limiter``, when
     installed, may refuse it)."""
-    if creds is None or not creds.credentials:
-        raise _unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
     verifier: TokenVerifier = request.app.state.verifier
-    principal = verifier.verify(creds.credentials)
+    principal = verifier.verify(_token(creds))
     request.state.principal = principal  # for the access log (sub and org only)
     limiter = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
@@ -314,27 +317,17 @@ class _ServiceCaller(NamedTuple):  # the rate limiter's key of a service: its su
     sub: str
 
 
-def _ingest_limiter(request: Request) -> RateLimiter:
-    """The app's ingest rate limiter (``api_ingest_rate_*``), made on first use."""
-    limiter: RateLimiter | None = getattr(request.app.state, "ingest_rate_limiter", None)
-    if limiter is None:
-        s: Settings = request.app.state.settings
-        limiter = RateLimiter(s.api_ingest_rate_per_second, s.api_ingest_rate_burst)
-        request.app.state.ingest_rate_limiter = limiter
-    return limiter
-
-
 async def service_principal(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> ServicePrincipal:
     """The verified service of this request: 401 without a valid bearer token, 403 for a read token or without
-    ``audit:write``, 429 over the ingest rate limit of its ``sub``. (Async: the limiter is made once, on the loop.)"""
-    if creds is None or not creds.credentials:
-        raise _unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
+    ``audit:write``, 429 over the ingest rate limit of its ``sub`` (the app's ``ingest_rate_limiter``, when installed)."""
     verifier: TokenVerifier = request.app.state.verifier
-    principal = verifier.verify_service(creds.credentials)
+    principal = verifier.verify_service(_token(creds))
     request.state.principal = principal  # for the access log (sub only)
-    _ingest_limiter(request).check(_ServiceCaller(SERVICE_ROLE, principal.sub))
+    limiter = getattr(request.app.state, "ingest_rate_limiter", None)
+    if limiter is not None:
+        limiter.check(_ServiceCaller(SERVICE_ROLE, principal.sub))
     if not principal.can(WRITE):
         raise ApiError(403, f"this token lacks the permission {WRITE!r}")
     return principal

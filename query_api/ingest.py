@@ -166,16 +166,10 @@ def parse_body(body: bytes, ndjson: bool, service: ServicePrincipal, catalog: Ca
     return batch
 
 
-_pool: ThreadPoolExecutor | None = None
-
-
-async def parse_off_loop(body: bytes, ndjson: bool, service: ServicePrincipal, catalog: Catalog,
-                         max_events: int) -> Batch:
-    """:func:`parse_body` on the ingest threads (two: validation holds the GIL, the event loop keeps its turns)."""
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest")
-    return await asyncio.get_running_loop().run_in_executor(_pool, parse_body, body, ndjson, service, catalog,
+async def parse_off_loop(pool: ThreadPoolExecutor, body: bytes, ndjson: bool, service: ServicePrincipal,
+                         catalog: Catalog, max_events: int) -> Batch:
+    """:func:`parse_body` on ``pool`` (the app's ingest threads), so that the event loop keeps its turns."""
+    return await asyncio.get_running_loop().run_in_executor(pool, parse_body, body, ndjson, service, catalog,
                                                             max_events)
 
 

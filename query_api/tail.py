@@ -63,8 +63,7 @@ class Frame:
         """The SSE frame; ``floor``: partitions in which the stream is ahead of the hub (its id keeps them)."""
         if not floor:
             return self.wire
-        pos = {**self.position, **{p: o for p, o in floor.items() if o > self.position.get(p, -1)}}
-        return sse_event(tail_position.encode(pos, topic), self.data)
+        return sse_event(tail_position.encode(tail_position.highest(self.position, floor), topic), self.data)
 
 
 def sse_event(event_id: str, data: bytes) -> bytes:
@@ -114,8 +113,7 @@ class Subscription:
                 break
             self.pending -= len(frames)
             out += [f.render(topic, self.floor) for f in frames]
-            last = frames[-1]
-            self.resume = {**last.position, **{p: o for p, o in self.floor.items() if o > last.position.get(p, -1)}}
+            self.resume = tail_position.highest(frames[-1].position, self.floor)
         if not out and batches[-1] is None:
             return None
         if batches[-1] is None:  # send what came before the end, then end at the next call

@@ -69,6 +69,11 @@ def advanced(position: Mapping[int, int], partition: int, offset: int) -> Positi
     return out
 
 
+def highest(a: Mapping[int, int], b: Mapping[int, int]) -> Position:
+    """Per partition the further of the two positions (what has passed either)."""
+    return {p: max(a.get(p, -1), b.get(p, -1)) for p in {*a, *b}}
+
+
 def after_sql(position: Mapping[int, int], prefix: str = "a") -> tuple[str, dict[str, Any]]:
     """Rows after ``position``: for a named partition its later offsets, and every row of any other partition."""
     conds: list[str] = []
