@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     api_audit_ack_timeout_seconds: float = Field(2.0, gt=0, description="API: most time to wait for the broker to acknowledge a read's audit event (then 503).")
     api_list_detail_max_bytes: int = Field(8192, ge=0, description="API: list rows leave out a detail larger than this (detail_omitted: true); /v1/events/{id} serves it whole.")
     api_integrity_cache_seconds: float = Field(60.0, ge=0, description="API: /v1/integrity answers from a run this recent (one run at a time per org).")
+    integrity_recheck_seconds: float = Field(10.0, ge=0, description="verify and /v1/integrity: how long an event found deleted or unrecorded is looked at again before it counts (an insert in progress shows its row and its digest at different moments).")
     api_ingest_max_events: int = Field(10_000, ge=1, description="API: most events in one POST /v1/ingest (more: 413).")
     api_ingest_max_bytes: int = Field(5 << 20, ge=1024, description="API: largest POST /v1/ingest body in bytes (more: 413).")
     api_ingest_ack_timeout_seconds: float = Field(10.0, gt=0, description="API: most time POST /v1/ingest waits for the broker to acknowledge its events (then 503).")

@@ -36,7 +36,8 @@ async def check_integrity(request: Request, sq: TenantScope, runner: RunnerDep, 
     async def run() -> dict[str, object]:
         checked_at = datetime.now(UTC)
         # not cancelled with the first caller: others of the org may be waiting for this run
-        report = await runner.run(None, partial(integrity.verify, runner.store, org=p.org_id, now=checked_at),
+        report = await runner.run(None, partial(integrity.verify, runner.store, org=p.org_id, now=checked_at,
+                                                         recheck_seconds=runner.settings.integrity_recheck_seconds),
                                   timeout_s=runner.settings.api_query_timeout_seconds * 4)
         return {
             "org_id": p.org_id,

@@ -65,7 +65,7 @@ def retention_cutoff(store: Store, margin_days: float, now: datetime | None = No
 
 
 def verify(store: Store, *, org: str | None = None, margin_days: float = 2.0, sample: int = 20,
-           now: datetime | None = None, recheck_seconds: float = 1.0) -> Report:
+           now: datetime | None = None, recheck_seconds: float = 10.0) -> Report:
     """Compare every stored row of ``audit_events`` (optionally one org's) with the digests recorded at insert.
 
     Per (org_id, event_id): ``deleted`` = digests but no row; ``unrecorded`` = rows but no digest; ``altered``
@@ -73,24 +73,27 @@ def verify(store: Store, *, org: str | None = None, margin_days: float = 2.0, sa
     different content (a producer reused it, or someone inserted a replacement row); ``verified`` otherwise;
     ``expired`` = newer than nothing within the retention cutoff (not checked). Every physical row is checked,
     not only what FINAL shows, so a superseded copy cannot be edited unnoticed either. An insert in progress
-    shows its row before the view has written its digest (or the reverse): ``deleted`` and ``unrecorded``
-    findings count only if they are still there ``recheck_seconds`` later.
+    shows its row before the view has written its digest (or the reverse), and a busy or deprioritised inserter
+    can keep that gap open for seconds: ``deleted`` and ``unrecorded`` ids are looked at again every
+    :data:`_RECHECK_EVERY` seconds and count only if they are still there after ``recheck_seconds``.
     """
     cutoff = retention_cutoff(store, margin_days, now)
     params: dict[str, Any] = {"cutoff": cutoff or datetime(1970, 1, 1, tzinfo=UTC)}
     if org is not None:
         params["org"] = org
     per_id = _per_id_sql(org)
-    sql = f"SELECT status, count() AS n, groupArray({int(sample)})((org_id, toString(event_id))) AS ids " \
+    sql = f"SELECT status, count() AS n, groupArray({int(sample)})((org_id, toString(event_id))) AS ids, " \
+          f"if(status IN ('deleted', 'unrecorded'), groupArray({_RECHECK_MAX})((org_id, toString(event_id))), []) " \
           f"FROM ({per_id}) GROUP BY status"
     counts = dict.fromkeys(STATUSES, 0)
     samples: dict[str, list[tuple[str, str]]] = {}
-    for status, n, ids in store.client().query(sql, parameters=params).result_rows:
+    transient: dict[tuple[str, str], str] = {}  # (org_id, event_id) -> deleted | unrecorded, same snapshot
+    for status, n, ids, all_ids in store.client().query(sql, parameters=params).result_rows:
         counts[str(status)] = int(n)
         samples[str(status)] = [(str(o), str(e)) for o, e in ids]
-    transient = counts["deleted"] + counts["unrecorded"]
-    if transient and recheck_seconds > 0 and transient <= _RECHECK_MAX:
-        _recheck(store, per_id, params, counts, samples, recheck_seconds, sample)
+        transient.update({(str(o), str(e)): str(status) for o, e in all_ids})
+    if transient and recheck_seconds > 0 and counts["deleted"] + counts["unrecorded"] <= _RECHECK_MAX:
+        _recheck(store, params, transient, counts, samples, recheck_seconds, sample)
     report = Report(counts, samples, cutoff)
     for status in FINDINGS:
         if counts[status]:
@@ -100,6 +103,7 @@ def verify(store: Store, *, org: str | None = None, margin_days: float = 2.0, sa
 
 
 _RECHECK_MAX = 10_000  # more deleted/unrecorded ids than this are reported as found, without a second look
+_RECHECK_EVERY = 0.5  # seconds between two looks at the ids still deleted/unrecorded
 
 
 def _per_id_sql(org: str | None, only_ids: bool = False) -> str:
@@ -129,28 +133,31 @@ def _per_id_sql(org: str | None, only_ids: bool = False) -> str:
         )"""
 
 
-def _recheck(store: Store, per_id: str, params: dict[str, Any], counts: dict[str, int],
-             samples: dict[str, list[tuple[str, str]]], wait: float, sample: int) -> None:
-    """Look again, after ``wait`` seconds, at every id found deleted or unrecorded; move those that changed."""
+def _recheck(store: Store, params: dict[str, Any], found: dict[tuple[str, str], str], counts: dict[str, int],
+             samples: dict[str, list[tuple[str, str]]], budget: float, sample: int) -> None:
+    """Look again at every id ``found`` deleted or unrecorded until each has changed or ``budget`` seconds have
+    passed; move those that changed to their new status."""
     c = store.client()
-    found = c.query(f"SELECT org_id, toString(event_id), status FROM ({per_id}) "
-                    "WHERE status IN ('deleted', 'unrecorded')", parameters=params).result_rows
-    time.sleep(wait)
-    again = {(str(o), str(e)): str(st) for o, e, st in c.query(
-        f"SELECT org_id, toString(event_id), status FROM ({_per_id_sql(params.get('org'), only_ids=True)})",
-        parameters={**params, "ids": [e for _, e, _ in found]}).result_rows}
-    for o, e, first in found:
-        key = (str(o), str(e))
-        now_status = again.get(key, str(first))
-        if now_status == first:
-            continue
-        counts[str(first)] -= 1
-        counts[now_status] += 1
-        samples[str(first)] = [x for x in samples.get(str(first), []) if x != key]
-        if len(samples.setdefault(now_status, [])) < sample:
-            samples[now_status].append(key)
-    _log().info("integrity.rechecked", ids=len(found), changed=sum(1 for o, e, f in found
-                                                                    if again.get((str(o), str(e)), f) != f))
+    pending = dict(found)
+    deadline = time.monotonic() + budget
+    looks = 0
+    while pending and time.monotonic() < deadline:
+        time.sleep(min(_RECHECK_EVERY, max(0.0, deadline - time.monotonic())))
+        looks += 1
+        again = {(str(o), str(e)): str(st) for o, e, st in c.query(
+            f"SELECT org_id, toString(event_id), status FROM ({_per_id_sql(params.get('org'), only_ids=True)})",
+            parameters={**params, "ids": [e for _, e in pending]}).result_rows}
+        for key, first in list(pending.items()):
+            now_status = again.get(key, first)
+            if now_status == first:
+                continue
+            del pending[key]
+            counts[first] -= 1
+            counts[now_status] += 1
+            samples[first] = [x for x in samples.get(first, []) if x != key]
+            if len(samples.setdefault(now_status, [])) < sample:
+                samples[now_status].append(key)
+    _log().info("integrity.rechecked", ids=len(found), changed=len(found) - len(pending), looks=looks)
 
 
 # ----- checkpoints --------------------------------------------------------------------------------------
@@ -300,7 +307,8 @@ def run_cli(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         rc = 0
-        report = verify(store, org=args.org, margin_days=args.margin_days, sample=args.show)
+        report = verify(store, org=args.org, margin_days=args.margin_days, sample=args.show,
+                        recheck_seconds=settings.integrity_recheck_seconds)
         c = report.counts
         scope = f"org {args.org}" if args.org else "all orgs"
         print(f"verify ({scope}): verified {c['verified']}, altered {c['altered']}, deleted {c['deleted']}, "

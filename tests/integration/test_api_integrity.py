@@ -15,7 +15,7 @@ from tests.integration.test_api_helpers import app_client, auth, store_events, t
 
 @pytest.fixture
 def api(settings: Settings, store: Store) -> Iterator[TestClient]:
-    with app_client(settings.model_copy(update={"api_integrity_cache_seconds": 0}), store) as c:
+    with app_client(settings.model_copy(update={"api_integrity_cache_seconds": 0, "integrity_recheck_seconds": 1.0}), store) as c:
         yield c
 
 

@@ -29,8 +29,13 @@ async function verifyIntegrity() {
       note.textContent = `Tampering detected ${when}: ${parts.join("; ")}. ${formatCount(r.counts.verified || 0)} events verified.`;
     }
   } catch (err) {
-    note.hidden = true;
-    if (!(err instanceof ApiError && err.status === 401)) toast(`Integrity check failed: ${err.message}`, "error");
+    if (err instanceof ApiError && err.status === 401) {
+      note.hidden = true;  // the session ended: the sign-in view says so
+    } else {
+      note.classList.add("is-failed");  // stays under the title (a toast goes away): the check did not run
+      note.textContent = `The integrity check could not run: ${err.message}. Nothing was found or cleared; try again.`;
+      toast(`Integrity check failed: ${err.message}`, "error");
+    }
   } finally {
     btn.disabled = false;
     btn.classList.remove("is-busy");
