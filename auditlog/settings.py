@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     api_ingest_ack_timeout_seconds: float = Field(10.0, gt=0, description="API: most time POST /v1/ingest waits for the broker to acknowledge its events (then 503).")
     api_ingest_rate_per_second: float = Field(50.0, ge=0, description="API: POST /v1/ingest requests per second per service token (sub), token bucket (0: no limit).")
     api_ingest_rate_burst: int = Field(200, ge=1, description="API: burst size of the ingest rate limit.")
+    api_ingest_per_caller: int = Field(4, ge=1, description="API: POST /v1/ingest requests one service token has in progress at once (more: 429 at once).")
+    api_ingest_total: int = Field(8, ge=1, description="API: POST /v1/ingest requests the process has in progress at once (more: 429 at once); bounds the memory held by bodies.")
     api_tail_poll_seconds: float = Field(1.0, ge=0.05, description="API: how often the one shared live-tail reader asks the store for newly stored events (one query per poll for all streams of the process).")
     api_tail_heartbeat_seconds: float = Field(15.0, gt=0, le=15, description="API: a live tail sends a heartbeat comment at least this often.")
     api_tail_per_caller: int = Field(10, ge=1, description="API: live tails one caller may hold open at once (more: 429).")

@@ -60,7 +60,8 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
     413: {"model": ErrorBody, "description": "more than api_ingest_max_events events or api_ingest_max_bytes bytes"},
     415: {"model": ErrorBody, "description": "neither application/json nor application/x-ndjson"},
     422: {"model": IngestRefused, "description": "no valid event: the rejected ones with their reasons"},
-    429: {"model": ErrorBody, "description": "ingest rate limit of this service reached (see Retry-After)"},
+    429: {"model": ErrorBody, "description": "ingest rate limit of this service reached, or too many of its (or the "
+                                             "server's) requests in progress (see Retry-After)"},
     503: {"model": ErrorBody, "description": "the broker did not acknowledge (broker_unavailable, see Retry-After)"},
 }
 
@@ -70,8 +71,10 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 async def ingest_events(request: Request, service: WritePrincipal, settings: SettingsDep,
                         catalog: CatalogDep) -> JSONResponse:
     t0 = time.perf_counter()
+    slot = None
     try:
         ndjson = ingest.media_type(request.headers.get("content-type"))
+        slot = request.app.state.ingest_slots.take(service.as_caller())  # before the body is read: bounds memory
         body = await ingest.read_body(request, settings.api_ingest_max_bytes)
         batch = await ingest.parse_off_loop(request.app.state.ingest_pool, body, ndjson, service, catalog,
                                             settings.api_ingest_max_events)
@@ -88,6 +91,9 @@ async def ingest_events(request: Request, service: WritePrincipal, settings: Set
     except ApiError as exc:
         log.warning("ingest.refused", sub=service.sub, status=exc.status, code=exc.code, reason=exc.message)
         raise
+    finally:
+        if slot is not None:
+            slot.release()
     ingest.count("accepted", len(batch.accepted))
     log.info("ingest.accepted", sub=service.sub, accepted=len(batch.accepted), rejected=len(rejected),
              bytes=len(body), ms=round((time.perf_counter() - t0) * 1000, 1))

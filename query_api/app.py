@@ -9,7 +9,7 @@ Contract of :func:`create_app`:
 - ``consumer_status`` (embedded ``up``): when given, ``/readyz`` includes its dict;
 - every query goes through :class:`query_api.scoping.ScopedQuery` and runs on the API's own query threads with
   time and memory limits (:mod:`query_api.query_runner`); exports run on their own threads, limited per caller
-  and in total (:mod:`query_api.export_slots`); ``/v1`` calls are rate-limited per caller
+  and in total (:mod:`query_api.slots`); ``/v1`` calls are rate-limited per caller
   (:mod:`query_api.ratelimit`);
 - no endpoint edits or deletes events; ``POST /v1/ingest`` publishes new ones to the topic for service tokens
   (:mod:`query_api.api_ingest`), never straight into the store.
@@ -35,12 +35,12 @@ from query_api import api_events, api_ingest, api_insights, api_integrity, api_m
 from query_api.auth import TokenVerifier
 from query_api.browser_security import install_browser_security
 from query_api.errors import install_error_handlers
-from query_api.export_slots import ExportSlots
 from query_api.integrity_runs import IntegrityRuns
 from query_api.observability import AccessLogMiddleware
 from query_api.query_runner import QueryRunner
 from query_api.ratelimit import RateLimiter
 from query_api.self_audit import ReadAuditor
+from query_api.slots import Slots
 from query_api.tail import TailHub
 from schemas.catalog import Catalog, get_catalog
 
@@ -89,9 +89,10 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     app.state.rate_limiter = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)
     app.state.ingest_rate_limiter = RateLimiter(settings.api_ingest_rate_per_second, settings.api_ingest_rate_burst)
     app.state.ingest_pool = ingest_pool
-    app.state.export_slots = ExportSlots(settings.api_exports_per_caller, settings.api_exports_total)
+    app.state.ingest_slots = Slots(settings.api_ingest_per_caller, settings.api_ingest_total, noun="ingest requests")
+    app.state.export_slots = Slots(settings.api_exports_per_caller, settings.api_exports_total)
     app.state.tail_hub = TailHub(store, runner, settings, app.state.catalog)
-    app.state.tail_slots = ExportSlots(settings.api_tail_per_caller, settings.api_tail_total, noun="live tails")
+    app.state.tail_slots = Slots(settings.api_tail_per_caller, settings.api_tail_total, noun="live tails")
     app.state.integrity_runs = IntegrityRuns(settings.api_integrity_cache_seconds)
     app.state.consumer_status = consumer_status
     app.state.verifier = TokenVerifier(settings)

@@ -82,6 +82,10 @@ class ServicePrincipal:
     def may_write(self, org_id: str) -> bool:
         return ANY_ORG in self.write_orgs or org_id in self.write_orgs
 
+    def as_caller(self) -> _ServiceCaller:
+        """The key of this service in the ingest limits (rate, requests in progress): its ``sub``."""
+        return _ServiceCaller(SERVICE_ROLE, self.sub)
+
 
 def mint_token(secret: str, *, sub: str, role: str, email: str = "", org_id: str | None = None,
                workspaces: list[str] | None = None, permissions: list[str] | tuple[str, ...] | None = None,
@@ -312,7 +316,7 @@ def _require_read_and_export(principal: Annotated[Principal, Depends(require(REA
     return principal
 
 
-class _ServiceCaller(NamedTuple):  # the rate limiter's key of a service: its sub
+class _ServiceCaller(NamedTuple):  # the ingest limits' key of a service: its sub
     org_id: str
     sub: str
 
@@ -327,7 +331,7 @@ async def service_principal(
     request.state.principal = principal  # for the access log (sub only)
     limiter = getattr(request.app.state, "ingest_rate_limiter", None)
     if limiter is not None:
-        limiter.check(_ServiceCaller(SERVICE_ROLE, principal.sub))
+        limiter.check(principal.as_caller())
     if not principal.can(WRITE):
         raise ApiError(403, f"this token lacks the permission {WRITE!r}")
     return principal

@@ -13,11 +13,11 @@ from fastapi import Depends, Query, Request
 from auditlog.settings import Settings
 from auditlog.store import Store
 from query_api.auth import ExportPrincipal, ReadPrincipal
-from query_api.export_slots import ExportSlots
 from query_api.filters import FILTERS, EventFilters, parse_filters
 from query_api.query_runner import QueryRunner
 from query_api.scoping import ScopedQuery
 from query_api.self_audit import ReadAuditor
+from query_api.slots import Slots
 from query_api.tail import TailHub
 from schemas.catalog import Catalog
 
@@ -37,10 +37,10 @@ CatalogDep = Annotated[Catalog, Depends(from_state("catalog"))]
 SettingsDep = Annotated[Settings, Depends(from_state("settings"))]
 AuditorDep = Annotated[ReadAuditor, Depends(from_state("auditor"))]
 RunnerDep = Annotated[QueryRunner, Depends(from_state("runner"))]
-ExportSlotsDep = Annotated[ExportSlots, Depends(from_state("export_slots"))]
+ExportSlotsDep = Annotated[Slots, Depends(from_state("export_slots"))]
 ExportPoolDep = Annotated[ThreadPoolExecutor, Depends(from_state("export_pool"))]
 TailHubDep = Annotated[TailHub, Depends(from_state("tail_hub"))]
-TailSlotsDep = Annotated[ExportSlots, Depends(from_state("tail_slots"))]
+TailSlotsDep = Annotated[Slots, Depends(from_state("tail_slots"))]
 
 
 def event_filters(catalog: CatalogDep, **raw: Any) -> EventFilters:

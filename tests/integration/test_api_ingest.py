@@ -235,6 +235,42 @@ async def test_the_ingest_rate_limit_is_per_service(settings: Settings, store: S
         assert_error(await c.post("/v1/ingest", content=b"x", headers={**b, "Content-Type": "text/plain"}), 415)
 
 
+async def test_requests_in_progress_are_bounded_per_service_and_in_total(settings: Settings, store: Store) -> None:
+    """A body still arriving holds its place: one more from the same service, or one over the process's total,
+    gets 429 at once (before its body is read); when a body completes, its place is free again."""
+    s = settings.model_copy(update={"api_ingest_rate_per_second": 0, "api_ingest_per_caller": 1,
+                                    "api_ingest_total": 2})
+    a, b, c3 = (auth(service_token(s, ["acme"], sub=f"svc-{n}")) for n in "abc")
+    gates = [asyncio.Event(), asyncio.Event()]
+
+    def slow_body(gate: asyncio.Event) -> AsyncIterator[bytes]:
+        async def gen() -> AsyncIterator[bytes]:
+            yield b"not an event\n"
+            await gate.wait()
+            yield b"nor this\n"
+        return gen()
+
+    app = create_app(s, store)
+    async with client(app) as c:
+        held = [asyncio.create_task(c.post("/v1/ingest", content=slow_body(g), headers={**h, **NDJSON}))
+                for g, h in zip(gates, (a, b), strict=True)]
+        for _ in range(200):  # both bodies are being read
+            if app.state.ingest_slots.running == 2:
+                break
+            await asyncio.sleep(0.01)
+        r = await c.post("/v1/ingest", content=line(event()), headers={**a, **NDJSON})
+        assert_error(r, 429, "too_many_ingest_requests")
+        assert "you already run 1" in r.json()["error"]["message"] and int(r.headers["Retry-After"]) >= 1
+        r = await c.post("/v1/ingest", content=line(event()), headers={**c3, **NDJSON})
+        assert_error(r, 429, "too_many_ingest_requests")
+        assert "the server runs its limit of 2" in r.json()["error"]["message"]
+        gates[0].set()
+        assert_error(await held[0], 422, "invalid_event")  # its body complete: answered (nothing valid)
+        assert_error(await c.post("/v1/ingest", content=b"x\n", headers={**c3, **NDJSON}), 422, "invalid_event")
+        gates[1].set()
+        assert_error(await held[1], 422, "invalid_event")
+
+
 async def test_limits_and_malformed_bodies(settings: Settings, store: Store) -> None:
     s = settings.model_copy(update={"api_ingest_rate_per_second": 0})
     svc = auth(service_token(s, ["acme"]))

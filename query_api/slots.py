@@ -1,6 +1,6 @@
-"""How many exports (or live tails) run at once: per caller (``org_id`` + ``sub``) and in total.
+"""How many exports, live tails or ingest requests run at once: per caller (``org_id`` + ``sub``) and in total.
 
-Contract of :class:`ExportSlots`: :meth:`take` returns a :class:`Slot` or raises ``429`` (code ``too_many_<noun>``)
+Contract of :class:`Slots`: :meth:`take` returns a :class:`Slot` or raises ``429`` (code ``too_many_<noun>``)
 with ``Retry-After`` at once (never queues); :meth:`Slot.release` is idempotent and frees the place for the next.
 """
 
@@ -16,7 +16,7 @@ RETRY_AFTER_S = 5
 
 
 class Slot:
-    def __init__(self, owner: ExportSlots, key: tuple[str, str]) -> None:
+    def __init__(self, owner: Slots, key: tuple[str, str]) -> None:
         self._owner = owner
         self._key = key
         self._released = False
@@ -31,7 +31,7 @@ class Slot:
                 del self._owner._running[self._key]
 
 
-class ExportSlots:
+class Slots:
     def __init__(self, per_caller: int, total: int, noun: str = "exports") -> None:
         self.per_caller = per_caller
         self.total = total
