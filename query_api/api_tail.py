@@ -6,11 +6,13 @@ caller and in total (429); ``retry`` and a ``: live`` comment at once, then the 
 opened (or after ``Last-Event-ID``), oldest first, and a heartbeat comment at least every
 ``api_tail_heartbeat_seconds``. A client that stops reading for ``api_export_stall_seconds``, or falls
 ``api_tail_backlog_events`` behind, has its stream ended, after an id-only message (``id: <position>``) that
-moves its ``Last-Event-ID`` to where it resumes without loss.
+moves its ``Last-Event-ID`` to where it resumes without loss. So does the stream of a token that expires (at its
+``exp`` plus ``jwt_leeway_seconds``): its client resumes with a new token, never past the old one's life.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from types import MappingProxyType
 from typing import Annotated
@@ -73,12 +75,17 @@ async def stream_events(
                 yield page
             sub.resume = tail_position.highest(since, start)
             sub.floor = {p: o for p, o in since.items() if o > start.get(p, -1)}
+        ends_at = None if principal.expires_at is None else principal.expires_at + settings.jwt_leeway_seconds
         while True:
-            waiting = await sub.next_chunk(hub.topic, settings.api_tail_heartbeat_seconds)
-            if waiting is None:  # overrun or shutdown: an id-only message says where to resume without loss
+            wait = settings.api_tail_heartbeat_seconds
+            left = None if ends_at is None else ends_at - time.time()
+            waiting = None if left is not None and left <= 0 else await sub.next_chunk(
+                hub.topic, wait if left is None else min(wait, left))
+            if waiting is None:  # overrun, shutdown or expired token: an id-only message says where to resume
                 yield b"id: " + tail_position.encode(sub.resume, hub.topic).encode("ascii") + b"\n\n"
                 return
-            yield waiting or b": hb\n\n"
+            if waiting or left is None or left >= wait:
+                yield waiting or b": hb\n\n"
 
     async def on_end(outcome: str) -> None:
         hub.unsubscribe(sub)

@@ -59,6 +59,7 @@ class Principal:
     role: str
     workspaces: tuple[str, ...] = ()
     permissions: frozenset[str] = frozenset()
+    expires_at: float | None = None  # the token's ``exp`` (epoch seconds): a live tail ends there
 
     @property
     def is_owner(self) -> bool:
@@ -241,7 +242,8 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         raise _unauthorized(f"invalid token: role {role!r} is not one of {', '.join(ROLES)}")
     principal = Principal(sub=text("sub"), email=text("email", required=False), org_id=text("org_id"), role=role,
                           workspaces=tuple(w for w in str_list("workspaces") if w.strip()),
-                          permissions=frozenset(str_list("permissions")))
+                          permissions=frozenset(str_list("permissions")),
+                          expires_at=float(claims["exp"]) if isinstance(claims.get("exp"), int | float) else None)
     from query_api.self_audit import unrecordable_claim  # lazily: self_audit imports Principal from here
 
     problem = unrecordable_claim(principal)

@@ -288,3 +288,37 @@ def test_a_stream_that_falls_behind_is_ended_with_a_position_to_resume_from_with
             again.stop()
         finally:
             first.stop()
+
+
+def test_a_stream_ends_when_its_token_expires_and_resumes_only_with_a_valid_one(settings: Settings,
+                                                                                store: Store) -> None:
+    import jwt
+
+    s = settings.model_copy(update={"api_rate_per_second": 0, "api_tail_poll_seconds": 0.2,
+                                    "jwt_leeway_seconds": 0})
+    before = [make_event(occurred_at=_now(), description=f"before expiry {i}") for i in range(5)]
+    after = [make_event(occurred_at=_now(), description=f"after expiry {i}") for i in range(5)]
+    with live_server(create_app(s, store)) as url:
+        short = token(s, ttl=4)
+        exp = jwt.decode(short, options={"verify_signature": False})["exp"]
+        first = SseClient(url, short).start().wait_live()
+        again = None
+        try:
+            _store_in_topic(store, s.topic, before)
+            first.wait_for(len(before), 10)
+            assert first.ended.wait(15), "the stream outlived its token"
+            ended = time.time()
+            assert exp <= ended < exp + 3, (exp, ended)
+            assert first.ids == [e["event_id"] for e in before] and first.last_event_id
+            _store_in_topic(store, s.topic, after)
+            r = httpx.get(url + "/v1/events/stream", timeout=10,
+                          headers={**auth(short), "Last-Event-ID": first.last_event_id})
+            assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
+            again = SseClient(url, token(s), last_event_id=first.last_event_id).start().wait_live()
+            again.wait_for(len(after), 10)
+            time.sleep(0.5)
+            assert again.ids == [e["event_id"] for e in after]  # no gap, no repeat across the expiry
+        finally:
+            first.stop()
+            if again is not None:
+                again.stop()
