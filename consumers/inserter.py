@@ -5,8 +5,8 @@ Contract:
   thread calls ``store.client()``; the asyncio loop awaits the futures (fetching overlaps inserting);
 - :meth:`Inserter.insert` writes one flush job (the Native blocks of its partition ranges, see
   :mod:`consumers.native`) as ONE INSERT with ``insert_deduplication_token`` = :meth:`FlushJob.dedup_token` (one
-  token per block is derived from it) and the :data:`LEAN_INSERT` settings. ClickHouse drops a block whose token it has seen (plain MergeTree: only with the table
-  setting ``non_replicated_deduplication_window`` > 0, which ``audit_events`` has; Replicated*MergeTree:
+  token per block is derived from it) and the :data:`INSERT_SETTINGS`. ClickHouse drops a block whose token it
+  has seen (plain MergeTree: only with the table setting ``non_replicated_deduplication_window`` > 0, which ``audit_events`` has; Replicated*MergeTree:
   ``replicated_deduplication_window`` is on by default).
   So a retry of a range whose first attempt did land (timeout after success) stores nothing twice.
   The blocks carry their column types, read once by :meth:`Inserter.column_types` (the live table's, before
@@ -32,10 +32,16 @@ from schemas.rows import EVENT_COLUMNS
 from schemas.tables import EVENTS_TABLE, OFFSETS_TABLE
 
 log = get_logger("consumers.inserter")
-#: Insert settings that cut ClickHouse's work per row: no ReplacingMergeTree collapse inside each inserted block
-#: (FINAL reads and merges collapse anyway) and the ngram search index built by the part's first merge rather
-#: than at insert (a part not merged yet is searched without it). Used where the store knows them.
-LEAN_INSERT: dict[str, Any] = {"optimize_on_insert": 0, "exclude_materialize_skip_indexes_on_insert": "idx_search"}
+#: Insert settings, each used where the store knows it. Two cut ClickHouse's work per row: no ReplacingMergeTree
+#: collapse inside each inserted block (FINAL reads and merges collapse anyway) and the ngram search index built
+#: by the part's first merge rather than at insert (a part not merged yet is searched without it). One is about
+#: what "stored" means: on a cluster (``audit_events`` a Distributed table) the INSERT returns only once every
+#: shard holds its rows, not when they are queued on the node that took the insert: offsets are committed after
+#: it returns (``insert_distributed_sync`` is the older name of the same setting).
+INSERT_SETTINGS: dict[str, Any] = {
+    "optimize_on_insert": 0, "exclude_materialize_skip_indexes_on_insert": "idx_search",
+    "distributed_foreground_insert": 1, "insert_distributed_sync": 1,
+}
 
 
 def _lower_priority(nice: int) -> None:
@@ -51,7 +57,7 @@ class Inserter:
         self.dedup = dedup
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=_lower_priority,
                                         initargs=(nice,))
-        self._lean: dict[str, Any] | None = None
+        self._settings: dict[str, Any] | None = None
         self._column_types: tuple[str, ...] | None = None  # of EVENT_COLUMNS; read once, on the inserter thread
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -74,7 +80,7 @@ class Inserter:
     def _insert(self, blocks: Sequence[bytes], rows: int, token: str) -> int:
         if not rows:
             return 0
-        settings: dict[str, Any] = dict(self._lean_settings())
+        settings: dict[str, Any] = dict(self._insert_settings())
         if self.dedup:
             settings["insert_deduplication_token"] = token
         self.store.client().raw_insert(
@@ -82,19 +88,19 @@ class Inserter:
         )
         return rows
 
-    def _lean_settings(self) -> dict[str, Any]:
-        """:data:`LEAN_INSERT`, limited to the settings this store knows (read once)."""
-        if self._lean is None:
+    def _insert_settings(self) -> dict[str, Any]:
+        """:data:`INSERT_SETTINGS`, limited to the settings this store knows (read once)."""
+        if self._settings is None:
             try:
                 res = self.store.client().query(
                     "SELECT name FROM system.settings WHERE name IN {names:Array(String)}",
-                    parameters={"names": list(LEAN_INSERT)})
+                    parameters={"names": list(INSERT_SETTINGS)})
                 known = {r[0] for r in res.result_rows}
             except Exception as exc:  # e.g. a role without access to system.settings: plain inserts then
-                log.warning("insert.lean_settings_unknown", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                log.warning("insert.settings_unknown", error=f"{type(exc).__name__}: {str(exc)[:200]}")
                 known = set()
-            self._lean = {k: v for k, v in LEAN_INSERT.items() if k in known}
-        return self._lean
+            self._settings = {k: v for k, v in INSERT_SETTINGS.items() if k in known}
+        return self._settings
 
     async def stored_watermarks(self, topic: str) -> dict[int, int]:
         return dict(await self._run(self._watermarks, topic))

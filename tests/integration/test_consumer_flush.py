@@ -10,7 +10,7 @@ import pytest
 
 from auditlog.settings import Settings
 from auditlog.store import Store
-from consumers.inserter import LEAN_INSERT, Inserter
+from consumers.inserter import INSERT_SETTINGS, Inserter
 from consumers.worker import ConsumerWorker
 from tests.consumer_helpers import BackgroundWorker, count_events, publish
 from tests.factories import random_events
@@ -44,9 +44,11 @@ async def test_a_backlog_of_several_partitions_goes_in_few_large_inserts(setting
     assert count_events(store) == len(values)
 
 
-def test_lean_insert_settings_are_used_where_the_store_knows_them(store: Store) -> None:
+def test_insert_settings_are_used_where_the_store_knows_them(store: Store) -> None:
     ins = Inserter(store)
     try:
-        assert ins._pool.submit(ins._lean_settings).result() == LEAN_INSERT  # chDB 26.x knows both
+        used = ins._pool.submit(ins._insert_settings).result()
+        assert used == INSERT_SETTINGS  # chDB 26.x knows every one
+        assert used["distributed_foreground_insert"] == 1  # on a cluster: stored on the shards before the commit
     finally:
         ins.close()
