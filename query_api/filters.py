@@ -88,7 +88,7 @@ class FilterSpec:
 
 # ----- validation ----------------------------------------------------------------------------------------------
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return as_utc(ts).isoformat().replace("+00:00", "Z")
 
 
 def utc(ts: datetime) -> datetime:
