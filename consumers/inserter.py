@@ -6,8 +6,8 @@ Contract:
 - :meth:`Inserter.insert` writes one flush job (the Native blocks of its partition ranges, see
   :mod:`consumers.native`) as ONE INSERT with ``insert_deduplication_token`` = :meth:`FlushJob.dedup_token` (one
   token per block is derived from it) and the :data:`INSERT_SETTINGS`. ClickHouse drops a block whose token it
-  has seen (plain MergeTree: only with the table setting ``non_replicated_deduplication_window`` > 0, which ``audit_events`` has; Replicated*MergeTree:
-  ``replicated_deduplication_window`` is on by default).
+  has seen (plain MergeTree: only with the table setting ``non_replicated_deduplication_window`` > 0, which
+  ``audit_events`` has; Replicated*MergeTree: ``replicated_deduplication_window`` is on by default).
   So a retry of a range whose first attempt did land (timeout after success) stores nothing twice.
   The blocks carry their column types, read once by :meth:`Inserter.column_types` (the live table's, before
   the first chunk is encoded): a change of a column's type needs a restart of the worker;
