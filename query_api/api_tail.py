@@ -12,7 +12,6 @@ moves its ``Last-Event-ID`` to where it resumes without loss. So does the stream
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from types import MappingProxyType
 from typing import Annotated
@@ -60,7 +59,8 @@ async def stream_events(
     try:
         await auditor.record(request, principal, "audit_log.tail", filters=f.describe(),
                              extra={"resumed": since is not None})
-        sub, start = await hub.subscribe(sq)
+        ends_at = None if principal.expires_at is None else principal.expires_at + settings.jwt_leeway_seconds
+        sub, start = await hub.subscribe(sq, ends_at)
     except BaseException:
         slot.release()
         raise
@@ -75,17 +75,12 @@ async def stream_events(
                 yield page
             sub.resume = tail_position.highest(since, start)
             sub.floor = {p: o for p, o in since.items() if o > start.get(p, -1)}
-        ends_at = None if principal.expires_at is None else principal.expires_at + settings.jwt_leeway_seconds
         while True:
-            wait = settings.api_tail_heartbeat_seconds
-            left = None if ends_at is None else ends_at - time.time()
-            waiting = None if left is not None and left <= 0 else await sub.next_chunk(
-                hub.topic, wait if left is None else min(wait, left))
+            waiting = await sub.next_chunk(hub.topic, settings.api_tail_heartbeat_seconds)
             if waiting is None:  # overrun, shutdown or expired token: an id-only message says where to resume
                 yield b"id: " + tail_position.encode(sub.resume, hub.topic).encode("ascii") + b"\n\n"
                 return
-            if waiting or left is None or left >= wait:
-                yield waiting or b": hb\n\n"
+            yield waiting or b": hb\n\n"
 
     async def on_end(outcome: str) -> None:
         hub.unsubscribe(sub)

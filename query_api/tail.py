@@ -9,7 +9,7 @@ Contract of :class:`TailHub`:
   frames whose ``id`` is the position after that row; an event_id already sent among the last
   :data:`RECENT_IDS` events (a retried send stored twice before the merge) is not sent again;
 - :meth:`subscribe` returns a :class:`Subscription` and the position it starts after (never while a poll is in
-  flight); a subscription holds at most ``api_tail_backlog_events`` frames for its client, beyond which it is
+  flight); it ends at ``ends_at`` when given (its token's expiry); a subscription holds at most ``api_tail_backlog_events`` frames for its client, beyond which it is
   overrun: its stream ends and the client resumes with ``Last-Event-ID``;
 - :meth:`catch_up` reads, for one resumed stream, what lies between its position and the hub's (its own queries,
   once per resume).
@@ -22,6 +22,7 @@ import contextlib
 import heapq
 import json
 import re
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ class Subscription:
     """Where a client of this stream resumes without loss: its start, then the position of the last frame sent."""
     pending: int = 0
     overrun: bool = False
+    ends_at: float | None = None
+    """When the stream ends (epoch seconds; its token's expiry), None: never by itself."""
 
     def offer(self, frames: list[Frame]) -> None:
         if self.overrun:
@@ -99,11 +102,17 @@ class Subscription:
         self.queue.put_nowait(frames)
 
     async def next_chunk(self, topic: str, wait_s: float) -> bytes | None:
-        """Every frame waiting, as one chunk (b"" when none came within ``wait_s``; None: the stream ends)."""
+        """Every frame waiting, as one chunk (b"" when none came within ``wait_s``; None: the stream ends, at the
+        end of its queue or at :attr:`ends_at`)."""
+        if self.ends_at is not None:
+            left = self.ends_at - time.time()
+            if left <= 0:
+                return None
+            wait_s = min(wait_s, left)
         try:
             first = await asyncio.wait_for(self.queue.get(), wait_s)
         except TimeoutError:
-            return b""
+            return None if self.ends_at is not None and time.time() >= self.ends_at else b""
         batches = [first]
         while not self.queue.empty() and batches[-1] is not None:
             batches.append(self.queue.get_nowait())
@@ -148,12 +157,12 @@ class TailHub:
         self.polls = 0
 
     # ----- streams -------------------------------------------------------------------------------------------
-    async def subscribe(self, sq: ScopedQuery) -> tuple[Subscription, Position]:
+    async def subscribe(self, sq: ScopedQuery, ends_at: float | None = None) -> tuple[Subscription, Position]:
         async with self._lock:
             if self._task is None or self._task.done():
                 self.position = await self.runner.run(None, self._stored_position)
                 self._task = asyncio.create_task(self._run())
-            sub = Subscription(sq, self.settings.api_tail_backlog_events)
+            sub = Subscription(sq, self.settings.api_tail_backlog_events, ends_at=ends_at)
             self._subs.append(sub)
             TAIL_STREAMS.set(len(self._subs))
             return sub, dict(self.position)
