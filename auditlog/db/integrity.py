@@ -138,6 +138,7 @@ def _recheck(store: Store, params: dict[str, Any], found: dict[tuple[str, str], 
     """Look again at every id ``found`` deleted or unrecorded until each has changed or ``budget`` seconds have
     passed; move those that changed to their new status."""
     c = store.client()
+    sql = f"SELECT org_id, toString(event_id), status FROM ({_per_id_sql(params.get('org'), only_ids=True)})"
     pending = dict(found)
     deadline = time.monotonic() + budget
     looks = 0
@@ -145,8 +146,7 @@ def _recheck(store: Store, params: dict[str, Any], found: dict[tuple[str, str], 
         time.sleep(min(_RECHECK_EVERY, max(0.0, deadline - time.monotonic())))
         looks += 1
         again = {(str(o), str(e)): str(st) for o, e, st in c.query(
-            f"SELECT org_id, toString(event_id), status FROM ({_per_id_sql(params.get('org'), only_ids=True)})",
-            parameters={**params, "ids": [e for _, e in pending]}).result_rows}
+            sql, parameters={**params, "ids": [e for _, e in pending]}).result_rows}
         for key, first in list(pending.items()):
             now_status = again.get(key, first)
             if now_status == first:

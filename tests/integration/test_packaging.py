@@ -5,6 +5,7 @@ wheel shows only here (``consumers.steps`` once was, and ``auditlog up`` failed 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,8 +19,12 @@ def test_the_wheel_holds_every_tracked_file_of_our_packages(tmp_path: Path) -> N
     tracked = subprocess.run(["git", "ls-files", *PACKAGES], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
     assert any(f.startswith("consumers/steps/") for f in tracked)  # a subpackage is among them
+    src = tmp_path / "src"  # a copy of the working tree's files: the build writes build/ and *.egg-info beside them
+    for f in [*tracked, "pyproject.toml", "README.md"]:
+        (src / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, src / f)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                            "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = tmp_path.glob("auditlog-*.whl")
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
