@@ -20,7 +20,7 @@ from zlib import crc32
 
 from aiokafka import TopicPartition
 
-from consumers.decode import DeadLetter
+from consumers.decode import Chunk, DeadLetter, DecodedChunk
 
 
 @dataclass(slots=True)
@@ -34,6 +34,8 @@ class PartitionBatch:
     skipped: int = 0
     fingerprint: int = 0  # crc32 over the values of every message of the range, in offset order
     created: float = field(default_factory=time.monotonic)
+    sources: list[Chunk] = field(default_factory=list)  # the chunk of each block (first-write checks decode again)
+    keys: list[bytes] = field(default_factory=list)  # the rows' fingerprints of each block (DecodedChunk.keys)
 
     def add_block(self, last_offset: int, block: bytes, rows: int) -> None:
         """``rows`` messages to store up to ``last_offset``, encoded as one Native ``block``."""
@@ -41,6 +43,13 @@ class PartitionBatch:
             self.blocks.append(block)
             self.rows += rows
         self.last = max(self.last, last_offset)
+
+    def add_decoded(self, chunk: Chunk, res: DecodedChunk) -> None:
+        """The stored rows of one decoded chunk: its block, the chunk it came from and its fingerprints."""
+        self.add_block(chunk.offsets[-1], res.block, res.rows)
+        if res.rows:
+            self.sources.append(chunk)
+            self.keys.append(res.keys)
 
     def add_dead(self, offset: int, dead: DeadLetter) -> None:
         self.dead.append(dead)

@@ -14,15 +14,18 @@ Both are plain data, so the call can run in another process (:mod:`consumers.dec
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zlib import crc32
 
+from auditlog.provenance import API, KAFKA, Publisher
 from consumers.fate import Fate, Watermarks, fate
+from consumers.first_write import fingerprint
 from consumers.native import NativeEncoder
-from schemas.catalog import Catalog, get_catalog
+from schemas.catalog import RESERVED_REASON, Catalog, get_catalog, is_reserved
 from schemas.event import EventError, epoch_ms, parse_event
 from schemas.rows import event_values
 
@@ -53,6 +56,7 @@ class Chunk:
     received_at: datetime
     stored_up_to: int = -1
     dead_up_to: int = -1
+    publishers: Sequence[Publisher] | None = None  # per message, verified (auditlog.provenance); None: all KAFKA
 
 
 @dataclass(slots=True, frozen=True)
@@ -63,6 +67,22 @@ class DecodedChunk:
     already_stored: int
     already_dead: int = 0
     fingerprint: int = 0  # crc32 over the chunk's values, in offset order
+    keys: bytes = b""  # consumers.first_write.fingerprint of each stored row, in row order (array 'Q')
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What one pass over a chunk found (:meth:`DecodeStep._walk`)."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    vias: list[str] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)
+    keys: array[int] = field(default_factory=lambda: array("Q"))
+    invalid: list[tuple[int, str, str]] = field(default_factory=list)
+    already_stored: int = 0
+    already_dead: int = 0
+    fp: int = 0
 
 
 class DecodeStep:
@@ -74,38 +94,56 @@ class DecodeStep:
     def decode(self, record: Any, received_at: datetime) -> tuple[Any, ...] | DeadLetter:
         """``record`` is an aiokafka ``ConsumerRecord`` (topic, partition, offset, key, value, headers)."""
         out = self._values(record.value)
+        if not isinstance(out, list) and is_reserved(out[5], out[6]):  # no signed publisher here: never the API
+            out = ["category", RESERVED_REASON]
         if isinstance(out, list):
             return dead_letter(record, *out)
-        return (*out, received_at, record.topic, record.partition, record.offset)
+        return (*out, received_at, record.topic, record.partition, record.offset, *KAFKA)
 
     def decode_chunk(self, chunk: Chunk, encoder: NativeEncoder) -> DecodedChunk:
         """Every message of ``chunk`` gets its :func:`~consumers.fate.fate`; only STORE rows are encoded and
         only DEAD messages are reported."""
-        rows: list[tuple[Any, ...]] = []
-        offsets: list[int] = []
-        invalid: list[tuple[int, str, str]] = []
-        already_stored = already_dead = 0
-        fp = 0
+        w = self._walk(chunk)
+        n = len(w.rows)
+        at = epoch_ms(chunk.received_at)  # the provenance columns, column by column (constant but the offset)
+        block = encoder.encode(w.rows, ([at] * n, [chunk.topic] * n, [chunk.partition] * n, w.offsets, w.vias, w.ids))
+        return DecodedChunk(block, n, tuple(w.invalid), w.already_stored, w.already_dead, w.fp, w.keys.tobytes())
+
+    def stored_rows(self, chunk: Chunk) -> list[tuple[Any, ...]]:
+        """The whole rows (:data:`~schemas.rows.EVENT_COLUMNS`) that :meth:`decode_chunk` encodes, in order."""
+        w = self._walk(chunk)
+        at = epoch_ms(chunk.received_at)
+        return [(*r, at, chunk.topic, chunk.partition, o, v, i)
+                for r, o, v, i in zip(w.rows, w.offsets, w.vias, w.ids, strict=True)]
+
+    def _walk(self, chunk: Chunk) -> _Walk:
+        w = _Walk()
         wm = Watermarks(chunk.stored_up_to, chunk.dead_up_to)
         values = self._values
+        publishers = chunk.publishers
+        fp = 0
         for i, (offset, value) in enumerate(zip(chunk.offsets, chunk.values, strict=True)):
             fp = crc32(value or b"", fp)
             out = values(value)
+            publisher = publishers[i] if publishers is not None else KAFKA
+            if not isinstance(out, list) and is_reserved(out[5], out[6]) and publisher != API:
+                out = ["category", RESERVED_REASON]
             bad = isinstance(out, list)
             what = fate(offset, not bad, wm)
             if what is Fate.STORE:
-                rows.append(out)  # type: ignore[arg-type]
-                offsets.append(offset)
+                w.rows.append(out)  # type: ignore[arg-type]
+                w.offsets.append(offset)
+                w.vias.append(publisher[0])
+                w.ids.append(publisher[1])
+                w.keys.append(fingerprint(out[0], out[2]))  # type: ignore[arg-type]
             elif what is Fate.DEAD:
-                invalid.append((i, out[0], out[1]))
+                w.invalid.append((i, out[0], out[1]))
             elif what is Fate.ALREADY_STORED:
-                already_stored += 1
+                w.already_stored += 1
             else:
-                already_dead += 1
-        n = len(rows)
-        at = epoch_ms(chunk.received_at)  # the provenance columns, column by column (constant but the offset)
-        block = encoder.encode(rows, ([at] * n, [chunk.topic] * n, [chunk.partition] * n, offsets))
-        return DecodedChunk(block, n, tuple(invalid), already_stored, already_dead, fp)
+                w.already_dead += 1
+        w.fp = fp
+        return w
 
     def _values(self, value: bytes | None) -> tuple[Any, ...] | list[str]:
         """The event's own columns of a valid message, else ``[field, reason]``."""

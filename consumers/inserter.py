@@ -13,6 +13,8 @@ Contract:
   the first chunk is encoded): a change of a column's type needs a restart of the worker;
 - :meth:`Inserter.stored_watermarks` returns, per partition of a topic, the highest stored ``kafka_offset``
   (from the ``audit_events_offsets`` aggregate kept by migration 0010's materialized view);
+- :meth:`Inserter.fingerprints`, :meth:`Inserter.stored_hashes` and :meth:`Inserter.insert_conflicts` serve the
+  first-write guard (:mod:`consumers.first_write_guard`);
 - errors propagate unchanged: the caller retries with backoff.
 """
 
@@ -22,14 +24,20 @@ import asyncio
 import contextlib
 import os
 import threading
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
+import numpy as np
+
+from auditlog.db.content_hash import CONTENT_SHA256_SQL
 from auditlog.logs import get_logger
 from auditlog.store import Store
+from consumers.first_write import FINGERPRINT_SQL, Conflict
 from schemas.rows import EVENT_COLUMNS
-from schemas.tables import EVENTS_TABLE, OFFSETS_TABLE
+from schemas.tables import CONFLICTS_TABLE, DIGESTS_TABLE, EVENTS_TABLE, OFFSETS_TABLE
 
 log = get_logger("consumers.inserter")
 #: Insert settings, each used where the store knows it. Two cut ClickHouse's work per row: no ReplacingMergeTree
@@ -127,6 +135,48 @@ class Inserter:
         except Exception:
             return False
         return bool(res.result_rows[0][0])
+
+    async def fingerprints(self, since: datetime | None) -> tuple[np.ndarray, datetime | None]:
+        """The fingerprint of every event whose digest was recorded at or after ``since`` (None: all), and the
+        latest ``recorded_at`` seen."""
+        return tuple(await self._run(self._fingerprints, since))
+
+    def _fingerprints(self, since: datetime | None) -> tuple[np.ndarray, datetime | None]:
+        c = self.store.client()
+        where, params = ("WHERE recorded_at >= {since:DateTime64(3, 'UTC')}", {"since": since}) if since else ("", {})
+        latest = c.query(f"SELECT max(recorded_at), count() FROM {DIGESTS_TABLE} {where}", parameters=params)
+        at, n = latest.result_rows[0]
+        if not n:
+            return np.empty(0, np.uint64), since
+        raw = c.raw_query(f"SELECT {FINGERPRINT_SQL} FROM {DIGESTS_TABLE} {where}", parameters=params,
+                          fmt="RowBinary")
+        return np.frombuffer(raw, dtype="<u8").astype(np.uint64), at
+
+    async def stored_hashes(self, pairs: list[tuple[str, uuid.UUID]]) -> dict[tuple[str, uuid.UUID], bytes]:
+        """The content hash of the record (the earliest stored row) of each (org_id, event_id) the store has."""
+        return dict(await self._run(self._stored_hashes, pairs)) if pairs else {}
+
+    def _stored_hashes(self, pairs: list[tuple[str, uuid.UUID]]) -> dict[tuple[str, uuid.UUID], bytes]:
+        res = self.store.client().query(
+            f"SELECT org_id, event_id, {CONTENT_SHA256_SQL} FROM {EVENTS_TABLE} "
+            "WHERE org_id IN {orgs:Array(String)} AND event_id IN {ids:Array(UUID)} "
+            "ORDER BY received_at DESC, kafka_topic DESC, kafka_partition DESC, kafka_offset DESC",
+            parameters={"orgs": sorted({o for o, _ in pairs}), "ids": sorted({str(e) for _, e in pairs})})
+        want = set(pairs)
+        out: dict[tuple[str, uuid.UUID], bytes] = {}
+        for org, eid, h in res.result_rows:  # the earliest row last: it wins
+            key = (org, eid if isinstance(eid, uuid.UUID) else uuid.UUID(str(eid)))
+            if key in want:
+                out[key] = h if isinstance(h, bytes) else bytes(h, "latin-1")
+        return out
+
+    async def insert_conflicts(self, conflicts: list[Conflict]) -> None:
+        """Keep ``conflicts`` aside in ``audit_event_conflicts`` (keyed by their Kafka position: a retry adds none)."""
+        if conflicts:
+            await self._run(self._insert_conflicts, conflicts)
+
+    def _insert_conflicts(self, conflicts: list[Conflict]) -> None:
+        self.store.client().insert(CONFLICTS_TABLE, [c.row() for c in conflicts], column_names=list(Conflict.COLUMNS))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

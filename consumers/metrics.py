@@ -17,6 +17,10 @@ SKIPPED = Counter(
     "Redelivered messages already stored or dead-lettered before a crash (watermarks).",
     ["topic", "kind"],
 )
+CONFLICTS = Counter("auditlog_consumer_conflicts", "Messages that reused a stored (org_id, event_id) with other "
+                    "content: kept aside in audit_event_conflicts, never stored as the event.", ["topic"])
+RETRIES_DROPPED = Counter("auditlog_consumer_retries_dropped", "Messages identical to a stored event (a producer "
+                          "retry): stored nothing.", ["topic"])
 RETRIES = Counter("auditlog_consumer_retries", "Failed store/DLQ attempts that were retried.", ["step"])
 COMMITS = Counter("auditlog_consumer_commits", "Offset commits.", ["result"])
 BATCH_ROWS = Histogram(

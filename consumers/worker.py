@@ -34,6 +34,7 @@ from consumers.dlq import (
     read_dlq_watermarks,
 )
 from consumers.fate import Watermarks
+from consumers.first_write_guard import FirstWriteGuard
 from consumers.inserter import Inserter
 from consumers.partition import PartitionState
 from consumers.processor import StreamProcessor
@@ -48,7 +49,7 @@ from schemas.catalog import Catalog, get_catalog
 
 log = get_logger("consumers.worker")
 _ids = count(1)
-_STATS = ("consumed", "stored", "dead_lettered", "skipped_stored", "skipped_dlq", "flushes", "commits",
+_STATS = ("consumed", "stored", "dead_lettered", "conflicts", "retries_dropped", "skipped_stored", "skipped_dlq", "flushes", "commits",
           "store_retries", "dlq_retries", "max_held", "rebalances")
 
 
@@ -77,6 +78,8 @@ class ConsumerWorker:
         self._processor: StreamProcessor | None = None
         self._pool: DecodePool | None = None
         self._inserter: Inserter | None = None
+        self._guard: FirstWriteGuard | None = None
+        self._keys = settings.server_keys()
         self._dlq: Any = None
         self._dlq_partitions = 1
 
@@ -133,6 +136,11 @@ class ConsumerWorker:
                 types = await self.retry.run("store", lambda _a: self._inserter.column_types(), stoppable=True)  # type: ignore[union-attr]
             except Stopping:
                 return
+            guard = self._guard = FirstWriteGuard(self._inserter, self.catalog, types)
+            try:
+                await self.retry.run("store", lambda _a: guard.load(), stoppable=True)
+            except Stopping:
+                return
             self._pool = shared_pool(s.decode_processes(), self.catalog, types, s.consumer_nice)
             await asyncio.to_thread(self._pool.start)
             m.DECODE_HELPERS.labels(self.name).set(self._pool.processes)
@@ -184,10 +192,10 @@ class ConsumerWorker:
         assert self._inserter is not None and self._pool is not None
         committing = Committing(consumer, self._committed, self.name)
         flushing = Flushing(committing, self._inserter, self._dlq.send, self._dlq_watermark, self.retry, self.stats,
-                            self.name)
+                            self.name, self._guard)
         batching = Batching(states, flushing, self.limit, self.stats, max_rows=s.batch_max_rows,
                             max_seconds=s.batch_max_seconds, min_seconds=s.batch_min_seconds)
-        decoding = Decoding(self._pool, batching)
+        decoding = Decoding(self._pool, batching, keys=self._keys)
         batching.upstream_busy = lambda: decoding.busy
         return decoding
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
-from schemas.catalog import Catalog, get_catalog
+from schemas.catalog import RESERVED_REASON, Catalog, get_catalog, is_reserved
 from schemas.event import AuditEvent, EventError, parse_event
 
 T = TypeVar("T")
@@ -37,8 +37,9 @@ def new_event_id() -> str:
     return str(uuid.uuid4())
 
 
-def coerce_event(event: AuditEvent | Mapping[str, Any], catalog: Catalog) -> AuditEvent:
-    """Validate a mapping (filling ``event_id`` and ``occurred_at`` when absent) or re-check a model."""
+def coerce_event(event: AuditEvent | Mapping[str, Any], catalog: Catalog, *, reserved: bool = False) -> AuditEvent:
+    """Validate a mapping (filling ``event_id`` and ``occurred_at`` when absent) or re-check a model. The reserved
+    category (who read the audit log) only with ``reserved`` (the API's self-audit, whose messages are signed)."""
     if isinstance(event, AuditEvent):
         data: dict[str, Any] = event.model_dump(mode="json")
     else:
@@ -46,9 +47,12 @@ def coerce_event(event: AuditEvent | Mapping[str, Any], catalog: Catalog) -> Aud
         data.setdefault("event_id", new_event_id())
         data.setdefault("occurred_at", datetime.now(UTC).isoformat())
     try:
-        return parse_event(data, catalog)
+        ev = parse_event(data, catalog)
     except EventError as exc:
         raise InvalidEvent(exc.field, exc.reason) from None
+    if not reserved and is_reserved(ev.scope, ev.category):
+        raise InvalidEvent("category", RESERVED_REASON)
+    return ev
 
 
 class AuditProducer:
@@ -91,10 +95,13 @@ class AuditProducer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def send(self, event: AuditEvent | Mapping[str, Any]) -> asyncio.Future[RecordMetadata]:
-        """Validate and enqueue one event; returns the future of its broker ack."""
-        ev = coerce_event(event, self.catalog)
-        return await self.send_raw(ev.to_json_bytes(), ev.org_id)
+    async def send(self, event: AuditEvent | Mapping[str, Any], *,
+                   sign: Callable[[bytes], list[tuple[str, bytes]]] | None = None) -> asyncio.Future[RecordMetadata]:
+        """Validate and enqueue one event; returns the future of its broker ack. ``sign`` (the API's self-audit)
+        returns the headers for the message's bytes; only a signed message may carry the reserved category."""
+        ev = coerce_event(event, self.catalog, reserved=sign is not None)
+        value = ev.to_json_bytes()
+        return await self.send_raw(value, ev.org_id, sign(value) if sign is not None else None)
 
     async def send_raw(
         self, value: bytes, key: str | bytes | None, headers: list[tuple[str, bytes]] | None = None

@@ -1,24 +1,28 @@
 """``POST /v1/ingest``: events over HTTP for services without a Kafka client (API.md "Writing events over HTTP").
 
 A service token (``role: service``, ``audit:write``, ``write_orgs``) posts one event or an NDJSON batch; the events
-are validated off the event loop, the valid ones of its orgs published through the app's producer, and the answer
-waits for the broker's acknowledgement of every one (:mod:`query_api.ingest`): ``202 {"accepted", "rejected"}``;
-nothing valid: 422 (403 when every event names an org outside ``write_orgs``) with the error object and the same
-``rejected`` list; broker unreachable: 503 ``broker_unavailable`` with ``Retry-After``, nothing reported accepted.
+are validated off the event loop, the valid ones of its orgs published through the app's ``ingest_producer``, and
+the answer waits for the broker's acknowledgement of every one (:mod:`query_api.ingest`):
+``202 {"accepted", "rejected"}``; nothing valid: 422 (403 when every event names an org outside ``write_orgs``)
+with the error object and the same ``rejected`` list; broker unreachable: 503 ``broker_unavailable`` with
+``Retry-After``, nothing reported accepted.
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from auditlog.logs import get_logger
+from auditlog.provenance import http as publisher_http
+from auditlog.provenance import signed_headers
 from query_api import ingest
 from query_api.auth import WritePrincipal
-from query_api.deps import CatalogDep, SettingsDep
+from query_api.deps import CatalogDep, ServerKeysDep, SettingsDep
 from query_api.errors import ApiError, ErrorBody, ErrorDetail
 
 log = get_logger("query_api.ingest")
@@ -69,7 +73,7 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 @router.post("/ingest", status_code=202, response_model=IngestResult, responses=_RESPONSES, openapi_extra=_BODY,
              summary="Publish events (one JSON event, or NDJSON) for a service without a Kafka client")
 async def ingest_events(request: Request, service: WritePrincipal, settings: SettingsDep,
-                        catalog: CatalogDep) -> JSONResponse:
+                        catalog: CatalogDep, keys: ServerKeysDep) -> JSONResponse:
     t0 = time.perf_counter()
     slot = None
     try:
@@ -83,8 +87,9 @@ async def ingest_events(request: Request, service: WritePrincipal, settings: Set
         if not batch.accepted:
             return _refused(service.sub, batch, rejected)
         try:
-            producer = request.app.state.auditor.producer
-            await ingest.publish(producer, batch.accepted, settings.api_ingest_ack_timeout_seconds)
+            producer = request.app.state.ingest_producer
+            await ingest.publish(producer, batch.accepted, settings.api_ingest_ack_timeout_seconds,
+                                 sign=partial(signed_headers, keys, publisher_http(service.sub)))
         except ApiError:
             ingest.count("unavailable", len(batch.accepted))
             raise

@@ -6,6 +6,10 @@ Contract: org owners only (the digests cover a whole organization; a workspace a
 was altered, deleted, unrecorded or conflicting. Reads only; nothing is repaired. One run at a time per org, its
 result reused for ``api_integrity_cache_seconds`` (:mod:`query_api.integrity_runs`); each call is recorded as an
 ``audit_log.verify`` event.
+
+``/v1/conflicts`` (org owners, ``audit:read``) lists the messages that reused one of the org's event ids with
+other content: they were kept aside, the record is unchanged (EVENT.md, "append-only"); recorded as
+``audit_log.read`` with ``kind: conflicts``.
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import partial
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from auditlog.db import integrity
 from query_api.deps import AuditorDep, RunnerDep, TenantScope
 from query_api.errors import ERRORS, ApiError
 from query_api.integrity_runs import IntegrityRuns
-from query_api.models import IntegrityOut
+from query_api.models import ConflictPage, IntegrityOut
 from schemas.event import format_ts
 
 router = APIRouter(prefix="/v1", tags=["integrity"])
@@ -38,7 +42,7 @@ async def check_integrity(request: Request, sq: TenantScope, runner: RunnerDep, 
         # not cancelled with the first caller: others of the org may be waiting for this run
         report = await runner.run(None, partial(integrity.verify, runner.store, org=p.org_id, now=checked_at,
                                                          recheck_seconds=runner.settings.integrity_recheck_seconds),
-                                  timeout_s=runner.settings.api_query_timeout_seconds * 4)
+                                  timeout_s=runner.settings.api_query_timeout_seconds * 4, caller=p)
         return {
             "org_id": p.org_id,
             "checked_at": format_ts(checked_at),
@@ -53,3 +57,17 @@ async def check_integrity(request: Request, sq: TenantScope, runner: RunnerDep, 
     await auditor.record(request, p, "audit_log.verify",
                          extra={"clean": result["clean"], "cached": cached, "checked_at": result["checked_at"]})
     return result
+
+
+@router.get("/conflicts", response_model=ConflictPage, responses=ERRORS,
+            summary="Attempted rewrites: messages that reused one of your event ids with other content (kept aside)")
+async def list_conflicts(request: Request, sq: TenantScope, runner: RunnerDep, auditor: AuditorDep,
+                         limit: int = Query(100, ge=1, le=500)) -> dict[str, object]:
+    p = sq.principal
+    if not p.is_owner:
+        raise ApiError(403, "conflicts cover the whole organization: only an org owner may list them")
+    rows = await runner.run(request, partial(integrity.conflicts, runner.store, p.org_id, limit), caller=p)
+    await auditor.record(request, p, "audit_log.read", extra={"kind": "conflicts", "rows": len(rows)})
+    for r in rows:
+        r["occurred_at"], r["received_at"] = format_ts(r["occurred_at"]), format_ts(r["received_at"])
+    return {"data": rows}

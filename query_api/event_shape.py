@@ -108,6 +108,8 @@ EVENT_SHAPE: tuple[EventField, ...] = (
     EventField("source", "source", "LowCardinality(Nullable(String))", csv=21),
     EventField("request_id", "request_id", "Nullable(String)", csv=22),
     EventField("received_at", "received_at", "DateTime64(3, 'UTC')", csv=2),
+    EventField("via", "publisher_via", "LowCardinality(String)", group="publisher", csv=24),
+    EventField("id", "publisher_id", "Nullable(String)", group="publisher", csv=25),
 )
 
 STORED: tuple[EventField, ...] = tuple(f for f in EVENT_SHAPE if f.column is not None)

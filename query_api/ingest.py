@@ -7,7 +7,8 @@ Contract:
   ``application/ndjson``) is one event per line, at most ``max_events`` (more: 413); blank lines are ignored and
   not counted; any other content type: 415. Every event goes through :func:`schemas.event.parse_event` (the
   consumer's and the SDK's validator) with ``event_id`` and ``occurred_at`` required (never filled in: a retry of
-  the same body is the same events), then through the token's ``write_orgs``. A refused event is a
+  the same body is the same events), the reserved category refused (``reserved``: who read the audit log is
+  written only by the API), then through the token's ``write_orgs``. A refused event is a
   :class:`Rejection` whose ``index`` is its 0-based position among the non-blank lines (0 for a single event);
   a line that is not JSON is one too;
 - :func:`publish` sends the accepted events' wire form keyed by ``org_id`` through the app's
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from producers.producer import AuditProducer
 from query_api.auth import ServicePrincipal
 from query_api.errors import ApiError, ClientGone
 from query_api.observability import INGEST_EVENTS
-from schemas.catalog import Catalog
+from schemas.catalog import RESERVED_REASON, Catalog, is_reserved
 from schemas.event import EventError, parse_event
 
 JSON = "application/json"
@@ -125,6 +126,8 @@ def _validate(index: int, data: bytes, service: ServicePrincipal, catalog: Catal
         ev = parse_event(data, catalog)
     except EventError as exc:
         return _rejection(index, exc)
+    if is_reserved(ev.scope, ev.category):
+        return Rejection(index, "category", RESERVED_REASON)
     if not service.may_write(ev.org_id):
         return Rejection(index, "org_id", f"{_OUTSIDE}: org_id {ev.org_id!r} is not one of "
                                           f"{', '.join(sorted(service.write_orgs)) or '(none)'}")
@@ -182,15 +185,17 @@ def _quiet(fut: asyncio.Future[Any]) -> None:  # an ack that failed after we sto
         fut.exception()
 
 
-async def publish(producer: AuditProducer | None, records: Sequence[tuple[str, bytes]], timeout_s: float) -> None:
-    """Send ``records`` (``(org_id, wire bytes)``) and wait for every ack, or raise 503 (module contract)."""
+async def publish(producer: AuditProducer | None, records: Sequence[tuple[str, bytes]], timeout_s: float,
+                  sign: Callable[[bytes], list[tuple[str, bytes]]] | None = None) -> None:
+    """Send ``records`` (``(org_id, wire bytes)``) and wait for every ack, or raise 503 (module contract).
+    ``sign`` gives each message's headers (the publisher, :mod:`auditlog.provenance`)."""
     if producer is None:
         raise unavailable("this API is not connected to the broker yet; nothing was accepted")
     futures: list[asyncio.Future[Any]] = []
     try:
         async with asyncio.timeout(timeout_s):
             for n, (org_id, value) in enumerate(records, 1):
-                futures.append(await producer.send_raw(value, org_id))
+                futures.append(await producer.send_raw(value, org_id, sign(value) if sign is not None else None))
                 if n % 500 == 0:
                     await asyncio.sleep(0)  # let other requests have the loop while a large batch is enqueued
             if futures:

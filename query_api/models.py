@@ -32,6 +32,12 @@ class TargetOut(BaseModel):
     name: str | None = None
 
 
+class PublisherOut(BaseModel):
+    via: str = Field(description="http (POST /v1/ingest), kafka (the topic), api (the API's own self-audit); "
+                                 "empty for events stored before publishers were recorded")
+    id: str | None = Field(None, description="the service token's sub (http), query-api (api); null for kafka")
+
+
 # Written out for the OpenAPI schema and type checkers; tests/unit/test_event_shape.py checks its fields (names,
 # order, nesting, nullability, enums) against query_api/event_shape.py EVENT_SHAPE, the one spec of the event.
 class EventOut(BaseModel):
@@ -58,6 +64,8 @@ class EventOut(BaseModel):
     source: str | None = None
     request_id: str | None = None
     received_at: str
+    publisher: PublisherOut = Field(description="who published it, from the credential that wrote it (never from "
+                                                "the event's own fields)")
 
 
 class EventPage(BaseModel):
@@ -100,6 +108,26 @@ class IntegrityOut(BaseModel):
     findings: dict[str, list[str]] = Field(description="up to 20 event ids per finding")
     not_checked_before: str | None = Field(None, description="events older than this are near the retention "
                                                              "limit and not checked")
+
+
+class KafkaPosition(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+
+
+class ConflictOut(BaseModel):
+    event_id: str
+    occurred_at: str = Field(description="the occurred_at the conflicting message carried")
+    received_at: str
+    content_sha256: str = Field(description="hex SHA-256 of its content (auditlog-content-v1)")
+    content: dict[str, Any] | None = Field(description="the event it carried, as stored columns")
+    publisher: PublisherOut
+    kafka: KafkaPosition
+
+
+class ConflictPage(BaseModel):
+    data: list[ConflictOut]
 
 
 class StatsOut(BaseModel):

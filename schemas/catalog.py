@@ -43,6 +43,17 @@ class Scope:
     categories: dict[str, Category] = field(default_factory=dict)
 
 
+#: (scope, category) of "who read the audit log": written only by the API's own self-audit, never by a service
+RESERVED = ("organization", "audit_log")
+RESERVED_REASON = ("reserved: organization / audit_log events (who read the audit log) are written only by the "
+                   "API's own self-audit")
+
+
+def is_reserved(scope: str, category: str) -> bool:
+    """Whether (scope, category) is :data:`RESERVED`."""
+    return category == RESERVED[1] and scope == RESERVED[0]
+
+
 class CatalogError(ValueError):
     """The catalog file itself is malformed."""
 
@@ -129,6 +140,10 @@ class Catalog:
     def all_actions(self) -> list[tuple[str, str, str]]:
         """Every valid (scope, category, action) triple, in catalog order."""
         return [(s, c, a) for (s, a), (c, *_rest) in self._actions.items()]
+
+    def producer_actions(self) -> list[tuple[str, str, str]]:
+        """:meth:`all_actions` without the :data:`RESERVED` category (what a service may publish)."""
+        return [t for t in self.all_actions() if not is_reserved(t[0], t[1])]
 
     def actions_matching(self, needle: str) -> list[tuple[str, str]]:
         """(scope, action) pairs whose code or label (of scope, category or action) contains ``needle``,

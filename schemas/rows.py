@@ -41,11 +41,15 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "kafka_topic",
     "kafka_partition",
     "kafka_offset",
+    "publisher_via",
+    "publisher_id",
 )
 
 
-#: the last columns of :data:`EVENT_COLUMNS`: where and when the consumer took the event (not the event's content)
-PROVENANCE_COLUMNS: tuple[str, ...] = ("received_at", "kafka_topic", "kafka_partition", "kafka_offset")
+#: the last columns of :data:`EVENT_COLUMNS`: where, when and from whom the consumer took the event (not the
+#: event's content; the publisher comes from the credential that wrote it, :mod:`schemas.publisher`)
+PROVENANCE_COLUMNS: tuple[str, ...] = ("received_at", "kafka_topic", "kafka_partition", "kafka_offset",
+                                       "publisher_via", "publisher_id")
 assert EVENT_COLUMNS[-len(PROVENANCE_COLUMNS) :] == PROVENANCE_COLUMNS
 
 
@@ -77,5 +81,6 @@ def event_values(ev: AuditEvent) -> tuple[Any, ...]:
     )
 
 
-def event_row(ev: AuditEvent, received_at: datetime, topic: str, partition: int, offset: int) -> tuple[Any, ...]:
-    return (*event_values(ev), received_at, topic, partition, offset)
+def event_row(ev: AuditEvent, received_at: datetime, topic: str, partition: int, offset: int,
+              publisher: tuple[str, str | None] = ("kafka", None)) -> tuple[Any, ...]:
+    return (*event_values(ev), received_at, topic, partition, offset, *publisher)

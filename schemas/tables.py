@@ -21,6 +21,8 @@ FLAT_VIEW = "audit_events_flat"
 DAILY_COUNTS = "audit_daily_counts"
 #: The content digest of each stored event (0040), written by a materialized view; append-only.
 DIGESTS_TABLE = "audit_event_digests"
+#: Messages that reused a stored (org_id, event_id) with other content (0060): kept aside, never the record.
+CONFLICTS_TABLE = "audit_event_conflicts"
 #: The migrator's record of applied versions (created by ``auditlog/db/migrations.py``).
 MIGRATIONS_TABLE = "schema_migrations"
 #: The migrator's claims on versions being applied (created by ``auditlog/db/migrations.py``).
@@ -28,4 +30,4 @@ CLAIMS_TABLE = "schema_migration_claims"
 
 #: The objects the migrations in ``schemas/migrations/`` create.
 MIGRATED_OBJECTS: tuple[str, ...] = (EVENTS_TABLE, OFFSETS_TABLE, ACTORS_TABLE, CATALOG_TABLE, FLAT_VIEW,
-                                     DAILY_COUNTS, DIGESTS_TABLE)
+                                     DAILY_COUNTS, DIGESTS_TABLE, CONFLICTS_TABLE)

@@ -41,7 +41,7 @@ def make_event(**overrides: Any) -> dict[str, Any]:
 def random_events(n: int, seed: int = 0, orgs: tuple[str, ...] = ("acme", "globex"), days: int = 7) -> list[dict[str, Any]]:
     """``n`` valid events over random catalog actions, orgs, workspaces and the last ``days`` days."""
     rng = random.Random(seed)
-    triples = get_catalog().all_actions()
+    triples = get_catalog().producer_actions()
     now = datetime.now(UTC)
     out = []
     for i in range(n):

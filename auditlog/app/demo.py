@@ -159,7 +159,7 @@ def demo_events(now: datetime | None = None, seed: int = 7, background: int = 32
     cat = get_catalog()
     g = _Gen(now, seed, cat)
     out: list[dict[str, Any]] = []
-    triples = cat.all_actions()
+    triples = cat.producer_actions()
     # every catalog action at least once in every org
     for org in DEMO_ORGS:
         for s, c, a in triples:

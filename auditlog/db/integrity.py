@@ -30,7 +30,7 @@ from auditlog.db.content_hash import content_sha256 as content_sha256
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
-from schemas.tables import DIGESTS_TABLE, EVENTS_TABLE
+from schemas.tables import CONFLICTS_TABLE, DIGESTS_TABLE, EVENTS_TABLE
 
 
 def _log() -> Any:
@@ -69,8 +69,9 @@ def verify(store: Store, *, org: str | None = None, margin_days: float = 2.0, sa
     """Compare every stored row of ``audit_events`` (optionally one org's) with the digests recorded at insert.
 
     Per (org_id, event_id): ``deleted`` = digests but no row; ``unrecorded`` = rows but no digest; ``altered``
-    = a stored row whose content hash is none of the recorded ones; ``conflicting`` = the id was recorded with
-    different content (a producer reused it, or someone inserted a replacement row); ``verified`` otherwise;
+    = a stored row whose content hash is none of the recorded ones; ``conflicting`` = the id arrived again with
+    other content (kept aside in ``audit_event_conflicts``: the record is unchanged), or was recorded with
+    different content (a replacement row inserted past the consumer); ``verified`` otherwise;
     ``expired`` = newer than nothing within the retention cutoff (not checked). Every physical row is checked,
     not only what FINAL shows, so a superseded copy cannot be edited unnoticed either. An insert in progress
     shows its row before the view has written its digest (or the reverse), and a busy or deprioritised inserter
@@ -102,6 +103,26 @@ def verify(store: Store, *, org: str | None = None, margin_days: float = 2.0, sa
     return report
 
 
+def conflicts(store: Store, org: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest ``limit`` messages of ``org`` that reused a stored (org_id, event_id) with other content (kept
+    aside in ``audit_event_conflicts``; the record is unchanged): content, content hash, publisher, position."""
+    res = store.client().query(
+        f"SELECT toString(event_id), occurred_at, received_at, lower(hex(content_sha256)), content, publisher_via, "
+        f"publisher_id, kafka_topic, kafka_partition, kafka_offset FROM {CONFLICTS_TABLE} FINAL "
+        "WHERE org_id = {org:String} ORDER BY received_at DESC, kafka_partition, kafka_offset LIMIT {n:UInt32}",
+        parameters={"org": org, "n": int(limit)})
+    out = []
+    for eid, occurred, received, h, content, via, pid, topic, part, off in res.result_rows:
+        try:
+            body: Any = json.loads(content)
+        except ValueError:
+            body = None
+        out.append({"event_id": eid, "occurred_at": occurred, "received_at": received, "content_sha256": h,
+                    "content": body, "publisher": {"via": via, "id": pid},
+                    "kafka": {"topic": topic, "partition": int(part), "offset": int(off)}})
+    return out
+
+
 _RECHECK_MAX = 10_000  # more deleted/unrecorded ids than this are reported as found, without a second look
 _RECHECK_EVERY = 0.5  # seconds between two looks at the ids still deleted/unrecorded
 
@@ -119,15 +140,18 @@ def _per_id_sql(org: str | None, only_ids: bool = False) -> str:
                        empty(stored), 'deleted',
                        empty(recorded), 'unrecorded',
                        NOT hasAll(recorded, stored), 'altered',
-                       length(recorded) > 1, 'conflicting',
+                       length(arrayDistinct(arrayConcat(recorded, aside))) > 1, 'conflicting',
                        'verified') AS status
         FROM (
             SELECT org_id, event_id, max(occurred_at) AS latest,
-                   groupUniqArrayIf(h, src = 0) AS recorded, groupUniqArrayIf(h, src = 1) AS stored
+                   groupUniqArrayIf(h, src = 0) AS recorded, groupUniqArrayIf(h, src = 1) AS stored,
+                   groupUniqArrayIf(h, src = 2) AS aside
             FROM (
                 SELECT org_id, event_id, occurred_at, content_sha256 AS h, 0 AS src FROM {DIGESTS_TABLE} {where}
                 UNION ALL
                 SELECT org_id, event_id, occurred_at, {CONTENT_SHA256_SQL} AS h, 1 AS src FROM {EVENTS_TABLE} {where}
+                UNION ALL
+                SELECT org_id, event_id, occurred_at, content_sha256 AS h, 2 AS src FROM {CONFLICTS_TABLE} {where}
             )
             GROUP BY org_id, event_id
         )"""

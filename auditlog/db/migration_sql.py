@@ -55,14 +55,14 @@ def _statements(sql: str) -> list[str]:
 
 
 def render_migration(sql: str, database: str, retention_days: int) -> list[str]:
-    """The statements of one migration file with ``{db}``, ``{ttl_days}`` and ``{content_sha256}`` (the content
-    hash expression of :mod:`auditlog.db.content_hash`) filled in."""
-    from auditlog.db.content_hash import CONTENT_SHA256_SQL
+    """The statements of one migration file with ``{db}``, ``{ttl_days}``, ``{content_sha256}`` (the content
+    hash expression of :mod:`auditlog.db.content_hash`) and ``{content_columns}`` (its columns) filled in."""
+    from auditlog.db.content_hash import CONTENT_COLUMNS, CONTENT_SHA256_SQL
 
     check_ident(database, "database name")
     return [
         s.replace("{db}", database).replace("{ttl_days}", str(int(retention_days))).replace(
-            "{content_sha256}", CONTENT_SHA256_SQL)
+            "{content_sha256}", CONTENT_SHA256_SQL).replace("{content_columns}", ", ".join(CONTENT_COLUMNS))
         for s in _statements(sql)
     ]
 

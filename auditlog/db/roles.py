@@ -2,7 +2,7 @@
 and users as SQL.
 
 Contract:
-- ``auditlog_writer`` (the consumer) may only INSERT events and read :data:`WRITER_READABLE`;
+- ``auditlog_writer`` (the consumer) may only INSERT events and conflicts and read :data:`WRITER_READABLE`;
   ``auditlog_reader`` (the API) and ``auditlog_analyst`` are ``readonly = 2`` CONST; analysts see only their
   org's rows of :data:`ORG_SCOPED_TABLES` (a fail-closed ``USING 0`` policy plus one permissive policy per user);
 - no statement grants any of :data:`FORBIDDEN_PRIVILEGES`; nothing may write :data:`APPEND_ONLY_TABLES`;
@@ -27,7 +27,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from auditlog.settings import check_ident
-from schemas.tables import CATALOG_TABLE, DAILY_COUNTS, DIGESTS_TABLE, EVENTS_TABLE, FLAT_VIEW, OFFSETS_TABLE
+from schemas.tables import (
+    CATALOG_TABLE,
+    CONFLICTS_TABLE,
+    DAILY_COUNTS,
+    DIGESTS_TABLE,
+    EVENTS_TABLE,
+    FLAT_VIEW,
+    OFFSETS_TABLE,
+)
 
 WRITER = "auditlog_writer"
 READER = "auditlog_reader"
@@ -37,11 +45,12 @@ ROLE_ALIASES = {"writer": WRITER, "reader": READER, "analyst": ANALYST}
 
 #: Tables the consumer may read besides inserting events: its per-partition offset watermarks
 #: (consumer migration 0010). SELECT only.
-WRITER_READABLE: tuple[str, ...] = (OFFSETS_TABLE,)
+WRITER_READABLE: tuple[str, ...] = (OFFSETS_TABLE, EVENTS_TABLE, DIGESTS_TABLE)  # the first-write check reads both
 #: Tables (and views) analysts may read (the digests: so an analyst can check their org's events, migration 0040).
-ANALYST_TABLES: tuple[str, ...] = (EVENTS_TABLE, FLAT_VIEW, DAILY_COUNTS, CATALOG_TABLE, DIGESTS_TABLE)
+ANALYST_TABLES: tuple[str, ...] = (EVENTS_TABLE, FLAT_VIEW, DAILY_COUNTS, CATALOG_TABLE, DIGESTS_TABLE,
+                                   CONFLICTS_TABLE)
 #: Tables that carry ``org_id`` and get the per-org row policies (views inherit them: SQL SECURITY INVOKER).
-ORG_SCOPED_TABLES: tuple[str, ...] = (EVENTS_TABLE, DAILY_COUNTS, DIGESTS_TABLE)
+ORG_SCOPED_TABLES: tuple[str, ...] = (EVENTS_TABLE, DAILY_COUNTS, DIGESTS_TABLE, CONFLICTS_TABLE)
 #: Tables no role may write, alter or delete at all (tamper evidence): written only by a materialized view.
 APPEND_ONLY_TABLES: tuple[str, ...] = (DIGESTS_TABLE,)
 #: Settings of the read-only roles (reader, analyst), CONST so a session cannot lift them. readonly = 2
@@ -86,14 +95,14 @@ def role_statements(database: str, cluster: str | None = None, local_suffix_for:
     stmts = [f"CREATE ROLE IF NOT EXISTS {role}{oc}" for role in ROLES]
     ro = ", ".join(f"{k} = {int(v)} CONST" for k, v in READONLY_SETTINGS.items())
     stmts += [f"ALTER ROLE {role}{oc} SETTINGS {ro}" for role in (READER, ANALYST)]
-    stmts += [f"GRANT{oc} INSERT ON {o} TO {WRITER}" for o in objs(EVENTS_TABLE)]
+    stmts += [f"GRANT{oc} INSERT ON {o} TO {WRITER}" for o in objs(EVENTS_TABLE, CONFLICTS_TABLE)]
     stmts += [f"GRANT{oc} SELECT ON {o} TO {WRITER}" for o in objs(*WRITER_READABLE)]
     stmts.append(f"GRANT{oc} SELECT ON {db}.* TO {READER}")
     stmts += [f"GRANT{oc} SELECT ON {o} TO {ANALYST}" for o in objs(*ANALYST_TABLES)]
     on_tables = ", ".join(objs(*ORG_SCOPED_TABLES))
     stmts.append(
         f"CREATE ROW POLICY OR REPLACE auditlog_reader_all_rows{oc} ON {on_tables} "
-        f"AS PERMISSIVE FOR SELECT USING 1 TO {READER}"
+        f"AS PERMISSIVE FOR SELECT USING 1 TO {READER}, {WRITER}"
     )
     stmts.append(
         f"CREATE ROW POLICY OR REPLACE auditlog_analyst_no_org{oc} ON {on_tables} "

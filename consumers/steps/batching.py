@@ -51,7 +51,7 @@ class Batching:
             for i, field, reason in res.invalid:
                 b.add_dead(chunk.offsets[i], dead_letter(recs[base + i], field, reason))
                 dead_at.append(base + i)
-            b.add_block(last, res.block, res.rows)
+            b.add_decoded(chunk, res)
             if res.already_stored or res.already_dead:
                 b.add_skipped(last, res.already_stored + res.already_dead)
                 stored += res.already_stored

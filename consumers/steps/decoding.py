@@ -11,7 +11,10 @@ import asyncio
 import time
 from collections import deque
 from datetime import UTC, datetime
+from typing import Any
 
+from auditlog.provenance import KAFKA, Publisher, publisher_of
+from auditlog.signing import ServerKeys
 from consumers import metrics as m
 from consumers.decode import Chunk, DecodedChunk
 from consumers.decode_pool import DecodePool
@@ -19,8 +22,10 @@ from consumers.steps import Decoded, Fetched, Step
 
 
 class Decoding:
-    def __init__(self, pool: DecodePool, next_step: Step[Decoded], chunk_messages: int = 500) -> None:
+    def __init__(self, pool: DecodePool, next_step: Step[Decoded], chunk_messages: int = 500,
+                 keys: ServerKeys | None = None) -> None:
         self.pool = pool
+        self.keys = keys
         self.next = next_step
         self.chunk_messages = chunk_messages
         self._queue: deque[tuple[Fetched, list[Chunk], asyncio.Future[list[DecodedChunk]]]] = deque()
@@ -31,7 +36,8 @@ class Decoding:
         at = datetime.now(UTC)
         n = self.chunk_messages
         chunks = [
-            Chunk(tp.topic, tp.partition, [r.offset for r in piece], [r.value for r in piece], at, wm.stored, wm.dead)
+            Chunk(tp.topic, tp.partition, [r.offset for r in piece], [r.value for r in piece], at, wm.stored, wm.dead,
+                  self._publishers(piece))
             for piece in (recs[i : i + n] for i in range(0, len(recs), n))
         ]
         task = asyncio.ensure_future(self.pool.decode(chunks))
@@ -39,6 +45,13 @@ class Decoding:
         task.add_done_callback(lambda _t: m.DECODE_SECONDS.observe(time.perf_counter() - t0))
         self._queue.append((item, chunks, task))
         self._held += len(recs)
+
+    def _publishers(self, records: list[Any]) -> list[Publisher] | None:
+        """The verified publisher of each record (:mod:`auditlog.provenance`); None when none has headers."""
+        keys = self.keys
+        if keys is None or not any(r.headers for r in records):
+            return None
+        return [publisher_of(keys, r.headers, r.value) if r.headers else KAFKA for r in records]
 
     def poll(self) -> None:
         q = self._queue

@@ -1,8 +1,10 @@
 """Flushing step: one :class:`~consumers.batch.FlushJob` at a time: dead letters, then the insert, then commit.
 
-(1) each batch's dead letters are sent and every ack awaited (a retry sends only what the DLQ lacks), (2) all
-rows of the job go to ClickHouse in ONE insert carrying the job's deduplication token, (3) only then are the
-job's offsets handed to the committing step. (1) and (2) are retried until they succeed (:mod:`consumers.retry`);
+(1) each batch's dead letters are sent and every ack awaited (a retry sends only what the DLQ lacks), (2) the
+first-write guard drops rows that repeat a stored event and keeps aside those that would rewrite one
+(:mod:`consumers.first_write_guard`), (3) the other rows of the job go to ClickHouse in ONE insert carrying the
+job's deduplication token, (4) only then are the job's offsets handed to the committing step. (1) to (3) are retried until they succeed
+(:mod:`consumers.retry`);
 meanwhile nothing is committed and the batches upstream keep growing until backpressure pauses fetching.
 """
 
@@ -19,6 +21,7 @@ from auditlog.logs import get_logger
 from consumers import metrics as m
 from consumers.batch import FlushJob, PartitionBatch
 from consumers.decode import DeadLetter
+from consumers.first_write_guard import FirstWriteGuard
 from consumers.inserter import Inserter
 from consumers.retry import Retry
 from consumers.steps.committing import Committing
@@ -29,9 +32,10 @@ log = get_logger("consumers.flush")
 class Flushing:
     def __init__(self, next_step: Committing, inserter: Inserter, send_dead: Callable[[Sequence[DeadLetter]], Awaitable[None]],
                  dlq_watermark: Callable[[TopicPartition], Awaitable[int]], retry: Retry, stats: dict[str, int],
-                 worker: str) -> None:
+                 worker: str, guard: FirstWriteGuard | None = None) -> None:
         self.next = next_step
         self.inserter = inserter
+        self.guard = guard
         self.send_dead = send_dead
         self.dlq_watermark = dlq_watermark
         self.retry = retry
@@ -88,15 +92,32 @@ class Flushing:
             if b.dead:
                 await self.retry.run("dlq", partial(self._send, b))
         rows = job.rows
+        conflicts = retries = 0
         if rows:
             blocks, token = job.blocks, job.dedup_token()
-            await self.retry.run("store", lambda _a: self.inserter.insert(blocks, rows, token))
+            guard = self.guard
+            if guard is not None:  # first write wins: retries dropped, conflicts kept aside (module contract)
+                checked = await self.retry.run("store", lambda _a: guard.check(job))
+                if checked.conflicts:
+                    await self.retry.run("store", lambda _a: self.inserter.insert_conflicts(checked.conflicts))
+                blocks, rows = checked.blocks, checked.rows
+                conflicts, retries = len(checked.conflicts), checked.retries
+            if rows:
+                await self.retry.run("store", lambda _a: self.inserter.insert(blocks, rows, token))
+            if guard is not None:
+                guard.stored(checked.keys)
         secs = time.perf_counter() - t0
         dead = sum(len(b.dead) for b in job.batches)
         self.stats["flushes"] += 1
         self.stats["stored"] += rows
         self.stats["dead_lettered"] += dead
-        m.FLUSH_SECONDS.observe(secs)
+        if conflicts or retries:
+            self.stats["conflicts"] += conflicts
+            self.stats["retries_dropped"] += retries
+            m.CONFLICTS.labels(job.batches[0].tp.topic).inc(conflicts)
+            m.RETRIES_DROPPED.labels(job.batches[0].tp.topic).inc(retries)
+            if conflicts:
+                log.warning("event.conflicts_kept_aside", worker=self.worker, conflicts=conflicts)
         for b in job.batches:
             m.STORED.labels(b.tp.topic).inc(b.rows)
             m.BATCH_ROWS.observe(b.messages)

@@ -154,7 +154,8 @@ def test_helpers_exit_when_the_consumer_is_sigkilled(tmp_path: object) -> None:
     code = (
         "from consumers.decode_pool import DecodePool\n"
         "from schemas.catalog import get_catalog\n"
-        "p = DecodePool(2, get_catalog(), ['String'] * 25)\n"
+        "from schemas.rows import EVENT_COLUMNS\n"
+        "p = DecodePool(2, get_catalog(), ['String'] * len(EVENT_COLUMNS))\n"
         "p.start()\n"
         "print('PIDS', *[h.proc.pid for h in p._all], flush=True)\n"
         "import time; time.sleep(60)\n"

@@ -26,7 +26,8 @@ CATALOG = get_catalog()
 
 
 def ddl_columns() -> dict[str, str]:
-    """Column -> type of ``CREATE TABLE ... audit_events`` in 0001_events.sql (DEFAULT and CODEC left out)."""
+    """Column -> type of ``CREATE TABLE ... audit_events`` in 0001_events.sql and the columns later migrations add
+    (DEFAULT and CODEC left out)."""
     sql = (ROOT / "schemas" / "migrations" / "0001_events.sql").read_text(encoding="utf-8")
     body = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\.audit_events\s*\((.*?)\n\)\s*ENGINE", sql, re.S)
     assert body is not None
@@ -34,6 +35,10 @@ def ddl_columns() -> dict[str, str]:
     for line in body.group(1).splitlines():
         m = re.fullmatch(r"\s*([a-z_]+)\s+(.+?)(?:\s+DEFAULT\s+.+?)?(?:\s+CODEC\(.*\))?,?\s*", line)
         if m and m.group(1) != "INDEX":
+            out[m.group(1)] = m.group(2)
+    for path in sorted((ROOT / "schemas" / "migrations").glob("*.sql")):
+        for m in re.finditer(r"ALTER TABLE \{db\}\.audit_events ADD COLUMN IF NOT EXISTS ([a-z_]+) (.+?)"
+                             r"(?:\s+DEFAULT\s+[^;]+)?;", path.read_text(encoding="utf-8")):
             out[m.group(1)] = m.group(2)
     return out
 
@@ -50,7 +55,8 @@ def test_stored_columns_are_insert_columns_with_the_ddl_type() -> None:
     stored = [f.column for f in STORED]
     assert len(stored) == len(set(stored))
     assert set(stored) <= set(EVENT_COLUMNS)
-    assert set(EVENT_COLUMNS) - set(stored) == set(PROVENANCE_COLUMNS) - {"received_at"}  # all but Kafka's
+    assert set(EVENT_COLUMNS) - set(stored) == {"kafka_topic", "kafka_partition", "kafka_offset"}
+    assert set(PROVENANCE_COLUMNS) > {"kafka_topic", "kafka_partition", "kafka_offset"}
     ddl = ddl_columns()
     for f in STORED:
         assert f.ch_type == ddl[f.flat], f.path
@@ -121,6 +127,7 @@ ROW: dict[str, Any] = {
     "actor_user_agent": "ua", "target_type": "vm", "target_id": "vm-1", "target_name": None,
     "description": "", "detail": '{"a": [1, null]}', "source": None, "request_id": "r-1",
     "received_at": datetime(2026, 3, 1, 9, 14, 4),  # naive: taken as UTC
+    "publisher_via": "http", "publisher_id": "svc-compute",
 }
 
 
@@ -133,7 +140,7 @@ def test_public_event_is_the_api_shape() -> None:
         "actor": {"id": "u-1", "email": "kim@acme.example", "type": "user", "ip": None, "user_agent": "ua"},
         "target": {"type": "vm", "id": "vm-1", "name": None},
         "description": "", "detail": {"a": [1, None]}, "source": None, "request_id": "r-1",
-        "received_at": "2026-03-01T09:14:04.000Z",
+        "received_at": "2026-03-01T09:14:04.000Z", "publisher": {"via": "http", "id": "svc-compute"},
     }
     assert list(public_event(dict(ROW), CATALOG)) == [k for k in EventOut.model_fields if k != "detail_omitted"]
     assert public_event({**ROW, "detail": None}, CATALOG)["detail"] is None
@@ -174,7 +181,7 @@ def test_csv_columns() -> None:
         "event_id", "occurred_at", "received_at", "org_id", "workspace_id", "scope", "scope_label", "category",
         "category_label", "action", "action_label", "status", "actor_id", "actor_email", "actor_type", "actor_ip",
         "actor_user_agent", "target_type", "target_id", "target_name", "description", "source", "request_id",
-        "detail")
+        "detail", "publisher_via", "publisher_id")
     assert export.CSV_LINE_SQL.count("concat('\"', replaceAll(") == len(export.CSV_COLUMNS)
 
 
@@ -185,7 +192,7 @@ def test_ndjson_tuple() -> None:
         "action String, action_label String, status String, actor Tuple(id String, email Nullable(String), "
         "type String, ip Nullable(String), user_agent Nullable(String)), target Tuple(type Nullable(String), "
         "id Nullable(String), name Nullable(String)), description String, source Nullable(String), "
-        "request_id Nullable(String), received_at String)")
+        "request_id Nullable(String), received_at String, publisher Tuple(via String, id Nullable(String)))")
     assert export.NDJSON_LINE_SQL.endswith("',\"detail\":', ifNull(detail, 'null'), '}')")
     # the NDJSON object has the keys of the API's event, detail last (spliced in as stored)
     keys = [f.group or f.name for f in es.NDJSON_FIELDS]

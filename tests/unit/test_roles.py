@@ -22,12 +22,14 @@ from auditlog.store import Store
 from schemas.rows import EVENTS_TABLE
 
 
-def test_writer_may_only_insert_events_and_read_its_watermarks() -> None:
+def test_writer_may_only_insert_events_and_conflicts_and_read_what_the_first_write_check_needs() -> None:
     grants = roles.granted_privileges(roles.role_statements("auditlog"))
     writer = sorted((p, o) for p, o, g in grants if g == roles.WRITER)
     assert writer == sorted(
-        [("INSERT", f"auditlog.{EVENTS_TABLE}")] + [("SELECT", f"auditlog.{t}") for t in roles.WRITER_READABLE]
+        [("INSERT", f"auditlog.{EVENTS_TABLE}"), ("INSERT", "auditlog.audit_event_conflicts")]
+        + [("SELECT", f"auditlog.{t}") for t in roles.WRITER_READABLE]
     )
+    assert set(roles.WRITER_READABLE) == {"audit_events_offsets", EVENTS_TABLE, "audit_event_digests"}
 
 
 def test_reader_and_analyst_only_select() -> None:
@@ -52,8 +54,8 @@ def test_no_role_can_alter_delete_or_truncate() -> None:
 
 def test_digests_are_readable_but_never_writable() -> None:
     """Tamper evidence (migration 0040): the reader and analysts may read the digests (analysts through the
-    per-org policy), the writer gets nothing on them (its INSERT into audit_events fires a SQL SECURITY
-    DEFINER view), and no role holds anything but SELECT on them."""
+    per-org policy), the writer only reads them (the first-write check; its INSERT into audit_events fires a SQL
+    SECURITY DEFINER view), and no role holds anything but SELECT on them."""
     digests = "audit_event_digests"
     assert digests in roles.APPEND_ONLY_TABLES and digests in roles.ORG_SCOPED_TABLES
     stmts = roles.role_statements("auditlog", local_suffix_for=[EVENTS_TABLE, digests])
@@ -61,9 +63,8 @@ def test_digests_are_readable_but_never_writable() -> None:
                                            local_suffix_for=[EVENTS_TABLE, digests])
     grants = roles.granted_privileges(stmts)
     on_digests = {(p, g) for p, o, g in grants if o.split(".")[1].removesuffix("_local") == digests}
-    assert on_digests == {("SELECT", roles.ANALYST)}
+    assert on_digests == {("SELECT", roles.ANALYST), ("SELECT", roles.WRITER)}
     assert ("SELECT", "auditlog.*", roles.READER) in grants  # the reader's database-wide SELECT covers them
-    assert not any(g == roles.WRITER and digests in o for _, o, g in grants)
     for name in ("auditlog_reader_all_rows", "auditlog_analyst_no_org", "auditlog_org_alice"):
         policy = next(s for s in stmts if f"ROW POLICY OR REPLACE {name} " in s)
         assert f"auditlog.{digests}, auditlog.{digests}_local" in policy, name

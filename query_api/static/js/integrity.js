@@ -6,7 +6,7 @@ import { toast } from "./dom.js";
 import { formatCount, formatTs } from "./format.js";
 import { page } from "./state.js";
 
-const FINDING_LABELS = { altered: "altered", deleted: "deleted", unrecorded: "stored without a recorded hash", conflicting: "recorded with conflicting content" };
+const FINDING_LABELS = { altered: "altered", deleted: "deleted", unrecorded: "stored without a recorded hash", conflicting: "sent again with other content (kept aside: the first version stays the record; GET /v1/conflicts lists them)" };
 
 const btn = document.getElementById("verify");
 const note = document.getElementById("integrity-note");

@@ -131,6 +131,7 @@ export function detailRow(ev, full, { tz, onFilter, onCopy }) {
           fact("Target", [t.type, t.name, t.id].filter(Boolean).join(" · "), filterBtn("target", t.id || t.name, "target")),
           fact("Source", full.source),
           fact("Request ID", full.request_id),
+          fact("Published by", full.publisher && full.publisher.via ? [full.publisher.via, full.publisher.id].filter(Boolean).join(" · ") : null),
         ),
         diff.length
           ? h(

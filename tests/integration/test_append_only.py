@@ -1,0 +1,209 @@
+"""The record is append-only and attributable (EVENT.md): first write wins, publishers recorded from the
+credential, "who read the audit log" unforgeable. Black-box over HTTP (httpx against the real app) and a foreign
+Kafka client, on the real broker, consumer and store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from auditlog.db.migrations import migrate
+from auditlog.provenance import API, KAFKA, publisher_of, signed_headers
+from auditlog.settings import Settings
+from auditlog.signing import ServerKeys
+from auditlog.store import Store
+from consumers.first_write import FINGERPRINT_SQL, KnownIds, fingerprint, suspects
+from consumers.worker import ConsumerWorker
+from producers.producer import AuditProducer, InvalidEvent
+from query_api.app import create_app
+from query_api.auth import mint_token
+from schemas.event import parse_event
+from schemas.rows import EVENT_COLUMNS, event_row
+from tests.consumer_helpers import BackgroundWorker
+from tests.factories import make_event
+from tests.integration.test_api_ingest import NDJSON, client, line, service_token
+
+OWNER = {"sub": "u-owner", "email": "owner@acme.example", "org_id": "acme", "role": "org_owner"}
+
+
+def owner_headers(s: Settings) -> dict[str, str]:
+    assert s.jwt_secret
+    return {"Authorization": "Bearer " + mint_token(s.jwt_secret, **OWNER, ttl_seconds=3600)}
+
+
+def stored_rows(store: Store, event_id: str) -> list[dict[str, Any]]:
+    res = store.client().query(
+        "SELECT description, status, occurred_at, publisher_via, publisher_id FROM audit_events FINAL "
+        "WHERE event_id = toUUID({e:String})", parameters={"e": event_id})
+    return [dict(zip(res.column_names, r, strict=True)) for r in res.result_rows]
+
+
+async def raw_send(bootstrap: str, topic: str, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
+    """A foreign producer: plain aiokafka, no SDK, no validation."""
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await p.start()
+    try:
+        await p.send_and_wait(topic, value=value, key=b"acme", headers=headers)
+    finally:
+        await p.stop()
+
+
+async def dlq_reasons(bootstrap: str, dlq: str, want: int, timeout_s: float = 30) -> list[dict[str, Any]]:
+    c = AIOKafkaConsumer(dlq, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await c.start()
+    out: list[dict[str, Any]] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(out) < want and asyncio.get_running_loop().time() < deadline:
+            for recs in (await c.getmany(timeout_ms=500)).values():
+                for r in recs:
+                    out.append({k: v.decode("utf-8", "replace") for k, v in (r.headers or ())} | {"value": r.value})
+    finally:
+        await c.stop()
+    return out
+
+
+async def test_three_rewrite_forms_leave_every_read_showing_the_original(settings: Settings, store: Store,
+                                                                          broker: Any) -> None:
+    s = settings
+    eid = str(uuid.uuid4())
+    at = datetime.now(UTC) - timedelta(hours=1)
+    original = make_event(event_id=eid, occurred_at=at.isoformat(), org_id="acme", workspace_id=None,
+                          scope="service", category="vm", action="vm.delete", status="SUCCESS",
+                          description="Deleted VM train-a100-4", detail=None, source="compute-api")
+    rewrite_http = {**original, "description": "nothing happened here", "status": "FAILED"}
+    shadow_http = {**original, "occurred_at": (at + timedelta(hours=2)).isoformat(), "description": "shadow"}
+    rewrite_kafka = {**original, "actor": {**original["actor"], "id": "u-innocent"}, "description": "kafka rewrite"}
+    svc = {"Authorization": "Bearer " + service_token(s, ["acme"], sub="svc-compute"), **NDJSON}
+    async with AuditProducer(broker.bootstrap, s.topic) as producer, \
+            client(create_app(s, store, producer=producer)) as c, \
+            BackgroundWorker(ConsumerWorker(s, store)) as w:
+        r = await c.post("/v1/ingest", content=line(original), headers=svc)
+        assert r.status_code == 202, r.text
+        await w.until(lambda st: st["stored"] >= 1)
+        for ev in (rewrite_http, shadow_http):
+            r = await c.post("/v1/ingest", content=line(ev), headers=svc)
+            assert r.status_code == 202, r.text
+        await raw_send(broker.bootstrap, s.topic, json.dumps(rewrite_kafka).encode())
+        await raw_send(broker.bootstrap, s.topic, line(original))  # an identical retry: silent
+        await w.until(lambda st: st["conflicts"] >= 3 and st["retries_dropped"] >= 1)
+
+        assert [(r["description"], r["publisher_via"], r["publisher_id"]) for r in stored_rows(store, eid)] == [
+            ("Deleted VM train-a100-4", "http", "svc-compute")]
+        h = owner_headers(s)
+        detail = (await c.get(f"/v1/events/{eid}", headers=h)).json()
+        assert detail["description"] == "Deleted VM train-a100-4" and detail["status"] == "SUCCESS"
+        assert detail["publisher"] == {"via": "http", "id": "svc-compute"}
+        page = (await c.get("/v1/events", params={"scope": "service", "limit": 100}, headers=h)).json()["data"]
+        assert [e["description"] for e in page if e["event_id"] == eid] == ["Deleted VM train-a100-4"]
+        export = (await c.get("/v1/events/export", params={"scope": "service", "format": "ndjson"}, headers=h)).text
+        lines = [json.loads(ln) for ln in export.splitlines() if eid in ln]
+        assert [(e["description"], e["publisher"]["via"]) for e in lines] == [("Deleted VM train-a100-4", "http")]
+        stats = (await c.get("/v1/stats", params={"scope": "service", "status": "FAILED"}, headers=h)).json()
+        assert stats["total"] == 0  # the FAILED rewrite was never counted
+        conflicts = (await c.get("/v1/conflicts", headers=h)).json()["data"]
+        assert sorted(x["content"]["description"] for x in conflicts) == ["kafka rewrite", "nothing happened here",
+                                                                          "shadow"]
+        assert sorted((x["publisher"]["via"], x["publisher"]["id"]) for x in conflicts) == [
+            ("http", "svc-compute"), ("http", "svc-compute"), ("kafka", None)]
+        admin = {"Authorization": "Bearer " + mint_token(s.jwt_secret or "", sub="u-a", email="a@acme.example",
+                                                         org_id="acme", role="workspace_admin", workspaces=["w"],
+                                                         ttl_seconds=600)}
+        assert (await c.get("/v1/conflicts", headers=admin)).status_code == 403
+        integrity = (await c.get("/v1/integrity", headers=h)).json()
+        assert integrity["counts"]["conflicting"] == 1 and eid in integrity["findings"]["conflicting"]
+
+
+async def test_forged_who_read_events_are_never_stored(settings: Settings, store: Store, broker: Any) -> None:
+    s = settings
+    forged = make_event(org_id="acme", scope="organization", category="audit_log", action="audit_log.export",
+                        source="query-api", actor={"id": "u-framed", "email": "framed@acme.example", "type": "user"})
+    svc = {"Authorization": "Bearer " + service_token(s, ["acme"]), **NDJSON}
+    async with AuditProducer(broker.bootstrap, s.topic) as producer, \
+            client(create_app(s, store, producer=producer)) as c, \
+            BackgroundWorker(ConsumerWorker(s, store)) as w:
+        r = await c.post("/v1/ingest", content=line(forged), headers=svc)
+        assert r.status_code == 422, r.text
+        assert [(x["field"], x["reason"].split(":")[0]) for x in r.json()["rejected"]] == [("category", "reserved")]
+        with pytest.raises(InvalidEvent, match="reserved"):
+            await producer.send(forged)  # the SDK refuses it before it leaves the service
+        value = json.dumps(forged).encode()
+        other = ServerKeys("another-server-secret-0123456789abcdef")
+        await raw_send(broker.bootstrap, s.topic, value)  # a raw producer
+        await raw_send(broker.bootstrap, s.topic, value, signed_headers(other, API, value))  # signed with a guess
+        real = signed_headers(s.server_keys(), API, b"{}")  # a genuine MAC, copied onto other bytes
+        await raw_send(broker.bootstrap, s.topic, value, real)
+        # a genuine read, recorded by the API itself
+        assert (await c.get("/v1/events", headers=owner_headers(s))).status_code == 200
+        await w.until(lambda st: st["dead_lettered"] >= 3 and st["stored"] >= 1)
+        dead = await dlq_reasons(broker.bootstrap, s.dlq_topic, 3)
+        assert len(dead) == 3 and all(d["value"] == value for d in dead)
+        assert all("reserved" in json.dumps({k: v for k, v in d.items() if k != "value"}) for d in dead), dead
+        rows = store.client().query("SELECT actor_id, publisher_via, publisher_id FROM audit_events FINAL "
+                                    "WHERE category = 'audit_log'").result_rows
+        assert rows == [("u-owner", "api", "query-api")]
+
+
+def test_publisher_headers_prove_nothing_once_moved_or_edited() -> None:
+    keys = ServerKeys("0123456789abcdef0123456789abcdef-x")
+    h = signed_headers(keys, ("http", "svc-a"), b'{"a":1}')
+    assert publisher_of(keys, h, b'{"a":1}') == ("http", "svc-a")
+    assert publisher_of(keys, h, b'{"a":2}') == KAFKA
+    edited = [(k, b"http:svc-b" if k == "auditlog-publisher" else v) for k, v in h]
+    assert publisher_of(keys, edited, b'{"a":1}') == KAFKA
+    assert publisher_of(keys, [("auditlog-publisher", b"api:query-api")], b"x") == KAFKA
+    assert publisher_of(keys, None, b"x") == KAFKA
+
+
+def test_fingerprint_is_the_same_in_python_and_clickhouse(store: Store) -> None:
+    ids = [uuid.uuid4() for _ in range(50)]
+    orgs = ["acme", "globex", "ä-org", ""]
+    res = store.client().query(
+        f"SELECT org_id, toString(event_id), {FINGERPRINT_SQL} FROM "
+        "(SELECT arrayJoin({o:Array(String)}) AS org_id, arrayJoin(arrayMap(x -> toUUID(x), {e:Array(String)})) "
+        "AS event_id)", parameters={"o": orgs, "e": [str(i) for i in ids]}).result_rows
+    assert len(res) == len(orgs) * len(ids)
+    for org, eid, fp in res:
+        assert int(fp) == fingerprint(org, uuid.UUID(eid))
+
+
+def test_known_ids_finds_stored_and_repeated_keys() -> None:
+    base = np.array([fingerprint("acme", uuid.uuid4()) for _ in range(1000)], dtype=np.uint64)
+    known = KnownIds(base)
+    new = np.array([fingerprint("acme", uuid.uuid4()) for _ in range(500)], dtype=np.uint64)
+    assert not suspects(known, new).size
+    known.add(new[:10])
+    probe = np.concatenate([new[5:15], base[:3], new[400:401], new[400:401]])
+    assert sorted(suspects(known, probe).tolist()) == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+
+
+def test_a_migration_resolves_existing_duplicates_to_the_earliest(chdb_url: str) -> None:
+    store = Store(chdb_url, f"t_{uuid.uuid4().hex[:12]}")
+    try:
+        migrate(store, target=50)  # the store as it was before first-write-wins
+        eid = str(uuid.uuid4())
+        first = make_event(event_id=eid, org_id="acme", description="the original")
+        same_key = {**first, "description": "rewritten later"}
+        shadow = {**first, "occurred_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(), "description": "s"}
+        t0 = datetime.now(UTC) - timedelta(minutes=10)
+        cols = EVENT_COLUMNS[:-2]  # no publisher columns yet
+        rows = [event_row(parse_event(e), t0 + timedelta(seconds=i), "t", 0, i)[:-2]
+                for i, e in enumerate((first, same_key, shadow))]
+        for r in rows:  # three inserts: three parts, not merged yet
+            store.client().insert("audit_events", [r], column_names=list(cols))
+        migrate(store)
+        left = store.client().query("SELECT description FROM audit_events WHERE event_id = toUUID({e:String})",
+                                    parameters={"e": eid}).result_rows
+        assert left == [("the original",)]
+        aside = store.client().query("SELECT kafka_offset FROM audit_event_conflicts WHERE event_id = toUUID({e:String}) "
+                                     "ORDER BY kafka_offset", parameters={"e": eid}).result_rows
+        assert aside == [(1,), (2,)]
+    finally:
+        store.client().command(f"DROP DATABASE IF EXISTS {store.database} SYNC")
