@@ -22,6 +22,7 @@ from query_api.deps import (
     Filters,
     RunnerDep,
     ScopedFilters,
+    ServerKeysDep,
     SettingsDep,
     StoreDep,
     TenantScope,
@@ -36,20 +37,23 @@ from query_api.streaming import BoundedStreamingResponse
 router = APIRouter(prefix="/v1", tags=["events"])
 
 
-@router.get("/events", response_model=EventPage, responses=ERRORS, summary="Filtered events, newest first")
+@router.get("/events", response_model=EventPage, summary="Filtered events, newest first",
+            responses={**ERRORS, 400: {"model": ErrorBody,
+                                       "description": "a cursor this server did not issue (invalid_cursor)"}})
 async def list_events(
     request: Request, sq: ScopedFilters, filters: Filters, catalog: CatalogDep, runner: RunnerDep,
-    auditor: AuditorDep, settings: SettingsDep,
+    auditor: AuditorDep, settings: SettingsDep, keys: ServerKeysDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="page size, 1-1000")] = 50,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page, unchanged (anything "
+                                                    "else: 400 invalid_cursor)")] = None,
 ) -> dict[str, object]:
     if cursor:
-        ts, eid = cursors.decode(cursor)
+        ts, eid = cursors.decode(cursor, keys)
         sq.after(ts, eid)
     data, last = await runner.run(request, events_read.list_page, runner.store, sq, catalog, limit,
                                   settings.api_list_detail_max_bytes)
     await auditor.record_list(request, sq.principal, filters.describe(), len(data), page=bool(cursor))
-    return {"data": data, "next_cursor": cursors.encode(*last) if last else None}
+    return {"data": data, "next_cursor": cursors.encode(*last, keys) if last else None}
 
 
 @router.get("/events/export", responses={**ERRORS, 200: {"content": {"text/csv": {}, "application/x-ndjson": {}},

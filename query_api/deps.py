@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 
 from auditlog.settings import Settings
+from auditlog.signing import ServerKeys
 from auditlog.store import Store
 from query_api.auth import ExportPrincipal, ReadPrincipal
 from query_api.filters import FILTERS, EventFilters, parse_filters
@@ -41,6 +42,7 @@ ExportSlotsDep = Annotated[Slots, Depends(from_state("export_slots"))]
 ExportPoolDep = Annotated[ThreadPoolExecutor, Depends(from_state("export_pool"))]
 TailHubDep = Annotated[TailHub, Depends(from_state("tail_hub"))]
 TailSlotsDep = Annotated[Slots, Depends(from_state("tail_slots"))]
+ServerKeysDep = Annotated[ServerKeys, Depends(from_state("server_keys"))]
 
 
 def event_filters(catalog: CatalogDep, **raw: Any) -> EventFilters:

@@ -6,13 +6,15 @@ Contract of :class:`TailHub`:
   stream's scope and filters are a boolean column of that query: the list's own SQL), plus the newest row of each
   partition, so that the position also passes rows nobody asked for;
 - a poll's rows go out oldest first (partitions merged by ``received_at``, each in offset order) as ready SSE
-  frames whose ``id`` is the position after that row; an event_id already sent among the last
-  :data:`RECENT_IDS` events (a retried send stored twice before the merge) is not sent again;
+  frames whose ``id`` is the position after that row, signed with the server keys (:meth:`TailHub.position_id`);
+  an event already sent among the last :data:`RECENT_IDS` events (same ``org_id`` and ``event_id``: a retried
+  send stored twice before the merge) is not sent again; another org's event with the same id is its own;
 - :meth:`subscribe` returns a :class:`Subscription` and the position it starts after (never while a poll is in
   flight); it ends at ``ends_at`` when given (its token's expiry); a subscription holds at most ``api_tail_backlog_events`` frames for its client, beyond which it is
   overrun: its stream ends and the client resumes with ``Last-Event-ID``;
 - :meth:`catch_up` reads, for one resumed stream, what lies between its position and the hub's (its own queries,
-  once per resume).
+  once per resume), page by page with each page's row count and ``occurred_at`` range (for its self-audit);
+- :attr:`Subscription.sent` counts the events a stream's client was handed (its self-audit's ``rows``).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import json
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
+from auditlog.signing import ServerKeys
 from auditlog.store import Store
 from query_api import tail_position
 from query_api.event_shape import select_list
@@ -60,15 +64,27 @@ class Frame:
     data: bytes
     wire: bytes
 
-    def render(self, topic: str, floor: Position | None = None) -> bytes:
+    def render(self, position_id: Callable[[Position], str], floor: Position | None = None) -> bytes:
         """The SSE frame; ``floor``: partitions in which the stream is ahead of the hub (its id keeps them)."""
         if not floor:
             return self.wire
-        return sse_event(tail_position.encode(tail_position.highest(self.position, floor), topic), self.data)
+        return sse_event(position_id(tail_position.highest(self.position, floor)), self.data)
 
 
 def sse_event(event_id: str, data: bytes) -> bytes:
     return b"id: " + event_id.encode("ascii") + b"\nevent: audit\ndata: " + data + b"\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpPage:
+    """One page of a resumed stream's catch-up: its SSE frames, the position after them, how many events they
+    are and the earliest and latest ``occurred_at`` among them."""
+
+    wire: bytes
+    after: Position
+    rows: int
+    first_at: datetime
+    last_at: datetime
 
 
 @dataclass(eq=False)
@@ -86,6 +102,8 @@ class Subscription:
     overrun: bool = False
     ends_at: float | None = None
     """When the stream ends (epoch seconds; its token's expiry), None: never by itself."""
+    sent: int = 0
+    """Events handed to this stream's client by :meth:`next_chunk`."""
 
     def offer(self, frames: list[Frame]) -> None:
         if self.overrun:
@@ -101,7 +119,7 @@ class Subscription:
         self.pending += len(frames)
         self.queue.put_nowait(frames)
 
-    async def next_chunk(self, topic: str, wait_s: float) -> bytes | None:
+    async def next_chunk(self, position_id: Callable[[Position], str], wait_s: float) -> bytes | None:
         """Every frame waiting, as one chunk (b"" when none came within ``wait_s``; None: the stream ends, at the
         end of its queue or at :attr:`ends_at`)."""
         if self.ends_at is not None:
@@ -121,8 +139,9 @@ class Subscription:
             if frames is None:
                 break
             self.pending -= len(frames)
-            out += [f.render(topic, self.floor) for f in frames]
+            out += [f.render(position_id, self.floor) for f in frames]
             self.resume = tail_position.highest(frames[-1].position, self.floor)
+        self.sent += len(out)
         if not out and batches[-1] is None:
             return None
         if batches[-1] is None:  # send what came before the end, then end at the next call
@@ -143,8 +162,10 @@ def _event_json(row: dict[str, Any], catalog: Catalog) -> bytes:
 class TailHub:
     """The shared reader (module contract)."""
 
-    def __init__(self, store: Store, runner: QueryRunner, settings: Settings, catalog: Catalog) -> None:
+    def __init__(self, store: Store, runner: QueryRunner, settings: Settings, catalog: Catalog,
+                 keys: ServerKeys) -> None:
         self.store = store
+        self.keys = keys
         self.runner = runner
         self.settings = settings
         self.catalog = catalog
@@ -153,8 +174,16 @@ class TailHub:
         self._subs: list[Subscription] = []
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.polls = 0
+
+    def position_id(self, position: Position) -> str:
+        """The signed SSE ``id`` of ``position`` (:func:`query_api.tail_position.encode`)."""
+        return tail_position.encode(position, self.topic, self.keys)
+
+    def parse_position(self, text: str) -> Position:
+        """The position of a ``Last-Event-ID`` this server issued; ValueError for any other text."""
+        return tail_position.decode(text, self.topic, self.keys)
 
     # ----- streams -------------------------------------------------------------------------------------------
     async def subscribe(self, sq: ScopedQuery, ends_at: float | None = None) -> tuple[Subscription, Position]:
@@ -238,14 +267,15 @@ class TailHub:
             if not any(matches):
                 continue
             eid = str(r["event_id"])
-            if eid in self._recent:
+            key = (str(r["org_id"]), eid)
+            if key in self._recent:
                 continue
-            self._recent[eid] = None
+            self._recent[key] = None
             if len(self._recent) > RECENT_IDS:
                 self._recent.popitem(last=False)
             pos = dict(self.position)
             data = _event_json(utc_row(r), self.catalog)
-            yield Frame(p, o, pos, eid, data, sse_event(tail_position.encode(pos, self.topic), data)), matches
+            yield Frame(p, o, pos, eid, data, sse_event(self.position_id(pos), data)), matches
 
     def _fetch(self, position: Position, wheres: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         after, params = tail_position.after_sql(position, "a")
@@ -268,27 +298,29 @@ class TailHub:
         return {int(p): int(o) for p, o in self.store.client().query(sql, parameters={"t": self.topic}).result_rows}
 
     # ----- one resumed stream --------------------------------------------------------------------------------
-    async def catch_up(self, sq: ScopedQuery, since: Position, upto: Position
-                       ) -> AsyncIterator[tuple[bytes, Position]]:
+    async def catch_up(self, sq: ScopedQuery, since: Position, upto: Position) -> AsyncIterator[CatchUpPage]:
         """SSE frames of the rows ``sq`` may see after ``since`` and at or below ``upto``, in offset order per
         partition, one chunk per page read with the position of its last frame; each frame's id is the stream's
         position after it."""
         low = dict(since)
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         while True:
             rows = await self.runner.run(None, self._fetch_between, sq, dict(low), upto)
             page: list[bytes] = []
+            times: list[datetime] = []
             for r in rows:
                 p, o = int(r["tail_p"]), int(r["tail_o"])
                 low = tail_position.advanced(low, p, o)
-                eid = str(r["event_id"])
-                if eid in seen:
+                key = (str(r["org_id"]), str(r["event_id"]))
+                if key in seen:
                     continue
-                seen.add(eid)
-                page.append(sse_event(tail_position.encode(low, self.topic), _event_json(utc_row(r), self.catalog)))
+                seen.add(key)
+                row = utc_row(r)
+                times.append(row["occurred_at"])
+                page.append(sse_event(self.position_id(low), _event_json(row, self.catalog)))
             if page:
                 TAIL_EVENTS.inc(len(page))
-                yield b"".join(page), dict(low)
+                yield CatchUpPage(b"".join(page), dict(low), len(page), min(times), max(times))
             if len(rows) < CATCH_UP_ROWS:
                 return
             last_p = int(rows[-1]["tail_p"])

@@ -5,8 +5,10 @@ Contract:
   (a partition it does not name: nothing of it passed yet);
 - the consumer makes a partition's rows visible in offset order, so "the rows after a position" is exact: no row
   at or below it appears later (on a sharded cluster only with synchronous distributed inserts);
-- :func:`encode` / :func:`decode` round-trip a position through a short URL-safe text bound to the topic's name;
-  :func:`decode` raises :class:`ValueError` for anything it did not make (another topic, tampering, junk);
+- :func:`encode` / :func:`decode` round-trip a position through a short URL-safe text MACed with the server's
+  :attr:`~auditlog.signing.Purpose.TAIL_POSITION` key over the position and the topic's name (16 bytes of MAC);
+  :func:`decode` raises :class:`ValueError` for anything this server secret did not make for this topic (another
+  topic or secret, an edit, the old unsigned form, junk), so a client can only resume where it was sent;
 - :func:`after_sql` / :func:`between_sql` are conditions with bound parameters only (``{tp_…:UInt32}``,
   ``{to_…:UInt64}``); the ``idx_position`` minmax index (migration 0050) lets ClickHouse skip older granules.
 """
@@ -15,42 +17,46 @@ from __future__ import annotations
 
 import base64
 import binascii
-import zlib
 from collections.abc import Mapping
 from typing import Any
+
+from auditlog.signing import Purpose, ServerKeys
 
 Position = dict[int, int]
 MAX_PARTITIONS = 10_000
 MAX_OFFSET = (1 << 63) - 1
-_VERSION = "1"
+_VERSION = b"2"
+MAC_BYTES = 16
 
 
-def _topic_tag(topic: str) -> str:
-    return format(zlib.crc32(topic.encode("utf-8")), "08x")
+def _signed(topic: str, raw: bytes) -> bytes:
+    return topic.encode("utf-8") + b"\x00" + raw
 
 
-def encode(position: Mapping[int, int], topic: str) -> str:
-    """The opaque text of ``position`` (partitions in order)."""
+def encode(position: Mapping[int, int], topic: str, keys: ServerKeys) -> str:
+    """The opaque, signed text of ``position`` (partitions in order) for ``topic``."""
     body = ",".join(f"{p}:{o}" for p, o in sorted(position.items()))
-    raw = f"{_VERSION}|{_topic_tag(topic)}|{body}".encode("ascii")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+    raw = _VERSION + b"|" + body.encode("ascii")
+    mac = keys.mac(Purpose.TAIL_POSITION, _signed(topic, raw))[:MAC_BYTES]
+    return base64.urlsafe_b64encode(raw + mac).decode("ascii").rstrip("=")
 
 
-def decode(text: str, topic: str) -> Position:
-    """The position :func:`encode` made for ``topic``; ValueError otherwise."""
+def decode(text: str, topic: str, keys: ServerKeys) -> Position:
+    """The position :func:`encode` made for ``topic`` with ``keys``; ValueError otherwise."""
     if not text or len(text) > 200_000:
         raise ValueError("empty or oversized position")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        signed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
         raise ValueError("not a position") from None
-    parts = raw.split("|")
-    if len(parts) != 3 or parts[0] != _VERSION:
+    raw, mac = signed[:-MAC_BYTES], signed[-MAC_BYTES:]
+    if len(signed) <= MAC_BYTES or not keys.verify(Purpose.TAIL_POSITION, _signed(topic, raw), mac):
+        raise ValueError("not a position this server issued for this topic")
+    version, _, body = raw.partition(b"|")
+    if version != _VERSION:
         raise ValueError("not a position")
-    if parts[1] != _topic_tag(topic):
-        raise ValueError("a position of another topic")
     out: Position = {}
-    for item in filter(None, parts[2].split(",")):
+    for item in filter(None, body.decode("ascii", "replace").split(",")):
         p_text, _, o_text = item.partition(":")
         if not (p_text.isdigit() and o_text.isdigit()):
             raise ValueError("not a position")

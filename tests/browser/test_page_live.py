@@ -317,7 +317,7 @@ def test_live_retries_after_503_and_resumes_a_dropped_stream(up: UpDemo, new_pag
             data = (text[:cut], text[cut:])
             body = f"retry: 400\r\n: live\r\n\r\nid: fake-1\r\nevent: audit\r\ndata: {data[0]}\r\ndata: {data[1]}\r\n\r\n"
             route.fulfill(status=200, content_type="text/event-stream", body=body)
-        else:  # the real stream: it refuses the made-up Last-Event-ID (422), then serves one from now
+        else:  # the real stream: it refuses the made-up Last-Event-ID (400 invalid_position), then serves one from now
             route.continue_()
 
     page.route(f"**{STREAM}*", answer)

@@ -3,6 +3,10 @@ dedup of re-sent events, validation errors in the one error shape; plus catalog,
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +17,9 @@ from fastapi.testclient import TestClient
 
 from auditlog.db.migrations import migrate
 from auditlog.settings import Settings
+from auditlog.signing import ServerKeys
 from auditlog.store import Store
+from query_api import cursor as cursors
 from schemas.catalog import get_catalog
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
@@ -211,7 +217,6 @@ def test_detail_has_everything(api: TestClient, store: Store, owner: dict[str, s
     ({"start": "0999-12-25T00:00:00Z"}, "start", "between"),
     ({"end": "9999-12-31T23:59:59+14:00"}, "end", "between"),
     ({"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "start", "after"),
-    ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor", "cursor"),
     ({"ip": "300.1.1.1"}, "ip", "IPv4"),
     ({"actor_email": "a" * 600}, "actor_email", "512"),
     ({"q": "nul\x00byte"}, "q", "NUL"),
@@ -225,13 +230,26 @@ def test_invalid_parameters_are_422_naming_the_field(shared_api: tuple[TestClien
     assert err["code"] == "invalid_parameter" and err["field"] == field and needle in err["message"], err
 
 
-def test_tampered_cursor_is_422(api: TestClient, store: Store, owner: dict[str, str]) -> None:
+def test_a_cursor_this_server_did_not_issue_is_400(api: TestClient, settings: Settings, store: Store,
+                                                  owner: dict[str, str]) -> None:
+    """Edited, truncated, signed with another server secret, or the old form signed with the constant that was
+    in the source: 400 ``invalid_cursor`` and no rows. Another app of the same data directory shares the secret."""
     store_events(store, random_events(5, seed=2, orgs=("acme",)))
     cur = api.get("/v1/events", params={"limit": 2}, headers=owner).json()["next_cursor"]
     assert cur
-    for bad in (cur[:-3], cur[:10] + ("A" if cur[10] != "A" else "B") + cur[11:], cur + "x" * 600):
+    with app_client(settings, store) as same_dir:
+        assert len(same_dir.get("/v1/events", params={"limit": 2, "cursor": cur}, headers=owner).json()["data"]) == 2
+    body = json.dumps({"t": 4102444800000, "id": str(uuid.uuid4())}, separators=(",", ":"))  # a page from 2100
+    old_form = json.dumps({"v": 1, "k": body, "m": hmac.new(b"auditlog-cursor-v1", body.encode(),
+                                                            hashlib.sha256).hexdigest()[:16]})
+    another = cursors.encode(datetime(2100, 1, 1, tzinfo=UTC), uuid.uuid4(),
+                             ServerKeys("another-server-secret-0123456789abcdef"))
+    for bad in ("bm90LWEtY3Vyc29y", cur[:-3], cur[:10] + ("A" if cur[10] != "A" else "B") + cur[11:],
+                cur + "x" * 600, another,
+                base64.urlsafe_b64encode(old_form.encode()).decode().rstrip("=")):
         r = api.get("/v1/events", params={"cursor": bad}, headers=owner)
-        assert r.status_code == 422 and r.json()["error"]["field"] == "cursor"
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["field"] == "cursor" and r.json()["error"]["code"] == "invalid_cursor"
 
 
 def test_actors_autocomplete(api: TestClient, store: Store, owner: dict[str, str]) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 
 from auditlog.broker import ensure_topics
 from auditlog.settings import Settings
+from auditlog.signing import ServerKeys
 from auditlog.store import Store
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer
@@ -207,9 +212,10 @@ def test_tail_errors_limits_and_its_self_audit_event(settings: Settings, store: 
             r = get({})
             assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
             r = get({**auth(tok), "Last-Event-ID": "bm90IGEgcG9zaXRpb24"})
-            assert r.status_code == 422 and r.json()["error"]["field"] == "Last-Event-ID"
-            r = get({**auth(tok), "Last-Event-ID": tail_position.encode({0: 5}, "some.other.topic")})
-            assert r.status_code == 422 and "another topic" in r.json()["error"]["message"]
+            assert r.status_code == 400 and r.json()["error"]["field"] == "Last-Event-ID"
+            r = get({**auth(tok), "Last-Event-ID": tail_position.encode({0: 5}, "some.other.topic",
+                                                                         app.state.server_keys)})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_position"
             r = get(auth(tok), scope="bill")
             assert r.status_code == 422 and r.json()["error"]["field"] == "scope"
             r = get(auth(token(s, permissions=("audit:export",))))
@@ -240,9 +246,10 @@ def test_tail_errors_limits_and_its_self_audit_event(settings: Settings, store: 
         return [json.loads(m.value) for msgs in batches.values() for m in msgs]
 
     recorded = [e for e in asyncio.run(read_topic()) if e["action"] == "audit_log.tail"]
-    assert len(recorded) == 3  # one per stream that opened; refused calls record nothing
+    started = [e for e in recorded if e["detail"]["phase"] == "started"]
+    assert len(started) == 3  # one per stream that opened; refused calls record nothing
     assert {e["actor"]["id"] for e in recorded} == {"u-tail"}
-    assert sorted(json.dumps(e["detail"]["filters"], sort_keys=True) for e in recorded) == sorted(
+    assert sorted(json.dumps(e["detail"]["filters"], sort_keys=True) for e in started) == sorted(
         json.dumps(f, sort_keys=True) for f in ({"status": "FAILED"}, {}, {}))
 
 
@@ -258,7 +265,8 @@ def test_position_conditions_select_exactly_the_rows_after_and_between(store: St
         for o in range(n):
             rows.append(event_row(parse_event(make_event()), datetime.now(UTC), topic, p, o))
     store.client().insert(EVENTS_TABLE, rows, column_names=list(EVENT_COLUMNS))
-    every = {(r[-2], r[-1]) for r in rows}
+    p_at, o_at = EVENT_COLUMNS.index("kafka_partition"), EVENT_COLUMNS.index("kafka_offset")
+    every = {(r[p_at], r[o_at]) for r in rows}
     for pos in ({}, {0: 2}, {0: 5, 1: 1}, {1: 3, 3: 0}, {0: 10, 1: 10, 2: 10, 3: 10}):
         sql, params = tail_position.after_sql(pos)
         assert _rows_between(store, topic, sql, params) == {(p, o) for p, o in every if o > pos.get(p, -1)}, pos
@@ -322,3 +330,258 @@ def test_a_stream_ends_when_its_token_expires_and_resumes_only_with_a_valid_one(
             first.stop()
             if again is not None:
                 again.stop()
+
+
+# ----- positions the server did not issue; what a stream records; one org's event is not another's ---------------
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _open_status(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """Status and body of a stream request that is refused; a stream that opens is closed at once (body b"")."""
+    with httpx.stream("GET", url + "/v1/events/stream", headers=headers, timeout=10) as r:
+        return (r.status_code, b"") if r.status_code == 200 else (r.status_code, r.read())
+
+
+def test_a_last_event_id_the_server_did_not_issue_is_400_and_reads_nothing(settings: Settings, store: Store) -> None:
+    s = settings.model_copy(update={"api_rate_per_second": 0, "api_tail_poll_seconds": 0.2})
+    tok = token(s)
+    _store_in_topic(store, s.topic, [make_event(occurred_at=_now(), description=f"kept {i}") for i in range(3)])
+    app = create_app(s, store)
+    with live_server(app) as url:
+        first = SseClient(url, tok).start().wait_live()
+        later = [make_event(occurred_at=_now(), description=f"later {i}") for i in range(2)]
+        try:
+            _store_in_topic(store, s.topic, later)
+            first.wait_for(2, 10)
+        finally:
+            first.stop()
+        real = first.events[0].id
+        assert real
+
+        def forged() -> Iterator[tuple[str, str]]:
+            yield "the old unsigned form of an empty position", "MXwzYTQ2YTAwZXw"
+            yield "the old unsigned form for this topic", _b64(f"1|{zlib.crc32(s.topic.encode()):08x}|".encode())
+            signed = base64.urlsafe_b64decode(real + "=" * (-len(real) % 4))
+            body, mac = signed[:-16], signed[-16:]
+            assert re.fullmatch(rb"2\|0:\d+", body), body
+            yield "a real one, offset edited", _b64(re.sub(rb":\d+", b":0", body) + mac)
+            yield "a real one, partitions dropped", _b64(b"2|" + mac)
+            yield "signed with another server secret", tail_position.encode(
+                {}, s.topic, ServerKeys("another-server-secret-0123456789abcdef"))
+            yield "of another topic", tail_position.encode({}, "some.other.topic", app.state.server_keys)
+
+        for what, text in forged():
+            status, answer = _open_status(url, {**auth(tok), "Last-Event-ID": text})
+            assert status == 400, (what, status)
+            err = json.loads(answer)["error"]
+            assert err["code"] == "invalid_position" and err["field"] == "Last-Event-ID", (what, err)
+            assert b"event: audit" not in answer
+        resumed = SseClient(url, tok, last_event_id=real).start().wait_live()  # the real one resumes
+        try:
+            resumed.wait_for(1, 10)
+            time.sleep(0.5)
+            assert resumed.ids == [later[1]["event_id"]]
+        finally:
+            resumed.stop()
+
+
+class _SwitchableProducer:
+    """Stands in for the self-audit's producer: acknowledges (and keeps) every event until ``failing``."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.failing = False
+
+    def _ack(self) -> asyncio.Future[None]:
+        if self.failing:
+            raise ConnectionError("the broker is gone")
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ack.set_result(None)
+        return ack
+
+    async def send(self, event: dict[str, Any], **_: Any) -> asyncio.Future[None]:
+        ack = self._ack()
+        self.events.append(event)
+        return ack
+
+    async def send_raw(self, value: bytes, key: Any, headers: Any = None) -> asyncio.Future[None]:
+        ack = self._ack()
+        self.events.append(json.loads(value))
+        return ack
+
+    def connected(self) -> bool:
+        return not self.failing
+
+    async def reachable(self) -> None:
+        if self.failing:
+            raise ConnectionError("the broker is gone")
+
+
+def _spy_records(app: Any) -> list[dict[str, Any]]:
+    """The ``detail`` extras of every ``audit_log.tail`` event the app's auditor published, as they are acked."""
+    seen: list[dict[str, Any]] = []
+    auditor = app.state.auditor
+    record = auditor.record
+
+    async def spy(*args: Any, **kwargs: Any) -> None:
+        await record(*args, **kwargs)
+        if args[2] == "audit_log.tail":
+            seen.append(kwargs.get("extra") or {})
+
+    auditor.record = spy
+    return seen
+
+
+def _until(pred: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _at(minutes_ago: float) -> str:
+    return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def test_a_stream_records_the_rows_it_delivered_and_the_period_it_caught_up_over(settings: Settings,
+                                                                                store: Store) -> None:
+    topic = f"audit.selfaudit.{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, [topic], 1))
+    s = settings.model_copy(update={"api_rate_per_second": 0, "api_tail_poll_seconds": 0.2,
+                                    "api_tail_audit_seconds": 1.0})
+    tok = token(s, sub="u-watch", email="watch@acme.example")
+    app = create_app(s, store)
+    seen = _spy_records(app)
+
+    def phases(resumed: bool) -> list[dict[str, Any]]:
+        return [d for d in seen if d.get("resumed") is resumed]
+
+    with live_server(app) as url:
+        async def start_producer() -> AuditProducer:
+            producer = AuditProducer(s.kafka_bootstrap, topic)
+            await producer.start()
+            return producer
+
+        loop = app.state.server_loop
+        producer = asyncio.run_coroutine_threadsafe(start_producer(), loop).result(30)
+        app.state.auditor.attach(producer)
+        first = SseClient(url, tok).start().wait_live()
+        resumed = None
+        try:
+            live = [make_event(occurred_at=_now(), description=f"live {i}") for i in range(5)]
+            _store_in_topic(store, s.topic, live)
+            first.wait_for(5, 10)
+            _until(lambda: any(d["phase"] == "progress" for d in phases(False)), 10, "no progress event")
+            first.stop()
+            _until(lambda: any(d["phase"] == "end" for d in phases(False)), 10, "no end event")
+            # while it is away: three events, stored out of occurred_at order
+            away = [make_event(occurred_at=_at(m), description=f"away {m}") for m in (30, 90, 10)]
+            _store_in_topic(store, s.topic, away)
+            resumed = SseClient(url, tok, last_event_id=first.last_event_id).start().wait_live()
+            resumed.wait_for(3, 10)
+            _until(lambda: any(d["phase"] == "progress" for d in phases(True)), 10, "no catch-up progress")
+            more = [make_event(occurred_at=_now(), description=f"more {i}") for i in range(2)]
+            _store_in_topic(store, s.topic, more)
+            resumed.wait_for(5, 10)
+            _until(lambda: sum(d.get("rows", 0) for d in phases(True) if d["phase"] == "progress") == 5, 10,
+                   "the live rows of the resumed stream are not on record")
+            resumed.stop()
+            _until(lambda: any(d["phase"] == "end" for d in phases(True)), 10, "no end event")
+        finally:
+            first.stop()
+            if resumed is not None:
+                resumed.stop()
+            asyncio.run_coroutine_threadsafe(producer.stop(), loop).result(30)
+    assert resumed.ids == [e["event_id"] for e in away + more]
+
+    async def read_topic() -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
+                                    group_id=f"t-{uuid.uuid4().hex[:8]}", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            batches = await consumer.getmany(timeout_ms=3000)
+        finally:
+            await consumer.stop()
+        return [json.loads(m.value) for msgs in batches.values() for m in msgs]
+
+    stored = [e for e in asyncio.run(read_topic()) if e["action"] == "audit_log.tail"]
+    assert {e["actor"]["id"] for e in stored} == {"u-watch"}
+    for resumed_flag, delivered in ((False, 5), (True, 5)):
+        got = [{k: v for k, v in e["detail"].items() if k not in ("role", "filters")}
+               for e in stored if e["detail"]["resumed"] is resumed_flag]
+        assert got[0]["phase"] == "started" and got[-1]["phase"] == "end", got
+        assert {d["phase"] for d in got[1:-1]} == {"progress"}, got
+        assert all(d["rows"] > 0 for d in got[1:-1]), got  # a period without rows records nothing
+        assert sum(d.get("rows", 0) for d in got) == got[-1]["rows_total"] == delivered, got
+        assert got[-1]["outcome"] == "disconnected" and got[-1]["rows"] == 0, got
+        if resumed_flag:
+            period = {k: got[-1][k] for k in ("caught_up_rows", "caught_up_from", "caught_up_to")}
+            assert period == {"caught_up_rows": 3, "caught_up_from": away[1]["occurred_at"],
+                              "caught_up_to": away[2]["occurred_at"]}, got
+            assert {k: got[1][k] for k in period} == period  # the catch-up's own progress event says it
+        else:
+            assert not any("caught_up_rows" in d for d in got), got
+
+
+def test_a_stream_whose_progress_cannot_be_recorded_ends_before_sending_more(settings: Settings,
+                                                                            store: Store) -> None:
+    s = settings.model_copy(update={"api_rate_per_second": 0, "api_tail_poll_seconds": 0.2,
+                                    "api_tail_audit_seconds": 1.0, "api_audit_ack_timeout_seconds": 0.5})
+    tok = token(s)
+    recorder = _SwitchableProducer()
+    app = create_app(s, store, producer=recorder)  # type: ignore[arg-type]
+    seen = _spy_records(app)
+    with live_server(app) as url:
+        stream = SseClient(url, tok).start().wait_live()
+        again = None
+        try:
+            first = [make_event(occurred_at=_now(), description=f"recorded {i}") for i in range(3)]
+            _store_in_topic(store, s.topic, first)
+            stream.wait_for(3, 10)
+            _until(lambda: any(d["phase"] == "progress" for d in seen), 10, "no progress event")
+            recorder.failing = True
+            time.sleep(1.3)  # the next record is due: the next events must wait for it
+            unrecorded = [make_event(occurred_at=_now(), description=f"not recorded {i}") for i in range(2)]
+            _store_in_topic(store, s.topic, unrecorded)
+            assert stream.ended.wait(10), "the stream kept going while its reads could not be recorded"
+            assert stream.ids == [e["event_id"] for e in first] and stream.error is None
+            _until(lambda: app.state.tail_slots.running == 0, 5, "the ended stream's place was not freed")
+            status, answer = _open_status(url, {**auth(tok), "Last-Event-ID": stream.last_event_id or ""})
+            assert status == 503 and json.loads(answer)["error"]["code"] == "audit_unavailable"
+            recorder.failing = False  # once reads can be recorded again, it resumes without loss
+            again = SseClient(url, tok, last_event_id=stream.last_event_id).start().wait_live()
+            again.wait_for(2, 10)
+            time.sleep(0.5)
+            assert again.ids == [e["event_id"] for e in unrecorded]
+        finally:
+            stream.stop()
+            if again is not None:
+                again.stop()
+    first_stream = [d for d in seen if d["resumed"] is False and d["phase"] != "started"]
+    assert sum(d["rows"] for d in first_stream) == 3  # on record: exactly what it delivered
+
+
+def test_two_orgs_events_with_the_same_event_id_each_reach_their_own_tail(settings: Settings, store: Store) -> None:
+    s = settings.model_copy(update={"api_rate_per_second": 0, "api_tail_poll_seconds": 0.2})
+    shared_id = str(uuid.uuid4())
+    acme = [make_event(event_id=shared_id, org_id="acme", occurred_at=_now(), description="acme's"),
+            make_event(org_id="acme", occurred_at=_now(), description="acme's next")]
+    globex = [make_event(event_id=shared_id, org_id="globex", occurred_at=_now(), description="globex's"),
+              make_event(org_id="globex", occurred_at=_now(), description="globex's next")]
+    with live_server(create_app(s, store)) as url:
+        a = SseClient(url, token(s, org="acme")).start().wait_live()
+        g = SseClient(url, token(s, org="globex", email="tester@globex.example")).start().wait_live()
+        try:
+            _store_in_topic(store, s.topic, [acme[0], globex[0], acme[1], globex[1]])
+            a.wait_for(2, 10)
+            g.wait_for(2, 10)
+            time.sleep(0.5)
+            assert a.ids == [e["event_id"] for e in acme]
+            assert g.ids == [e["event_id"] for e in globex]
+            assert [e.data["description"] for e in a.events + g.events] == [
+                "acme's", "acme's next", "globex's", "globex's next"]
+        finally:
+            a.stop()
+            g.stop()
