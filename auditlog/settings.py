@@ -7,14 +7,18 @@ user and role names that reach SQL text), used by the settings, the store, migra
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from auditlog.signing import ServerKeys, server_secret_for, weak_secret
 
 #: a plain ClickHouse identifier: letters, digits and ``_``, not starting with a digit (safe in SQL text unquoted)
 IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -81,13 +85,31 @@ class Settings(BaseSettings):
     consumer_stall_seconds: float = Field(60.0, gt=0, description="Consumer readiness turns red after this long without a commit while lag grows.")
     dlq_limit_ratio: float = Field(0.5, gt=0, le=1, description="Consumer stops if more than this share of the last window is invalid (1 = never).")
     dlq_limit_window: int = Field(1_000, ge=1, description="Consumer: messages in the DLQ-rate window.")
-    jwt_secret: str | None = Field(None, description="HS256 secret for API tokens.")
+    server_secret: SecretStr | None = Field(
+        None, description="Server secret (32 bytes or more) that signs list cursors, live-tail positions and the "
+        "API's own messages to the consumer (self-audit, HTTP ingest); the API and every consumer must share it. "
+        "Default: one generated into the data directory (fine for `auditlog up`; required for `api`/`consume` "
+        "with a ClickHouse server).")
+    jwt_secret: str | None = Field(None, description="HS256 secret for API tokens (32 bytes or more; an example "
+                                   "value of this repository is refused).")
     jwt_public_key_file: str | None = Field(None, description="RS256 public key (PEM) for API tokens.")
     jwt_jwks_file: str | None = Field(None, description="RS256 JWKS file for API tokens.")
+    jwt_jwks_url: str | None = Field(
+        None, description="RS256 JWKS URL of the identity provider for API tokens (https; http only to a loopback "
+        "host): fetched at first use, cached, fetched again when a token names an unknown kid or the keys are "
+        "older than AUDITLOG_JWT_JWKS_MAX_AGE_SECONDS; a failed fetch keeps the keys held.")
+    jwt_jwks_refresh_seconds: float = Field(30.0, ge=1, description="Least time between two fetches of "
+                                            "AUDITLOG_JWT_JWKS_URL (tokens with made-up kids cannot make it more).")
+    jwt_jwks_max_age_seconds: float = Field(300.0, ge=1, description="Keys of AUDITLOG_JWT_JWKS_URL are fetched "
+                                            "again when older than this (a key the provider removed stops verifying).")
     jwt_leeway_seconds: int = Field(30, ge=0, le=300, description="Allowed clock skew for exp/nbf/iat.")
     jwt_audience: str | None = Field(None, description="Required 'aud' claim of API tokens (set it in production).")
     jwt_issuer: str | None = Field(None, description="Required 'iss' claim of API tokens (set it in production).")
     api_host: str = Field("127.0.0.1", description="API bind address.")
+    api_forwarded_allow_ips: str = Field(
+        "", description="API: the proxies (ingress, load balancer) whose X-Forwarded-For / X-Forwarded-Proto are "
+        "believed, IP addresses or CIDRs, comma-separated; the self-audit then records the client they name. "
+        "Default: none (the connecting address is recorded, the headers ignored).")
     api_docs: bool = Field(True, description="Serve /docs and /openapi.json (self-hosted assets; off hides both).")
     api_rate_per_second: float = Field(20.0, ge=0, description="API: requests per second per caller (sub + org) on /v1, token bucket (0: no limit).")
     api_rate_burst: int = Field(100, ge=1, description="API: burst size of the per-caller rate limit.")
@@ -95,6 +117,7 @@ class Settings(BaseSettings):
     api_exports_total: int = Field(8, ge=1, description="API: exports the process runs at once (more: 429).")
     api_export_stall_seconds: float = Field(30.0, gt=0, description="API: an export whose client reads nothing for this long is ended and its query cancelled.")
     api_query_threads: int = Field(16, ge=1, le=256, description="API: threads for store queries (exports have their own).")
+    api_queries_per_caller: int = Field(4, ge=1, description="API: store queries (list, detail, stats, autocomplete, integrity) one caller (sub + org) may have running or waiting at once (more: 429 at once, so one caller never holds every query thread).")
     api_query_timeout_seconds: float = Field(30.0, gt=0, description="API: max_execution_time of every store query (exports: per page).")
     api_query_max_memory: int = Field(2 << 30, ge=1 << 20, description="API: max_memory_usage (bytes) of every store query.")
     api_audit_ack_timeout_seconds: float = Field(2.0, gt=0, description="API: most time to wait for the broker to acknowledge a read's audit event (then 503).")
@@ -113,6 +136,7 @@ class Settings(BaseSettings):
     api_tail_per_caller: int = Field(10, ge=1, description="API: live tails one caller may hold open at once (more: 429).")
     api_tail_total: int = Field(500, ge=1, description="API: live tails the process serves at once (more: 429).")
     api_tail_backlog_events: int = Field(10_000, ge=100, description="API: events a live tail may have waiting for its client; beyond, the stream ends and the client resumes with Last-Event-ID.")
+    api_tail_audit_seconds: float = Field(60.0, gt=0, le=60, description="API: a live tail records the events it delivered (audit_log.tail, phase progress) at least this often while it runs; a record that cannot be published ends the stream.")
     api_port: int = Field(8000, ge=0, le=65535, description="API port.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 
@@ -136,6 +160,61 @@ class Settings(BaseSettings):
                 raise ValueError(f"AUDITLOG_{name.upper()}: {path} is not a readable file")
         return self
 
+    @field_validator("server_secret")
+    @classmethod
+    def _strong_server_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        why = weak_secret(v.get_secret_value()) if v is not None else None
+        if why:
+            raise ValueError(f"AUDITLOG_SERVER_SECRET is refused: {why} (generate one: "
+                             "python -c 'import secrets; print(secrets.token_urlsafe(48))')")
+        return v
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_jwt_secret(cls, v: str | None) -> str | None:
+        why = weak_secret(v) if v else None  # empty: unset (`auditlog up` generates one)
+        if why:
+            raise ValueError(f"AUDITLOG_JWT_SECRET is refused: {why} (generate one: "
+                             "python -c 'import secrets; print(secrets.token_urlsafe(48))')")
+        return v
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _jwks_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        try:
+            parts = urlsplit(v)
+            scheme, host = parts.scheme, parts.hostname or ""
+        except ValueError:
+            scheme = host = ""
+        if not host or not (scheme == "https" or (scheme == "http" and is_loopback(host))):
+            raise ValueError("AUDITLOG_JWT_JWKS_URL must be an https:// URL with a host (http:// only to a loopback "
+                             "host): the keys decide who may read")
+        return v
+
+    @field_validator("api_forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, v: str) -> str:
+        items = [item.strip() for item in v.split(",") if item.strip()]
+        for item in items:
+            try:
+                ipaddress.ip_network(item)  # strict: a CIDR with host bits set is a mistake
+            except ValueError:
+                raise ValueError(f"AUDITLOG_API_FORWARDED_ALLOW_IPS: {item!r} is not an IP address or CIDR of a proxy "
+                                 "(e.g. 10.0.0.7 or 10.244.0.0/16; '*' is not accepted)") from None
+        return ",".join(items)
+
+    @property
+    def forwarded_allow_ips(self) -> list[str]:
+        """The proxies of ``api_forwarded_allow_ips`` (addresses and CIDRs; empty: none)."""
+        return [item for item in self.api_forwarded_allow_ips.split(",") if item]
+
+    def server_keys(self) -> ServerKeys:
+        """The MAC keys of this deployment's server secret (:mod:`auditlog.signing`)."""
+        configured = self.server_secret.get_secret_value() if self.server_secret else None
+        return ServerKeys(server_secret_for(configured, self.data_dir))
+
     def with_overrides(self, *, data: str | Path | None = None, **updates: Any) -> Settings:
         """A validated copy with ``updates`` (CLI flags win over the environment); ``data`` is a ``--data``
         directory (resolved like ``AUDITLOG_DATA_DIR``). ``self`` when there is nothing to change."""
@@ -158,6 +237,16 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.store_url.startswith("chdb://")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (``localhost`` or a loopback address, IPv6 in brackets or not)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

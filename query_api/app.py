@@ -4,13 +4,15 @@ Contract of :func:`create_app`:
 - serves ``/v1/events`` (list, detail, export, the live tail ``/v1/events/stream``), ``/v1/actors``, ``/v1/stats``, ``/v1/catalog``, ``/healthz``,
   ``/readyz``, ``/metrics``, the page at ``/`` (``query_api/static/index.html``) and ``/static``;
   OpenAPI at ``/openapi.json`` and ``/docs``;
-- ``producer`` (started and stopped by the caller): every read publishes its ``audit_log.*`` event through it and
-  is refused (503) when that fails (:mod:`query_api.self_audit`); without one nothing is recorded (tests);
+- ``producer`` (started and stopped by the caller) publishes ``POST /v1/ingest``; ``audit_producer`` (default:
+  ``producer``; a producer of its own, so that reads' acks never wait behind ingest traffic) publishes every read's
+  ``audit_log.*`` event, and the read is refused (503) when that fails (:mod:`query_api.self_audit`); without one
+  nothing is recorded (tests);
 - ``consumer_status`` (embedded ``up``): when given, ``/readyz`` includes its dict;
 - every query goes through :class:`query_api.scoping.ScopedQuery` and runs on the API's own query threads with
-  time and memory limits (:mod:`query_api.query_runner`); exports run on their own threads, limited per caller
-  and in total (:mod:`query_api.slots`); ``/v1`` calls are rate-limited per caller
-  (:mod:`query_api.ratelimit`);
+  time and memory limits and at most ``api_queries_per_caller`` at once per caller (:mod:`query_api.query_runner`);
+  exports run on their own threads, limited per caller and in total (:mod:`query_api.slots`); ``/v1`` calls are
+  rate-limited per caller (:mod:`query_api.ratelimit`);
 - no endpoint edits or deletes events; ``POST /v1/ingest`` publishes new ones to the topic for service tokens
   (:mod:`query_api.api_ingest`), never straight into the store.
 """
@@ -22,12 +24,15 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from auditlog import __version__
 from auditlog.logs import get_logger
+from auditlog.provenance import API as API_PUBLISHER
+from auditlog.provenance import signed_headers
 from auditlog.settings import Settings
 from auditlog.store import Store
 from producers.producer import AuditProducer
@@ -51,13 +56,16 @@ _PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>Audit log</title>
 
 
 def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = None,
-               producer: AuditProducer | None = None,
+               producer: AuditProducer | None = None, audit_producer: AuditProducer | None = None,
                consumer_status: Callable[[], dict] | None = None) -> FastAPI:
     # an export's thread may outlive its slot by the moment its query takes to stop: room for that
     pool = ThreadPoolExecutor(max_workers=2 * settings.api_exports_total, thread_name_prefix="export")
     ingest_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest")  # validation holds the GIL: two
     runner = QueryRunner(store, settings)
-    auditor = ReadAuditor(producer, ack_timeout_s=settings.api_audit_ack_timeout_seconds)
+    auditor = ReadAuditor(audit_producer if audit_producer is not None else producer,
+                          ack_timeout_s=settings.api_audit_ack_timeout_seconds)
+    server_keys = settings.server_keys()
+    auditor.sign = partial(signed_headers, server_keys, API_PUBLISHER)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -82,16 +90,18 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
                     "autocomplete and stats, scoped to the caller's organization / workspaces (JWT bearer).",
     )
     app.state.settings = settings
+    app.state.server_keys = server_keys  # signs list cursors, live-tail positions and the API's own messages
     app.state.store = store
     app.state.catalog = catalog or get_catalog(settings.catalog_extra)
-    app.state.auditor = auditor  # query_api.cli attaches the producer later ("connecting" until then)
+    app.state.auditor = auditor  # query_api.cli attaches the producers later ("connecting" until then)
+    app.state.ingest_producer = producer
     app.state.runner = runner
     app.state.rate_limiter = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)
     app.state.ingest_rate_limiter = RateLimiter(settings.api_ingest_rate_per_second, settings.api_ingest_rate_burst)
     app.state.ingest_pool = ingest_pool
     app.state.ingest_slots = Slots(settings.api_ingest_per_caller, settings.api_ingest_total, noun="ingest requests")
     app.state.export_slots = Slots(settings.api_exports_per_caller, settings.api_exports_total)
-    app.state.tail_hub = TailHub(store, runner, settings, app.state.catalog)
+    app.state.tail_hub = TailHub(store, runner, settings, app.state.catalog, app.state.server_keys)
     app.state.tail_slots = Slots(settings.api_tail_per_caller, settings.api_tail_total, noun="live tails")
     app.state.integrity_runs = IntegrityRuns(settings.api_integrity_cache_seconds)
     app.state.consumer_status = consumer_status

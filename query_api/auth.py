@@ -2,8 +2,9 @@
 
 Contract:
 - a token is accepted when its signature verifies with the configured key: HS256 with ``jwt_secret``, RS256 with
-  ``jwt_public_key_file`` (PEM) or a key of ``jwt_jwks_file`` (chosen by ``kid``); the algorithm comes from the
-  key, never from the token alone (no alg confusion, no ``none``);
+  ``jwt_public_key_file`` (PEM) or a key of ``jwt_jwks_file`` / ``jwt_jwks_url`` (chosen by ``kid``; the URL's keys
+  are cached and refreshed as :mod:`query_api.jwks` says); the algorithm comes from the key, never from the token
+  alone (no alg confusion, no ``none``);
 - ``exp`` is required and checked with ``jwt_leeway_seconds`` of clock skew; ``exp``, ``nbf`` and ``iat`` must be
   JSON numbers when present (not strings, not booleans); ``aud`` / ``iss`` are required and must match when
   ``jwt_audience`` / ``jwt_issuer`` are set (ignored otherwise);
@@ -34,9 +35,11 @@ from typing import Annotated, Any, Literal, NamedTuple
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from auditlog.settings import Settings
 from query_api.errors import ApiError
+from query_api.jwks import JwksCache, pick
 
 Role = Literal["org_owner", "workspace_admin"]
 ROLES: tuple[str, ...] = ("org_owner", "workspace_admin")
@@ -90,11 +93,13 @@ class ServicePrincipal:
 
 def mint_token(secret: str, *, sub: str, role: str, email: str = "", org_id: str | None = None,
                workspaces: list[str] | None = None, permissions: list[str] | tuple[str, ...] | None = None,
-               write_orgs: list[str] | tuple[str, ...] | None = None, ttl_seconds: int = 8 * 3600) -> str:
+               write_orgs: list[str] | tuple[str, ...] | None = None, ttl_seconds: int = 8 * 3600,
+               audience: str | None = None, issuer: str | None = None) -> str:
     """An HS256 token with the claims of API.md (for ``auditlog up --demo``, ``auditlog token`` and tests).
 
     A read token (``org_owner`` / ``workspace_admin``) gets ``permissions`` (default ``audit:read``,
-    ``audit:export``); a ``service`` token gets ``write_orgs`` and ``permissions`` (default ``audit:write``)."""
+    ``audit:export``); a ``service`` token gets ``write_orgs`` and ``permissions`` (default ``audit:write``);
+    ``aud`` / ``iss`` when ``audience`` / ``issuer`` are given."""
     now = int(time.time())
     service = role == SERVICE_ROLE
     if permissions is None:
@@ -109,6 +114,10 @@ def mint_token(secret: str, *, sub: str, role: str, email: str = "", org_id: str
         claims["workspaces"] = list(workspaces or [])
     if write_orgs is not None or service:
         claims["write_orgs"] = list(write_orgs or [])
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -144,6 +153,8 @@ class TokenVerifier:
         self.issuer = settings.jwt_issuer or None
         self.public_key: Any = None
         self.jwks: dict[str | None, Any] = {}
+        self.remote_jwks = JwksCache(settings.jwt_jwks_url, min_interval=settings.jwt_jwks_refresh_seconds,
+                                     max_age=settings.jwt_jwks_max_age_seconds) if settings.jwt_jwks_url else None
         self._jwt = _StrictJWT()
         self._require = ["exp", "sub", "role"] + (["aud"] if self.audience else []) + (
             ["iss"] if self.issuer else [])
@@ -156,7 +167,7 @@ class TokenVerifier:
 
     @property
     def configured(self) -> bool:
-        return bool(self.secret or self.public_key is not None or self.jwks)
+        return bool(self.secret or self.public_key is not None or self.jwks or self.remote_jwks is not None)
 
     def _key_for(self, token: str) -> tuple[Any, str]:
         try:
@@ -168,13 +179,14 @@ class TokenVerifier:
             return self.secret, "HS256"
         if alg == "RS256":
             kid = header.get("kid")
-            if self.jwks:
-                key = self.jwks.get(kid) if kid is not None else (
-                    next(iter(self.jwks.values())) if len(self.jwks) == 1 else None)
-                if key is not None:
-                    return key, "RS256"
+            if self.jwks and (key := pick(self.jwks, kid)) is not None:
+                return key, "RS256"
+            if self.remote_jwks is not None and (key := self.remote_jwks.key(kid)) is not None:
+                return key, "RS256"
             if self.public_key is not None:
                 return self.public_key, "RS256"
+            if self.jwks or self.remote_jwks is not None:
+                raise _unauthorized("no key of this server matches the token's 'kid'")
         raise _unauthorized(f"token algorithm {alg!r} is not accepted by this server")
 
     def verify(self, token: str) -> Principal:
@@ -189,7 +201,7 @@ class TokenVerifier:
         """The claims of a token whose signature, time claims and ``aud``/``iss`` verify (else 401)."""
         if not self.configured:
             raise _unauthorized("this server has no token key configured (AUDITLOG_JWT_SECRET / _PUBLIC_KEY_FILE / "
-                                "_JWKS_FILE)")
+                                "_JWKS_FILE / _JWKS_URL)")
         key, alg = self._key_for(token)
         try:
             claims = self._jwt.decode(token, key, algorithms=[alg], leeway=self.leeway, audience=self.audience,
@@ -329,7 +341,11 @@ async def service_principal(
     """The verified service of this request: 401 without a valid bearer token, 403 for a read token or without
     ``audit:write``, 429 over the ingest rate limit of its ``sub`` (the app's ``ingest_rate_limiter``, when installed)."""
     verifier: TokenVerifier = request.app.state.verifier
-    principal = verifier.verify_service(_token(creds))
+    token = _token(creds)
+    if verifier.remote_jwks is not None:  # may fetch keys: never on the event loop
+        principal = await run_in_threadpool(verifier.verify_service, token)
+    else:
+        principal = verifier.verify_service(token)
     request.state.principal = principal  # for the access log (sub only)
     limiter = getattr(request.app.state, "ingest_rate_limiter", None)
     if limiter is not None:

@@ -2,9 +2,10 @@
 
 - ``api [--host] [--port]``: serves the read API with uvicorn against ``AUDITLOG_CLICKHOUSE_URL`` (a server, or a
   ``chdb:///dir`` store when no consumer process holds that directory: chDB locks it). Migrates on start.
-  Every read publishes its ``audit_log.*`` event through the producer; until the producer is attached (the broker
-  unreachable at start) reads are refused with 503 ``audit_unavailable``, ``/readyz`` says
-  ``self_audit: connecting`` and :func:`attach_self_audit` retries with backoff (``api.self_audit_unavailable``).
+  Every read publishes its ``audit_log.*`` event through a producer of its own (``POST /v1/ingest`` has another, so
+  reads' acks never wait behind ingest traffic); until it is attached (the broker unreachable at start) reads are
+  refused with 503 ``audit_unavailable``, ``/readyz`` says ``self_audit: connecting`` and
+  :func:`attach_self_audit` retries with backoff (``api.self_audit_unavailable``).
 - ``export``: writes the filtered view to a file with a progress bar. Two modes:
   * ``--url http://127.0.0.1:8000 --token JWT``: through the HTTP API (what a user does; works while
     ``auditlog up`` holds the chDB directory); the total for the progress bar comes from ``/v1/stats``;
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
 import re
 import sys
@@ -38,7 +38,7 @@ import uvicorn
 from auditlog.kafka import KafkaConnection
 from auditlog.logs import configure, get_logger
 from auditlog.private_dir import chdb_directory, keep_private
-from auditlog.settings import Settings
+from auditlog.settings import Settings, is_loopback
 from auditlog.stopsignals import StopSignals, stop_signals
 from auditlog.store import redact_url
 from query_api.filters import FILTERS
@@ -91,16 +91,6 @@ def run_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` serves this machine only (``localhost`` or a loopback address)."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
-
-
 def warn_unchecked_claims(settings: Settings, host: str) -> bool:
     """Warn (log + one stderr line) when the API listens beyond loopback while tokens' ``aud``/``iss`` are not
     checked; True if it warned."""
@@ -135,11 +125,12 @@ def _open_store(settings: Settings) -> Store | None:
 
 
 async def _serve_api(settings: Settings, store: Store, host: str, port: int, stops: StopSignals) -> None:
-    """uvicorn until a stop signal; then the self-audit producer is stopped."""
+    """uvicorn until a stop signal; then the producers (self-audit, ingest) are stopped."""
     from producers.producer import AuditProducer
     from query_api.app import create_app
+    from query_api.self_audit import PRODUCER_LINGER_MS as SELF_AUDIT_LINGER_MS
     from query_api.self_audit import SelfAuditState
-    from query_api.serving import AppServer
+    from query_api.serving import AppServer, proxy_options
     from schemas.catalog import get_catalog
 
     catalog = get_catalog(settings.catalog_extra)
@@ -147,11 +138,13 @@ async def _serve_api(settings: Settings, store: Store, host: str, port: int, sto
     app = create_app(settings, store, catalog=catalog, producer=None)
     app.state.auditor.state = SelfAuditState.CONNECTING  # until attach_self_audit has a producer
     attach = asyncio.create_task(attach_self_audit(app, lambda: AuditProducer(
-        kafka.bootstrap, settings.topic, catalog=catalog, request_timeout_ms=5000, **kafka.security_options()),
-        str(kafka)))
-    server = AppServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+        kafka.bootstrap, settings.topic, catalog=catalog, request_timeout_ms=5000, linger_ms=SELF_AUDIT_LINGER_MS,
+        **kafka.security_options()), str(kafka), make_ingest_producer=lambda: AuditProducer(
+        kafka.bootstrap, settings.topic, catalog=catalog, request_timeout_ms=5000, **kafka.security_options())))
+    server = AppServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                                      **proxy_options(settings)))
 
-    def on_signal(name: str) -> None:  # graceful: stop serving, then stop the producer
+    def on_signal(name: str) -> None:  # graceful: stop serving, then stop the producers
         log.info("api.stop_requested", signal=name)
         server.should_exit = True
 
@@ -163,29 +156,43 @@ async def _serve_api(settings: Settings, store: Store, host: str, port: int, sto
             attach.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await attach
-            if app.state.auditor.producer is not None:
-                await app.state.auditor.producer.stop()
+            for producer in (app.state.auditor.producer, app.state.ingest_producer):
+                if producer is not None:
+                    await producer.stop()
 
 
 async def attach_self_audit(app: Any, make_producer: Callable[[], AuditProducer], where: str,
-                            max_delay: float = 30.0) -> None:
-    """Start the self-audit producer, retrying with capped backoff while Kafka is unreachable; reads are refused
-    meanwhile (``/readyz`` says ``self_audit: connecting``) and served and audited once the producer is up."""
+                            max_delay: float = 30.0, *,
+                            make_ingest_producer: Callable[[], AuditProducer] | None = None) -> None:
+    """Start the self-audit producer, then (``make_ingest_producer``) the separate one of ``POST /v1/ingest``
+    (``app.state.ingest_producer``), each retrying with capped backoff while Kafka is unreachable; reads are
+    refused meanwhile (``/readyz`` says ``self_audit: connecting``) and served and audited once the self-audit's
+    producer is up; ingest answers 503 until its own is."""
+    app.state.auditor.attach(await _started(make_producer, where, "self_audit", max_delay))
+    log.info("api.self_audit_ready", bootstrap=where)
+    if make_ingest_producer is not None:
+        app.state.ingest_producer = await _started(make_ingest_producer, where, "ingest", max_delay)
+        log.info("api.ingest_ready", bootstrap=where)
+
+
+async def _started(make_producer: Callable[[], AuditProducer], where: str, what: str,
+                   max_delay: float) -> AuditProducer:
+    """A started producer, retrying with capped backoff (``api.<what>_unavailable``) until Kafka answers."""
     delay = 1.0
     while True:
         producer = make_producer()
         try:
             await asyncio.wait_for(producer.start(), 10)
-        except Exception as exc:
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            log.error("api.self_audit_unavailable", bootstrap=where, error=repr(exc), retry_in_s=delay)
+            if not isinstance(exc, Exception):  # cancelled (a stop during start-up)
+                raise
+            log.error(f"api.{what}_unavailable", bootstrap=where, error=repr(exc), retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
             continue
-        app.state.auditor.attach(producer)
-        log.info("api.self_audit_ready", bootstrap=where)
-        return
+        return producer
 
 
 # ----- export ------------------------------------------------------------------------------------------------

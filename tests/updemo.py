@@ -62,15 +62,17 @@ def parse_up_output(lines: list[str]) -> UpDemo | None:
     return None
 
 
-def start_up_demo(data_dir: Path, port: int, kafka_port: int, timeout: float = 240.0) -> UpDemo:
-    """Start ``auditlog up --demo`` on 127.0.0.1 and return once it printed READY (or raise with its output).
+def start_up_demo(data_dir: Path, port: int, kafka_port: int, timeout: float = 240.0,
+                  env: dict[str, str] | None = None) -> UpDemo:
+    """Start ``auditlog up --demo`` on 127.0.0.1 (``env``: extra variables) and return once it printed READY (or
+    raise with its output).
 
     The timeout holds even if the process goes silent: its output is read by a thread (which keeps draining it
     into ``UpDemo.output`` afterwards, so a chatty process never blocks on a full pipe) and waited for here."""
     proc = subprocess.Popen(
         [AUDITLOG, "up", "--demo", "--port", str(port), "--kafka-port", str(kafka_port), "--data", str(data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "AUDITLOG_SESSION_TIMEOUT_MS": "3000"},
+        env={**os.environ, "AUDITLOG_SESSION_TIMEOUT_MS": "3000", **(env or {})},
     )
     lines: list[str] = []
     arrived: queue.Queue[str | None] = queue.Queue()  # each line as it comes, None at end of output

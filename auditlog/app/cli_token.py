@@ -5,7 +5,9 @@
 - otherwise a read token: ``--org ORG [--role org_owner|workspace_admin] [--workspace W ...] [--permission P ...]
   [--sub] [--email]`` (permissions default to ``audit:read`` and ``audit:export``);
 - ``--ttl SECONDS`` (default 3600). The key is ``AUDITLOG_JWT_SECRET``, else the secret ``auditlog up`` generated in
-  the data directory (``--data``); without either: exit 2. The token alone goes to stdout
+  the data directory (``--data``); without either: exit 2 (a weak one stops it like every command: invalid settings).
+  ``aud`` / ``iss`` are ``AUDITLOG_JWT_AUDIENCE`` / ``AUDITLOG_JWT_ISSUER`` when set (a server configured with them
+  refuses tokens without). The token alone goes to stdout
   (``TOKEN=$(auditlog token ...)``), its claims to stderr. Production tokens come from the identity provider.
 """
 
@@ -58,13 +60,14 @@ def cmd_token(args: argparse.Namespace) -> int:
         print("auditlog token: --ttl must be positive", file=sys.stderr)
         return 2
     perms = tuple(args.permission) if args.permission else None
+    aud, iss = settings.jwt_audience, settings.jwt_issuer
     if args.service:
         if not args.write_org or args.org or args.workspace:
             print("auditlog token: --service needs --write-org (and takes no --org/--workspace)", file=sys.stderr)
             return 2
         sub = args.sub or "svc-dev"
         tok = mint_token(secret, sub=sub, role=SERVICE_ROLE, write_orgs=args.write_org, permissions=perms,
-                         ttl_seconds=args.ttl)
+                         ttl_seconds=args.ttl, audience=aud, issuer=iss)
         print(f"service token: sub={sub} write_orgs={','.join(args.write_org)} ttl={args.ttl}s", file=sys.stderr)
     else:
         if not args.org or args.write_org:
@@ -72,7 +75,8 @@ def cmd_token(args: argparse.Namespace) -> int:
             return 2
         sub = args.sub or "u-dev"
         tok = mint_token(secret, sub=sub, role=args.role, email=args.email or "", org_id=args.org,
-                         workspaces=args.workspace, permissions=perms, ttl_seconds=args.ttl)
+                         workspaces=args.workspace, permissions=perms, ttl_seconds=args.ttl,
+                         audience=aud, issuer=iss)
         print(f"read token: sub={sub} org_id={args.org} role={args.role} ttl={args.ttl}s", file=sys.stderr)
     print(tok)
     return 0

@@ -112,7 +112,7 @@ async def _start(stack: EmbeddedStack, demo: bool, log_path: Path, t0: float, ou
     _say(out, "Loading demo events through the producer ...")
     n, fresh = await stack.load_demo()
     _say(out, f"Demo events: {n} stored" + ("" if fresh else " (already in this data directory; not re-published)"))
-    tokens = demo_tokens(settings.jwt_secret or "")
+    tokens = demo_tokens(settings.jwt_secret or "", audience=settings.jwt_audience, issuer=settings.jwt_issuer)
     _say(out, "")
     _say(out, "Sign-in tokens (paste into the page; valid 12 h):")
     _say(out, "  org owner of acme (kim@acme.example, all workspaces):")

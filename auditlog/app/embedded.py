@@ -2,11 +2,12 @@
 
 Contract of :class:`EmbeddedStack`:
 - :meth:`start` starts the Tansu broker on ``127.0.0.1:<kafka_port>``, creates the topics, migrates the chDB
-  store under the data directory, starts the producer, the consumer worker (an asyncio task) and the API
+  store under the data directory, starts the producers (one for ingest and the demo, one of its own for the
+  self-audit, so reads' acks never wait behind ingest traffic), the consumer worker (an asyncio task) and the API
   (uvicorn on ``127.0.0.1:<api_port>``), and returns when the API answers;
 - :meth:`load_demo` publishes the demo data through the real producer once per data directory and waits until
   the consumer has stored it;
-- :meth:`stop` stops the API, then the consumer (flush + commit), the producer and the broker (by PID); the chDB
+- :meth:`stop` stops the API, then the consumer (flush + commit), the producers and the broker (by PID); the chDB
   data stays, so a second ``up`` on the same directory keeps the stored events.
 chDB allows one engine per process: that is why everything runs in this one process.
 """
@@ -58,6 +59,7 @@ class EmbeddedStack:
         self.store = Store.from_settings(settings)
         self.catalog = get_catalog(settings.catalog_extra)
         self.producer: AuditProducer | None = None
+        self.audit_producer: AuditProducer | None = None
         self.worker: Any = None
         self.server: AppServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -65,7 +67,8 @@ class EmbeddedStack:
     async def start(self, timeout: float = 30.0) -> None:
         from consumers.worker import ConsumerWorker
         from query_api.app import create_app
-        from query_api.serving import AppServer
+        from query_api.self_audit import PRODUCER_LINGER_MS as SELF_AUDIT_LINGER_MS
+        from query_api.serving import AppServer, proxy_options
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -75,15 +78,18 @@ class EmbeddedStack:
         log.info("store.ready", url=redact_url(self.store.url), migrations_applied=applied)
         self.producer = AuditProducer(self.broker.bootstrap, s.topic, catalog=self.catalog)
         await self.producer.start()
+        self.audit_producer = AuditProducer(self.broker.bootstrap, s.topic, catalog=self.catalog,
+                                            linger_ms=SELF_AUDIT_LINGER_MS)
+        await self.audit_producer.start()
         # the API shares this process: ingest runs at a lower CPU priority, its decoding in a helper when auto
         ws = s.with_overrides(consumer_nice=max(10, s.consumer_nice), consumer_decode_processes=(
             s.consumer_decode_processes if s.consumer_decode_processes >= 0 else max(1, s.decode_processes())))
         self.worker = ConsumerWorker(ws, self.store, catalog=self.catalog)
         self._tasks.append(asyncio.create_task(self.worker.run(), name="consumer"))
         app = create_app(s, self.store, catalog=self.catalog, producer=self.producer,
-                         consumer_status=self.worker.status)
+                         audit_producer=self.audit_producer, consumer_status=self.worker.status)
         config = uvicorn.Config(app, host="127.0.0.1", port=s.api_port, log_config=None, access_log=False,
-                                lifespan="on", timeout_graceful_shutdown=5)
+                                lifespan="on", timeout_graceful_shutdown=5, **proxy_options(s))
         self.server = AppServer(config)
         self._tasks.append(asyncio.create_task(self.server.serve(), name="api"))
         deadline = time.monotonic() + timeout
@@ -135,21 +141,24 @@ class EmbeddedStack:
                 t.cancel()
             except Exception as exc:
                 log.error("stack.task_failed", task=t.get_name(), error=repr(exc))
-        if self.producer is not None:
-            with contextlib.suppress(Exception):
-                await self.producer.stop()
+        for producer in (self.producer, self.audit_producer):
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
         await asyncio.to_thread(self.broker.stop)
         log.info("stack.stopped")
 
 
-def demo_tokens(secret: str) -> dict[str, str]:
-    """Ready-to-paste tokens for the demo principals (org owner of acme; workspace admin of two workspaces)."""
+def demo_tokens(secret: str, *, audience: str | None = None, issuer: str | None = None) -> dict[str, str]:
+    """Ready-to-paste tokens for the demo principals (org owner of acme; workspace admin of two workspaces), with
+    ``aud`` / ``iss`` when given (``AUDITLOG_JWT_AUDIENCE`` / ``_ISSUER``: the API requires them then)."""
     from query_api.auth import mint_token
 
     org, workspaces = DEMO_ADMIN_WORKSPACES
+    ttl = 12 * 3600
     return {
         "owner": mint_token(secret, sub="u-ac-kim", email="kim@acme.example", org_id=org, role="org_owner",
-                            ttl_seconds=12 * 3600),
+                            audience=audience, issuer=issuer, ttl_seconds=ttl),
         "admin": mint_token(secret, sub="u-ac-lee", email="lee@acme.example", org_id=org, role="workspace_admin",
-                            workspaces=list(workspaces), ttl_seconds=12 * 3600),
+                            workspaces=list(workspaces), audience=audience, issuer=issuer, ttl_seconds=ttl),
     }

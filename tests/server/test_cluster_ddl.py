@@ -74,7 +74,8 @@ def test_cluster_end_to_end(docker_engine: None, tmp_path: Path) -> None:
     pw = "admin-" + uuid.uuid4().hex[:8]
     env = tmp_path / ".env"
     env.write_text(f"CLICKHOUSE_ADMIN_PASSWORD={pw}\nAUDITLOG_CONSUMER_PASSWORD=x\nAUDITLOG_API_PASSWORD=x\n"
-                   "AUDITLOG_JWT_SECRET=x\n")
+                   f"AUDITLOG_JWT_SECRET={uuid.uuid4().hex}{uuid.uuid4().hex}\n"
+                   f"AUDITLOG_SERVER_SECRET={uuid.uuid4().hex}{uuid.uuid4().hex}\n")
     nodes = ["ch-s1r1", "ch-s1r2", "ch-s2r1", "ch-s2r2"]
     with DockerCompose(str(CLUSTER_DIR), compose_file_name="compose.yaml", env_file=str(env),
                        services=["keeper", *nodes], wait=True) as compose:

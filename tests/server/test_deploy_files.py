@@ -159,3 +159,55 @@ def test_compose_clickhouse_credentials_outside_the_url(path: Path, monkeypatch:
         s = Settings()
         assert s.store_url == url and not s.embedded, name
         assert credentials(s) == {"username": user, "password": values[pw_var]}, name
+
+
+def _env_example() -> dict[str, str]:
+    """deploy/.env.example as compose reads it: variable -> value."""
+    out: dict[str, str] = {}
+    for line in (DEPLOY / ".env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            name, value = line.split("=", 1)
+            out[name.strip()] = value.strip()
+    return out
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_compose_secrets_token_claims_and_proxies(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API and the consumers share AUDITLOG_SERVER_SECRET (one required variable); the API checks aud/iss and
+    believes X-Forwarded-For from no one unless the operator lists a proxy. deploy/.env.example defines every
+    variable the file requires; copied unchanged, its example secrets stop the API and the consumers at start,
+    and with the secrets replaced they start with the audience, issuer and shared secret."""
+    import yaml
+    from pydantic import ValidationError
+
+    from auditlog.settings import Settings
+
+    text = path.read_text()
+    services = yaml.safe_load(text)["services"]
+    api, consumer = services["api"]["environment"], services["consumer"]["environment"]
+    assert _compose_var(api["AUDITLOG_SERVER_SECRET"]) == _compose_var(consumer["AUDITLOG_SERVER_SECRET"])
+    assert {"AUDITLOG_JWT_AUDIENCE", "AUDITLOG_JWT_ISSUER", "AUDITLOG_API_FORWARDED_ALLOW_IPS"} <= set(api)
+    example = _env_example()
+    required = {m.group(1) for m in _INTERPOLATION.finditer(text) if m.group(2) == "?"}
+    assert required <= set(example), f"deploy/.env.example lacks {sorted(required - set(example))}"
+
+    def settings_of(env: dict[str, object], values: dict[str, str]) -> Settings:
+        def interpolate(m: re.Match[str]) -> str:
+            return values.get(m.group(1), m.group(3) if m.group(2) == "-" else "")
+
+        for k in [k for k in os.environ if k.startswith("AUDITLOG_")]:
+            monkeypatch.delenv(k)
+        for k, v in env.items():
+            monkeypatch.setenv(k, _INTERPOLATION.sub(interpolate, str(v)))
+        return Settings()
+
+    for env, refused in ((api, "AUDITLOG_JWT_SECRET|AUDITLOG_SERVER_SECRET"), (consumer, "AUDITLOG_SERVER_SECRET")):
+        with pytest.raises(ValidationError, match=refused):
+            settings_of(env, example)
+    filled = {**example, "AUDITLOG_JWT_SECRET": "compose-test-jwt-" + "j" * 32,
+              "AUDITLOG_SERVER_SECRET": "compose-test-server-" + "s" * 32}
+    s_api, s_consumer = settings_of(api, filled), settings_of(consumer, filled)
+    assert (s_api.jwt_audience, s_api.jwt_issuer) == (example["AUDITLOG_JWT_AUDIENCE"], example["AUDITLOG_JWT_ISSUER"])
+    assert s_api.forwarded_allow_ips == [], "no proxy in this file: X-Forwarded-For must be ignored"
+    assert s_api.server_secret is not None and s_consumer.server_secret is not None
+    assert s_api.server_secret.get_secret_value() == s_consumer.server_secret.get_secret_value()

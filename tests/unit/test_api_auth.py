@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from auditlog.settings import Settings
+from auditlog.signing import ServerKeys
 from query_api import cursor
 from query_api.auth import CurrentPrincipal, Principal, TokenVerifier, mint_token
 from query_api.errors import ApiError, install_error_handlers
@@ -119,12 +120,13 @@ def test_leeway_and_unconfigured_server() -> None:
 def test_cursor_roundtrip_and_tamper() -> None:
     ts = datetime(2026, 11, 21, 9, 14, 3, 512000, tzinfo=UTC)
     eid = uuid.uuid4()
-    c = cursor.encode(ts, eid)
-    assert cursor.decode(c) == (ts, eid)
+    keys = ServerKeys("auth-test-server-secret-0123456789abcdef")
+    c = cursor.encode(ts, eid, keys)
+    assert cursor.decode(c, keys) == (ts, eid)
     for bad in ("", "x", c[:-1], c.upper(), "eyJ2IjoxfQ", "A" * 600):
         with pytest.raises(ApiError) as ei:
-            cursor.decode(bad)
-        assert ei.value.status == 422 and ei.value.field == "cursor"
+            cursor.decode(bad, keys)
+        assert ei.value.status == 400 and ei.value.field == "cursor" and ei.value.code == "invalid_cursor"
 
 
 def test_scoped_query_guards() -> None:

@@ -16,6 +16,9 @@ cannot rot silently:
   (``AUDITLOG_CLICKHOUSE_USER``, and ``AUDITLOG_CLICKHOUSE_PASSWORD`` from the same Secret key); no
   ``AUDITLOG_CLICKHOUSE_URL`` carries credentials, and passwords full of URL-special characters reach the
   ClickHouse client (and ``auditlog.db.roles``) unchanged;
+- the example Secret's ``jwt-secret`` / ``server-secret`` stop the API and the consumers (they are placeholders);
+  both share ``server-secret``; the API checks ``aud``/``iss`` and believes ``X-Forwarded-For`` only from the
+  ConfigMap's ingress pod CIDR;
 - with ``kubernetes-validate`` installed: each object against the bundled Kubernetes JSON schemas (strict);
   with ``kubectl``/``kustomize`` on PATH: ``kustomize build`` renders.
 """
@@ -65,6 +68,10 @@ NOT_APPLIED = {"secret.example.yaml"}
 IMAGE = "auditlog:local"
 ROLES_COMMAND = ["python", "-m", "auditlog.db.roles"]
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+#: what the operator puts in place of the example secrets, which the processes refuse (see
+#: test_the_example_secrets_stop_the_api_and_the_consumers)
+FILLED = {"jwt-secret": "k8s-test-jwt-secret-0123456789abcdef0123456789",
+          "server-secret": "k8s-test-server-secret-0123456789abcdef0123456789"}
 
 
 # ----- loading ------------------------------------------------------------------------------------------
@@ -122,8 +129,9 @@ def all_containers() -> Iterator[tuple[str, dict[str, Any]]]:
 def container_env(c: dict[str, Any]) -> dict[str, str]:
     """The container's environment as the kubelet builds it: envFrom first, then env in order, ``$(VAR)``
     expanded from what is defined before (an unresolved reference fails here: the kubelet would leave it as
-    is). Secret values come from secret.example.yaml."""
+    is). Secret values come from secret.example.yaml, its example secrets replaced as it says (:data:`FILLED`)."""
     cm, secret = one("ConfigMap"), one("Secret")
+    values = {**secret_data(), **{k: v for k, v in FILLED.items() if k in secret_data()}}
     env: dict[str, str] = {}
     for src in c.get("envFrom", []):
         if "configMapRef" in src:
@@ -142,8 +150,8 @@ def container_env(c: dict[str, Any]) -> dict[str, str]:
         elif "secretKeyRef" in e["valueFrom"]:
             ref = e["valueFrom"]["secretKeyRef"]
             assert ref["name"] == secret["metadata"]["name"], name
-            assert ref["key"] in secret_data(), f"{name}: no key {ref['key']!r} in the Secret"
-            env[name] = secret_data()[ref["key"]]
+            assert ref["key"] in values, f"{name}: no key {ref['key']!r} in the Secret"
+            env[name] = values[ref["key"]]
         else:
             ref = e["valueFrom"]["configMapKeyRef"]
             assert ref["name"] == cm["metadata"]["name"], name
@@ -616,3 +624,67 @@ def test_network_policies_let_through_the_ports_in_use() -> None:
                 for rule in p["spec"].get("ingress", []):
                     allowed |= {port_number(c, pt["port"]) for pt in rule.get("ports", [])}
         assert {p["containerPort"] for p in c["ports"]} <= allowed, component
+
+
+# ----- secrets, token claims, proxies -------------------------------------------------------------------
+def test_the_example_secrets_stop_the_api_and_the_consumers(clean_env: pytest.MonkeyPatch) -> None:
+    """The Secret applied as shipped (placeholders not replaced): the API and the consumers stop at start, naming
+    the setting."""
+    from pydantic import ValidationError
+
+    for component, names in (("api", ("AUDITLOG_JWT_SECRET", "AUDITLOG_SERVER_SECRET")),
+                             ("consumer", ("AUDITLOG_SERVER_SECRET",))):
+        (c,) = containers(workload(component))
+        env = container_env(c)
+        for name in names:
+            key = env_entry(c, name)["valueFrom"]["secretKeyRef"]["key"]
+            apply_env(clean_env, {**env, name: secret_data()[key]})
+            with pytest.raises(ValidationError, match=name):
+                Settings()
+
+
+def test_api_and_consumers_share_the_server_secret(clean_env: pytest.MonkeyPatch) -> None:
+    """The API signs its own messages (self-audit, HTTP ingest) with the key the consumers check them with."""
+    from auditlog.signing import Purpose
+
+    keys: dict[str, str] = {}
+    macs: set[bytes] = set()
+    for component in ("api", "consumer"):
+        (c,) = containers(workload(component))
+        keys[component] = env_entry(c, "AUDITLOG_SERVER_SECRET")["valueFrom"]["secretKeyRef"]["key"]
+        apply_env(clean_env, container_env(c))
+        s = Settings()
+        assert s.server_secret is not None, component
+        macs.add(s.server_keys().mac(Purpose.MESSAGE, b"m"))
+    assert keys["api"] == keys["consumer"] and len(macs) == 1
+
+
+def _comment_above(text: str, key: str) -> str:
+    lines = text.splitlines()
+    (i,) = [n for n, line in enumerate(lines) if line.strip().startswith(f"{key}:")]
+    block: list[str] = []
+    while i > 0 and lines[i - 1].strip().startswith("#"):
+        i -= 1
+        block.insert(0, lines[i])
+    return "\n".join(block)
+
+
+def test_api_checks_token_claims_and_believes_only_its_ingress(clean_env: pytest.MonkeyPatch) -> None:
+    """aud/iss are checked; X-Forwarded-For is believed from the ingress controller's pod CIDR only, an editable
+    ConfigMap value that says what it is."""
+    import ipaddress
+
+    from query_api.serving import proxy_options
+
+    (c,) = containers(workload("api"))
+    apply_env(clean_env, container_env(c))
+    s = Settings()
+    assert s.jwt_audience and s.jwt_issuer, "tokens minted for another service must not pass"
+    nets = [ipaddress.ip_network(x) for x in s.forwarded_allow_ips]
+    assert nets and all(n.prefixlen >= 8 for n in nets), "list the ingress controller's pods, not everyone"
+    assert proxy_options(s)["proxy_headers"] is True
+    comment = _comment_above((K8S / "configmap.yaml").read_text(encoding="utf-8"), "AUDITLOG_API_FORWARDED_ALLOW_IPS")
+    assert "EDIT" in comment and "Ingress" in comment and "pod CIDR" in comment, comment
+    for component in ("consumer", "migrate"):
+        for c in containers(workload(component)):
+            assert "AUDITLOG_API_FORWARDED_ALLOW_IPS" not in {e["name"] for e in c.get("env", [])}
