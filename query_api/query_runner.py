@@ -7,13 +7,20 @@ Contract of :class:`QueryRunner`:
 - when the HTTP client disconnects before the result is ready, the call's queries are killed by that tag
   (``KILL QUERY``, which works on a server and on embedded chDB) and :class:`ClientGone` is raised;
 - ClickHouse's time and memory limits surface as 504 ``query_timeout`` / 503 ``query_too_large`` and an
-  unreachable store as 503 ``store_unavailable`` (:func:`store_error`), all with the JSON error body.
+  unreachable store as 503 ``store_unavailable`` (:func:`store_error`), all with the JSON error body;
+- fair share: one caller (``org_id`` + ``sub``: ``caller``, else the request's authenticated principal) has at most
+  ``api_queries_per_caller`` calls running or waiting for a thread; one more is refused at once with 429
+  ``too_many_queries`` and ``Retry-After`` (:mod:`query_api.slots`). A call's place is freed when its thread is
+  done, not when its client leaves. A caller's n-th call at once runs at ClickHouse ``priority`` n (1 is the
+  highest): while other callers' first queries run, its extra ones wait (:func:`priority_of`). Calls without a
+  caller (the live tail's shared reader, ``/readyz``) are not counted and run at priority 1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -26,7 +33,10 @@ from starlette.requests import Request
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
+from query_api.auth import Principal
 from query_api.errors import ApiError, ClientGone
+from query_api.ratelimit import Caller
+from query_api.slots import Slots
 
 log = get_logger("query_api.query_runner")
 T = TypeVar("T")
@@ -63,6 +73,12 @@ def store_error(exc: Exception, timeout_s: float) -> ApiError | None:
     return None
 
 
+def priority_of(rank: int) -> dict[str, str]:
+    """The ClickHouse ``priority`` of a caller's ``rank``-th call at once (smaller runs first; the server pauses a
+    query while one of a smaller priority runs)."""
+    return {"priority": str(max(1, rank))}
+
+
 class QueryRunner:
     """Runs request reads on a dedicated pool (module contract)."""
 
@@ -70,6 +86,7 @@ class QueryRunner:
         self.store = store
         self.settings = settings
         self.pool = ThreadPoolExecutor(max_workers=settings.api_query_threads, thread_name_prefix="query")
+        self.callers = Slots(settings.api_queries_per_caller, total=sys.maxsize, noun="queries")  # per caller only
         self._local = threading.local()
 
     def _call(self, tag: str, limits: dict[str, str], fn: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -81,13 +98,25 @@ class QueryRunner:
                 applied[k] = v
         return fn(*args)
 
-    async def run(self, request: Request | None, fn: Callable[..., T], *args: Any, timeout_s: float | None = None
-                  ) -> T:
-        """``fn(*args)`` on a query thread; cancelled when ``request``'s client disconnects (module contract)."""
+    async def run(self, request: Request | None, fn: Callable[..., T], *args: Any, timeout_s: float | None = None,
+                  caller: Caller | None = None) -> T:
+        """``fn(*args)`` on a query thread; cancelled when ``request``'s client disconnects; 429 when the caller
+        already has its share of calls (module contract)."""
         tag = f"api-{uuid.uuid4().hex}"
         loop = asyncio.get_running_loop()
         limits = limits_of(self.settings, timeout_s)
-        work = asyncio.ensure_future(loop.run_in_executor(self.pool, self._call, tag, limits, fn, args))
+        if caller is None and request is not None and isinstance(getattr(request.state, "principal", None), Principal):
+            caller = request.state.principal
+        slot = self.callers.take(caller) if caller is not None else None
+        limits = {**limits, **priority_of(slot.rank if slot is not None else 1)}
+        try:
+            work = asyncio.ensure_future(loop.run_in_executor(self.pool, self._call, tag, limits, fn, args))
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        if slot is not None:
+            work.add_done_callback(lambda _: slot.release())
         gone = asyncio.ensure_future(_disconnected(request)) if request is not None else None
         try:
             waiting: set[asyncio.Future[Any]] = {work} if gone is None else {work, gone}

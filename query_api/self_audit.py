@@ -8,9 +8,13 @@ Contract of :class:`ReadAuditor`:
   ran out is still stored: a refused read may appear as recorded, never the reverse.)
 - without a producer configured at all (state ``off``: an app built without self-audit, e.g. in tests)
   nothing is recorded;
-- :meth:`record_list` folds identical repeats of one list view by one caller within ``window_s`` (the page's
-  auto-refresh) into the first one while the broker is healthy and connected; the folded calls and their rows are published
-  by :meth:`flush_coalesced` as one event with ``detail.coalesced``. Cursor pages are never folded.
+- :meth:`record_list` folds identical repeats of one list view (:func:`view_key`: same caller, filters, client IP
+  and user agent) within ``window_s`` (the page's auto-refresh) into the first one, and only while the broker is
+  known to answer: an ack or a metadata answer younger than ``fresh_s``, else the repeat waits for a metadata
+  answer at most ``ack_timeout_s`` and is refused with 503 like any read when none comes (a frozen broker keeps its
+  socket open, so a connection is no proof). The folded calls and their rows are published by
+  :meth:`flush_coalesced` as one event with ``detail.coalesced`` and the first call's IP and user agent. Cursor
+  pages are never folded.
 - :attr:`state` is a :class:`SelfAuditState`: ``ok``, ``failing`` (the last publish failed: ``/readyz`` is red
   until :meth:`probe` reaches the broker or a publish succeeds), ``connecting`` (no producer attached yet) or ``off``.
 """
@@ -37,6 +41,7 @@ from query_api.errors import ApiError
 from schemas.event import EventError, Status, parse_event
 
 log = get_logger("query_api.self_audit")
+PRODUCER_LINGER_MS = 1  # the self-audit's own producer: each read waits for its ack, so batch for a moment only
 
 
 class SelfAuditState(StrEnum):
@@ -124,14 +129,19 @@ class ReadAuditor:
     """Publishes read events and knows whether it can (module contract)."""
 
     def __init__(self, producer: AuditProducer | None, *, ack_timeout_s: float = 2.0, window_s: float = 60.0,
-                 max_views: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+                 fresh_s: float = 1.0, max_views: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.producer = producer
+        #: the message headers that prove the API published an event (create_app sets them; unsigned events are
+        #: dead-lettered as ``reserved`` by the consumer)
+        self.sign: Callable[[bytes], list[tuple[str, bytes]]] | None = None
         self.state = SelfAuditState.OK if producer is not None else SelfAuditState.OFF
         self.ack_timeout_s = ack_timeout_s
         self.window_s = window_s
+        self.fresh_s = fresh_s
         self.max_views = max_views
         self._clock = clock
         self._views: dict[str, _Folded] = {}
+        self._answered_at: float | None = None  # when the broker last acknowledged a publish or answered a probe
 
     def attach(self, producer: AuditProducer) -> None:
         self.producer = producer
@@ -156,17 +166,33 @@ class ReadAuditor:
             await self.record(request, principal, "audit_log.list", filters=filters,
                               extra={"rows": rows, "page": True})
             return
-        key = view_key(principal, filters, datetime.now(UTC))
+        ip, ua = client_of(request)
+        key = view_key(principal, filters, datetime.now(UTC), client_ip=ip, user_agent=ua)
         folded = self._views.get(key)
         connected = self.state == SelfAuditState.OK and self.producer is not None and self.producer.connected()
         if folded is not None and connected and self._clock() - folded.first_at < self.window_s:
+            await self._answering()
             folded.calls += 1
             folded.rows += rows
             return
         await self.record(request, principal, "audit_log.list", filters=filters, extra={"rows": rows, "page": False})
         if folded is None and len(self._views) < self.max_views:  # repeats fold into this recorded call from now
-            ip, ua = client_of(request)
             self._views[key] = _Folded(principal, filters, self._clock(), client_ip=ip, user_agent=ua)
+
+    async def _answering(self) -> None:
+        """Returns when the broker answered within ``fresh_s``, or answers a metadata request within
+        ``ack_timeout_s``; else the state turns ``failing`` and 503 ``audit_unavailable`` is raised."""
+        producer = self.producer
+        if producer is None:
+            raise _unavailable("the audit log's own recorder is not connected to the broker yet")
+        if self._answered_at is not None and self._clock() - self._answered_at < self.fresh_s:
+            return
+        try:
+            async with asyncio.timeout(self.ack_timeout_s):
+                await producer.reachable()
+        except Exception as exc:
+            raise self._failing("audit_log.list", exc) from None
+        self._answered_at = self._clock()
 
     async def flush_coalesced(self, *, everything: bool = False) -> int:
         """Publish the folded repeats of views whose window closed (all of them with ``everything``); returns
@@ -193,17 +219,22 @@ class ReadAuditor:
             raise _unavailable("the audit log's own recorder is not connected to the broker yet")
         try:
             async with asyncio.timeout(self.ack_timeout_s):
-                ack = await producer.send(event)
+                ack = await producer.send(event, sign=self.sign or _no_headers)
                 await ack
         except Exception as exc:
-            if self.state != SelfAuditState.FAILING:
-                log.error("self_audit.failing", action=event["action"], error=repr(exc))
-            self.state = SelfAuditState.FAILING
-            raise _unavailable("this read cannot be recorded in the audit log right now (the broker did not "
-                               f"acknowledge within {self.ack_timeout_s:g} s); nothing was served") from None
+            raise self._failing(event["action"], exc) from None
         if self.state == SelfAuditState.FAILING:
             log.info("self_audit.recovered", action=event["action"])
         self.state = SelfAuditState.OK
+        self._answered_at = self._clock()
+
+    def _failing(self, action: str, exc: Exception) -> ApiError:
+        """Turn ``failing`` (logged once) and return the 503 to raise."""
+        if self.state != SelfAuditState.FAILING:
+            log.error("self_audit.failing", action=action, error=repr(exc))
+        self.state = SelfAuditState.FAILING
+        return _unavailable("this read cannot be recorded in the audit log right now (the broker did not "
+                            f"answer within {self.ack_timeout_s:g} s); nothing was served")
 
     async def probe(self) -> bool:
         """Whether reads can be recorded (``ok`` or ``off``); while failing, True (and ``ok`` again) once the
@@ -217,19 +248,27 @@ class ReadAuditor:
             return False
         log.info("self_audit.recovered", action="probe")
         self.state = SelfAuditState.OK
+        self._answered_at = self._clock()
         return True
+
+
+def _no_headers(_value: bytes) -> list[tuple[str, bytes]]:
+    return []
 
 
 def _unavailable(message: str) -> ApiError:
     return ApiError(503, message, code="audit_unavailable", headers={"Retry-After": "5"})
 
 
-def view_key(principal: Principal, filters: dict[str, Any], now: datetime) -> str:
+def view_key(principal: Principal, filters: dict[str, Any], now: datetime, *, client_ip: str | None = None,
+             user_agent: str | None = None) -> str:
     """One list *view*: the filters other than the period, plus the period's length and whether it ends at
-    "now" (a live view, e.g. on auto-refresh), or its exact bounds otherwise; per caller."""
+    "now" (a live view, e.g. on auto-refresh), or its exact bounds otherwise; per caller, client IP and user
+    agent (a call from elsewhere is never folded into another's record)."""
     rest = {k: v for k, v in filters.items() if k not in ("start", "end")}
     start = datetime.fromisoformat(str(filters["start"]).replace("Z", "+00:00"))
     end = datetime.fromisoformat(str(filters["end"]).replace("Z", "+00:00"))
     live = abs((now - end).total_seconds()) <= 120
     period: object = ["live", round((end - start).total_seconds() / 60)] if live else [filters["start"], filters["end"]]
-    return json.dumps([principal.org_id, principal.sub, rest, period], sort_keys=True, default=str)
+    return json.dumps([principal.org_id, principal.sub, client_ip, (user_agent or "")[:1024], rest, period],
+                      sort_keys=True, default=str)

@@ -1,7 +1,8 @@
 """How many exports, live tails or ingest requests run at once: per caller (``org_id`` + ``sub``) and in total.
 
 Contract of :class:`Slots`: :meth:`take` returns a :class:`Slot` or raises ``429`` (code ``too_many_<noun>``)
-with ``Retry-After`` at once (never queues); :meth:`Slot.release` is idempotent and frees the place for the next.
+with ``Retry-After`` at once (never queues); :attr:`Slot.rank` is how many the caller held with it when it was
+taken (1: its only one); :meth:`Slot.release` is idempotent and frees the place for the next.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ RETRY_AFTER_S = 5
 
 
 class Slot:
-    def __init__(self, owner: Slots, key: tuple[str, str]) -> None:
+    def __init__(self, owner: Slots, key: tuple[str, str], rank: int = 1) -> None:
         self._owner = owner
         self._key = key
+        self.rank = rank
         self._released = False
 
     def release(self) -> None:
@@ -59,4 +61,4 @@ class Slots:
                 raise ApiError(429, f"the server runs its limit of {self.total} {self.noun}; retry shortly",
                                code=self.code, headers=headers)
             self._running[key] += 1
-        return Slot(self, key)
+            return Slot(self, key, self._running[key])

@@ -8,7 +8,10 @@ Contract of :func:`parse_event` (used by the producer before sending and by the 
 - ``(scope, category, action)`` must be a triple of the catalog given in the validation context
   (default catalog otherwise);
 - a missing ``description`` is rendered from the action label and the target;
-- any violation raises :class:`EventError` whose ``field`` and ``reason`` name the first broken rule.
+- ``detail`` is plain JSON: no ``NaN``/``Infinity`` (nor a number beyond a double's range), at most
+  :data:`MAX_DETAIL_DEPTH` levels; deeper nesting anywhere in the message is refused before anything recurses;
+- any violation raises :class:`EventError` whose ``field`` and ``reason`` name the first broken rule; no input
+  raises anything else.
 
 Also the one place for two small facts: :class:`Status` (an event's outcome) and :func:`as_utc` (a naive time
 read back from the store is UTC), which :func:`format_ts` applies.
@@ -17,12 +20,14 @@ read back from the store is UTC), which :func:`format_ts` applies.
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from itertools import islice
 from typing import Annotated, Any, Literal, get_args
 
 import orjson
@@ -41,6 +46,10 @@ from schemas.catalog import Catalog, get_catalog
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 1024 * 1024  # a larger Kafka message is dead-lettered unparsed
 MAX_DETAIL_BYTES = 64 * 1024
+MAX_DETAIL_DEPTH = 32  # ``detail`` itself is level 1
+_MAX_DEPTH = MAX_DETAIL_DEPTH + 1  # in the whole message, whose object is level 1
+_TOO_DEEP = f"nested deeper than {MAX_DETAIL_DEPTH} levels"
+_NOT_FINITE = "NaN, Infinity or a number beyond a double's range: not plain JSON"
 MAX_FUTURE = timedelta(hours=24)
 _EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$")
 
@@ -73,11 +82,71 @@ def _strip_nul(data: bytes | str) -> bytes | str:
         return data
     try:
         return json.dumps(_without_nul(json.loads(data)), ensure_ascii=False)
-    except ValueError:
-        return data  # not JSON: validation reports it
+    except (ValueError, RecursionError):
+        return data  # not JSON, or too deep: validation reports it
 
 
 _BYTES = (bytes, bytearray)
+_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # a string, or a bracket outside strings
+_SCAN_TOKENS = 100_000
+
+
+def _unplain(value: Any) -> str | None:
+    """Why the container ``value`` (``detail``) is not plain JSON (deeper than :data:`MAX_DETAIL_DEPTH`, a float
+    that is not finite), or None. Level by level, iterative: no input makes it recurse (hot path: keep it lean)."""
+    level, depth, isfinite = [value], 1, math.isfinite
+    while level:
+        if depth > MAX_DETAIL_DEPTH:
+            return _TOO_DEEP
+        below: list[Any] = []
+        add = below.append
+        for v in level:
+            for x in v.values() if type(v) is dict else v:
+                t = type(x)
+                if t is str or x is None:
+                    continue
+                if t is float:
+                    if not isfinite(x):
+                        return _NOT_FINITE
+                elif t is dict or t is list or t is tuple:
+                    add(x)
+        level = below
+        depth += 1
+    return None
+
+
+def _deep_field(data: bytes | str) -> str:
+    """The top-level field under which the JSON text ``data`` first nests deeper than :data:`_MAX_DEPTH` levels,
+    ``message`` when under none or past the first :data:`_SCAN_TOKENS` strings and brackets (a bound on crafted
+    text). One linear scan that stops there, for text too deep for the parsers."""
+    raw = data if isinstance(data, _BYTES) else data.encode("utf-8", "surrogatepass")
+    depth, top_object, key, field = 0, False, b"", "message"
+    for m in islice(_JSON_TOKEN.finditer(raw), _SCAN_TOKENS):
+        tok = m.group()
+        if tok[0] == 0x22:  # '"': at level 1 of an object, the key of the value that follows
+            if depth == 1:
+                key = tok
+        elif tok in (b"[", b"{"):
+            depth += 1
+            if depth == 1:
+                top_object = tok == b"{"
+            elif depth == 2:
+                field = _key_name(key) if top_object else "message"
+            elif depth > _MAX_DEPTH:
+                return field
+        else:
+            depth -= 1
+    return "message"
+
+
+def _key_name(tok: bytes) -> str:
+    try:
+        name = json.loads(tok)
+    except ValueError:
+        return "message"
+    return name if isinstance(name, str) and 0 < len(name) <= 128 else "message"
+
+
 _MS = timedelta(milliseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _future_limit = (0.0, datetime.min.replace(tzinfo=UTC))  # (time.time() when computed, now + MAX_FUTURE)
@@ -198,6 +267,8 @@ class AuditEvent(_Strict):
             ip = normal_ip(a.ip)
             if ip != a.ip:
                 object.__setattr__(a, "ip", ip)
+        if self.detail is not None and (why := _unplain(self.detail)) is not None:
+            raise ValueError(f"detail: {why}")
         big_message = ctx.get("message_bytes", MAX_DETAIL_BYTES + 1) > MAX_DETAIL_BYTES  # else detail can't be
         if self.detail is not None and big_message and len(_dumps(self.detail)) > MAX_DETAIL_BYTES:
             raise ValueError(f"detail: larger than {MAX_DETAIL_BYTES} bytes encoded")
@@ -256,8 +327,11 @@ def _error_from(exc: ValidationError) -> EventError:
     # rule errors (catalog, ip, ...) arrive as "field: message" from the model validator
     if not err["loc"] and ": " in msg and msg.split(": ", 1)[0] in _RULE_FIELDS:
         loc, msg = msg.split(": ", 1)
+    given = err.get("input")
     if err["type"] == "extra_forbidden":
         msg = "unknown field (not in the v1 contract)"
+    elif isinstance(given, float) and not math.isfinite(given):
+        msg = _NOT_FINITE
     elif err["type"] == "literal_error" and loc == "schema_version":
         msg = f"unsupported schema_version {err.get('input')!r}; this consumer accepts 1"
     return EventError(loc, msg)
@@ -265,32 +339,56 @@ def _error_from(exc: ValidationError) -> EventError:
 
 def parse_event(data: bytes | str | dict[str, Any], catalog: Catalog | None = None) -> AuditEvent:
     """Validate one event; raise :class:`EventError` (never anything else) when it breaks the contract."""
+    text: bytes | str = b""
     try:
         if isinstance(data, dict):
-            data = json.dumps(data, ensure_ascii=False)
-        if isinstance(data, _BYTES) and len(data) > MAX_MESSAGE_BYTES:
-            raise EventError("message", f"larger than {MAX_MESSAGE_BYTES} bytes ({len(data)})")
-        data = _strip_nul(data)
-        ctx = {"catalog": catalog, "message_bytes": len(data) * (1 if isinstance(data, _BYTES) else 4)}
-        return AuditEvent.model_validate_json(data, context=ctx)
+            try:
+                text = json.dumps(data, ensure_ascii=False)
+            except RecursionError:
+                raise _deep_dict(data) from None
+        else:
+            text = data
+        if isinstance(text, _BYTES) and len(text) > MAX_MESSAGE_BYTES:
+            raise EventError("message", f"larger than {MAX_MESSAGE_BYTES} bytes ({len(text)})")
+        text = _strip_nul(text)
+        ctx = {"catalog": catalog, "message_bytes": len(text) * (1 if isinstance(text, _BYTES) else 4)}
+        return AuditEvent.model_validate_json(text, context=ctx)
     except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors(include_url=False)):
-            return _raise_json(data)
+        bad_json = next((e["msg"] for e in exc.errors(include_url=False) if e["type"] == "json_invalid"), None)
+        if bad_json is not None:
+            return _raise_json(text, bad_json)
         raise _error_from(exc) from None
+    except RecursionError:  # a safety net: nothing above recurses with the input's depth
+        raise EventError("message", _TOO_DEEP) from None
     except (TypeError, ValueError) as exc:
         if isinstance(exc, EventError):
             raise
         raise EventError("message", str(exc)) from None
 
 
-def _raise_json(data: bytes | str | dict[str, Any]) -> AuditEvent:
+def _deep_dict(data: dict[str, Any]) -> EventError:
+    """The error of a mapping too deep to encode: the first top-level field that is not plain JSON."""
+    for k, v in data.items():
+        if type(v) in (dict, list, tuple) and (why := _unplain(v)) is not None:
+            return EventError(str(k), why)
+    return EventError("message", _TOO_DEEP)
+
+
+def _raise_json(data: bytes | str, why: str) -> AuditEvent:
+    """The :class:`EventError` of a message the JSON parser refused (``why``: its message)."""
     if isinstance(data, bytes | bytearray):
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise EventError("message", f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if "recursion limit" in why:  # the parser's own depth limit, far beyond ours: json.loads would recurse too
+        raise EventError(_deep_field(data), _TOO_DEEP)
     try:
-        json.loads(data)  # type: ignore[arg-type]
+        json.loads(data)
     except json.JSONDecodeError as exc:
         raise EventError("message", f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    raise EventError("message", "not valid JSON")
+    except RecursionError:
+        raise EventError(_deep_field(data), _TOO_DEEP) from None
+    except ValueError:  # json.loads refuses it too, for another reason (an integer of over 4,300 digits)
+        pass
+    raise EventError("message", f"not valid JSON ({why.removeprefix('Invalid JSON: ')})")

@@ -1,11 +1,20 @@
-"""Which list reads are one *view* (folded while the broker is healthy): view_key per caller, filters and period."""
+"""Which list reads are one *view* (view_key per caller, filters and period), and when repeats of one are folded:
+only for the same caller, IP and user agent, and only while the broker answers."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
+import pytest
+from starlette.requests import Request
+
+from producers.producer import AuditProducer
 from query_api.auth import Principal
-from query_api.self_audit import view_key
+from query_api.errors import ApiError
+from query_api.self_audit import ReadAuditor, SelfAuditState, view_key
 
 
 def principal(sub: str = "u1", org: str = "acme") -> Principal:
@@ -32,6 +41,86 @@ def test_another_filter_caller_org_or_period_is_another_view() -> None:
     others = [key(principal(), live(24, q="vm")), key(principal(), live(168)), key(principal("u2"), live(24)),
               key(principal(org="globex"), live(24))]
     assert base not in others and len(set(others)) == len(others)
-    fixed = {"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-02T00:00:00+00:00"}
+    fixed: dict[str, object] = {"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-02T00:00:00+00:00"}
     assert key(principal(), fixed) == key(principal(), dict(fixed))
     assert key(principal(), fixed) != key(principal(), {**fixed, "end": "2026-01-03T00:00:00+00:00"})
+
+
+# ----- folding: only the same caller, IP and user agent, and only while the broker answers --------------------
+class FakeProducer:
+    """Acks at once, or (``frozen``) never answers: an ack or a metadata request waits forever."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.frozen = False
+
+    async def send(self, event: dict[str, Any], **_: Any) -> asyncio.Future[None]:
+        self.sent.append(event)
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self.frozen:
+            ack.set_result(None)
+        return ack
+
+    def connected(self) -> bool:
+        return True  # a frozen broker's socket stays open
+
+    async def reachable(self) -> None:
+        if self.frozen:
+            await asyncio.Event().wait()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def request(ip: str = "10.0.0.1", ua: str = "Mozilla/5.0 page") -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/v1/events", "query_string": b"",
+                    "client": (ip, 40000), "headers": [(b"user-agent", ua.encode())]})
+
+
+def auditor() -> tuple[ReadAuditor, FakeProducer, Clock]:
+    producer, clock = FakeProducer(), Clock()
+    return ReadAuditor(cast(AuditProducer, producer), ack_timeout_s=0.3, clock=clock), producer, clock
+
+
+async def test_reads_from_another_ip_or_user_agent_are_recorded_not_folded_into_the_first() -> None:
+    a, producer, _ = auditor()
+    f = live(24)
+    for ip, ua in [("10.0.0.1", "ua-1"), ("10.0.0.2", "ua-1"), ("10.0.0.1", "ua-2"), ("10.0.0.1", "ua-1")]:
+        await a.record_list(request(ip, ua), principal(), f, 3, page=False)
+    assert [(e["actor"]["ip"], e["actor"]["user_agent"]) for e in producer.sent] == [
+        ("10.0.0.1", "ua-1"), ("10.0.0.2", "ua-1"), ("10.0.0.1", "ua-2")]  # the 4th repeats the 1st: folded
+    assert await a.flush_coalesced(everything=True) == 1
+    folded = producer.sent[-1]
+    assert (folded["actor"]["ip"], folded["actor"]["user_agent"], folded["detail"]["coalesced"]) == (
+        "10.0.0.1", "ua-1", 1)
+
+
+async def test_a_repeat_folds_while_acks_are_fresh_and_after_the_broker_answered_a_probe() -> None:
+    a, producer, clock = auditor()
+    await a.record_list(request(), principal(), live(24), 3, page=False)
+    clock.now += 0.1
+    await a.record_list(request(), principal(), live(24), 3, page=False)  # the last ack is fresh
+    clock.now += 30
+    await a.record_list(request(), principal(), live(24), 3, page=False)  # stale: the broker answered a probe
+    assert len(producer.sent) == 1
+    assert await a.flush_coalesced(everything=True) == 1 and producer.sent[-1]["detail"]["coalesced"] == 2
+
+
+async def test_a_repeat_is_refused_within_the_ack_timeout_once_the_broker_stopped_answering() -> None:
+    a, producer, clock = auditor()
+    await a.record_list(request(), principal(), live(24), 3, page=False)
+    producer.frozen = True  # e.g. SIGSTOPped: its socket stays open, nothing answers
+    clock.now += 5
+    t0 = time.monotonic()
+    with pytest.raises(ApiError) as refused:
+        await a.record_list(request(), principal(), live(24), 3, page=False)
+    assert refused.value.status == 503 and refused.value.code == "audit_unavailable"
+    assert time.monotonic() - t0 < 1.0
+    assert a.state == SelfAuditState.FAILING
+    with pytest.raises(ApiError):  # and so is every other read, folded or not
+        await a.record_list(request(), principal(), live(24), 3, page=False)
