@@ -6,6 +6,47 @@
 ALTER TABLE {db}.audit_events ADD COLUMN IF NOT EXISTS publisher_via LowCardinality(String) DEFAULT '';
 ALTER TABLE {db}.audit_events ADD COLUMN IF NOT EXISTS publisher_id Nullable(String);
 
+-- The analysts' view (0031) with the publisher.
+CREATE OR REPLACE VIEW {db}.audit_events_flat
+SQL SECURITY INVOKER
+AS SELECT
+    e.org_id AS org_id,
+    e.occurred_at AS occurred_at,
+    e.event_id AS event_id,
+    e.schema_version AS schema_version,
+    e.workspace_id AS workspace_id,
+    e.scope AS scope,
+    e.category AS category,
+    e.action AS action,
+    if(c.scope_label = '', e.scope, c.scope_label) AS scope_label,
+    if(c.category_label = '', e.category, c.category_label) AS category_label,
+    if(c.action_label = '', e.action, c.action_label) AS action_label,
+    e.status AS status,
+    e.actor_id AS actor_id,
+    e.actor_email AS actor_email,
+    e.actor_type AS actor_type,
+    e.actor_ip AS actor_ip,
+    e.actor_user_agent AS actor_user_agent,
+    e.target_type AS target_type,
+    e.target_id AS target_id,
+    e.target_name AS target_name,
+    e.description AS description,
+    e.detail AS detail,
+    e.source AS source,
+    e.request_id AS request_id,
+    e.received_at AS received_at,
+    e.kafka_topic AS kafka_topic,
+    e.kafka_partition AS kafka_partition,
+    e.kafka_offset AS kafka_offset,
+    e.publisher_via AS publisher_via,
+    e.publisher_id AS publisher_id
+FROM {db}.audit_events AS e FINAL
+LEFT JOIN
+(
+    SELECT scope, action, category_label, scope_label, action_label
+    FROM {db}.catalog_actions FINAL
+) AS c ON e.scope = c.scope AND e.action = c.action;
+
 -- One row per message that reused a stored (org_id, event_id) with other content: the content it carried (the
 -- row it would have been, as JSON keyed by column), its content hash, who published it and where it came from.
 -- Keyed by its Kafka position: a retried flush records it once.
