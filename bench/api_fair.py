@@ -6,9 +6,10 @@ events written by ClickHouse itself (nine in ten of org ``acme``, one in ten of 
 (``--readers`` callers of ``initech``) calls ``/v1/events?limit=50`` in a loop for ``--seconds``: first idle, then
 while tenant A (one caller of ``acme``, in a process of its own) keeps ``--flood`` stats calls in flight over the
 whole store (``/v1/stats?start=2000-01-01&group_by=actor_email``: the widest period daily buckets allow, 1970
-is refused with 422 before any query), each of its workers asking again as soon as it is answered (after the
+is refused with 422 before any query; ``--stats-start`` sets another), each of its workers asking again as soon as it is answered (after the
 ``Retry-After`` of a 429). Prints per tree B's idle and loaded p50/p95, their p95 ratio and what A got (answers by
-status, the stats latency alone); writes bench/results/api_fair.json (one entry per tree and commit).
+status, the stats latency alone); writes bench/results/api_fair.json (one entry per commit, tree, stats period and
+``AUDITLOG_API_QUERIES_PER_CALLER``).
 Target: loaded p95 within 2x of idle.
 
     .venv/bin/python bench/api_fair.py --prev /tmp/prev     # git worktree add /tmp/prev HEAD (before the change)
@@ -199,6 +200,7 @@ def measure(tree: Path, data: Path, bootstrap: str, args: argparse.Namespace) ->
     ratio = (loaded["p95_ms"] / idle["p95_ms"]) if loaded["p95_ms"] and idle["p95_ms"] else None
     return {"tree": str(tree), "commit": commit + ("+dirty" if dirty else ""), "rows": args.rows,
             "readers": args.readers, "flood": args.flood, "stats_start": args.stats_start, "seconds": args.seconds,
+            "queries_per_caller": os.environ.get("AUDITLOG_API_QUERIES_PER_CALLER", "default"),
             "stats_alone_s": round(alone, 3), "idle": idle, "loaded": loaded,
             "p95_ratio": round(ratio, 2) if ratio else None, "target": "p95 ratio <= 2", "machine": machine()}
 
@@ -236,8 +238,11 @@ def main() -> int:
     path = Path(__file__).parent / "results" / "api_fair.json"
     runs = json.loads(path.read_text()) if path.exists() else {}
     runs = runs if isinstance(runs, dict) and "runs" in runs else {"runs": []}
-    done = {(r["commit"], r["tree"]) for r in results}
-    runs["runs"] = [r for r in runs["runs"] if (r.get("commit"), r.get("tree")) not in done] + results
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r.get("commit"), r.get("tree"), r.get("stats_start"), r.get("queries_per_caller")
+
+    done = {key(r) for r in results}
+    runs["runs"] = [r for r in runs["runs"] if key(r) not in done] + results
     write_result("api_fair", runs)
     return 0
 
