@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from auditlog.signing import ServerKeys, server_secret_for, weak_secret
@@ -160,21 +160,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"AUDITLOG_{name.upper()}: {path} is not a readable file")
         return self
 
-    @field_validator("server_secret")
+    @field_validator("server_secret", "jwt_secret")
     @classmethod
-    def _strong_server_secret(cls, v: SecretStr | None) -> SecretStr | None:
-        why = weak_secret(v.get_secret_value()) if v is not None else None
+    def _strong_secret(cls, v: SecretStr | str | None, info: ValidationInfo) -> SecretStr | str | None:
+        text = v.get_secret_value() if isinstance(v, SecretStr) else v
+        why = weak_secret(text) if text else None  # empty jwt_secret: unset (`auditlog up` generates one)
         if why:
-            raise ValueError(f"AUDITLOG_SERVER_SECRET is refused: {why} (generate one: "
-                             "python -c 'import secrets; print(secrets.token_urlsafe(48))')")
-        return v
-
-    @field_validator("jwt_secret")
-    @classmethod
-    def _strong_jwt_secret(cls, v: str | None) -> str | None:
-        why = weak_secret(v) if v else None  # empty: unset (`auditlog up` generates one)
-        if why:
-            raise ValueError(f"AUDITLOG_JWT_SECRET is refused: {why} (generate one: "
+            raise ValueError(f"AUDITLOG_{str(info.field_name).upper()} is refused: {why} (generate one: "
                              "python -c 'import secrets; print(secrets.token_urlsafe(48))')")
         return v
 

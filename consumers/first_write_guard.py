@@ -77,16 +77,15 @@ class FirstWriteGuard:
     async def check(self, job: FlushJob) -> Checked:
         await self._refresh()
         keys = keys_array(k for b in job.batches for k in b.keys)
-        if not suspects(self.known, keys).size:
+        sus = suspects(self.known, keys)
+        if not sus.size:
             return Checked(job.blocks, job.rows, keys)
-        return await self._resolve(job)
+        return await self._resolve(job, keys, sus)
 
-    async def _resolve(self, job: FlushJob) -> Checked:
+    async def _resolve(self, job: FlushJob, keys: np.ndarray, sus: np.ndarray) -> Checked:
         """The slow path: decode the job's rows again here, decide the suspects exactly, encode what stays."""
         per_source = [self._step.stored_rows(chunk) for b in job.batches for chunk in b.sources]
         rows = [r for src in per_source for r in src]
-        keys = keys_array(k for b in job.batches for k in b.keys)
-        sus = suspects(self.known, keys)
         pairs = sorted({(rows[i][_ORG], rows[i][_EVENT_ID]) for i in sus})
         stored = await self.inserter.stored_hashes(pairs)
         keep_sus, conflicts, retries = resolve([rows[i] for i in sus], EVENT_COLUMNS, stored)
