@@ -156,6 +156,18 @@ def _store_in_topic(store: Store, topic: str, events: list[dict[str, Any]], part
     store.client().insert(EVENTS_TABLE, rows, column_names=list(EVENT_COLUMNS))
 
 
+async def topic_events(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every event on ``topic`` (read from the start by a fresh group)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=f"t-{uuid.uuid4().hex[:8]}", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=3000)
+    finally:
+        await consumer.stop()
+    return [json.loads(m.value) for msgs in batches.values() for m in msgs]
+
+
 def test_a_hundred_streams_cost_one_store_query_per_poll(settings: Settings, store: Store) -> None:
     s = settings.model_copy(update={"api_rate_per_second": 0, "api_tail_poll_seconds": 1.0})
     counting = CountingStore(store.url, store.database)
@@ -235,17 +247,7 @@ def test_tail_errors_limits_and_its_self_audit_event(settings: Settings, store: 
         finally:
             asyncio.run_coroutine_threadsafe(producer.stop(), loop).result(30)
 
-    async def read_topic() -> list[dict[str, Any]]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
-                                    group_id=f"t-{uuid.uuid4().hex[:8]}", enable_auto_commit=False)
-        await consumer.start()
-        try:
-            batches = await consumer.getmany(timeout_ms=3000)
-        finally:
-            await consumer.stop()
-        return [json.loads(m.value) for msgs in batches.values() for m in msgs]
-
-    recorded = [e for e in asyncio.run(read_topic()) if e["action"] == "audit_log.tail"]
+    recorded = [e for e in asyncio.run(topic_events(s.kafka_bootstrap, topic)) if e["action"] == "audit_log.tail"]
     started = [e for e in recorded if e["detail"]["phase"] == "started"]
     assert len(started) == 3  # one per stream that opened; refused calls record nothing
     assert {e["actor"]["id"] for e in recorded} == {"u-tail"}
@@ -479,6 +481,14 @@ def test_a_stream_records_the_rows_it_delivered_and_the_period_it_caught_up_over
             # while it is away: three events, stored out of occurred_at order
             away = [make_event(occurred_at=_at(m), description=f"away {m}") for m in (30, 90, 10)]
             _store_in_topic(store, s.topic, away)
+            last_away = store.client().query(
+                "SELECT max(kafka_offset) FROM audit_events WHERE kafka_topic = {t:String} AND kafka_partition = 0",
+                parameters={"t": s.topic}).result_rows[0][0]
+            # the resumed stream catches up to the hub's position: it must have passed them (or, with no stream
+            # open, the hub must have stopped: it then starts again from the stored position), else they come live
+            hub = app.state.tail_hub
+            _until(lambda: hub.position.get(0, -1) >= last_away or hub._task is None or hub._task.done(), 10,
+                   "the hub neither passed them nor stopped")
             resumed = SseClient(url, tok, last_event_id=first.last_event_id).start().wait_live()
             resumed.wait_for(3, 10)
             _until(lambda: any(d["phase"] == "progress" for d in phases(True)), 10, "no catch-up progress")
@@ -496,17 +506,7 @@ def test_a_stream_records_the_rows_it_delivered_and_the_period_it_caught_up_over
             asyncio.run_coroutine_threadsafe(producer.stop(), loop).result(30)
     assert resumed.ids == [e["event_id"] for e in away + more]
 
-    async def read_topic() -> list[dict[str, Any]]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
-                                    group_id=f"t-{uuid.uuid4().hex[:8]}", enable_auto_commit=False)
-        await consumer.start()
-        try:
-            batches = await consumer.getmany(timeout_ms=3000)
-        finally:
-            await consumer.stop()
-        return [json.loads(m.value) for msgs in batches.values() for m in msgs]
-
-    stored = [e for e in asyncio.run(read_topic()) if e["action"] == "audit_log.tail"]
+    stored = [e for e in asyncio.run(topic_events(s.kafka_bootstrap, topic)) if e["action"] == "audit_log.tail"]
     assert {e["actor"]["id"] for e in stored} == {"u-watch"}
     for resumed_flag, delivered in ((False, 5), (True, 5)):
         got = [{k: v for k, v in e["detail"].items() if k not in ("role", "filters")}
