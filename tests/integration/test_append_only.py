@@ -207,3 +207,26 @@ def test_a_migration_resolves_existing_duplicates_to_the_earliest(chdb_url: str)
         assert aside == [(1,), (2,)]
     finally:
         store.client().command(f"DROP DATABASE IF EXISTS {store.database} SYNC")
+
+
+async def test_conflicts_are_only_the_callers_own_org(settings: Settings, store: Store, broker: Any) -> None:
+    """GET /v1/conflicts: no token 401, a service token 403, another org's owner sees none of acme's."""
+    s = settings
+    eid = str(uuid.uuid4())
+    first = make_event(event_id=eid, org_id="acme", description="first")
+    async with client(create_app(s, store)) as c, BackgroundWorker(ConsumerWorker(s, store)) as w:
+        for ev in (first, {**first, "description": "second"}):
+            await raw_send(broker.bootstrap, s.topic, json.dumps(ev).encode())
+        await w.until(lambda st: st["conflicts"] >= 1)
+        assert (await c.get("/v1/conflicts")).status_code == 401
+        svc = {"Authorization": "Bearer " + service_token(s, ["acme"])}
+        assert (await c.get("/v1/conflicts", headers=svc)).status_code == 403
+        other = {"Authorization": "Bearer " + mint_token(s.jwt_secret or "", sub="u-g", email="g@globex.example",
+                                                         org_id="globex", role="org_owner", ttl_seconds=600)}
+        r = await c.get("/v1/conflicts", headers=other)
+        assert r.status_code == 200 and r.json()["data"] == []
+        mine = (await c.get("/v1/conflicts", headers=owner_headers(s))).json()["data"]
+        assert [x["event_id"] for x in mine] == [eid]
+        for bad in ("0", "501", "NaN", "1e9"):
+            r = await c.get("/v1/conflicts", params={"limit": bad}, headers=owner_headers(s))
+            assert r.status_code == 422 and "error" in r.json(), (bad, r.text)
