@@ -83,25 +83,27 @@ class FirstWriteGuard:
         return await self._resolve(job, keys, sus)
 
     async def _resolve(self, job: FlushJob, keys: np.ndarray, sus: np.ndarray) -> Checked:
-        """The slow path: decode the job's rows again here, decide the suspects exactly, encode what stays."""
-        per_source = [self._step.stored_rows(chunk) for b in job.batches for chunk in b.sources]
-        rows = [r for src in per_source for r in src]
-        pairs = sorted({(rows[i][_ORG], rows[i][_EVENT_ID]) for i in sus})
+        """The slow path: decode again here only the chunks that hold a suspect, decide the suspects exactly,
+        re-encode those chunks without what is dropped; every other block goes as it was."""
+        sources = [(chunk, block) for b in job.batches for chunk, block in zip(b.sources, b.blocks, strict=True)]
+        bounds = np.cumsum([0] + [len(k) // 8 for b in job.batches for k in b.keys])
+        hit = set(np.searchsorted(bounds, sus, side="right").tolist())  # 1-based index of each suspect's chunk
+        decoded = {j: self._step.stored_rows(sources[j - 1][0]) for j in hit}
+        rows = {int(i): decoded[int(j)][int(i) - int(bounds[j - 1])]
+                for i, j in zip(sus, np.searchsorted(bounds, sus, side="right"), strict=True)}
+        pairs = sorted({(r[_ORG], r[_EVENT_ID]) for r in rows.values()})
         stored = await self.inserter.stored_hashes(pairs)
-        keep_sus, conflicts, retries = resolve([rows[i] for i in sus], EVENT_COLUMNS, stored)
+        keep_sus, conflicts, retries = resolve([rows[int(i)] for i in sus], EVENT_COLUMNS, stored)
         drop = set(sus.tolist()) - {int(sus[i]) for i in keep_sus}
         blocks: list[bytes] = []
-        kept_keys: list[int] = []
-        n = i = 0
-        for src in per_source:
-            kept = []
-            for r in src:
-                if i not in drop:
-                    kept.append(r)
-                    kept_keys.append(int(keys[i]))
-                i += 1
+        keep = np.ones(keys.size, dtype=bool)
+        keep[sorted(drop)] = False
+        for j, (_chunk, block) in enumerate(sources, 1):
+            if j not in hit:
+                blocks.append(block)
+                continue
+            kept = [r for k, r in enumerate(decoded[j], int(bounds[j - 1])) if k not in drop]
             if kept:
                 blocks.append(self._encoder.encode(kept))
-                n += len(kept)
         log.info("first_write.resolved", suspects=int(sus.size), retries=retries, conflicts=len(conflicts))
-        return Checked(blocks, n, np.array(kept_keys, dtype=np.uint64), conflicts, retries)
+        return Checked(blocks, int(keep.sum()), keys[keep], conflicts, retries)

@@ -230,3 +230,27 @@ async def test_conflicts_are_only_the_callers_own_org(settings: Settings, store:
         for bad in ("0", "501", "NaN", "1e9"):
             r = await c.get("/v1/conflicts", params={"limit": bad}, headers=owner_headers(s))
             assert r.status_code == 422 and "error" in r.json(), (bad, r.text)
+
+
+async def test_a_rewrite_inside_one_large_flush_is_kept_aside_and_the_rest_stored(settings: Settings, store: Store,
+                                                                                 broker: Any) -> None:
+    """Several chunks in one flush: only the chunk with the repeat is decoded again; every other row is stored."""
+    s = settings.model_copy(update={"batch_max_seconds": 2.0, "batch_min_seconds": 2.0})
+    events = [make_event(org_id="acme", description=f"e{i}") for i in range(1200)]
+    events.insert(900, {**events[3], "description": "rewritten in the same flush"})
+    events.insert(950, dict(events[5]))  # an identical repeat in the same flush
+    p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=50)
+    await p.start()
+    try:
+        for ev in events:
+            await p.send(s.topic, value=json.dumps(ev).encode(), key=b"acme", partition=0)
+        await p.flush()
+    finally:
+        await p.stop()
+    async with BackgroundWorker(ConsumerWorker(s, store)) as w:
+        st = await w.until(lambda st: st["stored"] + st["conflicts"] + st["retries_dropped"] >= 1202)
+    assert (st["stored"], st["conflicts"], st["retries_dropped"]) == (1200, 1, 1)
+    rows = store.client().query("SELECT description FROM audit_events FINAL WHERE event_id = toUUID({e:String})",
+                                parameters={"e": events[3]["event_id"]}).result_rows
+    assert rows == [("e3",)]
+    assert store.client().query("SELECT count() FROM audit_events FINAL").result_rows[0][0] == 1200
