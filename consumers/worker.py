@@ -134,12 +134,10 @@ class ConsumerWorker:
                 self._dlq = self._wrap_dlq(self._dlq)
             try:
                 types = await self.retry.run("store", lambda _a: self._inserter.column_types(), stoppable=True)  # type: ignore[union-attr]
-            except Stopping:
-                return
-            guard = self._guard = FirstWriteGuard(self._inserter, self.catalog, types)
-            try:
+                guard = self._guard = FirstWriteGuard(self._inserter, self.catalog, types)
                 await self.retry.run("store", lambda _a: guard.load(), stoppable=True)
-            except Stopping:
+            except Stopping:  # stopped while the store was unreachable: nothing was consumed
+                log.info("consumer.stopped", worker=self.name, before="consuming", **self.stats)
                 return
             self._pool = shared_pool(s.decode_processes(), self.catalog, types, s.consumer_nice)
             await asyncio.to_thread(self._pool.start)

@@ -20,12 +20,22 @@ from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
 _offsets = itertools.count()
 
 
+def insert_rows(store: Store, rows: list[tuple[Any, ...]]) -> None:
+    """Insert :func:`~schemas.rows.event_row` rows, leaving out the columns a store migrated to an earlier
+    version does not have yet (the last ones of ``EVENT_COLUMNS``: later migrations add columns at the end)."""
+    have = {r[0] for r in store.client().query(
+        "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}",
+        parameters={"db": store.database, "t": EVENTS_TABLE}).result_rows}
+    n = sum(c in have for c in EVENT_COLUMNS)
+    store.client().insert(EVENTS_TABLE, [r[:n] for r in rows], column_names=list(EVENT_COLUMNS[:n]))
+
+
 def store_events(store: Store, events: Iterable[dict[str, Any]]) -> int:
     """Validate and insert events straight into ClickHouse (for tests that are not about the pipeline)."""
     now = datetime.now(UTC)
     rows = [event_row(parse_event(e), now, "direct", 0, next(_offsets)) for e in events]
     if rows:
-        store.client().insert(EVENTS_TABLE, rows, column_names=list(EVENT_COLUMNS))
+        insert_rows(store, rows)
     return len(rows)
 
 

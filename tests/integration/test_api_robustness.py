@@ -73,7 +73,8 @@ def test_hostile_values_in_every_string_parameter(world: tuple[TestClient, Setti
             if path.endswith("export"):
                 params["format"] = "ndjson"
             r = client.get(path, params=params, headers=h)
-            assert r.status_code in (200, 403, 422), (name, value, r.status_code, r.text[:300])
+            ok = (200, 403, 422, 400) if name == "cursor" else (200, 403, 422)  # a cursor not issued here: 400
+            assert r.status_code in ok, (name, value, r.status_code, r.text[:300])
             assert r.headers["content-type"].startswith("application/json") or r.status_code == 200
             if r.status_code != 200:
                 assert set(r.json()["error"]) == {"code", "message", "field"}

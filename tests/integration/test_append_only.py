@@ -25,9 +25,10 @@ from producers.producer import AuditProducer, InvalidEvent
 from query_api.app import create_app
 from query_api.auth import mint_token
 from schemas.event import parse_event
-from schemas.rows import EVENT_COLUMNS, event_row
+from schemas.rows import event_row
 from tests.consumer_helpers import BackgroundWorker
 from tests.factories import make_event
+from tests.integration.test_api_helpers import insert_rows
 from tests.integration.test_api_ingest import NDJSON, client, line, service_token
 
 OWNER = {"sub": "u-owner", "email": "owner@acme.example", "org_id": "acme", "role": "org_owner"}
@@ -193,11 +194,10 @@ def test_a_migration_resolves_existing_duplicates_to_the_earliest(chdb_url: str)
         same_key = {**first, "description": "rewritten later"}
         shadow = {**first, "occurred_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(), "description": "s"}
         t0 = datetime.now(UTC) - timedelta(minutes=10)
-        cols = EVENT_COLUMNS[:-2]  # no publisher columns yet
-        rows = [event_row(parse_event(e), t0 + timedelta(seconds=i), "t", 0, i)[:-2]
+        rows = [event_row(parse_event(e), t0 + timedelta(seconds=i), "t", 0, i)
                 for i, e in enumerate((first, same_key, shadow))]
         for r in rows:  # three inserts: three parts, not merged yet
-            store.client().insert("audit_events", [r], column_names=list(cols))
+            insert_rows(store, [r])
         migrate(store)
         left = store.client().query("SELECT description FROM audit_events WHERE event_id = toUUID({e:String})",
                                     parameters={"e": eid}).result_rows

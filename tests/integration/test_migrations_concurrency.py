@@ -21,8 +21,9 @@ from auditlog.db.migrations import Migration, MigrationError, migrate, migration
 from auditlog.store import Store
 from schemas.catalog import get_catalog
 from schemas.event import parse_event
-from schemas.rows import EVENT_COLUMNS, event_row
+from schemas.rows import event_row
 from tests.factories import make_event
+from tests.integration.test_api_helpers import insert_rows
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def _insert(store: Store, events: list[dict]) -> None:
     cat = get_catalog()
     now = datetime.now(UTC)
     rows = [event_row(parse_event(e, cat), now, "t", 0, i) for i, e in enumerate(events)]
-    store.client().insert("audit_events", rows, column_names=list(EVENT_COLUMNS))
+    insert_rows(store, rows)
 
 
 def _recorded(store: Store) -> list[int]:
