@@ -5,10 +5,11 @@ worktree of the previous commit, one after the other in the same run) on a chDB 
 events written by ClickHouse itself (nine in ten of org ``acme``, one in ten of org ``initech``). Tenant B
 (``--readers`` callers of ``initech``) calls ``/v1/events?limit=50`` in a loop for ``--seconds``: first idle, then
 while tenant A (one caller of ``acme``, in a process of its own) keeps ``--flood`` stats calls in flight over the
-whole store (``/v1/stats?start=2000-01-01&group_by=actor_email``: the widest period daily buckets allow, 1970
-is refused with 422 before any query; ``--stats-start`` sets another), each of its workers asking again as soon as it is answered (after the
-``Retry-After`` of a 429). Prints per tree B's idle and loaded p50/p95, their p95 ratio and what A got (answers by
-status, the stats latency alone); writes bench/results/api_fair.json (one entry per commit, tree, stats period and
+whole store (``/v1/stats?start=1970-01-01&interval=month&group_by=actor_email``; ``--stats-start`` and
+``--interval`` set others, e.g. ``2000-01-01`` and ``day``: 9,800 buckets, the most a day interval allows), each
+of its workers asking again as soon as it is answered (after the ``Retry-After`` of a 429). Prints per tree B's
+idle and loaded p50/p95, their p95 ratio and what A got (answers by status, the stats latency alone); writes
+bench/results/api_fair.json (one entry per commit, tree, stats period, interval and
 ``AUDITLOG_API_QUERIES_PER_CALLER``).
 Target: loaded p95 within 2x of idle.
 
@@ -46,7 +47,7 @@ SELECT if(number % 10 = 0, 'initech', 'acme'), now64(3) - toIntervalMillisecond(
 concat('user', toString(number % 5000), '@acme.example'), 'user',
 concat('created vm ', hex(sipHash64(number)), ' in a realistic sentence of about this length'), now64(3), 'bulk', 0,
 number FROM numbers({n:UInt64})"""
-STATS = {"interval": "day", "group_by": "actor_email"}
+STATS = {"group_by": "actor_email"}
 
 
 def token(sub: str, org: str) -> str:
@@ -125,7 +126,7 @@ def readers(url: str, n: int, seconds: float) -> dict[str, Any]:
             "p99_ms": round(percentile(lat, 99) * 1000, 1) if lat else None}
 
 
-def flood(url: str, workers: int, stop_at: float, start: str, out: Any) -> None:
+def flood(url: str, workers: int, stop_at: float, start: str, interval: str, out: Any) -> None:
     """Tenant A (one caller of ``acme``), in a process of its own: ``workers`` stats calls always in flight."""
     statuses: Counter[str] = Counter()
     lock = threading.Lock()
@@ -135,7 +136,7 @@ def flood(url: str, workers: int, stop_at: float, start: str, out: Any) -> None:
         with httpx.Client(base_url=url, timeout=120) as c:
             while time.time() < stop_at:
                 try:
-                    r = c.get("/v1/stats", params={**STATS, "start": start}, headers=h)
+                    r = c.get("/v1/stats", params={**STATS, "start": start, "interval": interval}, headers=h)
                 except httpx.HTTPError as exc:
                     with lock:
                         statuses[type(exc).__name__] += 1
@@ -153,14 +154,14 @@ def flood(url: str, workers: int, stop_at: float, start: str, out: Any) -> None:
     out.put(dict(statuses))
 
 
-def stats_alone(url: str, start: str, n: int = 3) -> float:
+def stats_alone(url: str, start: str, interval: str, n: int = 3) -> float:
     """Median seconds of one stats call of tenant A with nothing else running."""
     h = {"Authorization": f"Bearer {token('flooder', 'acme')}"}
     took = []
     with httpx.Client(base_url=url, timeout=120) as c:
         for _ in range(n):
             t0 = time.perf_counter()
-            r = c.get("/v1/stats", params={**STATS, "start": start}, headers=h)
+            r = c.get("/v1/stats", params={**STATS, "start": start, "interval": interval}, headers=h)
             assert r.status_code == 200, r.text[:300]
             took.append(time.perf_counter() - t0)
     return sorted(took)[len(took) // 2]
@@ -179,12 +180,12 @@ def measure(tree: Path, data: Path, bootstrap: str, args: argparse.Namespace) ->
     url = f"http://127.0.0.1:{port}"
     try:
         readers(url, args.readers, 2.0)  # warm-up
-        alone = stats_alone(url, args.stats_start)
+        alone = stats_alone(url, args.stats_start, args.interval)
         idle = readers(url, args.readers, args.seconds)
         ctx = mp.get_context("spawn")
         got: mp.Queue[dict[str, int]] = ctx.Queue()
         stop_at = time.time() + args.fill + args.seconds
-        flooder = ctx.Process(target=flood, args=(url, args.flood, stop_at, args.stats_start, got))
+        flooder = ctx.Process(target=flood, args=(url, args.flood, stop_at, args.stats_start, args.interval, got))
         flooder.start()
         time.sleep(args.fill)  # every flood call sent: running, queued or refused
         loaded = readers(url, args.readers, args.seconds)
@@ -199,7 +200,8 @@ def measure(tree: Path, data: Path, bootstrap: str, args: argparse.Namespace) ->
             proc.wait(10)
     ratio = (loaded["p95_ms"] / idle["p95_ms"]) if loaded["p95_ms"] and idle["p95_ms"] else None
     return {"tree": str(tree), "commit": commit + ("+dirty" if dirty else ""), "rows": args.rows,
-            "readers": args.readers, "flood": args.flood, "stats_start": args.stats_start, "seconds": args.seconds,
+            "readers": args.readers, "flood": args.flood, "stats_start": args.stats_start,
+            "interval": args.interval, "seconds": args.seconds,
             "queries_per_caller": os.environ.get("AUDITLOG_API_QUERIES_PER_CALLER", "default"),
             "stats_alone_s": round(alone, 3), "idle": idle, "loaded": loaded,
             "p95_ratio": round(ratio, 2) if ratio else None, "target": "p95 ratio <= 2", "machine": machine()}
@@ -213,8 +215,9 @@ def main() -> int:
     ap.add_argument("--readers", type=int, default=2, help="tenant B's callers")
     ap.add_argument("--flood", type=int, default=100, help="tenant A's stats calls in flight")
     ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--stats-start", default="2000-01-01T00:00:00Z",
-                    help="start of tenant A's stats period (to now; 1970 is refused: over 10,000 daily buckets)")
+    ap.add_argument("--stats-start", default="1970-01-01T00:00:00Z", help="start of tenant A's stats period (to now)")
+    ap.add_argument("--interval", default="month",
+                    help="tenant A's bucket size (1970 to now in days is refused with 422: over 10,000 buckets)")
     ap.add_argument("--fill", type=float, default=3.0, help="seconds the flood runs before B measures")
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "auditlog-bench-fair"))
     args = ap.parse_args()
@@ -239,7 +242,7 @@ def main() -> int:
     runs = json.loads(path.read_text()) if path.exists() else {}
     runs = runs if isinstance(runs, dict) and "runs" in runs else {"runs": []}
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return r.get("commit"), r.get("tree"), r.get("stats_start"), r.get("queries_per_caller")
+        return r.get("commit"), r.get("tree"), r.get("stats_start"), r.get("interval"), r.get("queries_per_caller")
 
     done = {key(r) for r in results}
     runs["runs"] = [r for r in runs["runs"] if key(r) not in done] + results

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from query_api.self_audit import SelfAuditState
 from schemas.event import StatusText
 
-Interval = Literal["hour", "day"]
+Interval = Literal["hour", "day", "week", "month"]
 GroupBy = Literal["actor_email", "ip", "scope"]
 
 

@@ -75,8 +75,12 @@ def store_error(exc: Exception, timeout_s: float) -> ApiError | None:
 
 def priority_of(rank: int) -> dict[str, str]:
     """The ClickHouse ``priority`` of a caller's ``rank``-th call at once (smaller runs first; the server pauses a
-    query while one of a smaller priority runs)."""
-    return {"priority": str(max(1, rank))}
+    query while one of a smaller priority runs) and the OS nice value of its query threads (``os_thread_priority``:
+    on embedded chDB they share the CPU with the event loop, which must win it to answer anyone; a caller's extra
+    calls yield to everyone's first and run on one thread each)."""
+    if rank <= 1:
+        return {"priority": "1", "os_thread_priority": "10", "max_threads": "0"}  # 0: ClickHouse's default
+    return {"priority": str(rank), "os_thread_priority": "19", "max_threads": "1"}
 
 
 class QueryRunner:

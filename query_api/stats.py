@@ -1,8 +1,9 @@
 """Counts for the page's histogram and for spotting spikes (``GET /v1/stats``).
 
 Contract of :func:`compute`:
-- ``buckets``: one entry per hour/day (UTC) from the bucket holding ``start`` to the one holding ``end``,
-  dense (empty buckets count 0), each with total/success/failed;
+- ``buckets``: one entry per hour, day, week (ISO, from Monday) or month (UTC) from the bucket holding ``start`` to
+  the one holding ``end``, dense (empty buckets count 0), each with total/success/failed; at most
+  :data:`MAX_BUCKETS` (more is a 422 naming a longer interval);
 - ``top`` (when ``group_by`` is ``actor_email``, ``ip`` or ``scope``): the ``top`` groups with the most events in
   the filtered view, most first, with their failed count and first/last time (rows without that value are left
   out). ``group_by=scope`` tells a client which catalog scopes have events in its view (a workspace admin sees
@@ -21,15 +22,38 @@ from query_api.scoping import ScopedQuery
 from schemas.event import Status, as_utc, format_ts
 from schemas.tables import EVENTS_TABLE
 
-_BUCKET_SQL = {"hour": "toStartOfHour(occurred_at, 'UTC')", "day": "toStartOfDay(occurred_at, 'UTC')"}
-_STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+_BUCKET_SQL = {"hour": "toStartOfHour(occurred_at, 'UTC')", "day": "toStartOfDay(occurred_at, 'UTC')",
+               "week": "toDateTime(toMonday(occurred_at, 'UTC'), 'UTC')",
+               "month": "toDateTime(toStartOfMonth(occurred_at, 'UTC'), 'UTC')"}
 _GROUP_COLUMN = {"actor_email": "actor_email", "ip": "actor_ip", "scope": "scope"}
 MAX_BUCKETS = 10_000
+_HOUR_SUFFIX = [f"T{h:02d}:00:00.000Z" for h in range(24)]
 
 
 def _floor(ts: datetime, interval: str) -> datetime:
     ts = as_utc(ts).replace(minute=0, second=0, microsecond=0)
-    return ts.replace(hour=0) if interval == "day" else ts
+    if interval == "hour":
+        return ts
+    day = ts.replace(hour=0)
+    if interval == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1) if interval == "month" else day
+
+
+def _starts(first: datetime, last: datetime, interval: str) -> list[datetime]:
+    """Every bucket start from ``first`` to ``last`` (both floored), oldest first."""
+    if interval == "month":
+        n = (last.year - first.year) * 12 + last.month - first.month + 1
+        return [first.replace(year=first.year + (first.month - 1 + i) // 12, month=(first.month - 1 + i) % 12 + 1)
+                for i in range(n)]
+    step = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}[interval]
+    return [first + i * step for i in range((last - first) // step + 1)]
+
+
+def _label(b: datetime) -> str:
+    """:func:`schemas.event.format_ts` of a whole-hour UTC time, ~10x cheaper (a 10,000-bucket answer is built on the
+    event loop's thread)."""
+    return b.date().isoformat() + _HOUR_SUFFIX[b.hour]
 
 
 _STATUS_COUNTS = f"countIf(status = '{Status.SUCCESS}'), countIf(status = '{Status.FAILED}')"
@@ -38,22 +62,25 @@ _STATUS_COUNTS = f"countIf(status = '{Status.SUCCESS}'), countIf(status = '{Stat
 def compute(store: Store, sq: ScopedQuery, start: datetime, end: datetime, interval: str,
             group_by: str | None, top: int) -> dict[str, Any]:
     first, last = _floor(start, interval), _floor(end, interval)
-    n_buckets = (last - first) // _STEP[interval] + 1
-    if n_buckets > MAX_BUCKETS:
-        raise invalid("interval", f"{n_buckets} {interval} buckets exceed {MAX_BUCKETS}; narrow the range or use "
-                                  "interval=day")
+    starts = _starts(first, last, interval) if last >= first else []
+    if len(starts) > MAX_BUCKETS:
+        raise invalid("interval", f"{len(starts)} {interval} buckets exceed {MAX_BUCKETS}; narrow the range or use "
+                                  "a longer interval (day, week, month)")
     client = store.client()
     where, params = sq.where(), sq.params
     sql = (f"SELECT {_BUCKET_SQL[interval]} AS b, count(), {_STATUS_COUNTS} "
            f"FROM {EVENTS_TABLE} FINAL WHERE {where} GROUP BY b ORDER BY b")
     counts = {as_utc(b): (int(t), int(s), int(f)) for b, t, s, f in client.query(sql, parameters=params).result_rows}
     buckets = []
-    tot = [0, 0, 0]
-    for i in range(n_buckets):
-        b = first + i * _STEP[interval]
-        t, s, f = counts.get(b, (0, 0, 0))
-        tot = [tot[0] + t, tot[1] + s, tot[2] + f]
-        buckets.append({"start": format_ts(b), "total": t, "success": s, "failed": f})
+    total = success = failed = 0
+    zero = (0, 0, 0)
+    for b in starts:
+        t, s, f = counts.get(b, zero)
+        total += t
+        success += s
+        failed += f
+        buckets.append({"start": _label(b), "total": t, "success": s, "failed": f})
+    tot = (total, success, failed)
     out: dict[str, Any] = {"interval": interval, "start": format_ts(start), "end": format_ts(end),
                            "total": tot[0], "success": tot[1], "failed": tot[2], "buckets": buckets,
                            "group_by": group_by, "top": []}

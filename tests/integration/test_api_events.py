@@ -20,6 +20,7 @@ from auditlog.settings import Settings
 from auditlog.signing import ServerKeys
 from auditlog.store import Store
 from query_api import cursor as cursors
+from query_api.models import StatsOut
 from schemas.catalog import get_catalog
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
@@ -278,10 +279,22 @@ def test_stats_buckets_are_dense_and_add_up(api: TestClient, store: Store, owner
     assert r["failed"] == sum(1 for e in evs if e["status"] == "FAILED")
     day = api.get("/v1/stats", params={"interval": "day", "start": start, "end": end}, headers=owner).json()
     assert day["total"] == 120 and all(b["start"].endswith("T00:00:00.000Z") for b in day["buckets"])
-    r2 = api.get("/v1/stats", params={"interval": "week"}, headers=owner)
+    StatsOut.model_validate(day)  # the answer is serialized without response-model validation: its shape holds
+    for interval, floor in (("week", "Monday"), ("month", "1st")):
+        long = api.get("/v1/stats", params={"interval": interval, "start": "1970-01-01T00:00:00Z"},
+                       headers=owner).json()
+        StatsOut.model_validate(long)
+        firsts = [datetime.fromisoformat(b["start"]) for b in long["buckets"]]
+        assert firsts[0] <= datetime(1970, 1, 1, tzinfo=UTC) < firsts[1]
+        assert all((t.weekday() == 0) if floor == "Monday" else (t.day == 1) for t in firsts)
+        assert firsts == sorted(set(firsts)) and firsts[-1] <= datetime.now(UTC)
+        assert long["total"] == sum(b["total"] for b in long["buckets"]) == 120
+    r2 = api.get("/v1/stats", params={"interval": "minute"}, headers=owner)
     assert r2.status_code == 422 and r2.json()["error"]["field"] == "interval"
     r3 = api.get("/v1/stats", params={"interval": "hour", "start": "2000-01-01T00:00:00Z"}, headers=owner)
-    assert r3.status_code == 422 and "interval=day" in r3.json()["error"]["message"]
+    assert r3.status_code == 422 and "day, week, month" in r3.json()["error"]["message"]
+    r4 = api.get("/v1/stats", params={"interval": "day", "start": "1970-01-01T00:00:00Z"}, headers=owner)
+    assert r4.status_code == 422 and r4.json()["error"]["field"] == "interval"
 
 
 def test_stats_group_by_scope_lists_the_scopes_of_the_callers_view(api: TestClient, settings: Settings, store: Store,
