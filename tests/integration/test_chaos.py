@@ -152,16 +152,21 @@ async def test_chaos_sigkill_restarts(settings: Settings, tmp_path: Path) -> Non
     print(f"chaos: {kills} SIGKILLs in {time.monotonic() - t0:.0f}s; rows stored by killed runs: "
           f"{flushed_by_killed}; redelivered messages skipped by watermarks: {skipped}")
     assert flushed_by_killed > 0 and skipped > 0  # the kills did hit a consumer that was storing
-    assert _orphan_helpers() == [], "decode helpers outlived their SIGKILLed consumer"
+    assert _orphan_helpers(str(tmp_path)) == [], "decode helpers outlived their SIGKILLed consumer"
 
 
-def _orphan_helpers() -> list[int]:
-    """Decode helper processes whose consumer is gone (re-parented away from their starter)."""
+def _orphan_helpers(mark: str) -> list[int]:
+    """Decode helper processes of this test's consumers (their environment names ``mark``, the test's directory:
+    other tests may run beside this one) whose consumer is gone (re-parented away from their starter)."""
     me = psutil.Process()
     ours = {p.pid for p in me.children(recursive=True)}
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         if "consumers.decode_worker" in cmd and p.info["pid"] not in ours:
-            out.append(p.info["pid"])
+            try:
+                if any(mark in v for v in p.environ().values()):
+                    out.append(p.info["pid"])
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
     return out
