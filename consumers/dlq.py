@@ -173,9 +173,9 @@ async def read_dlq_watermarks(
         fetch_max_bytes=MAX_DLQ_REQUEST_BYTES * 2,
         fetch_max_wait_ms=20,
     )
-    await consumer.start()
     deadline = time.monotonic() + timeout_s
-    try:
+    try:  # started inside: a start cut short (broker gone, cancelled) is closed too
+        await consumer.start()
         tps = [TopicPartition(dlq_topic, dp) for dp in sorted(wanted)]
         consumer.assign(tps)
         highwater = await fetch_highwaters(consumer, tps, deadline)

@@ -15,8 +15,8 @@ async def read_topic(kafka: str | KafkaConnection, topic: str, timeout_s: float 
     """Every record of ``topic`` (all partitions, from the start up to each high watermark)."""
     c = AIOKafkaConsumer(**kafka_options(kafka), enable_auto_commit=False, auto_offset_reset="earliest",
                          max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
-    await c.start()
-    try:
+    try:  # started inside: a start cut short (broker gone, cancelled) is closed too
+        await c.start()
         parts = c.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         c.assign(tps)

@@ -1,7 +1,8 @@
 """Watermark check against the current log: a watermark only counts for the log it was taken from.
 
-Why: offsets identify a message only within one *incarnation* of a topic. The embedded broker is memory-only
-(every ``auditlog up`` starts a new log at offset 0) and a production topic can be deleted and re-created. A
+Why: offsets identify a message only within one *incarnation* of a topic. The embedded broker with
+``--ephemeral`` is memory-only (every such ``auditlog up`` starts a new log at offset 0) and a production topic can
+be deleted and re-created. A
 stored-offset watermark of 800 from the old log would make the worker skip offsets 0..800 of the new one:
 silent loss. So on assignment each watermark is checked against the message now at that offset:
 
@@ -41,8 +42,8 @@ async def messages_at(kafka: str | KafkaConnection, topic: str, wanted: dict[int
         return out
     c = AIOKafkaConsumer(**kafka_options(kafka), enable_auto_commit=False, auto_offset_reset="earliest",
                          fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024)
-    await c.start()
-    try:
+    try:  # started inside: a start cut short (broker gone, cancelled) is closed too
+        await c.start()
         deadline = time.monotonic() + timeout_s
         for p, offsets in wanted.items():
             tp = TopicPartition(topic, p)

@@ -123,8 +123,8 @@ class ConsumerWorker:
         s = self.settings
         self._inserter = Inserter(self.store, dedup=self.dedup, name=f"inserter-{self.name}", nice=s.consumer_nice)
         producer = make_dlq_producer(self._kafka)
-        await producer.start()
-        try:
+        try:  # started inside: a start cut short (broker gone, cancelled) is closed too
+            await producer.start()
             parts = await producer.partitions_for(s.dlq_topic)
             if not parts:
                 raise RuntimeError(f"DLQ topic {s.dlq_topic!r} has no partitions (create it first)")
@@ -163,7 +163,11 @@ class ConsumerWorker:
         if self._stop:
             p.request_stop()
         consumer.subscribe([s.topic], listener=p)
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:  # broker gone or stopped during start: closed here (no "Unclosed" at exit)
+            await consumer.stop()
+            raise
         self._started = True
         log.info("consumer.started", worker=self.name, topic=s.topic, group=s.consumer_group,
                  dlq_partitions=self._dlq_partitions, dedup=self.dedup)

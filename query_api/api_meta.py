@@ -56,6 +56,12 @@ async def readyz(request: Request, runner: RunnerDep, auditor: AuditorDep) -> Re
         except Exception as exc:
             body["consumer"] = {"error": repr(exc)}
             body["status"] = "unavailable"
+    parts_fn = request.app.state.parts_status
+    if parts_fn is not None:
+        parts = parts_fn()
+        body["parts"] = parts
+        if any(v != "ok" for v in parts.values()):
+            body["status"] = "unavailable"
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
 

@@ -8,7 +8,8 @@ Contract of :func:`create_app`:
   ``producer``; a producer of its own, so that reads' acks never wait behind ingest traffic) publishes every read's
   ``audit_log.*`` event, and the read is refused (503) when that fails (:mod:`query_api.self_audit`); without one
   nothing is recorded (tests);
-- ``consumer_status`` (embedded ``up``): when given, ``/readyz`` includes its dict;
+- ``consumer_status`` (embedded ``up``): when given, ``/readyz`` includes its dict; ``parts_status`` (``up``'s
+  broker parts: ``{"broker": "ok" | "down", …}``): when given, ``/readyz`` includes it and is 503 while one is down;
 - every query goes through :class:`query_api.scoping.ScopedQuery` and runs on the API's own query threads with
   time and memory limits and at most ``api_queries_per_caller`` at once per caller (:mod:`query_api.query_runner`);
   exports run on their own threads, limited per caller and in total (:mod:`query_api.slots`); ``/v1`` calls are
@@ -57,7 +58,8 @@ _PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>Audit log</title>
 
 def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = None,
                producer: AuditProducer | None = None, audit_producer: AuditProducer | None = None,
-               consumer_status: Callable[[], dict] | None = None) -> FastAPI:
+               consumer_status: Callable[[], dict] | None = None,
+               parts_status: Callable[[], dict[str, str]] | None = None) -> FastAPI:
     # an export's thread may outlive its slot by the moment its query takes to stop: room for that
     pool = ThreadPoolExecutor(max_workers=2 * settings.api_exports_total, thread_name_prefix="export")
     ingest_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest")  # validation holds the GIL: two
@@ -105,6 +107,7 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     app.state.tail_slots = Slots(settings.api_tail_per_caller, settings.api_tail_total, noun="live tails")
     app.state.integrity_runs = IntegrityRuns(settings.api_integrity_cache_seconds)
     app.state.consumer_status = consumer_status
+    app.state.parts_status = parts_status
     app.state.verifier = TokenVerifier(settings)
     app.state.export_pool = pool
     install_error_handlers(app)

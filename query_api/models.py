@@ -171,3 +171,6 @@ class Health(BaseModel):
                           "one: failing; not connected yet: connecting (reads are refused in both, and the status "
                           "is unavailable); no producer configured: off")
     consumer: dict[str, Any] | None = None
+    parts: dict[str, Literal["ok", "down"]] | None = Field(
+        None, description="auditlog up: its broker and the broker's storage; while one is down (it is restarted "
+                          "within seconds) the status is unavailable")

@@ -31,15 +31,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser(
         "up",
         help="run broker + consumer + API + page on 127.0.0.1 (embedded chDB store)",
-        description="Start the embedded all-in-one on 127.0.0.1: a Tansu Kafka-compatible broker (memory only), "
-        "the consumer and the API/page in one process over one chDB data directory (private: 0700/0600). "
-        "Ctrl-C or SIGTERM stops it; "
-        "stored events stay in --data.",
+        description="Start the embedded all-in-one on 127.0.0.1: a Tansu Kafka-compatible broker whose storage is "
+        "durable (what it acknowledged survives a crash and is stored after the restart), the consumer and the "
+        "API/page, over one data directory (private: 0700/0600). A broker part that dies is restarted. "
+        "Ctrl-C or SIGTERM stops it within 10 s; events stay in --data.",
     )
     up.add_argument("--demo", action="store_true", help="publish realistic demo events (once per data dir) and print tokens")
     up.add_argument("--port", type=int, default=None, help="API/page port [AUDITLOG_API_PORT, 8000]")
     up.add_argument("--kafka-port", type=int, default=9092, help="broker port [9092]")
     up.add_argument("--data", default=None, help="data directory [AUDITLOG_DATA_DIR, ./.auditlog]")
+    up.add_argument("--ephemeral", action="store_true",
+                    help="keep the broker in memory (faster; what it acknowledged but had not stored is lost when "
+                         "up stops or crashes: demos and tests)")
     up.set_defaults(func=cmd_up)
 
 
@@ -60,15 +63,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     log_path = settings.data_dir / "auditlog.log"
     with open_private_append(log_path) as log_file:
         logs.configure(settings.log_level, file=log_file)
-        return asyncio.run(_up(settings, args.kafka_port, args.demo, log_path, stops))
+        return asyncio.run(_up(settings, args.kafka_port, args.demo, log_path, stops, ephemeral=args.ephemeral))
 
 
-async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path, stops: StopSignals) -> int:
+async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path, stops: StopSignals, *,
+              ephemeral: bool = False) -> int:
     from auditlog.app.embedded import EmbeddedStack, jwt_secret_for
 
     t0 = time.monotonic()
     settings = settings.model_copy(update={"jwt_secret": jwt_secret_for(settings)})
-    stack = EmbeddedStack(settings, kafka_port)
+    stack = EmbeddedStack(settings, kafka_port, ephemeral=ephemeral)
     stop = asyncio.Event()
     out = sys.stdout
     ready = False
@@ -106,7 +110,7 @@ async def _start(stack: EmbeddedStack, demo: bool, log_path: Path, t0: float, ou
     settings = stack.settings
     await stack.start()
     url = f"http://127.0.0.1:{settings.api_port}/"
-    _banner(out, settings, url, stack.broker.bootstrap, log_path, time.monotonic() - t0)
+    _banner(out, settings, url, stack, log_path, time.monotonic() - t0)
     if not demo:
         return
     _say(out, "Loading demo events through the producer ...")
@@ -159,10 +163,13 @@ def _say(out: TextIO, line: str) -> None:
     out.flush()
 
 
-def _banner(out: TextIO, s: Settings, url: str, bootstrap: str, log_path: Path, took: float) -> None:
+def _banner(out: TextIO, s: Settings, url: str, stack: EmbeddedStack, log_path: Path, took: float) -> None:
+    b = stack.broker
+    kept = f"durable, {b.storage_dir}" if b.durable else "memory only (--ephemeral)"
     _say(out, f"auditlog is up ({took:.1f} s)")
     _say(out, f"  Page      {url}")
     _say(out, f"  API docs  {url}docs")
-    _say(out, f"  Broker    {bootstrap}   topics: {s.topic}, {s.dlq_topic} ({s.topic_partitions} partitions)")
+    _say(out, f"  Broker    {b.bootstrap}   topics: {s.topic}, {s.dlq_topic} ({s.topic_partitions} partitions); "
+              f"{kept}")
     _say(out, f"  Store     {redact_url(s.store_url)}   database: {s.clickhouse_database}")
     _say(out, f"  Logs      {log_path}")

@@ -1,14 +1,18 @@
 """The embedded all-in-one behind ``auditlog up``: broker + consumer + API + page in one process.
 
 Contract of :class:`EmbeddedStack`:
-- :meth:`start` starts the Tansu broker on ``127.0.0.1:<kafka_port>``, creates the topics, migrates the chDB
+- :meth:`start` starts the Tansu broker on ``127.0.0.1:<kafka_port>`` (durable, its files under
+  ``<data>/broker``, unless ``ephemeral``: memory only), creates the topics, migrates the chDB
   store under the data directory, starts the producers (one for ingest and the demo, one of its own for the
   self-audit, so reads' acks never wait behind ingest traffic), the consumer worker (an asyncio task) and the API
   (uvicorn on ``127.0.0.1:<api_port>``), and returns when the API answers;
 - :meth:`load_demo` publishes the demo data through the real producer once per data directory and waits until
   the consumer has stored it;
-- :meth:`stop` stops the API, then the consumer (flush + commit), the producers and the broker (by PID); the chDB
-  data stays, so a second ``up`` on the same directory keeps the stored events.
+- while it runs, a broker part that dies is restarted on its ports within a second (:meth:`supervise`; ``/readyz``
+  is 503 meanwhile) and the clients reconnect;
+- :meth:`stop` stops the API, then the consumer (flush + commit), the producers and the broker (by PID), within
+  :data:`STOP_SECONDS` whether the broker is alive or not; the chDB data and the durable broker's stay, so a
+  second ``up`` on the same directory keeps the stored events and delivers what was acknowledged but not stored.
 chDB allows one engine per process: that is why everything runs in this one process.
 """
 
@@ -37,6 +41,8 @@ if TYPE_CHECKING:
     from query_api.serving import AppServer
 
 log = get_logger("auditlog.app.embedded")
+STOP_SECONDS = 8.0  # SIGTERM to exit: the API and the consumer share it, then producers (1 s each) and the broker
+SUPERVISE_SECONDS = 0.5
 
 
 def jwt_secret_for(settings: Settings) -> str:
@@ -53,9 +59,10 @@ def jwt_secret_for(settings: Settings) -> str:
 
 
 class EmbeddedStack:
-    def __init__(self, settings: Settings, kafka_port: int) -> None:
+    def __init__(self, settings: Settings, kafka_port: int, *, ephemeral: bool = False) -> None:
         self.settings = settings
-        self.broker = EmbeddedBroker(kafka_port, log_file=settings.data_dir / "tansu.log")
+        self.broker = EmbeddedBroker(kafka_port, log_file=settings.data_dir / "tansu.log",
+                                     storage_dir=None if ephemeral else settings.data_dir / "broker")
         self.store = Store.from_settings(settings)
         self.catalog = get_catalog(settings.catalog_extra)
         self.producer: AuditProducer | None = None
@@ -87,11 +94,13 @@ class EmbeddedStack:
         self.worker = ConsumerWorker(ws, self.store, catalog=self.catalog)
         self._tasks.append(asyncio.create_task(self.worker.run(), name="consumer"))
         app = create_app(s, self.store, catalog=self.catalog, producer=self.producer,
-                         audit_producer=self.audit_producer, consumer_status=self.worker.status)
+                         audit_producer=self.audit_producer, consumer_status=self.worker.status,
+                         parts_status=self.broker.parts)
         config = uvicorn.Config(app, host="127.0.0.1", port=s.api_port, log_config=None, access_log=False,
                                 lifespan="on", timeout_graceful_shutdown=5, **proxy_options(s))
         self.server = AppServer(config)
         self._tasks.append(asyncio.create_task(self.server.serve(), name="api"))
+        self._tasks.append(asyncio.create_task(self.supervise(), name="supervisor"))
         deadline = time.monotonic() + timeout
         while not self.server.started:
             crashed = [t for t in self._tasks if t.done()]
@@ -129,23 +138,49 @@ class EmbeddedStack:
             await asyncio.sleep(0.25)
         return have, True
 
+    async def supervise(self) -> None:
+        """Restart a broker part that died (on this, the main, thread: see :mod:`auditlog.broker`), forever."""
+        while True:
+            await asyncio.sleep(SUPERVISE_SECONDS)
+            down = [k for k, v in self.broker.parts().items() if v != "ok"]
+            if not down:
+                continue
+            log.error("stack.part_down", parts=down)
+            try:
+                self.broker.revive()  # blocks the loop while the part starts (~0.1-0.3 s)
+            except RuntimeError as exc:  # e.g. its port not free yet: next round
+                log.error("stack.restart_failed", parts=down, error=str(exc))
+
     async def stop(self) -> None:
+        """Stop everything within :data:`STOP_SECONDS` (module contract)."""
+        deadline = time.monotonic() + STOP_SECONDS - 2.0  # the last 2 s: producers and the broker
         if self.server is not None:
             self.server.should_exit = True
         if self.worker is not None:
             self.worker.request_stop()
         for t in self._tasks:
-            try:
-                await asyncio.wait_for(t, timeout=15)
-            except (TimeoutError, asyncio.CancelledError):
+            if t.get_name() == "supervisor":
                 t.cancel()
+        for t in self._tasks:
+            try:
+                await asyncio.wait_for(asyncio.shield(t), timeout=max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                log.warning("stack.task_cancelled", task=t.get_name(), reason="did not stop in time")
+                t.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(t, timeout=1.0)
+            except asyncio.CancelledError:
+                if not t.cancelled():
+                    raise
             except Exception as exc:
                 log.error("stack.task_failed", task=t.get_name(), error=repr(exc))
         for producer in (self.producer, self.audit_producer):
             if producer is not None:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-        await asyncio.to_thread(self.broker.stop)
+                try:
+                    await asyncio.wait_for(producer.stop(), timeout=1.0)
+                except (TimeoutError, Exception) as exc:
+                    log.warning("stack.producer_stop_failed", error=repr(exc))
+        await asyncio.to_thread(self.broker.stop, 1.0)
         log.info("stack.stopped")
 
 
