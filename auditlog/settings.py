@@ -1,6 +1,6 @@
 """All settings in one place, read from ``AUDITLOG_*`` environment variables (and CLI flags that override them).
 
-Contract: every field's description is what ``auditlog --help`` and the README show; add new settings here only.
+Contract: every field's description is what ``auditlog --help`` and docs/configuration.md show; add new settings here only.
 :data:`IDENT_PATTERN` / :func:`check_ident` are the one rule for a ClickHouse identifier (database, cluster,
 user and role names that reach SQL text), used by the settings, the store, migrations and roles.
 """

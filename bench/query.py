@@ -122,6 +122,10 @@ def generate(n: int, *, seed: int = 1, orgs: int = 20, days: int = 90, now: date
         "received_at": received, "kafka_topic": pa.repeat("audit.events", n),
         "kafka_partition": pa.array(rng.integers(0, 6, size=n).astype(np.uint32)),
         "kafka_offset": pa.array(np.arange(start_index, start_index + n, dtype=np.uint64)),
+        # one in five over HTTP ingest (a service token's sub), the rest from Kafka producers without a principal
+        "publisher_via": pa.array(np.where(secs % 5 == 0, "http", "kafka")),
+        "publisher_id": pc.if_else(pa.array(secs % 5 == 0), _take(["svc-compute", "svc-iam", "svc-billing"],
+                                                                       secs % 3), pa.nulls(n, pa.string())),
     }
     return pa.table({k: cols[k] for k in EVENT_COLUMNS})
 
