@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaProducer
 from common import ROOT, machine, percentile, write_result
 
 from auditlog.broker import free_port
-from query_api.auth import mint_token
+from query_api.security.auth import mint_token
 from tests.factories import random_events
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from common import ROOT, machine, percentile, write_result
 
-from query_api.auth import mint_token
+from query_api.security.auth import mint_token
 
 SECRET = "bench-secret-0123456789abcdef0123456789"
 BULK = """INSERT INTO audit_events (org_id, occurred_at, event_id, scope, category, action, status, actor_id,

@@ -33,7 +33,7 @@ from common import ROOT, cpu_seconds_of, machine, percentile, write_result
 from auditlog import logs
 from auditlog.broker import EmbeddedBroker, ensure_topics, free_port
 from producers.producer import AuditProducer
-from query_api.auth import mint_token
+from query_api.security.auth import mint_token
 from tests.factories import random_events
 
 SECRET = "bench-ingest-secret-0123456789abcdef0123"
@@ -46,7 +46,7 @@ async def serve(port: int, data: str) -> None:
     from auditlog.db.migrations import migrate
     from auditlog.settings import Settings
     from auditlog.store import Store
-    from query_api.app import create_app
+    from query_api.core.app import create_app
 
     settings = Settings()  # AUDITLOG_* from the parent
     logs.configure(settings.log_level, file=open(os.devnull, "w"))  # noqa: SIM115 -- the process's whole life

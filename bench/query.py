@@ -200,8 +200,8 @@ def main() -> int:
     from auditlog.db.migrations import migrate
     from auditlog.settings import Settings
     from auditlog.store import Store
-    from query_api.app import create_app
-    from query_api.auth import mint_token
+    from query_api.core.app import create_app
+    from query_api.security.auth import mint_token
 
     store = Store(f"chdb://{Path(args.data).resolve()}", "bench")
     migrate(store)

@@ -63,7 +63,7 @@ from common import ROOT, cpu_seconds_of, machine, percentile, write_result
 
 from auditlog.broker import free_port
 from auditlog.settings import Settings
-from query_api.auth import mint_token
+from query_api.security.auth import mint_token
 
 ACME_WS = ("ml-research", "inference-prod", "data-platform")
 GLOBEX_WS = ("vision", "nlp")

@@ -1,10 +1,8 @@
-"""``auditlog consume`` (standalone workers, server mode) and ``auditlog dlq list|replay``.
+"""``auditlog dlq list|replay``, and the running of ``auditlog consume``'s workers (composed by the application
+layer, which registers ``consume`` with :func:`common_arguments` and :func:`settings_from_args`).
 
-- ``consume``: migrates the store, creates the topics if missing, runs ``--workers N`` members of the group in
-  one process (asyncio tasks, each with its own Kafka clients and its own inserter thread), serves
-  ``/metrics`` and ``/readyz`` on ``AUDITLOG_CONSUMER_METRICS_PORT``. SIGTERM/SIGINT: stop fetching, flush,
-  commit, leave the group, exit 0 (bounded by ``AUDITLOG_CONSUMER_SHUTDOWN_TIMEOUT_S``). Exit 3 when the
-  DLQ-rate guard trips, 1 on any other fatal error.
+- :func:`run_workers`: runs the workers (and ``/metrics``, ``/readyz`` on ``AUDITLOG_CONSUMER_METRICS_PORT``) until
+  all returned: 0 after a stop, :data:`EXIT_DLQ_LIMIT` when the DLQ-rate guard trips, 1 on any other failure.
 - ``dlq list``: counts of dead letters by field and reason class (``--json`` for machines).
 - ``dlq replay``: re-publishes dead-lettered originals (value, key, producer headers) to the main topic with a
   progress bar; by default only those that validate now (e.g. after a catalog fix). Replaying twice is
@@ -24,9 +22,7 @@ from typing import Any
 
 from auditlog import logs
 from auditlog.kafka import KafkaConnection, kafka_options
-from auditlog.private_dir import chdb_directory, keep_private
 from auditlog.settings import Settings
-from auditlog.stopsignals import StopSignals, stop_signals
 from consumers.dlq import (
     H_FIELD,
     H_OFFSET,
@@ -45,27 +41,15 @@ H_REPLAY_OF = "auditlog.replay.of"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    c = sub.add_parser("consume", help="run consumer workers (standalone, e.g. against external Kafka/ClickHouse)")
-    _common(c)
-    c.add_argument("--workers", type=int, default=1, help="members of the group in this process [1]")
-    c.add_argument("--group", default=None, help="consumer group [AUDITLOG_CONSUMER_GROUP]")
-    c.add_argument("--clickhouse-url", default=None, help="chdb:///dir or http(s)://... [AUDITLOG_CLICKHOUSE_URL]")
-    c.add_argument("--metrics-port", type=int, default=None,
-                   help="port of /metrics and /readyz, 0 = none [AUDITLOG_CONSUMER_METRICS_PORT]")
-    c.add_argument("--decode-processes", type=int, default=None,
-                   help="decode helper processes; 0: none, -1: auto [AUDITLOG_CONSUMER_DECODE_PROCESSES]")
-    c.add_argument("--no-create-topics", action="store_true", help="do not create missing topics")
-    c.set_defaults(func=cmd_consume)
-
     d = sub.add_parser("dlq", help="inspect and replay the dead-letter topic")
     dsub = d.add_subparsers(dest="dlq_command", metavar="ACTION")
     lst = dsub.add_parser("list", help="dead letters by field and reason")
-    _common(lst)
+    common_arguments(lst)
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.add_argument("--samples", type=int, default=0, help="also show the newest N dead letters")
     lst.set_defaults(func=cmd_dlq_list)
     rep = dsub.add_parser("replay", help="re-publish dead-lettered originals to the main topic")
-    _common(rep)
+    common_arguments(rep)
     rep.add_argument("--field", default=None, help="only dead letters of this field (dlq.error.field)")
     rep.add_argument("--reason", default=None, help="only dead letters whose reason contains this text")
     rep.add_argument("--all", action="store_true", help="also replay messages that are still invalid")
@@ -79,14 +63,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.set_defaults(func=dlq_help)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def common_arguments(p: argparse.ArgumentParser) -> None:
+    """The Kafka and data-directory options of ``consume`` and the ``dlq`` actions."""
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap [AUDITLOG_KAFKA_BOOTSTRAP]")
     p.add_argument("--topic", default=None, help="events topic [AUDITLOG_TOPIC]")
     p.add_argument("--dlq-topic", default=None, help="dead-letter topic [AUDITLOG_DLQ_TOPIC]")
     p.add_argument("--data", default=None, help="data directory [AUDITLOG_DATA_DIR]")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings with the flags of ``args`` over ``AUDITLOG_*``."""
     upd: dict[str, Any] = {}
     for flag, field in (("bootstrap", "kafka_bootstrap"), ("topic", "topic"), ("dlq_topic", "dlq_topic"),
                         ("group", "consumer_group"), ("clickhouse_url", "clickhouse_url"),
@@ -99,57 +85,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 # ----- consume ------------------------------------------------------------------------------------------
-def cmd_consume(args: argparse.Namespace) -> int:
-    stops = stop_signals()  # from here on SIGTERM/SIGINT means a clean stop, also during start-up
-    s = _settings(args)
-    logs.configure(s.log_level)
-    if args.workers < 1:
-        print("--workers must be >= 1", file=sys.stderr)
-        return 2
-    keep_private(chdb_directory(s.store_url))  # an embedded store: its files are the user's only
-    return asyncio.run(_consume(s, args.workers, create_topics=not args.no_create_topics, stops=stops))
-
-
-async def _consume(s: Settings, workers: int, create_topics: bool = True, stops: StopSignals | None = None) -> int:
-    """Migrate, create the topics, run the workers until a stop signal (0), the DLQ guard (3) or a failure (1).
-    A stop signal before the workers exist ends start-up at the next step, exit 0."""
-    from auditlog.broker import ensure_topics
-    from auditlog.db.migrations import migrate
-    from auditlog.store import Store, redact_error, redact_url
-    from consumers.worker import ConsumerWorker
-    from schemas.catalog import get_catalog
-
-    stops = stops or stop_signals()
-    ws: list[ConsumerWorker] = []
-
-    def stop(signame: str) -> None:
-        log.info("consumer.stop_requested", signal=signame)
-        for w in ws:
-            w.request_stop()
-
-    with stops.on_loop(stop):
-        kafka = KafkaConnection.from_settings(s)
-        log.info("consumer.starting", store=redact_url(s.store_url), database=s.clickhouse_database,
-                 bootstrap=str(kafka), topic=s.topic, group=s.consumer_group, workers=workers)
-        store = Store.from_settings(s)
-        try:
-            await asyncio.to_thread(migrate, store, s.retention_days)
-        except Exception as exc:
-            msg = redact_error(exc, s.store_url)
-            log.error("consumer.store_unavailable", store=redact_url(s.store_url), error=msg)
-            print(f"auditlog consume: cannot open the store {redact_url(s.store_url)}: {msg}", file=sys.stderr)
-            return 1
-        if create_topics and not stops.requested:
-            await ensure_topics(kafka, [s.topic, s.dlq_topic], s.topic_partitions, s.topic_replication)
-        if stops.requested:
-            log.info("consumer.start_aborted", signal=stops.requested)
-            return 0
-        catalog = get_catalog(s.catalog_extra)
-        ws.extend(ConsumerWorker(s, store, catalog=catalog) for _ in range(workers))
-        return await _run_workers(s, ws, stop)
-
-
-async def _run_workers(s: Settings, ws: list[Any], stop: Callable[[str], None]) -> int:
+async def run_workers(s: Settings, ws: list[Any], stop: Callable[[str], None]) -> int:
     """Run the workers (and ``/metrics`` when configured) until all returned; the exit code."""
     from auditlog.store import redact_error
     from consumers.health import HealthServer
@@ -200,7 +136,7 @@ def _dead_letters(s: Settings) -> list[Any]:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    s = _settings(args)
+    s = settings_from_args(args)
     recs = _dead_letters(s)
     counts: Counter[tuple[str, str, str]] = Counter()
     for r in recs:
@@ -241,7 +177,7 @@ def _sample(r: Any) -> dict[str, Any]:
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
-    s = _settings(args)
+    s = settings_from_args(args)
     return asyncio.run(_replay(s, args.field, args.reason, args.all, args.dry_run))
 
 

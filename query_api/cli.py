@@ -1,17 +1,16 @@
-"""``auditlog api`` and ``auditlog export``.
+"""``auditlog export``, and the serving of ``auditlog api`` (its parts are composed by the application layer).
 
-- ``api [--host] [--port]``: serves the read API with uvicorn against ``AUDITLOG_CLICKHOUSE_URL`` (a server, or a
-  ``chdb:///dir`` store when no consumer process holds that directory: chDB locks it). Migrates on start.
-  Every read publishes its ``audit_log.*`` event through a producer of its own (``POST /v1/ingest`` has another, so
-  reads' acks never wait behind ingest traffic); until it is attached (the broker unreachable at start) reads are
-  refused with 503 ``audit_unavailable``, ``/readyz`` says ``self_audit: connecting`` and
-  :func:`attach_self_audit` retries with backoff (``api.self_audit_unavailable``).
+- :func:`serve_api`: uvicorn with the given app until a stop signal. Every read publishes its ``audit_log.*`` event
+  through a producer of its own (``POST /v1/ingest`` has another, so reads' acks never wait behind ingest traffic);
+  until it is attached (the broker unreachable at start) reads are refused with 503 ``audit_unavailable``,
+  ``/readyz`` says ``self_audit: connecting`` and :func:`attach_self_audit` retries with backoff
+  (``api.self_audit_unavailable``); the producers are stopped after the server.
 - ``export``: writes the filtered view to a file with a progress bar. Two modes:
   * ``--url http://127.0.0.1:8000 --token JWT``: through the HTTP API (what a user does; works while
     ``auditlog up`` holds the chDB directory); the total for the progress bar comes from ``/v1/stats``;
   * ``--org ORG [--workspace W ...]``: straight from the store as that org's owner (or as an admin of the given
     workspaces), for operators on the store's host; same SQL, scoping and formatting as the API.
-  Filters: one flag per entry of :data:`query_api.filters.FILTERS` (``--start --end --scope --category --action``
+  Filters: one flag per entry of :data:`query_api.read.filters.FILTERS` (``--start --end --scope --category --action``
   (repeatable) ``--status --actor-email --actor-id --ip --workspace-id --target --q --org-id``), validated by the
   same table as the API's parameters; ``--format csv|ndjson``; ``-o FILE`` (exactly that path; default: the name the
   server or the filters suggest, ``audit-log-<start>-<end>.<ext>``, reduced to a plain file name in the current
@@ -35,27 +34,18 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from auditlog.kafka import KafkaConnection
 from auditlog.logs import configure, get_logger
-from auditlog.private_dir import chdb_directory, keep_private
 from auditlog.settings import Settings, is_loopback
-from auditlog.stopsignals import StopSignals, stop_signals
-from auditlog.store import redact_url
-from query_api.filters import FILTERS
+from auditlog.stopsignals import StopSignals
+from query_api.read.filters import FILTERS
 
 if TYPE_CHECKING:
-    from auditlog.store import Store
     from producers.producer import AuditProducer
 
 log = get_logger("query_api.cli")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    a = sub.add_parser("api", help="serve the read API and the page (uvicorn)")
-    a.add_argument("--host", default=None, help="bind address [AUDITLOG_API_HOST, default 127.0.0.1]")
-    a.add_argument("--port", type=int, default=None, help="port [AUDITLOG_API_PORT, default 8000]")
-    a.set_defaults(func=run_api)
-
     e = sub.add_parser("export", help="export the filtered audit log to a CSV/NDJSON file (progress bar)")
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--url", help="API base URL, e.g. http://127.0.0.1:8000 (needs --token)")
@@ -72,25 +62,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 # ----- api ---------------------------------------------------------------------------------------------------
-def run_api(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT (exit 0; also when the signal arrives during start-up), 1 if the store cannot
-    be opened."""
-    stops = stop_signals()
-    settings = Settings()
-    configure(settings.log_level)
-    host, port = args.host or settings.api_host, args.port if args.port is not None else settings.api_port
-    log.info("api.starting", host=host, port=port, store=redact_url(settings.store_url))
-    warn_unchecked_claims(settings, host)
-    store = _open_store(settings)
-    if store is None:
-        return 1
-    if not stops.requested:
-        asyncio.run(_serve_api(settings, store, host, port, stops))
-    log.info("api.stopped", signal=stops.requested)
-    print("auditlog api: stopped", file=sys.stderr)
-    return 0
-
-
 def warn_unchecked_claims(settings: Settings, host: str) -> bool:
     """Warn (log + one stderr line) when the API listens beyond loopback while tokens' ``aud``/``iss`` are not
     checked; True if it warned."""
@@ -104,43 +75,18 @@ def warn_unchecked_claims(settings: Settings, host: str) -> bool:
     return True
 
 
-def _open_store(settings: Settings) -> Store | None:
-    """The migrated store (an embedded one made private to the user), or None after saying why it cannot open."""
-    from auditlog.db.migrations import migrate
-    from auditlog.store import Store, redact_text
+async def serve_api(settings: Settings, app: Any, host: str, port: int, stops: StopSignals, *,
+                    make_audit_producer: Callable[[], AuditProducer],
+                    make_ingest_producer: Callable[[], AuditProducer], where: str) -> None:
+    """uvicorn with ``app`` until a stop signal, its producers attached meanwhile (:func:`attach_self_audit`;
+    ``where``: the broker, for logs); then the producers (self-audit, ingest) are stopped."""
+    from query_api.core.serving import AppServer
+    from query_api.security.client_ip import proxy_options
+    from query_api.security.self_audit import SelfAuditState
 
-    keep_private(chdb_directory(settings.store_url))
-    store = Store.from_settings(settings)
-    try:
-        migrate(store, settings.retention_days)
-    except Exception as exc:
-        msg = redact_text(str(exc), store.url)
-        log.error("api.store_unavailable", store=redact_url(store.url), error=msg)
-        print(f"auditlog api: cannot open the store {redact_url(store.url)}: {msg}", file=sys.stderr)
-        if store.embedded:
-            print("  (a chdb:// directory can be used by one process at a time: stop `auditlog consume`/`up`)",
-                  file=sys.stderr)
-        return None
-    return store
-
-
-async def _serve_api(settings: Settings, store: Store, host: str, port: int, stops: StopSignals) -> None:
-    """uvicorn until a stop signal; then the producers (self-audit, ingest) are stopped."""
-    from producers.producer import AuditProducer
-    from query_api.app import create_app
-    from query_api.self_audit import PRODUCER_LINGER_MS as SELF_AUDIT_LINGER_MS
-    from query_api.self_audit import SelfAuditState
-    from query_api.serving import AppServer, proxy_options
-    from schemas.catalog import get_catalog
-
-    catalog = get_catalog(settings.catalog_extra)
-    kafka = KafkaConnection.from_settings(settings)
-    app = create_app(settings, store, catalog=catalog, producer=None)
     app.state.auditor.state = SelfAuditState.CONNECTING  # until attach_self_audit has a producer
-    attach = asyncio.create_task(attach_self_audit(app, lambda: AuditProducer(
-        kafka.bootstrap, settings.topic, catalog=catalog, request_timeout_ms=5000, linger_ms=SELF_AUDIT_LINGER_MS,
-        **kafka.security_options()), str(kafka), make_ingest_producer=lambda: AuditProducer(
-        kafka.bootstrap, settings.topic, catalog=catalog, request_timeout_ms=5000, **kafka.security_options())))
+    attach = asyncio.create_task(attach_self_audit(app, make_audit_producer, where,
+                                                   make_ingest_producer=make_ingest_producer))
     server = AppServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                                       **proxy_options(settings)))
 
@@ -306,11 +252,11 @@ def _http_source(url: str, tok: str, filters: dict[str, Any], fmt: str) -> tuple
 def _store_source(settings: Settings, org: str, workspaces: list[str] | None, filters: dict[str, Any],
                   fmt: str) -> tuple[str, int | None, Iterator[bytes]]:
     from auditlog.store import Store
-    from query_api import events_read
-    from query_api.auth import EXPORT, READ, Principal
-    from query_api.export import export_filename, open_export_sync
-    from query_api.filters import FilterError, parse_filters
-    from query_api.scoping import ScopedQuery
+    from query_api.read import events as events_read
+    from query_api.read.export import export_filename, open_export_sync
+    from query_api.read.filters import FilterError, parse_filters
+    from query_api.security.principal import EXPORT, READ, Principal
+    from query_api.security.scoping import ScopedQuery
     from schemas.catalog import get_catalog
 
     catalog = get_catalog(settings.catalog_extra)

@@ -1,5 +1,17 @@
-"""Annotated dependency aliases for the app-wide objects (set on ``app.state`` by :func:`query_api.app.create_app`),
-the request's filters (query parameters derived from :data:`query_api.filters.FILTERS`) and the caller's scope."""
+"""The API's FastAPI dependencies, as ``Annotated`` aliases: the app-wide objects, the caller, its filters and scope.
+
+Contract:
+- this is the one module that reads ``request.app.state`` (set by :func:`query_api.core.app.create_app`): every
+  app-wide object is a ``<Name>Dep`` alias of :func:`from_state`;
+- the caller: :func:`current_principal` verifies the bearer token (401 without a valid one, with
+  ``WWW-Authenticate: Bearer``), records it for the access log and takes a token of the app's ``rate_limiter``
+  (429); :data:`ReadPrincipal` also needs ``audit:read``, :data:`ExportPrincipal` ``audit:read`` and
+  ``audit:export`` (403 otherwise); :data:`WritePrincipal` is a service token with ``audit:write`` within the
+  ``ingest_rate_limiter`` (a read token: 403, :mod:`query_api.security.auth`);
+- the request's filters: :data:`Filters`, query parameters derived from :data:`query_api.read.filters.FILTERS`;
+- the caller's scope (:class:`~query_api.security.scoping.ScopedQuery`): :data:`TenantScope` (no filters),
+  :data:`ScopedFilters` and :data:`ExportScope` (narrowed by the filters).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +21,24 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from auditlog.settings import Settings
 from auditlog.signing import ServerKeys
 from auditlog.store import Store
-from query_api.auth import ExportPrincipal, ReadPrincipal
-from query_api.filters import FILTERS, EventFilters, parse_filters
-from query_api.query_runner import QueryRunner
-from query_api.scoping import ScopedQuery
-from query_api.self_audit import ReadAuditor
-from query_api.slots import Slots
-from query_api.tail import TailHub
+from producers.producer import AuditProducer
+from query_api.core.errors import ApiError
+from query_api.core.query_runner import QueryRunner
+from query_api.read.filters import FILTERS, EventFilters, parse_filters
+from query_api.read.integrity import IntegrityRuns
+from query_api.read.tail import TailHub
+from query_api.security.auth import TokenVerifier, unauthorized
+from query_api.security.principal import EXPORT, READ, WRITE, Principal, ServicePrincipal
+from query_api.security.ratelimit import RateLimiter
+from query_api.security.scoping import ScopedQuery
+from query_api.security.self_audit import ReadAuditor
+from query_api.security.slots import Slots
 from schemas.catalog import Catalog
 
 
@@ -36,19 +55,89 @@ def from_state(name: str) -> Callable[[Request], Any]:
 StoreDep = Annotated[Store, Depends(from_state("store"))]
 CatalogDep = Annotated[Catalog, Depends(from_state("catalog"))]
 SettingsDep = Annotated[Settings, Depends(from_state("settings"))]
+ServerKeysDep = Annotated[ServerKeys, Depends(from_state("server_keys"))]
 AuditorDep = Annotated[ReadAuditor, Depends(from_state("auditor"))]
 RunnerDep = Annotated[QueryRunner, Depends(from_state("runner"))]
+VerifierDep = Annotated[TokenVerifier, Depends(from_state("verifier"))]
+RateLimiterDep = Annotated[RateLimiter, Depends(from_state("rate_limiter"))]
+IngestRateLimiterDep = Annotated[RateLimiter, Depends(from_state("ingest_rate_limiter"))]
 ExportSlotsDep = Annotated[Slots, Depends(from_state("export_slots"))]
 ExportPoolDep = Annotated[ThreadPoolExecutor, Depends(from_state("export_pool"))]
 TailHubDep = Annotated[TailHub, Depends(from_state("tail_hub"))]
 TailSlotsDep = Annotated[Slots, Depends(from_state("tail_slots"))]
-ServerKeysDep = Annotated[ServerKeys, Depends(from_state("server_keys"))]
+IngestSlotsDep = Annotated[Slots, Depends(from_state("ingest_slots"))]
+IngestPoolDep = Annotated[ThreadPoolExecutor, Depends(from_state("ingest_pool"))]
+#: the producer of ``POST /v1/ingest``; None until ``query_api.cli`` attaches it (ingest answers 503 meanwhile)
+IngestProducerDep = Annotated[AuditProducer | None, Depends(from_state("ingest_producer"))]
+IntegrityRunsDep = Annotated[IntegrityRuns, Depends(from_state("integrity_runs"))]
+ConsumerStatusDep = Annotated[Callable[[], dict] | None, Depends(from_state("consumer_status"))]
+PartsStatusDep = Annotated[Callable[[], dict[str, str]] | None, Depends(from_state("parts_status"))]
 
 
+# ----- the caller ---------------------------------------------------------------------------------------------
+_bearer = HTTPBearer(auto_error=False, description="JWT per API.md (HS256 or RS256)")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _token(creds: HTTPAuthorizationCredentials | None) -> str:
+    if creds is None or not creds.credentials:
+        raise unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
+    return creds.credentials
+
+
+def current_principal(request: Request, creds: Credentials, verifier: VerifierDep,
+                      limiter: RateLimiterDep) -> Principal:
+    """The verified caller of this request (401 without a valid bearer token; 429 over its rate limit)."""
+    principal = verifier.verify(_token(creds))
+    request.state.principal = principal  # for the access log (sub and org only) and the query fair share
+    limiter.check(principal)
+    return principal
+
+
+def require(permission: str) -> Callable[[Principal], Principal]:
+    """A dependency that lets the caller through only with ``permission`` (403 otherwise)."""
+
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.can(permission):
+            raise ApiError(403, f"this token lacks the permission {permission!r}")
+        return principal
+
+    check.__name__ = f"require_{permission.replace(':', '_')}"
+    return check
+
+
+def _require_read_and_export(principal: Annotated[Principal, Depends(require(READ))]) -> Principal:
+    if not principal.can(EXPORT):
+        raise ApiError(403, f"this token lacks the permission {EXPORT!r}")
+    return principal
+
+
+async def service_principal(request: Request, creds: Credentials, verifier: VerifierDep,
+                            limiter: IngestRateLimiterDep) -> ServicePrincipal:
+    """The verified service of this request: 401 without a valid bearer token, 403 for a read token or without
+    ``audit:write``, 429 over the ingest rate limit of its ``sub``."""
+    token = _token(creds)
+    if verifier.remote_jwks is not None:  # may fetch keys: never on the event loop
+        principal = await run_in_threadpool(verifier.verify_service, token)
+    else:
+        principal = verifier.verify_service(token)
+    request.state.principal = principal  # for the access log (sub only)
+    limiter.check(principal.as_caller())
+    if not principal.can(WRITE):
+        raise ApiError(403, f"this token lacks the permission {WRITE!r}")
+    return principal
+
+
+ReadPrincipal = Annotated[Principal, Depends(require(READ))]
+ExportPrincipal = Annotated[Principal, Depends(_require_read_and_export)]
+WritePrincipal = Annotated[ServicePrincipal, Depends(service_principal)]
+
+
+# ----- the request's filters and the caller's scope ------------------------------------------------------------
 def event_filters(catalog: CatalogDep, **raw: Any) -> EventFilters:
-    """Dependency: :func:`~query_api.filters.parse_filters` of the request's query parameters, one per entry of
-    :data:`~query_api.filters.FILTERS` (its signature is built from the table below). A
-    :class:`~query_api.filters.FilterError` becomes the usual 422/403 body (:mod:`query_api.errors`)."""
+    """Dependency: :func:`~query_api.read.filters.parse_filters` of the request's query parameters, one per entry of
+    :data:`~query_api.read.filters.FILTERS` (its signature is built from the table below). A
+    :class:`~query_api.read.filters.FilterError` becomes the usual 422/403 body (:mod:`query_api.core.errors`)."""
     return parse_filters(catalog, raw)
 
 
@@ -71,7 +160,7 @@ def export_scoped_query(principal: ExportPrincipal, filters: Filters, catalog: C
 
 
 def tenant_scope(principal: ReadPrincipal) -> ScopedQuery:
-    """Dependency: the caller's scope without filters (detail, autocomplete)."""
+    """Dependency: the caller's scope without filters (detail, autocomplete, integrity)."""
     return ScopedQuery(principal)
 
 

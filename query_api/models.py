@@ -1,8 +1,10 @@
-"""Response models of the read API (they shape ``/openapi.json``). Request parameters live in ``filters.py``.
+"""Every response model of the API (they shape ``/openapi.json``). Request parameters live in ``read/filters.py``.
 
 Contract: families: events (:class:`EventOut`, :class:`EventPage`), autocomplete (:class:`ActorOut`,
-:class:`ActorPage`), stats (:class:`StatsOut`, its parameter types :data:`Interval` and :data:`GroupBy`), catalog
-(:class:`CatalogOut`), health (:class:`Health`). Errors: ``errors.ErrorBody``.
+:class:`ActorPage`), stats (:class:`StatsOut`, its parameter types :data:`Interval` and :data:`GroupBy`), integrity
+(:class:`IntegrityOut`, :class:`ConflictPage`), catalog (:class:`CatalogOut`), health (:class:`Health`), ingest
+(:class:`IngestResult`, :class:`IngestRefused`), errors (:class:`ErrorBody`: the one error shape of
+:mod:`query_api.core.errors`; :data:`ERRORS`: the error answers every ``/v1`` route may give, its ``responses``).
 """
 
 from __future__ import annotations
@@ -11,11 +13,35 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from query_api.self_audit import SelfAuditState
+from query_api.security.self_audit import SelfAuditState
 from schemas.event import StatusText
 
 Interval = Literal["hour", "day", "week", "month"]
 GroupBy = Literal["actor_email", "ip", "scope"]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """What every 4xx/5xx answer carries."""
+
+    error: ErrorDetail
+
+
+#: The error answers of the ``/v1`` routes (FastAPI ``responses``); a route adds its own (e.g. 404) to a copy.
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "no or invalid token"},
+    403: {"model": ErrorBody, "description": "missing permission or a filter outside your scope"},
+    422: {"model": ErrorBody, "description": "invalid parameter (the message names it and the valid values)"},
+    429: {"model": ErrorBody, "description": "rate limit or export limit reached (see Retry-After)"},
+    503: {"model": ErrorBody, "description": "the read cannot be recorded in the audit log (audit_unavailable), or "
+                                            "the store is unavailable or the query needs too much memory"},
+    504: {"model": ErrorBody, "description": "the query ran longer than its time limit (query_timeout)"},
+}
 
 
 class ActorOut(BaseModel):
@@ -39,7 +65,7 @@ class PublisherOut(BaseModel):
 
 
 # Written out for the OpenAPI schema and type checkers; tests/unit/test_event_shape.py checks its fields (names,
-# order, nesting, nullability, enums) against query_api/event_shape.py EVENT_SHAPE, the one spec of the event.
+# order, nesting, nullability, enums) against query_api/read/event_shape.py EVENT_SHAPE, the one spec of the event.
 class EventOut(BaseModel):
     """A stored event: every field of EVENT.md, ``received_at``, and the catalog labels."""
 
@@ -174,3 +200,23 @@ class Health(BaseModel):
     parts: dict[str, Literal["ok", "down"]] | None = Field(
         None, description="auditlog up: its broker and the broker's storage; while one is down (it is restarted "
                           "within seconds) the status is unavailable")
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="0-based position among the body's non-blank lines (0 for a single event)")
+    field: str | None = Field(description="the event's field at fault (dotted, e.g. actor.email); null: the line "
+                                          "as a whole (not JSON, too large)")
+    reason: str
+
+
+class IngestResult(BaseModel):
+    accepted: int = Field(description="events acknowledged by the broker (acks=all): durable in Kafka")
+    rejected: list[RejectedEvent]
+
+
+class IngestRefused(BaseModel):
+    """A 422 / 403 of ingest: the usual error object and every rejected event."""
+
+    error: ErrorDetail
+    rejected: list[RejectedEvent] = Field(default_factory=list, description="every refused event (absent when the "
+                                                                            "token itself was refused)")

@@ -3,7 +3,7 @@
 Contract: :data:`EVENT_COLUMNS` is the insert column order; :func:`event_row` returns a tuple in that order
 (:func:`event_values` the same without the :data:`PROVENANCE_COLUMNS`)
 with Python values clickhouse-connect inserts natively (UUID, aware datetime, str/None).
-The read side's event shape (what the API selects and returns) is ``query_api/event_shape.py``; a test checks
+The read side's event shape (what the API selects and returns) is ``query_api/read/event_shape.py``; a test checks
 that its stored columns are these.
 """
 

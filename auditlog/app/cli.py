@@ -4,11 +4,12 @@
 - ``auditlog.app.cli_migrate``: ``migrate``
 - ``auditlog.app.cli_emit``: ``emit``
 - ``auditlog.app.cli_token``: ``token`` (development API tokens)
-- ``consumers.cli``   : ``consume``, ``dlq list``, ``dlq replay``
-- ``query_api.cli``   : ``api``, ``export``
+- ``auditlog.app.cli_consume``: ``consume``; ``consumers.cli``: ``dlq list``, ``dlq replay``
+- ``auditlog.app.cli_api``: ``api``; ``query_api.cli``: ``export``
 - ``auditlog.db.integrity``: ``verify`` (tamper evidence)
 
-Each module exposes ``register(subparsers)`` that adds its parsers with ``func=<callable(args) -> int>``.
+Each module exposes ``register(subparsers)`` that adds its parsers with ``func=<callable(args) -> int>``. The
+commands that run the pipeline (``up``, ``api``, ``consume``) build their parts with :mod:`auditlog.app.compose`.
 Settings come from ``AUDITLOG_*`` variables; flags override them (see ``auditlog <cmd> --help``).
 The long-running commands (:data:`SERVICE_COMMANDS`) get their SIGTERM/SIGINT handlers before anything heavy is
 imported (:mod:`auditlog.stopsignals`): a stop signal during start-up ends them cleanly with exit code 0.
@@ -23,8 +24,9 @@ import sys
 from auditlog import __version__
 from auditlog.stopsignals import stop_signals
 
-COMMAND_MODULES = ("auditlog.app.cli_up", "auditlog.app.cli_migrate", "auditlog.app.cli_emit", "consumers.cli", "query_api.cli",
-                   "auditlog.db.integrity", "auditlog.app.cli_token")
+COMMAND_MODULES = ("auditlog.app.cli_up", "auditlog.app.cli_migrate", "auditlog.app.cli_emit", "auditlog.app.cli_consume",
+                   "consumers.cli", "auditlog.app.cli_api", "query_api.cli", "auditlog.db.integrity",
+                   "auditlog.app.cli_token")
 SERVICE_COMMANDS = frozenset({"up", "consume", "api"})
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from auditlog import logs
+from auditlog.app.compose import Composition
 from auditlog.settings import Settings
 
 
@@ -74,11 +75,11 @@ def _read_events(args: argparse.Namespace) -> Iterator[tuple[int, Any]]:
 
 def cmd_emit(args: argparse.Namespace) -> int:
     from producers.producer import InvalidEvent, coerce_event
-    from schemas.catalog import get_catalog
 
     settings = Settings()
     logs.configure("warning")
-    catalog = get_catalog(settings.catalog_extra)
+    parts = Composition(settings, bootstrap=args.bootstrap)
+    catalog = parts.catalog
     good, bad = [], 0
     try:
         items = list(_read_events(args))
@@ -101,17 +102,11 @@ def cmd_emit(args: argparse.Namespace) -> int:
         print(f"{bad} invalid event(s); nothing sent (use --skip-invalid to send the {len(good)} valid ones)",
               file=sys.stderr)
         return 1
-    from auditlog.kafka import KafkaConnection
-
-    kafka = KafkaConnection.from_settings(settings, bootstrap=args.bootstrap)
-    bootstrap = str(kafka)
+    bootstrap = str(parts.kafka)
     topic = args.topic or settings.topic
 
     async def send() -> int:
-        from producers import AuditProducer
-
-        async with AuditProducer(kafka.bootstrap, topic, catalog=catalog, request_timeout_ms=15000,
-                                 **kafka.security_options()) as p:
+        async with parts.ingest_producer(topic=topic, request_timeout_ms=15000) as p:
             return await p.send_many(good)
 
     try:

@@ -1,4 +1,4 @@
-"""``auditlog token``: mint an HS256 API token for a development setup (:func:`query_api.auth.mint_token`).
+"""``auditlog token``: mint an HS256 API token for a development setup (:func:`query_api.security.auth.mint_token`).
 
 - ``--service --write-org ORG [--write-org ORG | --write-org '*'] [--sub svc-billing]``: a service token for
   ``POST /v1/ingest`` (``role: service``, ``audit:write``, ``write_orgs``); it cannot read;
@@ -48,7 +48,8 @@ def _secret(settings: Settings) -> str | None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from query_api.auth import SERVICE_ROLE, mint_token
+    from query_api.security.auth import mint_token
+    from query_api.security.principal import SERVICE_ROLE
 
     settings = Settings().with_overrides(data=args.data)
     secret = _secret(settings)

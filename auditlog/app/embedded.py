@@ -2,10 +2,11 @@
 
 Contract of :class:`EmbeddedStack`:
 - :meth:`start` starts the Tansu broker on ``127.0.0.1:<kafka_port>`` (durable, its files under
-  ``<data>/broker``, unless ``ephemeral``: memory only), creates the topics, migrates the chDB
-  store under the data directory, starts the producers (one for ingest and the demo, one of its own for the
-  self-audit, so reads' acks never wait behind ingest traffic), the consumer worker (an asyncio task) and the API
-  (uvicorn on ``127.0.0.1:<api_port>``), and returns when the API answers;
+  ``<data>/broker``, unless ``ephemeral``: memory only), creates the topics and, with the parts of
+  :mod:`auditlog.app.compose` (the operator's catalog everywhere), migrates the chDB store under the data
+  directory, starts the producers (one for ingest and the demo, one of its own for the self-audit, so reads' acks
+  never wait behind ingest traffic), the consumer worker (an asyncio task) and the API (uvicorn on
+  ``127.0.0.1:<api_port>``), and returns when the API answers;
 - :meth:`load_demo` publishes the demo data through the real producer once per data directory and waits until
   the consumer has stored it;
 - while it runs, a broker part that dies is restarted on its ports within a second (:meth:`supervise`; ``/readyz``
@@ -27,18 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from auditlog.app.compose import Composition
 from auditlog.app.demo import DEMO_ADMIN_WORKSPACES, DEMO_ORGS, demo_events
 from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.db.migrations import migrate
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
-from auditlog.store import Store, redact_url
+from auditlog.store import redact_url
 from producers import AuditProducer
-from schemas.catalog import get_catalog
 from schemas.tables import EVENTS_TABLE
 
 if TYPE_CHECKING:
-    from query_api.serving import AppServer
+    from query_api.core.serving import AppServer
 
 log = get_logger("auditlog.app.embedded")
 STOP_SECONDS = 8.0  # SIGTERM to exit: the API and the consumer share it, then producers (1 s each) and the broker
@@ -63,8 +63,8 @@ class EmbeddedStack:
         self.settings = settings
         self.broker = EmbeddedBroker(kafka_port, log_file=settings.data_dir / "tansu.log",
                                      storage_dir=None if ephemeral else settings.data_dir / "broker")
-        self.store = Store.from_settings(settings)
-        self.catalog = get_catalog(settings.catalog_extra)
+        self.parts = Composition(settings, bootstrap=self.broker.bootstrap)
+        self.store = self.parts.store()
         self.producer: AuditProducer | None = None
         self.audit_producer: AuditProducer | None = None
         self.worker: Any = None
@@ -72,30 +72,26 @@ class EmbeddedStack:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, timeout: float = 30.0) -> None:
-        from consumers.worker import ConsumerWorker
-        from query_api.app import create_app
-        from query_api.self_audit import PRODUCER_LINGER_MS as SELF_AUDIT_LINGER_MS
-        from query_api.serving import AppServer, proxy_options
+        from query_api.core.serving import AppServer
+        from query_api.security.client_ip import proxy_options
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.broker.start()  # on the loop's (main) thread: the broker dies with it (PR_SET_PDEATHSIG)
         await ensure_topics(self.broker.bootstrap, [s.topic, s.dlq_topic], s.topic_partitions)
-        applied = await asyncio.to_thread(migrate, self.store, s.retention_days, catalog=self.catalog)
+        applied = await asyncio.to_thread(self.parts.migrate, self.store)
         log.info("store.ready", url=redact_url(self.store.url), migrations_applied=applied)
-        self.producer = AuditProducer(self.broker.bootstrap, s.topic, catalog=self.catalog)
+        self.producer = self.parts.ingest_producer()
         await self.producer.start()
-        self.audit_producer = AuditProducer(self.broker.bootstrap, s.topic, catalog=self.catalog,
-                                            linger_ms=SELF_AUDIT_LINGER_MS)
+        self.audit_producer = self.parts.self_audit_producer()
         await self.audit_producer.start()
         # the API shares this process: ingest runs at a lower CPU priority, its decoding in a helper when auto
         ws = s.with_overrides(consumer_nice=max(10, s.consumer_nice), consumer_decode_processes=(
             s.consumer_decode_processes if s.consumer_decode_processes >= 0 else max(1, s.decode_processes())))
-        self.worker = ConsumerWorker(ws, self.store, catalog=self.catalog)
+        self.worker = self.parts.consumer_worker(self.store, ws)
         self._tasks.append(asyncio.create_task(self.worker.run(), name="consumer"))
-        app = create_app(s, self.store, catalog=self.catalog, producer=self.producer,
-                         audit_producer=self.audit_producer, consumer_status=self.worker.status,
-                         parts_status=self.broker.parts)
+        app = self.parts.api_app(self.store, producer=self.producer, audit_producer=self.audit_producer,
+                                 consumer_status=self.worker.status, parts_status=self.broker.parts)
         config = uvicorn.Config(app, host="127.0.0.1", port=s.api_port, log_config=None, access_log=False,
                                 lifespan="on", timeout_graceful_shutdown=5, **proxy_options(s))
         self.server = AppServer(config)
@@ -187,7 +183,7 @@ class EmbeddedStack:
 def demo_tokens(secret: str, *, audience: str | None = None, issuer: str | None = None) -> dict[str, str]:
     """Ready-to-paste tokens for the demo principals (org owner of acme; workspace admin of two workspaces), with
     ``aud`` / ``iss`` when given (``AUDITLOG_JWT_AUDIENCE`` / ``_ISSUER``: the API requires them then)."""
-    from query_api.auth import mint_token
+    from query_api.security.auth import mint_token
 
     org, workspaces = DEMO_ADMIN_WORKSPACES
     ttl = 12 * 3600

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from auditlog.db.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
-from query_api.app import create_app
+from query_api.core.app import create_app
 from schemas.catalog import get_catalog
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, store_events

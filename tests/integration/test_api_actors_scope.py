@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from auditlog.db.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
-from query_api import actors
-from query_api.auth import Principal
-from query_api.scoping import ScopedQuery
+from query_api.read import actors
+from query_api.security.principal import Principal
+from query_api.security.scoping import ScopedQuery
 from tests.factories import make_event
 from tests.integration.test_api_helpers import app_client, auth, store_events
 

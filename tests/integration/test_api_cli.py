@@ -23,8 +23,8 @@ from auditlog.app.cli import main
 from auditlog.broker import EmbeddedBroker, free_port
 from auditlog.settings import Settings
 from auditlog.store import Store
-from query_api.app import create_app
-from query_api.auth import mint_token
+from query_api.core.app import create_app
+from query_api.security.auth import mint_token
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import store_events, token
 
@@ -160,7 +160,7 @@ def test_api_serves_while_kafka_is_down_and_audits_reads_once_it_is_up(tmp_path:
     import asyncio
 
     from auditlog.broker import ensure_topics
-    from query_api.auth import mint_token
+    from query_api.security.auth import mint_token
     from tests.consumer_helpers import read_topic
 
     kafka_port, secret, topic = free_port(), "k" * 32, "api.selfaudit"

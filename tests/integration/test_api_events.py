@@ -19,8 +19,8 @@ from auditlog.db.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.signing import ServerKeys
 from auditlog.store import Store
-from query_api import cursor as cursors
 from query_api.models import StatsOut
+from query_api.read import cursor as cursors
 from schemas.catalog import get_catalog
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
@@ -354,7 +354,7 @@ def test_catalog_health_metrics_docs(api: TestClient, store: Store, owner: dict[
 
 
 def test_readyz_reports_consumer_status(settings: Settings, store: Store) -> None:
-    from query_api.app import create_app
+    from query_api.core.app import create_app
 
     with TestClient(create_app(settings, store, consumer_status=lambda: {"ready": True, "lag": 0})) as c:
         assert c.get("/readyz").json() == {"status": "ok", "store": "ok", "self_audit": "off",

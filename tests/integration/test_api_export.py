@@ -23,10 +23,10 @@ from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer
-from query_api.app import create_app
-from query_api.auth import Principal
-from query_api.export import CSV_COLUMNS, ExportStream
-from query_api.scoping import ScopedQuery
+from query_api.core.app import create_app
+from query_api.read.export import CSV_COLUMNS, ExportStream
+from query_api.security.principal import Principal
+from query_api.security.scoping import ScopedQuery
 from schemas.catalog import get_catalog
 from schemas.event import parse_event
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row

@@ -17,11 +17,11 @@ import pytest
 from auditlog.settings import Settings
 from auditlog.store import Store
 from producers.producer import AuditProducer
-from query_api import stats
-from query_api.app import create_app
-from query_api.auth import mint_token
 from query_api.cli import attach_self_audit
-from query_api.self_audit import ReadAuditor, SelfAuditState
+from query_api.core.app import create_app
+from query_api.read import stats
+from query_api.security.auth import mint_token
+from query_api.security.self_audit import ReadAuditor, SelfAuditState
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, store_events, token
 

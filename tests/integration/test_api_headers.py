@@ -16,9 +16,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from auditlog.settings import Settings
 from auditlog.store import Store
-from query_api.app import create_app
-from query_api.browser_security import BrowserSecurityMiddleware
-from query_api.errors import ApiError
+from query_api.core.app import create_app
+from query_api.core.errors import ApiError
+from query_api.security.headers import BrowserSecurityMiddleware
 from tests.factories import make_event
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
 

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from auditlog.settings import Settings
 from auditlog.store import Store
-from query_api.app import create_app
-from query_api.auth import mint_token
+from query_api.core.app import create_app
+from query_api.security.auth import mint_token
 from schemas.event import parse_event
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
 

@@ -27,8 +27,8 @@ from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer
-from query_api.app import create_app
-from query_api.auth import mint_token
+from query_api.core.app import create_app
+from query_api.security.auth import mint_token
 from tests.consumer_helpers import BackgroundWorker, count_events, highwaters
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, token
@@ -345,7 +345,7 @@ def test_schemathesis_over_ingest_with_a_service_token(settings: Settings, store
 def test_auditlog_token_mints_what_the_api_accepts(settings: Settings, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from auditlog.app.cli import main
-    from query_api.auth import TokenVerifier
+    from query_api.security.auth import TokenVerifier
 
     assert settings.jwt_secret
     monkeypatch.setenv("AUDITLOG_JWT_SECRET", settings.jwt_secret)

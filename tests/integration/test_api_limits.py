@@ -13,7 +13,7 @@ from fastapi import Request
 
 from auditlog.settings import Settings
 from auditlog.store import Store
-from query_api.app import create_app
+from query_api.core.app import create_app
 from tests.factories import make_event, random_events
 from tests.integration.live_server import live_server, stalled_get
 from tests.integration.test_api_helpers import app_client, auth, store_events, token

@@ -22,7 +22,7 @@ from schemathesis.core.result import Ok
 from auditlog.db.migrations import migrate
 from auditlog.settings import Settings
 from auditlog.store import Store
-from query_api.app import create_app
+from query_api.core.app import create_app
 from schemas.rows import EVENTS_TABLE
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, store_events, token

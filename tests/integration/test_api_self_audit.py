@@ -17,7 +17,7 @@ from auditlog.broker import EmbeddedBroker, ensure_topics
 from auditlog.settings import Settings
 from auditlog.store import Store
 from producers.producer import AuditProducer
-from query_api.app import create_app
+from query_api.core.app import create_app
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, store_events, token
 

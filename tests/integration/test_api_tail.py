@@ -24,8 +24,8 @@ from auditlog.signing import ServerKeys
 from auditlog.store import Store
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer
-from query_api import tail_position
-from query_api.app import create_app
+from query_api.core.app import create_app
+from query_api.read import tail_position
 from schemas.event import parse_event
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
 from tests.consumer_helpers import BackgroundWorker

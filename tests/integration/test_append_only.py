@@ -22,8 +22,8 @@ from auditlog.store import Store
 from consumers.first_write import FINGERPRINT_SQL, KnownIds, fingerprint, suspects
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer, InvalidEvent
-from query_api.app import create_app
-from query_api.auth import mint_token
+from query_api.core.app import create_app
+from query_api.security.auth import mint_token
 from schemas.event import parse_event
 from schemas.rows import event_row
 from tests.consumer_helpers import BackgroundWorker

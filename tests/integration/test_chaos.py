@@ -51,8 +51,8 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from auditlog.settings import Settings
 from auditlog.store import Store
-from query_api.app import create_app
-from query_api.auth import mint_token
+from query_api.core.app import create_app
+from query_api.security.auth import mint_token
 
 s = Settings()
 events = json.loads(sys.stdin.read())

@@ -204,7 +204,7 @@ def test_usable_cpus_follows_a_container_cpu_limit(tmp_path: Path, cpu_max: str,
 def test_consume_flag_overrides_the_environment(monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     from auditlog.app.cli import build_parser, main
-    from consumers.cli import _settings
+    from consumers.cli import settings_from_args as _settings
 
     monkeypatch.setenv("AUDITLOG_CONSUMER_DECODE_PROCESSES", "3")
     assert _settings(build_parser().parse_args(["consume"])).decode_processes() == 3

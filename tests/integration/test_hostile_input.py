@@ -18,7 +18,7 @@ from auditlog.store import Store
 from consumers.dlq import H_FIELD, H_REASON, header
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer
-from query_api.app import create_app
+from query_api.core.app import create_app
 from tests.consumer_helpers import BackgroundWorker, count_events, publish, read_topic
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth

@@ -24,7 +24,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from auditlog.broker import free_port
-from query_api.auth import mint_token
+from query_api.security.auth import mint_token
 from tests.factories import make_event
 from tests.updemo import AUDITLOG, stop_up_demo_pid
 

@@ -23,7 +23,7 @@ from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer
-from query_api.app import create_app
+from query_api.core.app import create_app
 from schemas.rows import EVENTS_TABLE
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import auth, token

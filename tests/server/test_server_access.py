@@ -110,7 +110,7 @@ def test_reader_queries_carry_limits_and_can_be_killed_by_their_tag(env: dict[st
     import time
 
     from auditlog.settings import Settings
-    from query_api.query_runner import QueryRunner, kill_tagged
+    from query_api.core.query_runner import QueryRunner, kill_tagged
 
     pw = env["pw"]["r"]
     url = user_url(env["server"], f"r_{env['db']}", pw)

@@ -28,8 +28,8 @@ def test_produce_consume_query(clickhouse_server: dict[str, Any], kafka_server: 
     from fastapi.testclient import TestClient
 
     from consumers.worker import ConsumerWorker
-    from query_api.app import create_app
-    from query_api.auth import mint_token
+    from query_api.core.app import create_app
+    from query_api.security.auth import mint_token
 
     db = f"pl_{uuid.uuid4().hex[:8]}"
     migrate(Store(clickhouse_server["admin_url"], db))

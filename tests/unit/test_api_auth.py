@@ -22,11 +22,13 @@ from fastapi.testclient import TestClient
 
 from auditlog.settings import Settings
 from auditlog.signing import ServerKeys
-from query_api import cursor
-from query_api.auth import CurrentPrincipal, Principal, TokenVerifier, mint_token
-from query_api.errors import ApiError, install_error_handlers
-from query_api.filters import SEARCH_EXPR, like_contains
-from query_api.scoping import ScopedQuery
+from query_api.core.errors import ApiError, install_error_handlers
+from query_api.deps import ReadPrincipal
+from query_api.read import cursor
+from query_api.read.filters import SEARCH_EXPR, like_contains
+from query_api.security.auth import TokenVerifier, mint_token
+from query_api.security.principal import Principal
+from query_api.security.scoping import ScopedQuery
 
 CLAIMS = {"sub": "u1", "email": "u1@acme.example", "org_id": "acme", "role": "workspace_admin",
           "workspaces": ["w1"], "permissions": ["audit:read"]}
@@ -247,30 +249,29 @@ def test_claims_at_the_event_limits_are_accepted() -> None:
 
 
 def test_current_principal_consults_the_rate_limiter() -> None:
-    """The app's ``rate_limiter`` (when installed) sees every verified caller and may refuse it; bad tokens never
-    reach it."""
+    """The app's ``rate_limiter`` sees every verified caller and may refuse it; bad tokens never reach it."""
     seen: list[Principal] = []
 
     class Limiter:
         def check(self, principal: Principal) -> None:
             seen.append(principal)
-            if len(seen) > 1:
+            if len(seen) > 2:
                 raise ApiError(429, "slow down", headers={"Retry-After": "1"})
 
     app = FastAPI()
     install_error_handlers(app)
     app.state.verifier = TokenVerifier(Settings(jwt_secret="s" * 32))
+    app.state.rate_limiter = Limiter()
 
     @app.get("/who")
-    def who(p: CurrentPrincipal) -> dict[str, str]:
+    def who(p: ReadPrincipal) -> dict[str, str]:
         return {"sub": p.sub}
 
     with TestClient(app) as c:
         h = {"Authorization": f"Bearer {_hs(_claims())}"}
-        assert c.get("/who", headers=h).json() == {"sub": "u1"}  # no limiter installed: fine
-        app.state.rate_limiter = Limiter()
+        assert c.get("/who", headers=h).json() == {"sub": "u1"}
         assert c.get("/who", headers=h).status_code == 200
         r = c.get("/who", headers=h)
         assert r.status_code == 429 and r.json()["error"]["message"] == "slow down"
         assert c.get("/who", headers={"Authorization": "Bearer garbage"}).status_code == 401
-    assert [p.sub for p in seen] == ["u1", "u1"]
+    assert [p.sub for p in seen] == ["u1", "u1", "u1"]

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from auditlog.signing import Purpose, ServerKeys
-from query_api import cursor
-from query_api.errors import ApiError
+from query_api.core.errors import ApiError
+from query_api.read import cursor
 
 KEYS = ServerKeys("cursor-test-secret-0123456789abcdef")
 

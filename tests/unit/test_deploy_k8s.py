@@ -471,7 +471,7 @@ def test_migrate_job_runs_what_compose_runs(clean_env: pytest.MonkeyPatch) -> No
 
 # ----- consumer -----------------------------------------------------------------------------------------
 def consumer_settings(mp: pytest.MonkeyPatch) -> tuple[dict[str, Any], argparse.Namespace, Settings]:
-    from consumers.cli import _settings
+    from consumers.cli import settings_from_args as _settings
 
     (c,) = containers(workload("consumer"))
     args = auditlog_args(c)
@@ -539,8 +539,8 @@ def test_consumer_replicas_fit_the_partitions() -> None:
 # ----- API ----------------------------------------------------------------------------------------------
 def test_api_probes_are_routes_and_ports_match(clean_env: pytest.MonkeyPatch) -> None:
     from auditlog.store import Store
-    from query_api.app import create_app
-    from query_api.auth import TokenVerifier
+    from query_api.core.app import create_app
+    from query_api.security.auth import TokenVerifier
 
     dep = workload("api")
     (c,) = containers(dep)
@@ -674,7 +674,7 @@ def test_api_checks_token_claims_and_believes_only_its_ingress(clean_env: pytest
     ConfigMap value that says what it is."""
     import ipaddress
 
-    from query_api.serving import proxy_options
+    from query_api.security.client_ip import proxy_options
 
     (c,) = containers(workload("api"))
     apply_env(clean_env, container_env(c))

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from query_api.auth import Principal
-from query_api.export import CSV_COLUMNS, CSV_LINE_SQL, NDJSON_LINE_SQL, export_sql, label_params
-from query_api.filters import parse_filters
-from query_api.scoping import ScopedQuery
+from query_api.read.export import CSV_COLUMNS, CSV_LINE_SQL, NDJSON_LINE_SQL, export_sql, label_params
+from query_api.read.filters import parse_filters
+from query_api.security.principal import Principal
+from query_api.security.scoping import ScopedQuery
 from schemas.catalog import get_catalog
 from schemas.rows import EVENTS_TABLE
 

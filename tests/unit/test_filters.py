@@ -1,4 +1,4 @@
-"""The one filter table (query_api.filters.FILTERS) and everything derived from it: the API's query parameters,
+"""The one filter table (query_api.read.filters.FILTERS) and everything derived from it: the API's query parameters,
 the CLI's flags, the page's filter list (static/js/state.js, checked against the table), validation, the SQL."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import re
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +13,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 
-from query_api import api_events, api_insights, cli, page_filters
-from query_api.auth import Principal
-from query_api.errors import ApiError, install_error_handlers
-from query_api.filters import (
+from query_api import cli
+from query_api.core import page_filters
+from query_api.core.errors import ApiError, install_error_handlers
+from query_api.read.filters import (
     BY_NAME,
     DEFAULT_RANGE,
     FILTERS,
@@ -26,11 +25,14 @@ from query_api.filters import (
     FilterError,
     parse_filters,
 )
-from query_api.scoping import ScopedQuery
+from query_api.routes import events, stats
+from query_api.routes.page import STATIC_DIR
+from query_api.security.principal import Principal
+from query_api.security.scoping import ScopedQuery
 from schemas.catalog import get_catalog
 
 CATALOG = get_catalog()
-STATIC_JS = Path(api_events.__file__).parent / "static" / "js"
+STATIC_JS = STATIC_DIR / "js"
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 OWNER = Principal("u", "u@acme.example", "acme", "org_owner", (), frozenset({"audit:read"}))
 ADMIN = Principal("u", "u@acme.example", "acme", "workspace_admin", ("w1",), frozenset({"audit:read"}))
@@ -54,8 +56,8 @@ def test_the_table_is_well_formed() -> None:
 @pytest.fixture(scope="module")
 def openapi() -> dict[str, Any]:
     app = FastAPI()
-    app.include_router(api_events.router)
-    app.include_router(api_insights.router)
+    app.include_router(events.router)
+    app.include_router(stats.router)
     return app.openapi()
 
 
@@ -135,9 +137,9 @@ def _block(src: str, start: str) -> str:
 
 def test_the_pages_filter_list_is_generated_from_the_table() -> None:
     """The page takes its filters (names, chip labels, widgets) from static/js/filter_table.js, which is the table
-    rendered (regenerate with ``python -m query_api.page_filters``); its own modules name no filter label."""
+    rendered (regenerate with ``python -m query_api.core.page_filters``); its own modules name no filter label."""
     assert (STATIC_JS / "filter_table.js").read_text(encoding="utf-8") == page_filters.render(), (
-        "static/js/filter_table.js is stale: run python -m query_api.page_filters")
+        "static/js/filter_table.js is stale: run python -m query_api.core.page_filters")
     assert {s.name for s in FILTERS if s.label} == {s.name for s in FILTERS if s.widget}
     state = (STATIC_JS / "state.js").read_text(encoding="utf-8")
     chips_js = (STATIC_JS / "chips.js").read_text(encoding="utf-8")

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from query_api.auth import ServicePrincipal
-from query_api.errors import ApiError
-from query_api.ingest import Batch, media_type, parse_body, read_body
+from query_api.core.errors import ApiError
+from query_api.core.ingest import Batch, media_type, parse_body, read_body
+from query_api.security.principal import ServicePrincipal
 from schemas.catalog import get_catalog
 from schemas.event import parse_event
 from tests.factories import make_event

@@ -4,13 +4,11 @@ state.js, and the modules stay small (main.js is the entry point that wires the 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-from query_api import api_events
+from query_api.routes.page import STATIC_DIR as STATIC
 
-STATIC = Path(api_events.__file__).parent / "static"
 JS = STATIC / "js"
 MODULES = {p.name: p.read_text(encoding="utf-8") for p in sorted(JS.glob("*.js"))}
 

@@ -87,7 +87,7 @@ def _claims(tok: str) -> dict[str, object]:
 def test_auditlog_token_sets_aud_and_iss_when_configured(monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from auditlog.app.cli import main
-    from query_api.auth import TokenVerifier
+    from query_api.security.auth import TokenVerifier
 
     for k in ("AUDITLOG_JWT_AUDIENCE", "AUDITLOG_JWT_ISSUER", "AUDITLOG_JWT_SECRET"):
         monkeypatch.delenv(k, raising=False)
@@ -111,7 +111,7 @@ def test_auditlog_token_sets_aud_and_iss_when_configured(monkeypatch: pytest.Mon
 
 def test_demo_tokens_carry_aud_and_iss_when_configured() -> None:
     from auditlog.app.embedded import demo_tokens
-    from query_api.auth import TokenVerifier
+    from query_api.security.auth import TokenVerifier
 
     server = TokenVerifier(Settings(jwt_secret=STRONG, jwt_audience=AUD, jwt_issuer=ISS))
     tokens = demo_tokens(STRONG, audience=AUD, issuer=ISS)
@@ -136,7 +136,7 @@ def test_jwks_url_refused_unless_https_or_loopback(url: str) -> None:
 
 # ----- proxies whose X-Forwarded-For is believed --------------------------------------------------------
 def test_forwarded_allow_ips_default_is_none() -> None:
-    from query_api.serving import proxy_options
+    from query_api.security.client_ip import proxy_options
 
     s = Settings()
     assert s.forwarded_allow_ips == []
@@ -144,7 +144,7 @@ def test_forwarded_allow_ips_default_is_none() -> None:
 
 
 def test_forwarded_allow_ips_addresses_and_cidrs() -> None:
-    from query_api.serving import proxy_options
+    from query_api.security.client_ip import proxy_options
 
     s = Settings(api_forwarded_allow_ips=" 10.0.0.5, 10.244.0.0/16 ,fd00::/8,::1 ")
     assert s.forwarded_allow_ips == ["10.0.0.5", "10.244.0.0/16", "fd00::/8", "::1"]

@@ -12,9 +12,9 @@ import pytest
 from starlette.requests import Request
 
 from producers.producer import AuditProducer
-from query_api.auth import Principal
-from query_api.errors import ApiError
-from query_api.self_audit import ReadAuditor, SelfAuditState, view_key
+from query_api.core.errors import ApiError
+from query_api.security.principal import Principal
+from query_api.security.self_audit import ReadAuditor, SelfAuditState, view_key
 
 
 def principal(sub: str = "u1", org: str = "acme") -> Principal:

@@ -8,7 +8,7 @@ import base64
 import pytest
 
 from auditlog.signing import Purpose, ServerKeys
-from query_api import tail_position
+from query_api.read import tail_position
 
 KEYS = ServerKeys("tail-position-test-secret-0123456789abcdef")
 TOPIC = "audit.events"

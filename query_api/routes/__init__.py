@@ -1,0 +1,1 @@
+"""The API's routes, one module per resource; :data:`query_api.core.app.ROUTERS` lists their routers."""
