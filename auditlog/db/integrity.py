@@ -3,9 +3,12 @@
 Contract:
 - ``audit_event_digests`` (migration 0040) holds one row per row ever inserted into ``audit_events``, written by
   a materialized view in the same INSERT; only the retention TTL removes rows; no auditlog role may alter it;
-- :data:`CONTENT_SHA256_SQL` is the one definition of the content hash over :data:`CONTENT_COLUMNS` (every
-  EVENT.md field, no provenance); it is FROZEN (a change needs a new migration and a new :data:`CONTENT_TAG`);
-  :func:`content_sha256` is its Python reference;
+- the content hash is :mod:`auditlog.db.content_hash`: per version a FROZEN, written-out column list
+  (:data:`CONTENT_COLUMNS_V1`: every EVENT.md field, no provenance; never derived from the table's columns, so
+  adding a column changes no recomputed hash); :data:`CONTENT_SHA256_SQL` is the version digests are recorded
+  with, :func:`content_sha256` its Python reference;
+- :func:`recorded_hash`: the version the store's digest view writes (by its tag), the one :func:`verify`
+  recomputes; a view writing a tag this code does not know raises :class:`UnknownHashVersion`;
 - :func:`verify` compares, per (org_id, event_id), the hashes recorded at insert with those of the rows stored
   now and returns a :class:`Report` (counts per :data:`STATUSES`, a few ids per finding);
 - :func:`make_checkpoint` / :func:`check_against`: a SHA-256 root over the digests kept outside ClickHouse,
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from auditlog.db.content_hash import CONTENT_COLUMNS as CONTENT_COLUMNS  # the verifier's hash: content_hash.py's
+from auditlog.db.content_hash import CONTENT_COLUMNS_V1 as CONTENT_COLUMNS_V1
+from auditlog.db.content_hash import CONTENT_HASHES, CONTENT_VERSION, ContentHash, version_in
 from auditlog.db.content_hash import CONTENT_SHA256_SQL as CONTENT_SHA256_SQL
 from auditlog.db.content_hash import content_sha256 as content_sha256
 from auditlog.logs import get_logger
@@ -40,6 +45,26 @@ def _log() -> Any:
 STATUSES: tuple[str, ...] = ("verified", "altered", "deleted", "unrecorded", "conflicting", "expired")
 #: Statuses that make ``auditlog verify`` exit 1.
 FINDINGS: tuple[str, ...] = ("altered", "deleted", "unrecorded", "conflicting")
+
+
+class UnknownHashVersion(RuntimeError):
+    """The store's digest view writes a content hash this code does not know (a newer auditlog migrated it)."""
+
+
+def recorded_hash(store: Store) -> ContentHash:
+    """The content-hash version the digests of ``store`` are recorded with: the one whose tag its digest view
+    (migration 0040, ``<digests>_mv``) computes. Without the view (dropped: rows inserted since show as
+    ``unrecorded``): :data:`CONTENT_VERSION`."""
+    rows = store.client().query(
+        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {view:String}",
+        parameters={"db": store.database, "view": f"{DIGESTS_TABLE}_mv"}).result_rows
+    if not rows:
+        return CONTENT_HASHES[CONTENT_VERSION]
+    version = version_in(str(rows[0][0]))
+    if version is None:
+        raise UnknownHashVersion(f"{store.database}.{DIGESTS_TABLE}_mv computes a content hash of none of the "
+                                 f"versions {sorted(CONTENT_HASHES)} (tags {[h.tag for h in CONTENT_HASHES.values()]})")
+    return CONTENT_HASHES[version]
 
 
 @dataclass
@@ -82,7 +107,8 @@ def verify(store: Store, *, org: str | None = None, margin_days: float = 2.0, sa
     params: dict[str, Any] = {"cutoff": cutoff or datetime(1970, 1, 1, tzinfo=UTC)}
     if org is not None:
         params["org"] = org
-    per_id = _per_id_sql(org)
+    hash_sql = recorded_hash(store).sql
+    per_id = _per_id_sql(org, hash_sql)
     sql = f"SELECT status, count() AS n, groupArray({int(sample)})((org_id, toString(event_id))) AS ids, " \
           f"if(status IN ('deleted', 'unrecorded'), groupArray({_RECHECK_MAX})((org_id, toString(event_id))), []) " \
           f"FROM ({per_id}) GROUP BY status"
@@ -94,7 +120,7 @@ def verify(store: Store, *, org: str | None = None, margin_days: float = 2.0, sa
         samples[str(status)] = [(str(o), str(e)) for o, e in ids]
         transient.update({(str(o), str(e)): str(status) for o, e in all_ids})
     if transient and recheck_seconds > 0 and counts["deleted"] + counts["unrecorded"] <= _RECHECK_MAX:
-        _recheck(store, params, transient, counts, samples, recheck_seconds, sample)
+        _recheck(store, params, hash_sql, transient, counts, samples, recheck_seconds, sample)
     report = Report(counts, samples, cutoff)
     for status in FINDINGS:
         if counts[status]:
@@ -127,8 +153,9 @@ _RECHECK_MAX = 10_000  # more deleted/unrecorded ids than this are reported as f
 _RECHECK_EVERY = 0.5  # seconds between two looks at the ids still deleted/unrecorded
 
 
-def _per_id_sql(org: str | None, only_ids: bool = False) -> str:
-    """One row per (org_id, event_id) with its status (parameters ``cutoff``, ``org``, and ``ids``)."""
+def _per_id_sql(org: str | None, hash_sql: str, only_ids: bool = False) -> str:
+    """One row per (org_id, event_id) with its status (parameters ``cutoff``, ``org``, and ``ids``); a stored
+    row's hash is ``hash_sql`` (:func:`recorded_hash`)."""
     conds = [c for c in (
         "org_id = {org:String}" if org is not None else "",
         "event_id IN {ids:Array(UUID)}" if only_ids else "",
@@ -149,7 +176,7 @@ def _per_id_sql(org: str | None, only_ids: bool = False) -> str:
             FROM (
                 SELECT org_id, event_id, occurred_at, content_sha256 AS h, 0 AS src FROM {DIGESTS_TABLE} {where}
                 UNION ALL
-                SELECT org_id, event_id, occurred_at, {CONTENT_SHA256_SQL} AS h, 1 AS src FROM {EVENTS_TABLE} {where}
+                SELECT org_id, event_id, occurred_at, {hash_sql} AS h, 1 AS src FROM {EVENTS_TABLE} {where}
                 UNION ALL
                 SELECT org_id, event_id, occurred_at, content_sha256 AS h, 2 AS src FROM {CONFLICTS_TABLE} {where}
             )
@@ -157,12 +184,12 @@ def _per_id_sql(org: str | None, only_ids: bool = False) -> str:
         )"""
 
 
-def _recheck(store: Store, params: dict[str, Any], found: dict[tuple[str, str], str], counts: dict[str, int],
-             samples: dict[str, list[tuple[str, str]]], budget: float, sample: int) -> None:
+def _recheck(store: Store, params: dict[str, Any], hash_sql: str, found: dict[tuple[str, str], str],
+             counts: dict[str, int], samples: dict[str, list[tuple[str, str]]], budget: float, sample: int) -> None:
     """Look again at every id ``found`` deleted or unrecorded until each has changed or ``budget`` seconds have
     passed; move those that changed to their new status."""
     c = store.client()
-    sql = f"SELECT org_id, toString(event_id), status FROM ({_per_id_sql(params.get('org'), only_ids=True)})"
+    sql = f"SELECT org_id, toString(event_id), status FROM ({_per_id_sql(params.get('org'), hash_sql, only_ids=True)})"
     pending = dict(found)
     deadline = time.monotonic() + budget
     looks = 0
@@ -331,8 +358,12 @@ def run_cli(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         rc = 0
-        report = verify(store, org=args.org, margin_days=args.margin_days, sample=args.show,
-                        recheck_seconds=settings.integrity_recheck_seconds)
+        try:
+            report = verify(store, org=args.org, margin_days=args.margin_days, sample=args.show,
+                            recheck_seconds=settings.integrity_recheck_seconds)
+        except UnknownHashVersion as unknown:
+            print(f"auditlog verify: {unknown}: use the auditlog version that migrated this store", file=sys.stderr)
+            return 2
         c = report.counts
         scope = f"org {args.org}" if args.org else "all orgs"
         print(f"verify ({scope}): verified {c['verified']}, altered {c['altered']}, deleted {c['deleted']}, "

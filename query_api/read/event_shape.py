@@ -2,18 +2,18 @@
 
 Contract:
 - :data:`EVENT_SHAPE` lists the fields of the API's event in the order of its OpenAPI schema
-  (``models.EventOut``): public name, nesting (``actor.*``, ``target.*``), the stored column of ``audit_events``
-  with its ClickHouse type as written in ``schemas/migrations/0001_events.sql``, the position in the CSV export,
-  and for a catalog label the code it labels. A field with neither column nor label is set by the read itself
-  (``detail_omitted``);
+  (``models.EventOut``): public name, nesting (``actor.*``, ``target.*``, ``publisher.*``), the stored column of
+  ``audit_events`` with its ClickHouse type, the position in the CSV export, and for a catalog label the code it
+  labels. A stored field is named by its public path (:func:`_stored`): its column, type and JSON-ness come
+  from the column spec ``schemas/columns.py`` (a test checks that every column the spec calls public is here
+  once). A field with neither column nor label is set by the read itself (``detail_omitted``);
 - derived from it: the SELECT list of the reads (:func:`select_list`), the event as JSON (:func:`public_event`),
   the export's per-field SQL (:func:`value_sql`, :attr:`EventField.json_type`, :data:`CSV_FIELDS`,
   :data:`NDJSON_FIELDS`, used by ``export.py``); ``models.EventOut`` is checked against it by a test;
 - labels: :func:`catalog_labels` is the one rule (the catalog's labels of the stored (scope, action), else the
   codes themselves; view ``audit_events_flat`` joins by the same key). :func:`label_params` hands that rule's
   table to ClickHouse, where :func:`value_sql` of a label looks it up, so an export labels like the API;
-- the insert side (``schemas/rows.py``: ``EVENT_COLUMNS``, ``event_values``) is separate; a test checks that every
-  stored column here is one of ``EVENT_COLUMNS`` and has the DDL's type.
+- the insert side (``schemas/rows.py``: ``EVENT_COLUMNS``, ``event_values``) follows from the same spec.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.catalog import Catalog
+from schemas.columns import COLUMNS
 from schemas.event import format_ts
 
 #: the code fields a label can label, in the order :func:`catalog_labels` returns their labels
@@ -73,43 +74,46 @@ class EventField:
         return "Nullable(String)" if self.nullable else "String"
 
 
-def _actor(name: str, ch_type: str, csv: int) -> EventField:
-    return EventField(name, f"actor_{name}", ch_type, group="actor", csv=csv)
+#: public path -> the spec of its column (``schemas/columns.py``)
+_PUBLIC_COLUMNS = {c.public: c for c in COLUMNS if c.public is not None}
 
 
-def _target(name: str, ch_type: str, csv: int) -> EventField:
-    return EventField(name, f"target_{name}", ch_type, group="target", csv=csv)
+def _stored(path: str, csv: int | None = None) -> EventField:
+    """The field at public ``path`` (``actor.email``): column, type and JSON-ness from the column spec."""
+    c = _PUBLIC_COLUMNS[path]
+    group, _, name = path.rpartition(".")
+    return EventField(name, c.name, c.ch_type, group=group or None, csv=csv, json_text=c.encode == "json")
 
 
 EVENT_SHAPE: tuple[EventField, ...] = (
-    EventField("schema_version", "schema_version", "UInt8"),
-    EventField("event_id", "event_id", "UUID", csv=0),
-    EventField("occurred_at", "occurred_at", "DateTime64(3, 'UTC')", csv=1),
-    EventField("org_id", "org_id", "String", csv=3),
-    EventField("workspace_id", "workspace_id", "Nullable(String)", csv=4),
-    EventField("scope", "scope", "LowCardinality(String)", csv=5),
+    _stored("schema_version"),
+    _stored("event_id", csv=0),
+    _stored("occurred_at", csv=1),
+    _stored("org_id", csv=3),
+    _stored("workspace_id", csv=4),
+    _stored("scope", csv=5),
     EventField("scope_label", label_of="scope", csv=6),
-    EventField("category", "category", "LowCardinality(String)", csv=7),
+    _stored("category", csv=7),
     EventField("category_label", label_of="category", csv=8),
-    EventField("action", "action", "LowCardinality(String)", csv=9),
+    _stored("action", csv=9),
     EventField("action_label", label_of="action", csv=10),
-    EventField("status", "status", "Enum8('SUCCESS' = 1, 'FAILED' = 2)", csv=11),
-    _actor("id", "String", 12),
-    _actor("email", "Nullable(String)", 13),
-    _actor("type", "Enum8('user' = 1, 'service' = 2, 'system' = 3)", 14),
-    _actor("ip", "Nullable(String)", 15),
-    _actor("user_agent", "Nullable(String)", 16),
-    _target("type", "LowCardinality(Nullable(String))", 17),
-    _target("id", "Nullable(String)", 18),
-    _target("name", "Nullable(String)", 19),
-    EventField("description", "description", "String", csv=20),
-    EventField("detail", "detail", "Nullable(String)", csv=23, json_text=True),
+    _stored("status", csv=11),
+    _stored("actor.id", csv=12),
+    _stored("actor.email", csv=13),
+    _stored("actor.type", csv=14),
+    _stored("actor.ip", csv=15),
+    _stored("actor.user_agent", csv=16),
+    _stored("target.type", csv=17),
+    _stored("target.id", csv=18),
+    _stored("target.name", csv=19),
+    _stored("description", csv=20),
+    _stored("detail", csv=23),
     EventField("detail_omitted"),
-    EventField("source", "source", "LowCardinality(Nullable(String))", csv=21),
-    EventField("request_id", "request_id", "Nullable(String)", csv=22),
-    EventField("received_at", "received_at", "DateTime64(3, 'UTC')", csv=2),
-    EventField("via", "publisher_via", "LowCardinality(String)", group="publisher", csv=24),
-    EventField("id", "publisher_id", "Nullable(String)", group="publisher", csv=25),
+    _stored("source", csv=21),
+    _stored("request_id", csv=22),
+    _stored("received_at", csv=2),
+    _stored("publisher.via", csv=24),
+    _stored("publisher.id", csv=25),
 )
 
 STORED: tuple[EventField, ...] = tuple(f for f in EVENT_SHAPE if f.column is not None)

@@ -22,12 +22,14 @@ _offsets = itertools.count()
 
 def insert_rows(store: Store, rows: list[tuple[Any, ...]]) -> None:
     """Insert :func:`~schemas.rows.event_row` rows, leaving out the columns a store migrated to an earlier
-    version does not have yet (the last ones of ``EVENT_COLUMNS``: later migrations add columns at the end)."""
+    version does not have yet."""
     have = {r[0] for r in store.client().query(
         "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}",
         parameters={"db": store.database, "t": EVENTS_TABLE}).result_rows}
-    n = sum(c in have for c in EVENT_COLUMNS)
-    store.client().insert(EVENTS_TABLE, [r[:n] for r in rows], column_names=list(EVENT_COLUMNS[:n]))
+    keep = [i for i, c in enumerate(EVENT_COLUMNS) if c in have]
+    if len(keep) < len(EVENT_COLUMNS):
+        rows = [tuple(r[i] for i in keep) for r in rows]
+    store.client().insert(EVENTS_TABLE, rows, column_names=[EVENT_COLUMNS[i] for i in keep])
 
 
 def store_events(store: Store, events: Iterable[dict[str, Any]]) -> int:
