@@ -138,6 +138,19 @@ class Settings(BaseSettings):
     api_tail_backlog_events: int = Field(10_000, ge=100, description="API: events a live tail may have waiting for its client; beyond, the stream ends and the client resumes with Last-Event-ID.")
     api_tail_audit_seconds: float = Field(60.0, gt=0, le=60, description="API: a live tail records the events it delivered (audit_log.tail, phase progress) at least this often while it runs; a record that cannot be published ends the stream.")
     api_port: int = Field(8000, ge=0, le=65535, description="API port.")
+    streams_key: SecretStr | None = Field(
+        None, description="Log streams: the key (32 random bytes, base64) that encrypts the destinations' secrets in "
+        "the store, never kept there; the API and every deliverer share it. Default: one generated into the data "
+        "directory (`auditlog up`); required by `auditlog stream`.")
+    streams_allow_hosts: str = Field(
+        "", description="Log streams: host names, addresses or CIDRs (comma-separated) a destination may use although "
+        "it is http:// or resolves to a loopback, private or link-local address (e.g. 127.0.0.1 for development). "
+        "Default: none (https to public addresses only).")
+    streams_batch_max_events: int = Field(1_000, ge=1, le=10_000, description="Log streams: most events in one batch.")
+    streams_batch_seconds: float = Field(1.0, gt=0, description="Log streams: how often a caught-up stream looks for new events (its batches' most age).")
+    streams_lease_seconds: float = Field(15.0, ge=1, description="Log streams: lease of a deliverer on a stream (renewed every fifth of it); a stream whose deliverer died moves to another after this long.")
+    streams_backoff_max_seconds: float = Field(300.0, gt=0, description="Log streams: longest wait before a failed batch is sent again (a refusal such as a 4xx always waits this long).")
+    streams_request_timeout_seconds: float = Field(10.0, gt=0, description="Log streams: most time one send to a destination may take.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 
     @field_validator("data_dir")

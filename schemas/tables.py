@@ -23,6 +23,12 @@ DAILY_COUNTS = "audit_daily_counts"
 DIGESTS_TABLE = "audit_event_digests"
 #: Messages that reused a stored (org_id, event_id) with other content (0060): kept aside, never the record.
 CONFLICTS_TABLE = "audit_event_conflicts"
+#: Log streams (0070): each stream's configuration (secrets sealed), written by the API.
+STREAMS_TABLE = "audit_streams"
+#: Log streams (0070): where each stream's delivery stands, written by the deliverer holding its lease.
+STREAM_POSITIONS_TABLE = "audit_stream_positions"
+#: Log streams (0070): the deliverers' leases on streams and their roll-call.
+STREAM_LEASES_TABLE = "audit_stream_leases"
 #: The migrator's record of applied versions (created by ``auditlog/db/migrations.py``).
 MIGRATIONS_TABLE = "schema_migrations"
 #: The migrator's claims on versions being applied (created by ``auditlog/db/migrations.py``).
@@ -30,4 +36,5 @@ CLAIMS_TABLE = "schema_migration_claims"
 
 #: The objects the migrations in ``schemas/migrations/`` create.
 MIGRATED_OBJECTS: tuple[str, ...] = (EVENTS_TABLE, OFFSETS_TABLE, ACTORS_TABLE, CATALOG_TABLE, FLAT_VIEW,
-                                     DAILY_COUNTS, DIGESTS_TABLE, CONFLICTS_TABLE)
+                                     DAILY_COUNTS, DIGESTS_TABLE, CONFLICTS_TABLE, STREAMS_TABLE,
+                                     STREAM_POSITIONS_TABLE, STREAM_LEASES_TABLE)

@@ -6,6 +6,7 @@
 - ``auditlog.app.cli_token``: ``token`` (development API tokens)
 - ``auditlog.app.cli_consume``: ``consume``; ``consumers.cli``: ``dlq list``, ``dlq replay``
 - ``auditlog.app.cli_api``: ``api``; ``query_api.cli``: ``export``
+- ``auditlog.app.cli_stream``: ``stream`` (the log streams' deliverer)
 - ``auditlog.db.integrity``: ``verify`` (tamper evidence)
 
 Each module exposes ``register(subparsers)`` that adds its parsers with ``func=<callable(args) -> int>``. The
@@ -26,8 +27,8 @@ from auditlog.stopsignals import stop_signals
 
 COMMAND_MODULES = ("auditlog.app.cli_up", "auditlog.app.cli_migrate", "auditlog.app.cli_emit", "auditlog.app.cli_consume",
                    "consumers.cli", "auditlog.app.cli_api", "query_api.cli", "auditlog.db.integrity",
-                   "auditlog.app.cli_token")
-SERVICE_COMMANDS = frozenset({"up", "consume", "api"})
+                   "auditlog.app.cli_token", "auditlog.app.cli_stream")
+SERVICE_COMMANDS = frozenset({"up", "consume", "api", "stream"})
 
 
 def settings_epilog() -> str:

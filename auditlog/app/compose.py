@@ -1,5 +1,5 @@
-"""The composition root: how the commands that run the pipeline (``up``, ``api``, ``consume``; ``emit`` for its
-producer) build their parts from one :class:`~auditlog.settings.Settings`.
+"""The composition root: how the commands that run the pipeline (``up``, ``api``, ``consume``, ``stream``; ``emit``
+for its producer) build their parts from one :class:`~auditlog.settings.Settings`.
 
 Contract of :class:`Composition` (one per process; nothing is started here):
 - one catalog for every part: the packaged one plus the operator's file (``AUDITLOG_CATALOG_EXTRA``);
@@ -9,7 +9,8 @@ Contract of :class:`Composition` (one per process; nothing is started here):
 - every producer is an ``AuditProducer`` on :class:`~auditlog.kafka.KafkaConnection` (bootstrap, TLS, SASL):
   ingest's batches for :data:`INGEST_LINGER_MS`, the self-audit's for its own short linger;
 - :meth:`~Composition.api_app` is the API (``create_app``) and :meth:`~Composition.consumer_worker` a consumer
-  worker, both with that catalog. Each command then only wires and runs what it needs.
+  worker, both with that catalog, and :meth:`~Composition.stream_deliverer` the log streams' deliverer. Each command
+  then only wires and runs what it needs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from auditlog.store import Store
     from consumers.worker import ConsumerWorker
     from producers import AuditProducer
+    from query_api.streams.deliverer import Deliverer
 
 INGEST_LINGER_MS = 5  # events from services: batched for a moment (the SDK's default)
 
@@ -77,15 +79,24 @@ class Composition:
     # ----- services ------------------------------------------------------------------------------------------
     def api_app(self, store: Store, *, producer: AuditProducer | None = None,
                 audit_producer: AuditProducer | None = None, consumer_status: Callable[[], dict] | None = None,
-                parts_status: Callable[[], dict[str, str]] | None = None) -> FastAPI:
-        """The API and page over ``store`` (producers absent: attached later, or 503)."""
+                parts_status: Callable[[], dict[str, str]] | None = None,
+                streams_key: bytes | None = None) -> FastAPI:
+        """The API and page over ``store`` (producers absent: attached later, or 503; ``streams_key`` absent:
+        ``AUDITLOG_STREAMS_KEY``, or the streams routes answer 503)."""
         from query_api.core.app import create_app
 
         return create_app(self.settings, store, catalog=self.catalog, producer=producer,
-                          audit_producer=audit_producer, consumer_status=consumer_status, parts_status=parts_status)
+                          audit_producer=audit_producer, consumer_status=consumer_status, parts_status=parts_status,
+                          streams_key=streams_key)
 
     def consumer_worker(self, store: Store, settings: Settings | None = None) -> ConsumerWorker:
         """A consumer worker storing into ``store`` (``settings``: this process's, adjusted, e.g. by ``up``)."""
         from consumers.worker import ConsumerWorker
 
         return ConsumerWorker(settings or self.settings, store, catalog=self.catalog)
+
+    def stream_deliverer(self, store: Store, key: bytes) -> Deliverer:
+        """The log streams' deliverer over ``store``, with the streams ``key`` (``auditlog stream``, ``up``)."""
+        from query_api.streams.deliverer import Deliverer
+
+        return Deliverer.from_settings(store, self.settings, self.catalog, key)

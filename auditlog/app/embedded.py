@@ -5,15 +5,17 @@ Contract of :class:`EmbeddedStack`:
   ``<data>/broker``, unless ``ephemeral``: memory only), creates the topics and, with the parts of
   :mod:`auditlog.app.compose` (the operator's catalog everywhere), migrates the chDB store under the data
   directory, starts the producers (one for ingest and the demo, one of its own for the self-audit, so reads' acks
-  never wait behind ingest traffic), the consumer worker (an asyncio task) and the API (uvicorn on
+  never wait behind ingest traffic), the consumer worker (an asyncio task), the log streams' deliverer (another
+  task, with ``AUDITLOG_STREAMS_KEY`` or the key generated into the data directory) and the API (uvicorn on
   ``127.0.0.1:<api_port>``), and returns when the API answers;
 - :meth:`load_demo` publishes the demo data through the real producer once per data directory and waits until
   the consumer has stored it;
 - while it runs, a broker part that dies is restarted on its ports within a second (:meth:`supervise`; ``/readyz``
   is 503 meanwhile) and the clients reconnect;
-- :meth:`stop` stops the API, then the consumer (flush + commit), the producers and the broker (by PID), within
-  :data:`STOP_SECONDS` whether the broker is alive or not; the chDB data and the durable broker's stay, so a
-  second ``up`` on the same directory keeps the stored events and delivers what was acknowledged but not stored.
+- :meth:`stop` stops the API, then the consumer (flush + commit) and the deliverer (its batches in flight), the
+  producers and the broker (by PID), within :data:`STOP_SECONDS` whether the broker is alive or not; the chDB data
+  and the durable broker's stay, so a second ``up`` on the same directory keeps the stored events and delivers what
+  was acknowledged but not stored.
 chDB allows one engine per process: that is why everything runs in this one process.
 """
 
@@ -35,6 +37,7 @@ from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import redact_url
 from producers import AuditProducer
+from query_api.streams.keys import ensure_streams_key
 from schemas.tables import EVENTS_TABLE
 
 if TYPE_CHECKING:
@@ -68,6 +71,7 @@ class EmbeddedStack:
         self.producer: AuditProducer | None = None
         self.audit_producer: AuditProducer | None = None
         self.worker: Any = None
+        self.deliverer: Any = None
         self.server: AppServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -90,8 +94,12 @@ class EmbeddedStack:
             s.consumer_decode_processes if s.consumer_decode_processes >= 0 else max(1, s.decode_processes())))
         self.worker = self.parts.consumer_worker(self.store, ws)
         self._tasks.append(asyncio.create_task(self.worker.run(), name="consumer"))
+        key = ensure_streams_key(s.data_dir, s.streams_key.get_secret_value() if s.streams_key else None)
+        self.deliverer = self.parts.stream_deliverer(self.store, key)
+        self._tasks.append(asyncio.create_task(self.deliverer.run(), name="streams"))
         app = self.parts.api_app(self.store, producer=self.producer, audit_producer=self.audit_producer,
-                                 consumer_status=self.worker.status, parts_status=self.broker.parts)
+                                 consumer_status=self.worker.status, parts_status=self.broker.parts,
+                                 streams_key=key)
         config = uvicorn.Config(app, host="127.0.0.1", port=s.api_port, log_config=None, access_log=False,
                                 lifespan="on", timeout_graceful_shutdown=5, **proxy_options(s))
         self.server = AppServer(config)
@@ -154,6 +162,8 @@ class EmbeddedStack:
             self.server.should_exit = True
         if self.worker is not None:
             self.worker.request_stop()
+        if self.deliverer is not None:
+            self.deliverer.request_stop()
         for t in self._tasks:
             if t.get_name() == "supervisor":
                 t.cancel()
@@ -181,15 +191,17 @@ class EmbeddedStack:
 
 
 def demo_tokens(secret: str, *, audience: str | None = None, issuer: str | None = None) -> dict[str, str]:
-    """Ready-to-paste tokens for the demo principals (org owner of acme; workspace admin of two workspaces), with
+    """Ready-to-paste tokens for the demo principals (org owner of acme, with ``audit:stream`` too; workspace admin of
+    two workspaces), with
     ``aud`` / ``iss`` when given (``AUDITLOG_JWT_AUDIENCE`` / ``_ISSUER``: the API requires them then)."""
     from query_api.security.auth import mint_token
+    from query_api.security.principal import EXPORT, READ, STREAM
 
     org, workspaces = DEMO_ADMIN_WORKSPACES
     ttl = 12 * 3600
     return {
         "owner": mint_token(secret, sub="u-ac-kim", email="kim@acme.example", org_id=org, role="org_owner",
-                            audience=audience, issuer=issuer, ttl_seconds=ttl),
+                            permissions=(READ, EXPORT, STREAM), audience=audience, issuer=issuer, ttl_seconds=ttl),
         "admin": mint_token(secret, sub="u-ac-lee", email="lee@acme.example", org_id=org, role="workspace_admin",
                             workspaces=list(workspaces), audience=audience, issuer=issuer, ttl_seconds=ttl),
     }

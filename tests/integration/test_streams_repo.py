@@ -1,0 +1,166 @@
+"""The streams' repository on a real chDB store: one org's streams only, changes as new versions, secrets sealed
+at rest (the raw table holds no secret), configurations refused before they are stored (SSRF included), a
+stream's reads (start "now" / backfill, another org's events never, filters), lag, and lease claims of which
+exactly one wins."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from auditlog.store import Store
+from query_api.streams import reader
+from query_api.streams.config import StreamConfigError
+from query_api.streams.keys import SecretBox, new_key_text, streams_key
+from query_api.streams.model import Lease
+from query_api.streams.store import StreamStore
+from schemas.catalog import get_catalog
+from schemas.tables import STREAM_LEASES_TABLE, STREAM_POSITIONS_TABLE, STREAMS_TABLE
+from tests.factories import make_event
+from tests.integration.streams_helpers import TOPIC, put_events, repo_for, settings_for
+
+SECRET = "whsec-0123456789-abcdef"
+HOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook", "secret": SECRET}
+
+
+@pytest.fixture
+def repo(store: Store, tmp_path: Path) -> StreamStore:
+    return repo_for(store, settings_for(store, tmp_path))
+
+
+def test_each_org_sees_and_changes_its_own_streams_only(repo: StreamStore) -> None:
+    s = repo.create("acme", "SIEM", HOOK, {"action": "vm.delete"})
+    assert repo.get("globex", s.id) is None and repo.list("globex") == []
+    assert repo.update("globex", s.id, name="x") is None and not repo.delete("globex", s.id)
+    assert repo.get("acme", "not-a-uuid") is None
+    shown = repo.get("acme", s.id)
+    assert shown is not None and shown.public()["destination"] == {"type": "webhook", "url": HOOK["url"],
+                                                                    "secret": "••••cdef"}
+    assert shown.public()["state"] == "active" and shown.public()["filters"] == {"action": ["vm.delete"]}
+    changed = repo.update("acme", s.id, name="SIEM 2", state="paused", destination={"url": "http://127.0.0.1:10/h"})
+    assert changed is not None and changed.status == "paused"
+    again = repo.get("acme", s.id)
+    assert again is not None and (again.name, again.destination.fields["url"]) == ("SIEM 2", "http://127.0.0.1:10/h")
+    assert again.destination.secrets == {"secret": SECRET}  # a secret left out keeps its value
+    assert [x.id for x in repo.list("acme")] == [s.id] and [x.id for x in repo.list_all()] == [s.id]
+    assert repo.delete("acme", s.id) and repo.get("acme", s.id) is None and repo.list("acme") == []
+
+
+def test_secrets_are_sealed_at_rest(repo: StreamStore, store: Store) -> None:
+    s = repo.create("acme", "hec", {"type": "splunk_hec", "url": "http://127.0.0.1:9", "token": "tok-ZQXJ-first-one"})
+    repo.update("acme", s.id, destination={"token": "tok-ZQXJ-second-one"})
+    for table in (STREAMS_TABLE, STREAM_POSITIONS_TABLE, STREAM_LEASES_TABLE):
+        raw = repr(store.client().query(f"SELECT * FROM {table}").result_rows)
+        assert "ZQXJ" not in raw
+    blob = store.client().query(f"SELECT secrets FROM {STREAMS_TABLE} FINAL").result_rows[0][0]
+    assert repo.box.open(blob, s.id, "acme") == {"token": "tok-ZQXJ-second-one"}
+    other = StreamStore(store, SecretBox(streams_key(new_key_text())), get_catalog(), topic=TOPIC)
+    unreadable = other.get("acme", s.id)
+    assert unreadable is not None and unreadable.destination.secrets == {} and unreadable.secrets_error
+
+
+@pytest.mark.parametrize(("destination", "filters", "start", "field"), [
+    ({"type": "pager"}, None, "now", "destination.type"),
+    ({"type": "webhook", "url": "http://127.0.0.1:9/"}, None, "now", "destination.secret"),
+    ({**HOOK, "extra": "1"}, None, "now", "destination.extra"),
+    ({**HOOK, "url": "http://hooks.example.com/in"}, None, "now", "destination.url"),  # http, not listed
+    ({**HOOK, "url": "https://ten.test/in"}, None, "now", "destination.url"),  # resolves to 10.1.2.3
+    ({**HOOK, "url": "https://meta.test/in"}, None, "now", "destination.url"),  # resolves to 169.254.169.254
+    ({**HOOK, "url": "https://[::1]/in"}, None, "now", "destination.url"),
+    (HOOK, {"action": "vm.explode"}, "now", "filters.action"),
+    (HOOK, {"actor_email": "x@y"}, "now", "filters.actor_email"),
+    (HOOK, None, "2999-01-01T00:00:00Z", "start"),
+    (HOOK, None, "2001-01-01T00:00:00Z", "start"),
+])
+def test_configurations_are_refused_before_they_are_stored(store: Store, tmp_path: Path, destination: dict,
+                                                           filters: dict | None, start: str, field: str) -> None:
+    names = {"hooks.example.com": ["93.184.215.14"], "ten.test": ["10.1.2.3"], "meta.test": ["169.254.169.254"]}
+    repo = repo_for(store, settings_for(store, tmp_path), resolver=lambda h, p: names.get(h, []))
+    with pytest.raises(StreamConfigError) as err:
+        repo.create("acme", "x", destination, filters, start)
+    assert err.value.field == field
+    assert repo.list("acme") == []
+
+
+def test_a_stream_reads_its_org_from_its_start_with_its_filters(repo: StreamStore, store: Store) -> None:
+    old = put_events(store, [make_event(), make_event(org_id="globex")])
+    now_stream = repo.create("acme", "now", HOOK)
+    backfill = repo.create("acme", "back", HOOK, start=(datetime.now(UTC) - timedelta(hours=1)).isoformat())
+    failed_only = repo.create("acme", "failed", HOOK, {"status": "FAILED", "workspace_id": "ws-a"})
+    new = put_events(store, [make_event(status="FAILED", workspace_id="ws-a"), make_event(org_id="globex"),
+                             make_event(status="FAILED", workspace_id="ws-b"), make_event()], partition=1)
+
+    def ids(stream_id: str) -> list[str]:
+        s = repo.get("acme", stream_id)
+        assert s is not None and s.delivery is not None
+        batch = reader.next_batch(store, TOPIC, s, s.delivery.position, repo.catalog, limit=100, detail_max=8192)
+        assert not batch.more
+        return [e["event_id"] for e in batch.events]
+
+    assert ids(now_stream.id) == [new[0][2], new[2][2], new[3][2]]
+    assert ids(backfill.id) == [old[0][2], new[0][2], new[2][2], new[3][2]]
+    assert ids(failed_only.id) == [new[0][2]]
+    s = repo.get("acme", now_stream.id)
+    assert s is not None and 0 < repo.lag_seconds(s) < 60
+
+
+def test_reads_step_through_small_windows_and_batches_skipping_nothing(repo: StreamStore, store: Store,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reader, "WINDOW", 7)
+    stream = repo.create("acme", "x", HOOK, start=(datetime.now(UTC) - timedelta(minutes=5)).isoformat())
+    want: dict[int, list[str]] = {}
+    for p in (0, 1, 2):
+        events = [make_event(org_id="acme" if i % 4 else "globex") for i in range(30)]
+        want[p] = [eid for (_, _, eid), e in zip(put_events(store, events, p), events, strict=True)
+                   if e["org_id"] == "acme"]
+    s = repo.get("acme", stream.id)
+    assert s is not None and s.delivery is not None
+    position, got, reads = dict(s.delivery.position), [], 0
+    while True:
+        batch = reader.next_batch(store, TOPIC, s, position, repo.catalog, limit=4, detail_max=8192)
+        reads += 1
+        assert len(batch.events) <= 4
+        got += [(p, e["event_id"]) for (p, _), e in zip(batch.places, batch.events, strict=True)]
+        position = batch.after
+        if not batch.more and not batch.events:
+            break
+    assert reads > 10 and position == reader.stored_position(store, TOPIC)
+    for p in (0, 1, 2):
+        assert [eid for q, eid in got if q == p] == want[p]
+    assert len(got) == sum(len(v) for v in want.values())
+
+
+def test_exactly_one_concurrent_claim_of_a_lease_wins(repo: StreamStore) -> None:
+    s = repo.create("acme", "x", HOOK)
+    won: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def claim(holder: str) -> None:
+        barrier.wait()
+        if repo.leases.try_lease(s.id, holder) is not None:
+            won.append(holder)
+
+    threads = [threading.Thread(target=claim, args=(f"h{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+    current = repo.leases.current([s.id])[s.id]
+    assert current.holder == won[0] and current.live and current.term == 1
+    assert repo.leases.try_lease(s.id, "late") is None
+    lease = repo.leases.renew_all([lease_of(repo, s.id, won[0])])[s.id]
+    assert lease is not None
+    repo.leases.release(lease)
+    taken = repo.leases.try_lease(s.id, "late")
+    assert taken is not None and taken.term == 2
+    assert repo.leases.renew_all([lease])[s.id] is None  # the old holder's term is over
+
+
+def lease_of(repo: StreamStore, stream_id: str, holder: str) -> Lease:
+    term = repo.leases.current([stream_id])[stream_id].term
+    return Lease(stream_id, term, holder, time.monotonic() + 5)
