@@ -25,7 +25,7 @@ from auditlog.provenance import API, KAFKA, Publisher
 from consumers.fate import Fate, Watermarks, fate
 from consumers.first_write import fingerprint
 from consumers.native import NativeEncoder
-from schemas.catalog import RESERVED_REASON, Catalog, get_catalog, is_reserved
+from schemas.catalog import RESERVED, RESERVED_REASON, Catalog, get_catalog, is_reserved
 from schemas.event import EventError, epoch_ms, parse_event
 from schemas.rows import event_values
 
@@ -117,31 +117,39 @@ class DecodeStep:
                 for r, o, v, i in zip(w.rows, w.offsets, w.vias, w.ids, strict=True)]
 
     def _walk(self, chunk: Chunk) -> _Walk:
+        """The hot loop: per message only what differs between messages (locals, no per-row publisher when the
+        chunk has none: the publisher columns are filled once at the end)."""
         w = _Walk()
         wm = Watermarks(chunk.stored_up_to, chunk.dead_up_to)
         values = self._values
         publishers = chunk.publishers
+        rows, offsets, keys, invalid, vias, ids = w.rows, w.offsets, w.keys, w.invalid, w.vias, w.ids
+        store, dead, stored_before = Fate.STORE, Fate.DEAD, Fate.ALREADY_STORED
+        reserved_scope, reserved_category = RESERVED
         fp = 0
         for i, (offset, value) in enumerate(zip(chunk.offsets, chunk.values, strict=True)):
             fp = crc32(value or b"", fp)
             out = values(value)
-            publisher = publishers[i] if publishers is not None else KAFKA
-            if not isinstance(out, list) and is_reserved(out[5], out[6]) and publisher != API:
-                out = ["category", RESERVED_REASON]
-            bad = isinstance(out, list)
-            what = fate(offset, not bad, wm)
-            if what is Fate.STORE:
-                w.rows.append(out)  # type: ignore[arg-type]
-                w.offsets.append(offset)
-                w.vias.append(publisher[0])
-                w.ids.append(publisher[1])
-                w.keys.append(fingerprint(out[0], out[2]))  # type: ignore[arg-type]
-            elif what is Fate.DEAD:
-                w.invalid.append((i, out[0], out[1]))
-            elif what is Fate.ALREADY_STORED:
+            good = type(out) is not list
+            if good and out[6] == reserved_category and out[5] == reserved_scope and (  # is_reserved, inlined
+                    publishers is None or publishers[i] != API):
+                out, good = ["category", RESERVED_REASON], False
+            what = fate(offset, good, wm)
+            if what is store:
+                rows.append(out)  # type: ignore[arg-type]
+                offsets.append(offset)
+                keys.append(fingerprint(out[0], out[2]))  # type: ignore[arg-type]
+                if publishers is not None:
+                    vias.append(publishers[i][0])
+                    ids.append(publishers[i][1])
+            elif what is dead:
+                invalid.append((i, out[0], out[1]))
+            elif what is stored_before:
                 w.already_stored += 1
             else:
                 w.already_dead += 1
+        if publishers is None:  # every row is KAFKA's
+            w.vias, w.ids = [KAFKA[0]] * len(rows), [KAFKA[1]] * len(rows)
         w.fp = fp
         return w
 

@@ -54,11 +54,25 @@ class KnownIds:
         self._recent.append(np.sort(keys.astype(np.uint64)))
         self._recent_n += int(keys.size)
         if len(self._recent) > 16 or self._recent_n > max(1 << 16, self._base.size // 8):
-            self._base = np.union1d(self._base, np.concatenate(self._recent))
+            # merged into the sorted base in one pass (a full re-sort of the base cost 50 ms at 200k, 1.6 s at 2M)
+            new = np.unique(np.concatenate(self._recent))
+            new = new[~_member(self._base, new)]
+            self._base = np.insert(self._base, np.searchsorted(self._base, new), new)
             self._recent, self._recent_n = [], 0
 
     def maybe_known(self, keys: np.ndarray) -> np.ndarray:
         """A boolean mask over ``keys``: True where the fingerprint is in the set."""
+        order = np.argsort(keys)
+        out = np.empty(keys.size, dtype=bool)
+        out[order] = self._known_sorted(keys[order])
+        return out
+
+    def unknown(self, keys: np.ndarray) -> np.ndarray:
+        """``keys`` minus those in the set (what :meth:`add` needs of keys that were probably added before)."""
+        return keys[~self.maybe_known(keys)] if keys.size and len(self) else keys
+
+    def _known_sorted(self, keys: np.ndarray) -> np.ndarray:
+        """:meth:`maybe_known` of sorted ``keys`` (sorted, the binary searches are several times faster)."""
         out = _member(self._base, keys)
         for arr in self._recent:
             out |= _member(arr, keys)
@@ -75,11 +89,17 @@ def _member(sorted_arr: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 def suspects(known: KnownIds, keys: np.ndarray) -> np.ndarray:
     """Indexes into ``keys`` (a flush's fingerprints in row order) that need an exact decision: known ones and
-    every row whose fingerprint occurs more than once in the flush."""
-    mask = known.maybe_known(keys)
-    if keys.size > 1:
-        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        mask |= counts[inverse] > 1
+    every row whose fingerprint occurs more than once in the flush. One sort serves both."""
+    if not keys.size:
+        return np.empty(0, dtype=np.intp)
+    order = np.argsort(keys)
+    ordered = keys[order]
+    hit = known._known_sorted(ordered)
+    same = ordered[1:] == ordered[:-1]  # equal neighbours: a fingerprint repeated in the flush
+    hit[1:] |= same
+    hit[:-1] |= same
+    mask = np.empty(keys.size, dtype=bool)
+    mask[order] = hit
     return np.flatnonzero(mask)
 
 

@@ -2,7 +2,9 @@
 
 Contract:
 - chDB must never share a connection across threads: this class owns a single-thread executor and only that
-  thread calls ``store.client()``; the asyncio loop awaits the futures (fetching overlaps inserting);
+  thread calls ``store.client()``; the asyncio loop awaits the futures (fetching overlaps inserting). The one
+  exception, :meth:`Inserter.fingerprints` (the first-write guard's read of the digests, in the background), runs
+  on a second single-thread executor with that thread's own client: an insert never queues behind it;
 - :meth:`Inserter.insert` writes one flush job (the Native blocks of its partition ranges, see
   :mod:`consumers.native`) as ONE INSERT with ``insert_deduplication_token`` = :meth:`FlushJob.dedup_token` (one
   token per block is derived from it) and the :data:`INSERT_SETTINGS`. ClickHouse drops a block whose token it
@@ -65,11 +67,20 @@ class Inserter:
         self.dedup = dedup
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=_lower_priority,
                                         initargs=(nice,))
+        self._name, self._nice = name, nice
+        self._reader: ThreadPoolExecutor | None = None
         self._settings: dict[str, Any] | None = None
         self._column_types: tuple[str, ...] | None = None  # of EVENT_COLUMNS; read once, on the inserter thread
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _read(self, fn: Any, *args: Any) -> Any:
+        """On the reader thread (created on first use): reads that must not hold up an insert."""
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self._name}-reader",
+                                              initializer=_lower_priority, initargs=(self._nice,))
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
 
     async def column_types(self) -> tuple[str, ...]:
         """The ClickHouse type names of :data:`EVENT_COLUMNS` in ``audit_events``, as the store reports them."""
@@ -136,20 +147,33 @@ class Inserter:
             return False
         return bool(res.result_rows[0][0])
 
-    async def fingerprints(self, since: datetime | None) -> tuple[np.ndarray, datetime | None]:
-        """The fingerprint of every event whose digest was recorded at or after ``since`` (None: all), and the
-        latest ``recorded_at`` seen."""
-        return tuple(await self._run(self._fingerprints, since))
+    async def fingerprints(self, since: datetime | None, exclude: Sequence[tuple[str, int, int, int]] = ()
+                           ) -> tuple[np.ndarray, datetime | None]:
+        """The fingerprint of every event whose digest was recorded at or after ``since`` (None: all), but those
+        from the Kafka ranges ``exclude`` ((topic, partition, first offset, last offset): this worker's own
+        inserts, whose fingerprints it has), and the latest ``recorded_at`` seen (of every digest)."""
+        return tuple(await self._read(self._fingerprints, since, exclude))
 
-    def _fingerprints(self, since: datetime | None) -> tuple[np.ndarray, datetime | None]:
+    def _fingerprints(self, since: datetime | None, exclude: Sequence[tuple[str, int, int, int]] = ()
+                      ) -> tuple[np.ndarray, datetime | None]:
         c = self.store.client()
-        where, params = ("WHERE recorded_at >= {since:DateTime64(3, 'UTC')}", {"since": since}) if since else ("", {})
-        latest = c.query(f"SELECT max(recorded_at), count() FROM {DIGESTS_TABLE} {where}", parameters=params)
-        at, n = latest.result_rows[0]
-        if not n:
-            return np.empty(0, np.uint64), since
-        raw = c.raw_query(f"SELECT {FINGERPRINT_SQL} FROM {DIGESTS_TABLE} {where}", parameters=params,
-                          fmt="RowBinary")
+        params: dict[str, Any] = {"since": since} if since else {}
+        where = "WHERE recorded_at >= {since:DateTime64(3, 'UTC')}" if since else ""
+        others = "1"
+        if exclude:
+            terms = []
+            for i, (topic, partition, first, last) in enumerate(exclude):
+                terms.append(f"(kafka_topic = {{t{i}:String}} AND kafka_partition = {{p{i}:UInt32}} "
+                             f"AND kafka_offset BETWEEN {{a{i}:UInt64}} AND {{b{i}:UInt64}})")
+                params |= {f"t{i}": topic, f"p{i}": partition, f"a{i}": first, f"b{i}": last}
+            others = f"NOT ({' OR '.join(terms)})"
+        latest = c.query(f"SELECT max(recorded_at), count(), countIf({others}) FROM {DIGESTS_TABLE} {where}",
+                         parameters=params)
+        at, n, wanted = latest.result_rows[0]
+        if not wanted:  # nothing new, or only this worker's own rows: one query
+            return np.empty(0, np.uint64), at if n else since
+        raw = c.raw_query(f"SELECT {FINGERPRINT_SQL} FROM {DIGESTS_TABLE} {where or 'WHERE 1'} AND {others}",
+                          parameters=params, fmt="RowBinary")
         return np.frombuffer(raw, dtype="<u8").astype(np.uint64), at
 
     async def stored_hashes(self, pairs: list[tuple[str, uuid.UUID]]) -> dict[tuple[str, uuid.UUID], bytes]:
@@ -180,3 +204,5 @@ class Inserter:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._reader is not None:
+            self._reader.shutdown(wait=True, cancel_futures=True)

@@ -146,6 +146,8 @@ class ConsumerWorker:
         finally:
             self._closing = True
             await producer.stop()
+            if self._guard is not None:
+                self._guard.close()
             self._inserter.close()
 
     async def _consume(self) -> None:

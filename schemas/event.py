@@ -95,11 +95,8 @@ def _unplain(value: Any) -> str | None:
     """Why the container ``value`` (``detail``) is not plain JSON (deeper than :data:`MAX_DETAIL_DEPTH`, a float
     that is not finite), or None. Level by level, iterative: no input makes it recurse (hot path: keep it lean)."""
     level, depth, isfinite = [value], 1, math.isfinite
-    while level:
-        if depth > MAX_DETAIL_DEPTH:
-            return _TOO_DEEP
+    while True:
         below: list[Any] = []
-        add = below.append
         for v in level:
             for x in v.values() if type(v) is dict else v:
                 t = type(x)
@@ -109,10 +106,13 @@ def _unplain(value: Any) -> str | None:
                     if not isfinite(x):
                         return _NOT_FINITE
                 elif t is dict or t is list or t is tuple:
-                    add(x)
-        level = below
+                    below.append(x)
+        if not below:  # no level below this one (no empty pass over nothing)
+            return None
         depth += 1
-    return None
+        if depth > MAX_DETAIL_DEPTH:
+            return _TOO_DEEP
+        level = below
 
 
 def _deep_field(data: bytes | str) -> str:

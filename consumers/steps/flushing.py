@@ -105,7 +105,7 @@ class Flushing:
             if rows:
                 await self.retry.run("store", lambda _a: self.inserter.insert(blocks, rows, token))
             if guard is not None:
-                guard.stored(checked.keys)
+                guard.stored(checked.keys, job)
         secs = time.perf_counter() - t0
         dead = sum(len(b.dead) for b in job.batches)
         self.stats["flushes"] += 1

@@ -6,24 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from auditlog.db.migrations import migrate
 from auditlog.provenance import API, KAFKA, publisher_of, signed_headers
 from auditlog.settings import Settings
 from auditlog.signing import ServerKeys
 from auditlog.store import Store
+from consumers.batch import FlushJob, PartitionBatch
+from consumers.decode import Chunk
 from consumers.first_write import FINGERPRINT_SQL, KnownIds, fingerprint, suspects
+from consumers.first_write_guard import FirstWriteGuard
+from consumers.inserter import Inserter
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer, InvalidEvent
 from query_api.core.app import create_app
 from query_api.security.auth import mint_token
+from schemas.catalog import get_catalog
 from schemas.event import parse_event
 from schemas.rows import event_row
 from tests.consumer_helpers import BackgroundWorker
@@ -183,6 +189,64 @@ def test_known_ids_finds_stored_and_repeated_keys() -> None:
     known.add(new[:10])
     probe = np.concatenate([new[5:15], base[:3], new[400:401], new[400:401]])
     assert sorted(suspects(known, probe).tolist()) == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+
+
+def test_known_ids_merge_and_unknown_agree_with_a_plain_set() -> None:
+    rng = np.random.default_rng(7)
+    known, plain = KnownIds(np.array([5, 1, 5], dtype=np.uint64)), {1, 5}
+    for _ in range(60):  # small adds, and merges into the base (more than 16 pending arrays)
+        keys = rng.integers(0, 400, int(rng.integers(0, 12)), dtype=np.uint64)
+        known.add(keys)
+        plain |= set(keys.tolist())
+        probe = rng.integers(0, 450, 50, dtype=np.uint64)
+        assert known.maybe_known(probe).tolist() == [k in plain for k in probe.tolist()]
+        assert sorted(known.unknown(probe).tolist()) == sorted(k for k in probe.tolist() if k not in plain)
+        expect = [i for i, k in enumerate(probe.tolist()) if k in plain or probe.tolist().count(k) > 1]
+        assert suspects(known, probe).tolist() == expect
+
+
+async def test_a_refresh_reads_other_writers_keys_in_the_background_and_a_stale_set_is_refreshed_first(
+        store: Store) -> None:
+    """The guard's refresh skips this worker's own Kafka ranges (it has their keys) but not what it skipped as
+    stored before (another worker's, maybe); it runs after an insert, and a check on a stale set refreshes first."""
+    inserter = Inserter(store)
+    try:
+        guard = FirstWriteGuard(inserter, get_catalog(), await inserter.column_types(), refresh_seconds=0.05)
+        await guard.load()
+        now = datetime.now(UTC)
+
+        def rows(partition: int, offsets: range) -> list[tuple[Any, ...]]:
+            return [event_row(parse_event(make_event(org_id="acme")), now, "t", partition, o) for o in offsets]
+
+        def keys(rs: list[tuple[Any, ...]]) -> list[int]:
+            return [fingerprint(r[0], r[2]) for r in rs]
+
+        mine, before, other = rows(0, range(10, 20)), rows(0, range(5, 10)), rows(1, range(0, 5))
+        insert_rows(store, before + other)  # another worker: partition 1, and partition 0 up to offset 9
+        insert_rows(store, mine)  # this worker took partition 0 with the stored watermark at 9
+        chunk = Chunk("t", 0, list(range(5, 20)), [b"{}"] * 15, now, stored_up_to=9)
+        job = FlushJob((PartitionBatch(TopicPartition("t", 0), 5, 19, rows=10, sources=[chunk]),))
+        assert guard._own_ranges(time.monotonic()) == []
+        guard.stored(np.array(keys(mine), dtype=np.uint64), job)
+        assert guard._own_ranges(time.monotonic()) == [("t", 0, 10, 19)]
+        task = guard._task
+        assert task is not None  # due: started by the insert, not by the next check
+        await task
+        assert guard.known.maybe_known(np.array(keys(mine + before + other), dtype=np.uint64)).all()
+        read, _ = await inserter.fingerprints(None, guard._own_ranges(time.monotonic()))
+        assert sorted(read.tolist()) == sorted(keys(before + other))  # its own rows are not read back
+
+        event = make_event(org_id="acme")
+        insert_rows(store, [event_row(parse_event(event), now, "t", 2, 0)])  # another worker stores an event ...
+        await asyncio.sleep(0.15)  # ... the set is now older than 2 * refresh_seconds: a check refreshes first
+        chunk2 = Chunk("t", 3, [7], [json.dumps({**event, "description": "rewritten"}).encode()], now)
+        batch = PartitionBatch(TopicPartition("t", 3), 7)
+        batch.add_decoded(chunk2, guard._step.decode_chunk(chunk2, guard._encoder))
+        checked = await guard.check(FlushJob((batch,)))  # ... that finds the rewrite of it
+        assert (checked.rows, len(checked.conflicts), checked.retries) == (0, 1, 0)
+        guard.close()
+    finally:
+        inserter.close()
 
 
 def test_a_migration_resolves_existing_duplicates_to_the_earliest(chdb_url: str) -> None:
