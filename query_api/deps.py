@@ -7,7 +7,10 @@ Contract:
   ``WWW-Authenticate: Bearer``), records it for the access log and takes a token of the app's ``rate_limiter``
   (429); :data:`ReadPrincipal` also needs ``audit:read``, :data:`ExportPrincipal` ``audit:read`` and
   ``audit:export`` (403 otherwise); :data:`WritePrincipal` is a service token with ``audit:write`` within the
-  ``ingest_rate_limiter`` (a read token: 403, :mod:`query_api.security.auth`);
+  ``ingest_rate_limiter`` (a read token: 403, :mod:`query_api.security.auth`); :data:`StreamPrincipal` is an org
+  owner with ``audit:stream`` (a workspace admin, or an owner without it: 403);
+- :data:`StreamsDep` is the log streams' repository (:class:`~query_api.streams.store.StreamStore`): 503
+  ``streams_unavailable`` when the app has none (no streams key);
 - the request's filters: :data:`Filters`, query parameters derived from :data:`query_api.read.filters.FILTERS`;
 - the caller's scope (:class:`~query_api.security.scoping.ScopedQuery`): :data:`TenantScope` (no filters),
   :data:`ScopedFilters` and :data:`ExportScope` (narrowed by the filters).
@@ -34,11 +37,12 @@ from query_api.read.filters import FILTERS, EventFilters, parse_filters
 from query_api.read.integrity import IntegrityRuns
 from query_api.read.tail import TailHub
 from query_api.security.auth import TokenVerifier, unauthorized
-from query_api.security.principal import EXPORT, READ, WRITE, Principal, ServicePrincipal
+from query_api.security.principal import EXPORT, READ, STREAM, WRITE, Principal, ServicePrincipal
 from query_api.security.ratelimit import RateLimiter
 from query_api.security.scoping import ScopedQuery
 from query_api.security.self_audit import ReadAuditor
 from query_api.security.slots import Slots
+from query_api.streams.store import StreamStore
 from schemas.catalog import Catalog
 
 
@@ -72,6 +76,18 @@ IngestProducerDep = Annotated[AuditProducer | None, Depends(from_state("ingest_p
 IntegrityRunsDep = Annotated[IntegrityRuns, Depends(from_state("integrity_runs"))]
 ConsumerStatusDep = Annotated[Callable[[], dict] | None, Depends(from_state("consumer_status"))]
 PartsStatusDep = Annotated[Callable[[], dict[str, str]] | None, Depends(from_state("parts_status"))]
+
+
+def streams_repository(request: Request) -> StreamStore:
+    """``app.state.streams``, or 503 ``streams_unavailable`` (with why) when the app has no streams key."""
+    repo: StreamStore | None = request.app.state.streams
+    if repo is None:
+        raise ApiError(503, "log streams are not available on this server: "
+                            f"{request.app.state.streams_unavailable}", code="streams_unavailable")
+    return repo
+
+
+StreamsDep = Annotated[StreamStore, Depends(streams_repository)]
 
 
 # ----- the caller ---------------------------------------------------------------------------------------------
@@ -128,9 +144,16 @@ async def service_principal(request: Request, creds: Credentials, verifier: Veri
     return principal
 
 
+def _require_stream_owner(principal: Annotated[Principal, Depends(require(STREAM))]) -> Principal:
+    if not principal.is_owner:
+        raise ApiError(403, "log streams carry a whole organization's events: only an org owner may manage them")
+    return principal
+
+
 ReadPrincipal = Annotated[Principal, Depends(require(READ))]
 ExportPrincipal = Annotated[Principal, Depends(_require_read_and_export)]
 WritePrincipal = Annotated[ServicePrincipal, Depends(service_principal)]
+StreamPrincipal = Annotated[Principal, Depends(_require_stream_owner)]
 
 
 # ----- the request's filters and the caller's scope ------------------------------------------------------------

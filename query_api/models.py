@@ -3,7 +3,8 @@
 Contract: families: events (:class:`EventOut`, :class:`EventPage`), autocomplete (:class:`ActorOut`,
 :class:`ActorPage`), stats (:class:`StatsOut`, its parameter types :data:`Interval` and :data:`GroupBy`), integrity
 (:class:`IntegrityOut`, :class:`ConflictPage`), catalog (:class:`CatalogOut`), health (:class:`Health`), ingest
-(:class:`IngestResult`, :class:`IngestRefused`), errors (:class:`ErrorBody`: the one error shape of
+(:class:`IngestResult`, :class:`IngestRefused`), log streams (:class:`StreamIn`, :class:`StreamPatch`,
+:class:`StreamOut`, :class:`StreamPage`, :class:`StreamTestOut`), errors (:class:`ErrorBody`: the one error shape of
 :mod:`query_api.core.errors`; :data:`ERRORS`: the error answers every ``/v1`` route may give, its ``responses``).
 """
 
@@ -220,3 +221,59 @@ class IngestRefused(BaseModel):
     error: ErrorDetail
     rejected: list[RejectedEvent] = Field(default_factory=list, description="every refused event (absent when the "
                                                                             "token itself was refused)")
+
+
+# ----- log streams (STREAMS.md): the bodies are checked by query_api.streams.config (422 naming the field) ------
+class StreamIn(BaseModel):
+    """``POST /v1/streams``."""
+
+    model_config = {"extra": "forbid"}
+    name: str = Field(description="1 to 100 characters")
+    destination: dict[str, Any] = Field(description="``type`` (webhook, splunk_hec, datadog, s3) and its fields, "
+                                                    "secrets included (never returned)")
+    filters: dict[str, Any] | None = Field(None, description="some of scope, category, action, status, workspace_id "
+                                                             "(as the list takes them)")
+    start: str = Field("now", description='"now" or an RFC 3339 time within the retention (a backfill)')
+
+
+class StreamPatch(BaseModel):
+    """``PATCH /v1/streams/{id}``: only what is given changes."""
+
+    model_config = {"extra": "forbid"}
+    name: str | None = None
+    state: Literal["active", "paused"] | None = None
+    filters: dict[str, Any] | None = None
+    destination: dict[str, Any] | None = Field(None, description="new fields or credentials of the same type (a "
+                                                                 "secret left out keeps its value), or a whole new "
+                                                                 "destination with its type")
+
+
+class StreamError(BaseModel):
+    at: str
+    message: str
+    http_status: int | None = None
+
+
+class StreamOut(BaseModel):
+    id: str
+    name: str
+    destination: dict[str, str] = Field(description='its type and fields; secrets as "••••" + their last 4')
+    filters: dict[str, Any]
+    state: Literal["active", "paused", "failing"]
+    delivered: int = Field(description="events delivered")
+    lag_seconds: float = Field(description="age of the oldest stored event not yet delivered (0: caught up)")
+    last_delivered_at: str | None = None
+    last_error: StreamError | None = None
+    start: str | None = None
+    created_at: str
+    updated_at: str
+
+
+class StreamPage(BaseModel):
+    data: list[StreamOut]
+
+
+class StreamTestOut(BaseModel):
+    delivered: bool = Field(description="the destination accepted the test event (2xx; S3: object stored)")
+    http_status: int | None = None
+    message: str = Field(description="the destination's reply, or why nothing was sent")

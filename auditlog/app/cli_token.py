@@ -3,7 +3,8 @@
 - ``--service --write-org ORG [--write-org ORG | --write-org '*'] [--sub svc-billing]``: a service token for
   ``POST /v1/ingest`` (``role: service``, ``audit:write``, ``write_orgs``); it cannot read;
 - otherwise a read token: ``--org ORG [--role org_owner|workspace_admin] [--workspace W ...] [--permission P ...]
-  [--sub] [--email]`` (permissions default to ``audit:read`` and ``audit:export``);
+  [--sub] [--email] [--streams]`` (permissions default to ``audit:read`` and ``audit:export``; ``--streams`` adds
+  ``audit:stream`` for an org owner: managing the org's log streams);
 - ``--ttl SECONDS`` (default 3600). The key is ``AUDITLOG_JWT_SECRET``, else the secret ``auditlog up`` generated in
   the data directory (``--data``); without either: exit 2 (a weak one stops it like every command: invalid settings).
   ``aud`` / ``iss`` are ``AUDITLOG_JWT_AUDIENCE`` / ``AUDITLOG_JWT_ISSUER`` when set (a server configured with them
@@ -33,6 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "(repeatable)")
     t.add_argument("--permission", action="append", default=None, metavar="PERM",
                    help="permissions (repeatable) [service: audit:write; read: audit:read, audit:export]")
+    t.add_argument("--streams", action="store_true", help="read token of an org owner: also audit:stream (may "
+                   "manage the org's log streams)")
     t.add_argument("--sub", default=None, help="subject [service: svc-dev; read: u-dev]")
     t.add_argument("--email", default=None, help="read token: the caller's e-mail")
     t.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds [3600]")
@@ -49,7 +52,7 @@ def _secret(settings: Settings) -> str | None:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from query_api.security.auth import mint_token
-    from query_api.security.principal import SERVICE_ROLE
+    from query_api.security.principal import EXPORT, READ, SERVICE_ROLE, STREAM
 
     settings = Settings().with_overrides(data=args.data)
     secret = _secret(settings)
@@ -74,6 +77,12 @@ def cmd_token(args: argparse.Namespace) -> int:
         if not args.org or args.write_org:
             print("auditlog token: a read token needs --org (--write-org goes with --service)", file=sys.stderr)
             return 2
+        if args.streams:
+            if args.role != "org_owner":
+                print("auditlog token: --streams is for an org_owner (log streams carry the whole org's events)",
+                      file=sys.stderr)
+                return 2
+            perms = (*(perms or (READ, EXPORT)), STREAM)
         sub = args.sub or "u-dev"
         tok = mint_token(secret, sub=sub, role=args.role, email=args.email or "", org_id=args.org,
                          workspaces=args.workspace, permissions=perms, ttl_seconds=args.ttl,

@@ -191,9 +191,8 @@ class EmbeddedStack:
 
 
 def demo_tokens(secret: str, *, audience: str | None = None, issuer: str | None = None) -> dict[str, str]:
-    """Ready-to-paste tokens for the demo principals (org owner of acme, with ``audit:stream`` too; workspace admin of
-    two workspaces), with
-    ``aud`` / ``iss`` when given (``AUDITLOG_JWT_AUDIENCE`` / ``_ISSUER``: the API requires them then)."""
+    """Ready-to-paste tokens for the demo principals (org owner of acme, also with ``audit:stream``; workspace admin
+    of two workspaces), with ``aud`` / ``iss`` when given (``AUDITLOG_JWT_AUDIENCE`` / ``_ISSUER``: the API requires them then)."""
     from query_api.security.auth import mint_token
     from query_api.security.principal import EXPORT, READ, STREAM
 

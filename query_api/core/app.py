@@ -8,6 +8,9 @@ Contract of :func:`create_app`:
   ``producer``; a producer of its own, so that reads' acks never wait behind ingest traffic) publishes every read's
   ``audit_log.*`` event, and the read is refused (503) when that fails (:mod:`query_api.security.self_audit`);
   without one nothing is recorded (tests);
+- ``/v1/streams`` (log streams, STREAMS.md) over a :class:`~query_api.streams.store.StreamStore` built here with
+  ``streams_key`` (the key's bytes; absent: ``AUDITLOG_STREAMS_KEY`` when set): without a usable key those routes
+  answer 503 ``streams_unavailable``;
 - ``consumer_status`` (embedded ``up``): when given, ``/readyz`` includes its dict; ``parts_status`` (``up``'s
   broker parts: ``{"broker": "ok" | "down", …}``): when given, ``/readyz`` includes it and is 503 while one is down;
 - every query goes through :class:`query_api.security.scoping.ScopedQuery` and runs on the API's own query threads
@@ -44,19 +47,22 @@ from query_api.core.observability import AccessLogMiddleware
 from query_api.core.query_runner import QueryRunner
 from query_api.read.integrity import IntegrityRuns
 from query_api.read.tail import TailHub
-from query_api.routes import actors, events, health, ingest, integrity, page, stats
+from query_api.routes import actors, events, health, ingest, integrity, page, stats, streams
 from query_api.routes import catalog as catalog_routes
 from query_api.security.auth import TokenVerifier
 from query_api.security.headers import install_browser_security
 from query_api.security.ratelimit import RateLimiter
 from query_api.security.self_audit import ReadAuditor
 from query_api.security.slots import Slots
+from query_api.streams.keys import StreamsKeyError
+from query_api.streams.keys import streams_key as configured_streams_key
+from query_api.streams.store import StreamStore
 from schemas.catalog import Catalog, get_catalog
 
 log = get_logger("query_api.core.app")
 #: every router of the API, one per resource
 ROUTERS: tuple[APIRouter, ...] = (events.router, actors.router, stats.router, integrity.router,
-                                  catalog_routes.router, health.router, ingest.router, page.router)
+                                  catalog_routes.router, health.router, ingest.router, page.router, streams.router)
 _PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>Audit log</title>
 <p>The audit-log page is not installed. The API is at <a href="/docs">/docs</a>.</p>
 """
@@ -65,7 +71,8 @@ _PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>Audit log</title>
 def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = None,
                producer: AuditProducer | None = None, audit_producer: AuditProducer | None = None,
                consumer_status: Callable[[], dict] | None = None,
-               parts_status: Callable[[], dict[str, str]] | None = None) -> FastAPI:
+               parts_status: Callable[[], dict[str, str]] | None = None,
+               streams_key: bytes | None = None) -> FastAPI:
     # an export's thread may outlive its slot by the moment its query takes to stop: room for that
     pool = ThreadPoolExecutor(max_workers=2 * settings.api_exports_total, thread_name_prefix="export")
     ingest_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest")  # validation holds the GIL: two
@@ -115,6 +122,7 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     app.state.consumer_status = consumer_status
     app.state.parts_status = parts_status
     app.state.verifier = TokenVerifier(settings)
+    app.state.streams, app.state.streams_unavailable = _streams(settings, store, app.state.catalog, streams_key)
     app.state.export_pool = pool
     install_error_handlers(app, [route for router in ROUTERS for route in router.routes])
     install_browser_security(app, settings)
@@ -127,6 +135,19 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
         (static / "index.html").write_text(_PLACEHOLDER, encoding="utf-8")
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app
+
+
+def _streams(settings: Settings, store: Store, catalog: Catalog, key: bytes | None) -> tuple[StreamStore | None, str]:
+    """The streams' repository, or None and why not (no key, or a refused one: logged, never the key itself)."""
+    if key is None:
+        if settings.streams_key is None:
+            return None, "no streams key is configured (AUDITLOG_STREAMS_KEY)"
+        try:
+            key = configured_streams_key(settings.streams_key.get_secret_value())
+        except StreamsKeyError as exc:
+            log.error("streams.key_refused", error=str(exc))
+            return None, "AUDITLOG_STREAMS_KEY is refused (the server's log says why)"
+    return StreamStore.from_settings(store, settings, catalog, key), ""
 
 
 def end_live_tails(app: object) -> None:

@@ -20,12 +20,14 @@ log = get_logger("query_api.security.audit_event")
 
 DESCRIPTIONS = {"audit_log.list": "Listed the audit log", "audit_log.export": "Exported the audit log",
                 "audit_log.read": "Viewed the audit log", "audit_log.verify": "Verified the audit log's integrity",
-                "audit_log.tail": "Tailed the audit log"}
+                "audit_log.tail": "Tailed the audit log", "audit_log.stream_create": "Created a log stream",
+                "audit_log.stream_update": "Changed a log stream", "audit_log.stream_delete": "Deleted a log stream",
+                "audit_log.stream_test": "Sent a test event to a log stream"}
 
 
 def build_event(principal: Principal, action: str, *, filters: dict[str, Any] | None, client_ip: str | None,
-                user_agent: str | None, extra: dict[str, Any] | None = None, target_id: str | None = None
-                ) -> dict[str, Any]:
+                user_agent: str | None, extra: dict[str, Any] | None = None, target_id: str | None = None,
+                target_type: str = "audit_log", target_name: str | None = None) -> dict[str, Any]:
     ip: str | None = None
     if client_ip:
         try:
@@ -44,7 +46,7 @@ def build_event(principal: Principal, action: str, *, filters: dict[str, Any] | 
         "status": Status.SUCCESS.value,
         "actor": {"id": principal.sub, "email": principal.email or None, "type": "user", "ip": ip,
                   "user_agent": (user_agent or None) and user_agent[:1024]},
-        "target": {"type": "audit_log", "id": target_id, "name": None},
+        "target": {"type": target_type, "id": target_id, "name": target_name},
         "description": DESCRIPTIONS[action],
         "detail": detail,
         "source": "query-api",

@@ -87,13 +87,15 @@ class ReadAuditor:
 
     async def record(self, request: Request, principal: Principal, action: str, *,
                      filters: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-                     target_id: str | None = None) -> None:
+                     target_id: str | None = None, target_type: str = "audit_log",
+                     target_name: str | None = None) -> None:
         """Publish and wait for the ack, or raise 503 ``audit_unavailable``."""
         if self.state == SelfAuditState.OFF:
             return
         ip, ua = client_of(request)
         await self._publish(build_event(principal, action, filters=filters, client_ip=ip, user_agent=ua,
-                                        extra=extra, target_id=target_id))
+                                        extra=extra, target_id=target_id, target_type=target_type,
+                                        target_name=target_name))
 
     async def record_list(self, request: Request, principal: Principal, filters: dict[str, Any], rows: int,
                           *, page: bool) -> None:

@@ -94,11 +94,12 @@ class StreamStore:
 
     # ----- the owner's operations ----------------------------------------------------------------------------
     def create(self, org_id: str, name: str, destination: Mapping[str, Any], filters: Mapping[str, Any] | None = None,
-               start: str | datetime | None = "now") -> Stream:
-        """A new stream of ``org_id`` (module contract); :class:`~query_api.streams.config.StreamConfigError`."""
+               start: str | datetime | None = "now", stream_id: str | None = None) -> Stream:
+        """A new stream of ``org_id`` (module contract); :class:`~query_api.streams.config.StreamConfigError`.
+        ``stream_id``: its id chosen beforehand (the API records the change before making it), else a new one."""
         now = datetime.now(UTC)
         dest = check_destination(destination, self.allow, self.resolver)
-        stream = Stream(str(uuid.uuid4()), org_id, check_name(name), dest, check_filters(filters, self.catalog),
+        stream = Stream(str(uuid.UUID(stream_id) if stream_id else uuid.uuid4()), org_id, check_name(name), dest, check_filters(filters, self.catalog),
                         "active", check_start(start, self.retention_days, now), now, now, time.time_ns())
         position = reader.stored_position(self.store, self.topic) if stream.start_at is None else {}
         delivery = Delivery(position=position)

@@ -31,6 +31,6 @@ def test_catalog_covers_the_product_pages() -> None:
                           ("service", "notebook.stop"), ("organization", "access_token.delete")]:
         assert cat.labels(scope, action) is not None
     assert cat.labels("service", "notebook.stop") == ("Service", "AI Notebook", "Stop Notebook")
-    assert len(cat.all_actions()) == 80
+    assert len(cat.all_actions()) == 84  # 80 + the log streams' four audit_log.stream_* (STREAMS.md)
     assert ("organization", "member.delete") in [(s, a) for s, _, a in cat.all_actions()]
     assert ("workspace", "member.delete") not in [(s, a) for s, _, a in cat.all_actions()]

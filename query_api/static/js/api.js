@@ -103,6 +103,28 @@ export async function openStream(path, params, { signal, headers } = {}) {
   throw err;
 }
 
+/** A change (POST / PATCH / DELETE with a JSON body): never retried (a change is recorded before it is made).
+ * Returns the parsed JSON answer (null for 204) or throws ApiError. */
+export async function send(method, path, body) {
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method,
+      headers: { Authorization: `Bearer ${getToken()}`, Accept: "application/json", ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, "network_error", "Cannot reach the audit-log API. Check your connection and try again.");
+  }
+  if (!resp.ok) {
+    const err = await errorFrom(resp);
+    if (resp.status === 401) onUnauthorized(err);
+    throw err;
+  }
+  return resp.status === 204 ? null : resp.json();
+}
+
 export async function getJson(path, params, opts) {
   const resp = await request(path, params, opts);
   return resp.json();
@@ -115,6 +137,14 @@ export const api = {
   actors: (prefix, opts) => getJson("/v1/actors", { prefix }, opts),
   stats: (params, opts) => getJson("/v1/stats", params, opts),
   integrity: () => getJson("/v1/integrity"),
+  /** Log streams (STREAMS.md): org owners with audit:stream. */
+  streams: {
+    list: () => getJson("/v1/streams"),
+    create: (body) => send("POST", "/v1/streams", body),
+    update: (id, body) => send("PATCH", `/v1/streams/${encodeURIComponent(id)}`, body),
+    remove: (id) => send("DELETE", `/v1/streams/${encodeURIComponent(id)}`),
+    test: (id) => send("POST", `/v1/streams/${encodeURIComponent(id)}/test`),
+  },
   /** The live tail (API.md "Live tail"): a Response whose body is the event stream. */
   stream: (params, opts) => openStream("/v1/events/stream", params, opts),
   /** The export as {blob, filename}; the bearer header is why this is a fetch and not a link. */

@@ -65,6 +65,7 @@ export function describeCaller(claims) {
     workspaces: Array.isArray(c.workspaces) ? c.workspaces.map(String) : [],
     canRead: perms.includes("audit:read"),
     canExport: perms.includes("audit:export"),
+    canStream: role === "org_owner" && perms.includes("audit:stream"),
     expiresAt: typeof c.exp === "number" ? new Date(c.exp * 1000) : null,
   };
 }

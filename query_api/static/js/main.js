@@ -2,7 +2,7 @@
 // HTTP API (API.md). The parts: session.js (sign-in, role), filters.js + chips.js (filter bar, state in the
 // URL), results.js + detail.js + table.js (events table, expandable rows), insights.js + histogram.js
 // (histogram, top users / IPs), live.js + live_tail.js + sse.js (refresh, auto-refresh, the Live tail),
-// export.js, integrity.js. The page's mutable state and the only functions that change it are in state.js
+// export.js, integrity.js, streams.js (log streams). The page's mutable state and the only functions that change it are in state.js
 // (period.js: the quick ranges and a view's time window).
 
 import { ApiError, api } from "./api.js";
@@ -19,6 +19,7 @@ import { initIntegrity } from "./integrity.js";
 import { applyAuto, initLive } from "./live.js";
 import { initResults, load, render, setLoading, showSkeleton } from "./results.js";
 import { applyCaller, initSession, showSignIn } from "./session.js";
+import { initStreams } from "./streams.js";
 import { failCatalog, markStarted, on, page, setCaller, setCatalog } from "./state.js";
 
 /** Start the page with the stored token: the caller's role, then the catalog, then the view. */
@@ -71,6 +72,7 @@ function boot() {
   initLive();
   initExport();
   initIntegrity();
+  initStreams();
 
   // decorate static buttons with their icons
   for (const span of $$("[data-icon]")) span.replaceWith(icon(span.dataset.icon, 16));

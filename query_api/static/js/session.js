@@ -62,6 +62,9 @@ export function applyCaller() {
   // The integrity check covers the whole organization: offered to org owners only (the server enforces it).
   el("verify").hidden = c.role !== "org_owner";
   el("integrity-note").hidden = true;
+  // Log streams carry the whole organization's events: org owners with audit:stream (the server enforces it).
+  el("streams-btn").hidden = !c.canStream;
+  if (!c.canStream) el("streams").hidden = true;
   // Export is only offered with audit:export; the server enforces it either way.
   el("export-wrap").hidden = !c.canExport;
   // Workspace filter: a workspace admin picks among its own workspaces; an owner may type any id.
