@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -269,7 +268,3 @@ def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
         pass
     return max(1, cpus)
 
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

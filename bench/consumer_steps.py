@@ -13,7 +13,7 @@ action), published once to a 6-partition topic of an embedded Tansu broker. Step
 5. ClickHouse: ``raw_insert`` of those Native blocks, ``--blocks`` per INSERT with a dedup token (as
    ``Inserter``), into ``audit_events`` of a freshly migrated chDB store; CPU of the whole process (all of chDB's
    threads, psutil) from the first insert to 1 s after the last (background work), per row. Runs last;
-6. ``DecodeStep.decode_chunk`` per event, whole chunks (should be about 2a + 3 + 4).
+6. ``Decoder.decode_chunk`` per event, whole chunks (should be about 2a + 3 + 4).
 Steps other than 5 use ``time.thread_time`` (this thread only). Each step runs ``--repeat`` times; the table
 shows the median in CPU us per event and as a multiple of step 1b. Writes bench/results/consumer_steps.json.
 
@@ -42,9 +42,9 @@ from auditlog import logs
 from auditlog.broker import EmbeddedBroker, ensure_topics
 from auditlog.db.migrations import migrate
 from auditlog.store import Store
-from consumers.decode import Chunk, DecodeStep
-from consumers.inserter import Inserter
-from consumers.native import NativeEncoder
+from consumers.decode.decoder import Chunk, Decoder
+from consumers.decode.native import NativeEncoder
+from consumers.store.inserter import Inserter
 from schemas.catalog import get_catalog
 from schemas.event import AuditEvent, _Strict, parse_event
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
@@ -162,9 +162,9 @@ async def main(n: int, reps: int, chunk: int, per_insert: int) -> dict[str, Any]
     pairs = [rows_then_encode() for _ in range(reps)]
     res["3 event_row"] = stats([p[0] for p in pairs], n)
     res["4 NativeEncoder.encode"] = stats([p[1] for p in pairs], n)
-    step = DecodeStep(catalog)
+    decoder = Decoder(catalog)
     chunks = [Chunk(TOPIC, 0, list(range(i, min(n, i + chunk))), values[i:i + chunk], at) for i in range(0, n, chunk)]
-    res["6 DecodeStep.decode_chunk"] = repeat(each(lambda c: step.decode_chunk(c, encoder), chunks), reps, n)
+    res["6 Decoder.decode_chunk"] = repeat(each(lambda c: decoder.decode_chunk(c, encoder), chunks), reps, n)
     tags = iter(range(reps))
     res["5 ClickHouse insert (process)"] = repeat(
         lambda: insert_all(store, blocks, per_insert, n, f"r{next(tags)}"), reps, n)
@@ -174,7 +174,7 @@ async def main(n: int, reps: int, chunk: int, per_insert: int) -> dict[str, Any]
     for k in order:
         res[k]["x_raw"] = round(res[k]["us"] / raw, 2)
     out["steps"] = {k: res[k] for k in order}
-    ours = sum(res[k]["us"] for k in ("1a aiokafka getmany, .value only", "6 DecodeStep.decode_chunk",
+    ours = sum(res[k]["us"] for k in ("1a aiokafka getmany, .value only", "6 Decoder.decode_chunk",
                                        "5 ClickHouse insert (process)"))
     out["sum_1a_6_5_us"] = round(ours, 2)
     out["sum_2a_3_4_us"] = round(sum(res[k]["us"] for k in order if k[:2] in ("2a", "3 ", "4 ")), 2)

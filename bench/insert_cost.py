@@ -1,7 +1,7 @@
 """ClickHouse's CPU per inserted row, and what each feature of the schema costs (chDB, in-process).
 
 Each variant (the migrated schema; the same with ONE feature removed, each alone; alternatives; insert settings;
-floors) gets its own database and the same Native blocks of the consumer (``DecodeStep.decode_chunk`` +
+floors) gets its own database and the same Native blocks of the consumer (``Decoder.decode_chunk`` +
 ``NativeEncoder``), ``--batch`` rows per INSERT with a dedup token. Measured: CPU of this process (psutil, all
 threads) from the first INSERT to ``--tail`` s after the last, per row; variants interleaved, median of ``--repeat``.
 ``--split``: merges stopped during the inserts (insert-only), then one ``OPTIMIZE FINAL`` (one merge level).
@@ -32,8 +32,8 @@ from common import cpu_seconds_of, machine, write_result
 from auditlog import logs
 from auditlog.db.migrations import migration_files, render_migration
 from auditlog.store import Store
-from consumers.decode import Chunk, DecodeStep
-from consumers.native import NativeEncoder
+from consumers.decode.decoder import Chunk, Decoder
+from consumers.decode.native import NativeEncoder
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
 from tests.factories import random_events
 
@@ -168,9 +168,9 @@ def blocks_of(n: int) -> tuple[list[bytes], float]:
     c.command("CREATE DATABASE types")
     c.command(full_schema("types")[0])  # audit_events: the column types the consumer's encoder reads
     types = tuple(t.name for t in c.create_insert_context(f"types.{E}", list(EVENT_COLUMNS)).column_types)
-    encoder, step, now = NativeEncoder(types), DecodeStep(), datetime.now(UTC)
+    encoder, decoder, now = NativeEncoder(types), Decoder(), datetime.now(UTC)
     c0 = cpu_seconds_of(_ME)
-    out = [step.decode_chunk(Chunk("t", 0, list(range(i, min(n, i + 1000))), values[i:i + 1000], now), encoder).block
+    out = [decoder.decode_chunk(Chunk("t", 0, list(range(i, min(n, i + 1000))), values[i:i + 1000], now), encoder).block
            for i in range(0, n, 1000)]
     return out, (cpu_seconds_of(_ME) - c0) / n * 1e6
 

@@ -1,7 +1,9 @@
 """The consumer-group worker: Kafka -> validate -> ClickHouse (valid) / DLQ topic (invalid) -> commit.
 
-Processing steps (each a small class with a stated contract, in the style of getsentry/arroyo):
-:mod:`consumers.decode` (bytes -> row or dead letter), :mod:`consumers.batch` (per-partition ranges),
-:mod:`consumers.dlq` (dead-letter sender, rate guard, DLQ watermark), :mod:`consumers.inserter`
-(the one store thread), :mod:`consumers.worker` (orchestration, rebalances, commits last).
+In the style of getsentry/arroyo: a processor owns the loop (:mod:`consumers.processor`) and pushes what it fetches
+through a chain of steps (:mod:`consumers.steps`: decoding, batching, flushing, committing). The steps use, by role:
+:mod:`consumers.decode` (bytes -> Native block or dead letter, in this process or helper processes),
+:mod:`consumers.store` (the one inserter thread, the first-write guard), :mod:`consumers.kafka` (dead-letter topic,
+whole-topic reads, watermark check), :mod:`consumers.batch` (per-partition ranges). :mod:`consumers.worker` builds
+the chain and handles rebalances; :mod:`consumers.cli` runs workers.
 """

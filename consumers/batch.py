@@ -3,7 +3,7 @@
 Contract:
 - a :class:`PartitionBatch` covers one *contiguous* range of offsets ``first..last`` of one partition; every
   message of the range is in exactly one of ``blocks`` (to store: ``rows`` of them, as Native blocks from
-  :meth:`consumers.decode.DecodeStep.decode_chunk`), ``dead`` (to dead-letter) or ``skipped`` (handled before
+  :meth:`consumers.decode.decoder.Decoder.decode_chunk`), ``dead`` (to dead-letter) or ``skipped`` (handled before
   a crash or rebalance, see :mod:`consumers.fate`); once its rows are stored and its dead letters acknowledged,
   its partition may commit ``last + 1``;
 - :meth:`PartitionBatch.dedup_token` is ``"{topic}:{partition}:{first}-{last}:{crc32 of the range's bytes}"``;
@@ -20,7 +20,7 @@ from zlib import crc32
 
 from aiokafka import TopicPartition
 
-from consumers.decode import Chunk, DeadLetter, DecodedChunk
+from consumers.decode.decoder import Chunk, DeadLetter, DecodedChunk
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from typing import Any
 from auditlog import logs
 from auditlog.kafka import KafkaConnection, kafka_options
 from auditlog.settings import Settings
-from consumers.dlq import (
+from consumers.kafka.dlq import (
     H_FIELD,
     H_OFFSET,
     H_PARTITION,
@@ -130,7 +130,7 @@ def reason_class(reason: str) -> str:
 
 
 def _dead_letters(s: Settings) -> list[Any]:
-    from consumers.topic_reader import read_topic
+    from consumers.kafka.topic_reader import read_topic
 
     return asyncio.run(read_topic(KafkaConnection.from_settings(s), s.dlq_topic, timeout_s=120))
 
@@ -186,8 +186,8 @@ async def _replay(s: Settings, field: str | None, reason: str | None, replay_all
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from consumers.decode import validates
-    from consumers.topic_reader import read_topic
+    from consumers.decode.decoder import validates
+    from consumers.kafka.topic_reader import read_topic
     from schemas.catalog import get_catalog
 
     console = Console(stderr=True)

@@ -5,7 +5,7 @@ Contract: ``ConsumerWorker(settings, store).run()`` joins the group and consumes
 is stored once or dead-lettered once: offsets are committed only after the DLQ acks and the insert
 (:mod:`consumers.steps`), and redeliveries after a crash or rebalance are recognised by the watermarks
 (:mod:`consumers.fate`), the insert deduplication token, and ReplacingMergeTree + FINAL reads. Raises
-:class:`~consumers.dlq.DlqLimitExceeded` when the DLQ-rate guard trips (nothing of that window committed).
+:class:`~consumers.kafka.dlq.DlqLimitExceeded` when the DLQ-rate guard trips (nothing of that window committed).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers import metrics as m
-from consumers.decode_pool import DecodePool, shared_pool
-from consumers.dlq import (
+from consumers.decode.pool import DecodePool, shared_pool
+from consumers.fate import Watermarks
+from consumers.kafka.dlq import (
     MAX_DLQ_REQUEST_BYTES,
     DlqLimit,
     DlqLimitExceeded,
@@ -33,9 +34,7 @@ from consumers.dlq import (
     make_dlq_producer,
     read_dlq_watermarks,
 )
-from consumers.fate import Watermarks
-from consumers.first_write_guard import FirstWriteGuard
-from consumers.inserter import Inserter
+from consumers.kafka.watermark_check import verify_watermarks
 from consumers.partition import PartitionState
 from consumers.processor import StreamProcessor
 from consumers.retry import Retry, Stopping
@@ -44,7 +43,8 @@ from consumers.steps.batching import Batching
 from consumers.steps.committing import Committing
 from consumers.steps.decoding import Decoding
 from consumers.steps.flushing import Flushing
-from consumers.watermark_check import verify_watermarks
+from consumers.store.first_write_guard import FirstWriteGuard
+from consumers.store.inserter import Inserter
 from schemas.catalog import Catalog, get_catalog
 
 log = get_logger("consumers.worker")
@@ -229,7 +229,7 @@ class ConsumerWorker:
         return wm[tp.partition]
 
     async def _load_watermarks(self, tps: set[TopicPartition]) -> dict[TopicPartition, Watermarks]:
-        """Watermarks of the current log (:mod:`consumers.watermark_check`); all -1 with dedup off."""
+        """Watermarks of the current log (:mod:`consumers.kafka.watermark_check`); all -1 with dedup off."""
         if not self.dedup or not tps:
             return {tp: Watermarks() for tp in tps}
         s, inserter, topic = self.settings, self._inserter, self.settings.topic

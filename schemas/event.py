@@ -43,7 +43,6 @@ from pydantic import (
 
 from schemas.catalog import Catalog, get_catalog
 
-SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 1024 * 1024  # a larger Kafka message is dead-lettered unparsed
 MAX_DETAIL_BYTES = 64 * 1024
 MAX_DETAIL_DEPTH = 32  # ``detail`` itself is level 1

@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from auditlog.settings import Settings
 from auditlog.store import Store
-from consumers.dlq import fetch_highwaters
-from consumers.topic_reader import read_topic
+from consumers.kafka.dlq import fetch_highwaters
+from consumers.kafka.topic_reader import read_topic
 from consumers.worker import ConsumerWorker
 
 __all__ = [

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from auditlog.store import Store
     from producers import AuditProducer
 
-log = get_logger("auditlog.api")
+log = get_logger("auditlog.app.cli_api")
 REQUEST_TIMEOUT_MS = 5000  # a producer that cannot reach Kafka fails fast and is retried (attach_self_audit)
 
 

@@ -24,7 +24,7 @@ from auditlog.stopsignals import StopSignals, stop_signals
 if TYPE_CHECKING:
     from consumers.worker import ConsumerWorker
 
-log = logs.get_logger("auditlog.consume")
+log = logs.get_logger("auditlog.app.cli_consume")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

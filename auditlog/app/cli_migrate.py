@@ -10,7 +10,7 @@ from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import redact_error, redact_url
 
-log = get_logger("auditlog.migrate")
+log = get_logger("auditlog.app.cli_migrate")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -21,7 +21,7 @@ from auditlog.settings import Settings
 from auditlog.stopsignals import StopSignals, stop_signals
 from auditlog.store import redact_error, redact_url
 
-log = logs.get_logger("auditlog.stream")
+log = logs.get_logger("auditlog.app.cli_stream")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

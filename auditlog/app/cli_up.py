@@ -24,7 +24,7 @@ from auditlog.store import redact_text, redact_url
 if TYPE_CHECKING:
     from auditlog.app.embedded import EmbeddedStack
 
-log = get_logger("auditlog.up")
+log = get_logger("auditlog.app.cli_up")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

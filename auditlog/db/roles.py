@@ -181,18 +181,6 @@ def analyst_user_statements(
     ]
 
 
-def drop_analyst_statements(
-    user: str, database: str, cluster: str | None = None, local_suffix_for: Sequence[str] = ()
-) -> list[str]:
-    """SQL that removes an analyst user and its org policy (on the same tables as
-    :func:`analyst_user_statements` made it, so pass the same ``local_suffix_for``)."""
-    db = check_ident(database, "database name")
-    u = check_ident(user, "user name")
-    oc = _on_cluster(cluster)
-    on_tables = ", ".join(_objects(db, ORG_SCOPED_TABLES, local_suffix_for))
-    return [f"DROP ROW POLICY IF EXISTS {analyst_policy_name(u)}{oc} ON {on_tables}", f"DROP USER IF EXISTS {u}{oc}"]
-
-
 def granted_privileges(statements: Sequence[str]) -> list[tuple[str, str, str]]:
     """(privilege, object, grantee) for every ``GRANT <privileges> ON <object> TO <grantee>`` statement."""
     out = []

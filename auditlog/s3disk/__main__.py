@@ -38,7 +38,7 @@ async def serve(a: argparse.Namespace, signals: StopSignals) -> int:
     from auditlog.s3disk.store import DiskStore
     from auditlog.s3disk.wire import MAX_HEAD
 
-    log = get_logger("auditlog.s3disk")
+    log = get_logger("auditlog.s3disk.__main__")
     loop = asyncio.get_running_loop()
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="s3disk"))
     store = DiskStore(a.root)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(serve(a, signals))
     except OSError as e:
-        get_logger("auditlog.s3disk").error("s3disk.failed", error=repr(e), root=a.root, port=a.port)
+        get_logger("auditlog.s3disk.__main__").error("s3disk.failed", error=repr(e), root=a.root, port=a.port)
         return 1
 
 

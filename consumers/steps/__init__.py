@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from consumers.decode import Chunk, DecodedChunk
+from consumers.decode.decoder import Chunk, DecodedChunk
 from consumers.partition import PartitionState
 
 T_contra = TypeVar("T_contra", contravariant=True)

@@ -18,13 +18,13 @@ from aiokafka import TopicPartition
 from auditlog.logs import get_logger
 from consumers import metrics as m
 from consumers.batch import FlushJob, PartitionBatch
-from consumers.decode import dead_letter
-from consumers.dlq import DlqLimit
+from consumers.decode.decoder import dead_letter
+from consumers.kafka.dlq import DlqLimit
 from consumers.partition import PartitionState
 from consumers.steps import Decoded
 from consumers.steps.flushing import Flushing
 
-log = get_logger("consumers.batching")
+log = get_logger("consumers.steps.batching")
 
 
 class Batching:

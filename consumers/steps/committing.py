@@ -16,7 +16,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from auditlog.logs import get_logger
 from consumers import metrics as m
 
-log = get_logger("consumers.commit")
+log = get_logger("consumers.steps.committing")
 
 
 class Committing:

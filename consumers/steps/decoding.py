@@ -16,8 +16,8 @@ from typing import Any
 from auditlog.provenance import KAFKA, Publisher, publisher_of
 from auditlog.signing import ServerKeys
 from consumers import metrics as m
-from consumers.decode import Chunk, DecodedChunk
-from consumers.decode_pool import DecodePool
+from consumers.decode.decoder import Chunk, DecodedChunk
+from consumers.decode.pool import DecodePool
 from consumers.steps import Decoded, Fetched, Step
 
 

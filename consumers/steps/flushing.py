@@ -2,7 +2,7 @@
 
 (1) each batch's dead letters are sent and every ack awaited (a retry sends only what the DLQ lacks), (2) the
 first-write guard drops rows that repeat a stored event and keeps aside those that would rewrite one
-(:mod:`consumers.first_write_guard`), (3) the other rows of the job go to ClickHouse in ONE insert carrying the
+(:mod:`consumers.store.first_write_guard`), (3) the other rows of the job go to ClickHouse in ONE insert carrying the
 job's deduplication token, (4) only then are the job's offsets handed to the committing step. (1) to (3) are retried until they succeed
 (:mod:`consumers.retry`);
 meanwhile nothing is committed and the batches upstream keep growing until backpressure pauses fetching.
@@ -20,13 +20,13 @@ from aiokafka import TopicPartition
 from auditlog.logs import get_logger
 from consumers import metrics as m
 from consumers.batch import FlushJob, PartitionBatch
-from consumers.decode import DeadLetter
-from consumers.first_write_guard import FirstWriteGuard
-from consumers.inserter import Inserter
+from consumers.decode.decoder import DeadLetter
 from consumers.retry import Retry
 from consumers.steps.committing import Committing
+from consumers.store.first_write_guard import FirstWriteGuard
+from consumers.store.inserter import Inserter
 
-log = get_logger("consumers.flush")
+log = get_logger("consumers.steps.flushing")
 
 
 class Flushing:

@@ -21,10 +21,10 @@ from auditlog.settings import Settings
 from auditlog.signing import ServerKeys
 from auditlog.store import Store
 from consumers.batch import FlushJob, PartitionBatch
-from consumers.decode import Chunk
-from consumers.first_write import FINGERPRINT_SQL, KnownIds, fingerprint, suspects
-from consumers.first_write_guard import FirstWriteGuard
-from consumers.inserter import Inserter
+from consumers.decode.decoder import Chunk
+from consumers.store.first_write import FINGERPRINT_SQL, KnownIds, fingerprint, suspects
+from consumers.store.first_write_guard import FirstWriteGuard
+from consumers.store.inserter import Inserter
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer, InvalidEvent
 from query_api.core.app import create_app
@@ -241,7 +241,7 @@ async def test_a_refresh_reads_other_writers_keys_in_the_background_and_a_stale_
         await asyncio.sleep(0.15)  # ... the set is now older than 2 * refresh_seconds: a check refreshes first
         chunk2 = Chunk("t", 3, [7], [json.dumps({**event, "description": "rewritten"}).encode()], now)
         batch = PartitionBatch(TopicPartition("t", 3), 7)
-        batch.add_decoded(chunk2, guard._step.decode_chunk(chunk2, guard._encoder))
+        batch.add_decoded(chunk2, guard._decoder.decode_chunk(chunk2, guard._encoder))
         checked = await guard.check(FlushJob((batch,)))  # ... that finds the rewrite of it
         assert (checked.rows, len(checked.conflicts), checked.retries) == (0, 1, 0)
         guard.close()

@@ -163,7 +163,7 @@ def _orphan_helpers(mark: str) -> list[int]:
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "consumers.decode_worker" in cmd and p.info["pid"] not in ours:
+        if "consumers.decode.helper" in cmd and p.info["pid"] not in ours:
             try:
                 if any(mark in v for v in p.environ().values()):
                     out.append(p.info["pid"])

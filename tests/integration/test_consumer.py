@@ -10,7 +10,7 @@ import pytest
 
 from auditlog.settings import Settings
 from auditlog.store import Store
-from consumers.dlq import H_FIELD, H_OFFSET, H_PARTITION, H_REASON, H_TIME, H_TOPIC, header
+from consumers.kafka.dlq import H_FIELD, H_OFFSET, H_PARTITION, H_REASON, H_TIME, H_TOPIC, header
 from consumers.worker import ConsumerWorker
 from tests.consumer_helpers import BackgroundWorker, count_events, publish, read_topic
 from tests.factories import make_event, random_events

@@ -126,7 +126,7 @@ async def test_dlq_watermark_at_a_null_message_is_kept(settings: Settings) -> No
     one past the log's end (else a restart would dead-letter that partition's invalid messages twice)."""
     from aiokafka import AIOKafkaProducer
 
-    from consumers.watermark_check import verify_watermarks
+    from consumers.kafka.watermark_check import verify_watermarks
     from schemas.catalog import get_catalog
 
     p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)

@@ -10,7 +10,7 @@ import pytest
 
 from auditlog.settings import Settings
 from auditlog.store import Store
-from consumers.inserter import INSERT_SETTINGS, Inserter
+from consumers.store.inserter import INSERT_SETTINGS, Inserter
 from consumers.worker import ConsumerWorker
 from tests.consumer_helpers import BackgroundWorker, count_events, publish
 from tests.factories import random_events

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from auditlog.settings import Settings
 from auditlog.store import Store
-from consumers.dlq import H_FIELD, H_REASON, header
+from consumers.kafka.dlq import H_FIELD, H_REASON, header
 from consumers.worker import ConsumerWorker
 from schemas.event import EventError, parse_event
 from tests.consumer_helpers import BackgroundWorker, count_events, publish, read_topic

@@ -1,7 +1,7 @@
-"""The consumer's decode step in chunks and in helper processes (consumers.decode / native / decode_pool).
+"""The consumer's decoder in chunks and in helper processes (consumers.decode.decoder / native / pool).
 
 Real chDB: the Native blocks are inserted into the migrated ``audit_events`` and read back; the helper processes
-are real ``python -m consumers.decode_worker`` processes.
+are real ``python -m consumers.decode.helper`` processes.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import pytest
 
 from auditlog.settings import Settings, usable_cpus
 from auditlog.store import Store
-from consumers.decode import Chunk, DecodeStep
-from consumers.decode_pool import DecodePool
-from consumers.inserter import Inserter
-from consumers.native import NativeEncoder
+from consumers.decode.decoder import Chunk, Decoder
+from consumers.decode.native import NativeEncoder
+from consumers.decode.pool import DecodePool
+from consumers.store.inserter import Inserter
 from schemas.catalog import get_catalog
 from schemas.event import parse_event
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
@@ -55,7 +55,7 @@ def _mixed() -> tuple[list[bytes | None], list[dict[str, object]]]:
 
 def test_decode_chunk_reports_each_invalid_message_by_index(store: Store) -> None:
     values, valid = _mixed()
-    d = DecodeStep().decode_chunk(_chunk(values), NativeEncoder(_types(store)))
+    d = Decoder().decode_chunk(_chunk(values), NativeEncoder(_types(store)))
     assert d.rows == len(valid) and d.already_stored == 0
     assert [(i, f) for i, f, _ in d.invalid] == [(4, "message"), (9, "action"), (17, "message")]
     assert "not UTF-8" in d.invalid[0][2] and "vm.fly" in d.invalid[1][2] and "null" in d.invalid[2][2]
@@ -64,7 +64,7 @@ def test_decode_chunk_reports_each_invalid_message_by_index(store: Store) -> Non
 def test_rows_at_or_below_the_stored_watermark_are_counted_not_encoded(store: Store) -> None:
     values, _ = _mixed()
     enc = NativeEncoder(_types(store))
-    d = DecodeStep().decode_chunk(_chunk(values, first=100, stored_up_to=109), enc)  # offsets 100..109
+    d = Decoder().decode_chunk(_chunk(values, first=100, stored_up_to=109), enc)  # offsets 100..109
     assert d.already_stored == 8  # 10 messages, of which 4 and 9 (offsets 104, 109) are invalid
     assert d.rows == 30 - 8 and len(d.invalid) == 3  # invalid ones are reported whatever the watermark
 
@@ -76,7 +76,7 @@ def test_native_block_stores_exactly_what_a_column_insert_stores(store: Store) -
     events[1]["actor"]["ip"] = "2001:DB8:0:0:0:0:0:1"
     events[2]["workspace_id"] = None
     values = [json.dumps(e).encode() for e in events]
-    d = DecodeStep().decode_chunk(_chunk(values, first=0), NativeEncoder(_types(store)))
+    d = Decoder().decode_chunk(_chunk(values, first=0), NativeEncoder(_types(store)))
     Inserter(store)._insert([d.block], d.rows, "t:3:0-199")
     c = store.client()
     c.command(f"CREATE TABLE ref AS {EVENTS_TABLE}")
@@ -94,9 +94,9 @@ def test_native_block_stores_exactly_what_a_column_insert_stores(store: Store) -
 def test_a_retried_multi_block_insert_is_dropped_by_its_token(store: Store) -> None:
     """A batch's blocks are fixed once decoded, so every retry of its insert sends the same blocks and token."""
     values = [json.dumps(e).encode() for e in random_events(60, seed=23)]
-    step, enc, ins = DecodeStep(), NativeEncoder(_types(store)), Inserter(store)
+    decoder, enc, ins = Decoder(), NativeEncoder(_types(store)), Inserter(store)
     try:
-        parts = [step.decode_chunk(_chunk(values[i:i + 20], first=i), enc) for i in (0, 20, 40)]
+        parts = [decoder.decode_chunk(_chunk(values[i:i + 20], first=i), enc) for i in (0, 20, 40)]
         for _ in range(3):  # e.g. the first attempt landed but its answer timed out
             ins._insert([p.block for p in parts], 60, "audit.events:3:0-59:abc")
         assert store.client().query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0] == 60
@@ -152,7 +152,7 @@ async def test_helpers_that_cannot_start_leave_decoding_to_the_worker_process(
 
 def test_helpers_exit_when_the_consumer_is_sigkilled(tmp_path: object) -> None:
     code = (
-        "from consumers.decode_pool import DecodePool\n"
+        "from consumers.decode.pool import DecodePool\n"
         "from schemas.catalog import get_catalog\n"
         "from schemas.rows import EVENT_COLUMNS\n"
         "p = DecodePool(2, get_catalog(), ['String'] * len(EVENT_COLUMNS))\n"

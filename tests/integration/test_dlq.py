@@ -13,7 +13,7 @@ import pytest
 from auditlog.app.cli import main
 from auditlog.settings import Settings
 from auditlog.store import Store
-from consumers.dlq import DlqLimitExceeded
+from consumers.kafka.dlq import DlqLimitExceeded
 from consumers.worker import ConsumerWorker
 from schemas.catalog import Catalog
 from tests.consumer_helpers import (

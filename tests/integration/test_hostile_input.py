@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from auditlog.settings import Settings
 from auditlog.store import Store
-from consumers.dlq import H_FIELD, H_REASON, header
+from consumers.kafka.dlq import H_FIELD, H_REASON, header
 from consumers.worker import ConsumerWorker
 from producers.producer import AuditProducer
 from query_api.core.app import create_app

@@ -21,8 +21,8 @@ from auditlog.app.cli import main
 from auditlog.db import integrity
 from auditlog.db.migrations import migrate
 from auditlog.store import Store
-from consumers.inserter import Inserter
-from consumers.native import NativeEncoder
+from consumers.decode.native import NativeEncoder
+from consumers.store.inserter import Inserter
 from schemas.event import parse_event
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, PROVENANCE_COLUMNS, event_row
 from tests.factories import make_event, random_events

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 
 from consumers.batch import FlushJob, PartitionBatch
 from consumers.cli import reason_class
-from consumers.decode import DeadLetter, DecodeStep
-from consumers.dlq import (
+from consumers.decode.decoder import Chunk, DeadLetter, Decoder, dead_letter
+from consumers.fate import Fate, Watermarks, fate
+from consumers.kafka.dlq import (
     H_FIELD,
     H_OFFSET,
     H_PARTITION,
@@ -24,7 +26,6 @@ from consumers.dlq import (
     header,
     original_headers,
 )
-from consumers.fate import Fate, Watermarks, fate
 from consumers.partition import PartitionState
 from consumers.retry import backoff_delay
 from schemas.rows import EVENT_COLUMNS
@@ -41,10 +42,17 @@ class Rec:
     headers: tuple[tuple[str, bytes], ...] = field(default_factory=lambda: (("trace", b"abc"),))
 
 
+class NoEncoder:
+    def encode(self, rows: Any, tail: Any = ()) -> bytes:
+        return b"%d rows" % len(rows)
+
+
 def test_decode_valid_row_in_column_order() -> None:
     ev = make_event()
-    row = DecodeStep().decode(Rec(json.dumps(ev).encode()), datetime.now(UTC))
-    assert isinstance(row, tuple) and len(row) == len(EVENT_COLUMNS)
+    rows = Decoder().stored_rows(Chunk("t", 2, [41], [json.dumps(ev).encode()], datetime.now(UTC)))
+    assert len(rows) == 1
+    row = rows[0]
+    assert len(row) == len(EVENT_COLUMNS)
     named = dict(zip(EVENT_COLUMNS, row, strict=True))
     assert str(named["event_id"]) == ev["event_id"]
     assert (named["kafka_topic"], named["kafka_partition"], named["kafka_offset"]) == ("t", 2, 41)
@@ -60,9 +68,14 @@ def test_decode_valid_row_in_column_order() -> None:
     (json.dumps({**make_event(), "extra": 1}).encode(), "extra"),
 ])
 def test_decode_invalid_is_a_dead_letter_never_an_exception(raw: bytes | None, field_: str) -> None:
-    out = DecodeStep().decode(Rec(raw), datetime.now(UTC))
+    rec = Rec(raw)
+    decoded = Decoder().decode_chunk(Chunk(rec.topic, rec.partition, [rec.offset], [raw], datetime.now(UTC)),
+                                     NoEncoder())  # type: ignore[arg-type]
+    assert decoded.rows == 0 and len(decoded.invalid) == 1
+    index, field_name, reason = decoded.invalid[0]
+    assert index == 0 and field_name == field_ and reason
+    out = dead_letter(rec, field_name, reason)  # as the batching step does
     assert isinstance(out, DeadLetter)
-    assert out.field == field_ and out.reason
     assert out.value == raw and out.key == b"acme" and out.headers == (("trace", b"abc"),)
 
 

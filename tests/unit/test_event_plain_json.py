@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from consumers.decode import Chunk, DecodeStep
+from consumers.decode.decoder import Chunk, Decoder
 from schemas import EventError, parse_event
 from schemas.event import MAX_DETAIL_DEPTH
 from tests.factories import make_event
@@ -144,7 +144,7 @@ def test_the_consumer_dead_letters_nan_and_deep_messages_with_the_reason() -> No
         def encode(self, rows: Any, tail: Any = ()) -> bytes:
             return b"%d rows" % len(rows)
 
-    out = DecodeStep().decode_chunk(chunk, NoEncoder())  # type: ignore[arg-type]
+    out = Decoder().decode_chunk(chunk, NoEncoder())  # type: ignore[arg-type]
     assert out.rows == 2
     assert [(i, f) for i, f, _ in out.invalid] == [(1, "detail"), (2, "detail"), (3, "message")]
     assert out.invalid[0][2].startswith(NOT_FINITE) and out.invalid[1][2] == out.invalid[2][2] == DEEP

@@ -11,7 +11,7 @@ string (``importlib.import_module("consumers.cli")``).
 No two modules of ours import each other, directly or through others (:func:`test_no_cycle_among_modules`). There
 every import statement counts, also one inside a function or under ``TYPE_CHECKING``: a deferred import is the
 usual way to hide a cycle, not to remove one. A dotted string does not count there: it names a module loaded by
-name, often in another process (``python -m consumers.decode_worker``), which is no import of the one naming it.
+name, often in another process (``python -m consumers.decode.helper``), which is no import of the one naming it.
 
 In ``query_api``, only ``deps.py`` (per request) and the app factory (which sets it) touch ``app.state``
 (:func:`test_only_deps_and_the_factory_touch_app_state`); and no folder of our packages holds more than

@@ -90,18 +90,6 @@ def test_analyst_policies_fail_closed_and_per_org() -> None:
     assert hashlib.sha256(b"s3cret").hexdigest() in user[0]
 
 
-def test_dropping_an_analyst_covers_the_tables_its_policy_was_made_on() -> None:
-    """On a sharded cluster the org policy also sits on the ``<table>_local`` tables; dropping it must too."""
-    local = ["audit_events", "audit_daily_counts"]
-    made = roles.analyst_user_statements("db1", "bob", "globex", password="pw", local_suffix_for=local)[-1]
-    dropped = roles.drop_analyst_statements("bob", "db1", local_suffix_for=local)[0]
-    on = re.compile(r" ON ((?:db1\.\w+(?:, )?)+)")
-    made_on, dropped_on = on.search(made), on.search(dropped)
-    assert made_on and dropped_on
-    assert dropped_on.group(1) == made_on.group(1)
-    assert "db1.audit_events_local" in dropped_on.group(1)
-
-
 @pytest.mark.parametrize("bad", ["a b", "x;DROP", "1abc", "", "é"])
 def test_identifiers_are_validated(bad: str) -> None:
     with pytest.raises(ValueError):
@@ -123,7 +111,6 @@ def test_every_statement_parses_with_clickhouse(store: Store) -> None:
     stmts = roles.role_statements(store.database) + roles.role_statements(store.database, cluster="c1")
     stmts += roles.analyst_user_statements(store.database, "alice", "o'hara \\ co", password="pw")
     stmts += roles.service_user_statements("auditlog_consumer", "writer", password="pw", cluster="c1")
-    stmts += roles.drop_analyst_statements("alice", store.database)
     c = store.client()
     for s in stmts:
         formatted = c.query("SELECT formatQuery({q:String})", parameters={"q": s}).result_rows[0][0]

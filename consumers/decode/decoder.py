@@ -1,15 +1,15 @@
-"""Decode/validate step: one Kafka record -> a row of ``audit_events`` or a :class:`DeadLetter`.
+"""The decoder: Kafka messages -> rows of ``audit_events`` or dead letters (used by the decoding step).
 
-Contract: :meth:`DecodeStep.decode` never raises for bad input. Every record becomes exactly one of
-- a row tuple in :data:`schemas.rows.EVENT_COLUMNS` order (the event passed :func:`schemas.event.parse_event`),
-- a :class:`DeadLetter` naming the broken ``field`` and ``reason`` (non-UTF-8, not JSON, > 1 MiB, unknown field,
-  wrong type, unknown catalog code, future timestamp, null value, ...).
+Contract: :class:`Decoder` never raises for bad input. Every message becomes exactly one of
+- a row in :data:`schemas.rows.EVENT_COLUMNS` order (the event passed :func:`schemas.event.parse_event`),
+- a dead letter naming the broken ``field`` and ``reason`` (non-UTF-8, not JSON, > 1 MiB, unknown field,
+  wrong type, unknown catalog code, future timestamp, null value, ...), sent as a :class:`DeadLetter`.
 Validation is :func:`parse_event` itself: the consumer has no second copy of the contract.
 
-:meth:`DecodeStep.decode_chunk` is the consumer's hot path: it decodes a :class:`Chunk` (consecutive messages of
+:meth:`Decoder.decode_chunk` is the consumer's hot path: it decodes a :class:`Chunk` (consecutive messages of
 one partition) in one call and returns a :class:`DecodedChunk`: the rows to store already encoded as one Native
-block (:class:`~consumers.native.NativeEncoder`) plus the index, field and reason of each message to dead-letter.
-Both are plain data, so the call can run in another process (:mod:`consumers.decode_pool`).
+block (:class:`~consumers.decode.native.NativeEncoder`) plus the index, field and reason of each message to dead-letter.
+Both are plain data, so the call can run in another process (:mod:`consumers.decode.pool`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 from zlib import crc32
 
 from auditlog.provenance import API, KAFKA, Publisher
+from consumers.decode.native import NativeEncoder
 from consumers.fate import Fate, Watermarks, fate
-from consumers.first_write import fingerprint
-from consumers.native import NativeEncoder
-from schemas.catalog import RESERVED, RESERVED_REASON, Catalog, get_catalog, is_reserved
+from consumers.store.first_write import fingerprint
+from schemas.catalog import RESERVED, RESERVED_REASON, Catalog, get_catalog
 from schemas.event import EventError, epoch_ms, parse_event
 from schemas.rows import event_values
 
@@ -67,12 +67,12 @@ class DecodedChunk:
     already_stored: int
     already_dead: int = 0
     fingerprint: int = 0  # crc32 over the chunk's values, in offset order
-    keys: bytes = b""  # consumers.first_write.fingerprint of each stored row, in row order (array 'Q')
+    keys: bytes = b""  # consumers.store.first_write.fingerprint of each stored row, in row order (array 'Q')
 
 
 @dataclass(slots=True)
 class _Walk:
-    """What one pass over a chunk found (:meth:`DecodeStep._walk`)."""
+    """What one pass over a chunk found (:meth:`Decoder._walk`)."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
@@ -85,20 +85,11 @@ class _Walk:
     fp: int = 0
 
 
-class DecodeStep:
+class Decoder:
     """Validate records against the v1 contract and the catalog."""
 
     def __init__(self, catalog: Catalog | None = None) -> None:
         self.catalog = catalog or get_catalog()
-
-    def decode(self, record: Any, received_at: datetime) -> tuple[Any, ...] | DeadLetter:
-        """``record`` is an aiokafka ``ConsumerRecord`` (topic, partition, offset, key, value, headers)."""
-        out = self._values(record.value)
-        if not isinstance(out, list) and is_reserved(out[5], out[6]):  # no signed publisher here: never the API
-            out = ["category", RESERVED_REASON]
-        if isinstance(out, list):
-            return dead_letter(record, *out)
-        return (*out, received_at, record.topic, record.partition, record.offset, *KAFKA)
 
     def decode_chunk(self, chunk: Chunk, encoder: NativeEncoder) -> DecodedChunk:
         """Every message of ``chunk`` gets its :func:`~consumers.fate.fate`; only STORE rows are encoded and
@@ -180,7 +171,7 @@ def dead_letter(record: Any, field: str, reason: str) -> DeadLetter:
 
 
 def validates(value: bytes | None, catalog: Catalog) -> bool:
-    """Whether a record with this value would be stored now (not dead-lettered) by :meth:`DecodeStep.decode`."""
+    """Whether a record with this value would be stored now (not dead-lettered) by :class:`Decoder`."""
     if value is None:
         return False
     try:

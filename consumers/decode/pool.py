@@ -1,14 +1,14 @@
-"""Decoding in helper processes: the consumer's CPU-heavy step (validate + encode) off the fetching process.
+"""Decoding in helper processes: the consumer's CPU-heavy work (validate + encode) off the fetching process.
 
 Why: validation and row encoding are pure Python and would share the GIL with the Kafka client; moved out, the
 fetching process only fetches, batches and commits (see docs/architecture-notes.md).
 
 Contract:
 - ``DecodePool(processes, catalog, type_names)``; ``await pool.decode(chunks)`` returns one
-  :class:`~consumers.decode.DecodedChunk` per :class:`~consumers.decode.Chunk`, in order. Decoding is a pure
+  :class:`~consumers.decode.decoder.DecodedChunk` per :class:`~consumers.decode.decoder.Chunk`, in order. Decoding is a pure
   function of the chunk, so where it runs changes nothing but speed.
 - ``processes == 0``: decoded in the calling thread, one chunk at a time, yielding to the event loop after each
-  (an API served by the same loop stays responsive). ``> 0``: that many ``python -m consumers.decode_worker``
+  (an API served by the same loop stays responsive). ``> 0``: that many ``python -m consumers.decode.helper``
   processes (plain subprocesses, not ``multiprocessing``: nothing of the parent's ``__main__`` is re-run, no
   chDB or asyncio state is forked). Each is driven by one thread of the pool over its stdin/stdout; each exits
   when its stdin closes, i.e. when the pool closes or the consumer dies (even by SIGKILL).
@@ -36,11 +36,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from auditlog.logs import get_logger
-from consumers.decode import Chunk, DecodedChunk, DecodeStep
-from consumers.native import NativeEncoder
+from consumers.decode.decoder import Chunk, DecodedChunk, Decoder
+from consumers.decode.native import NativeEncoder
 from schemas.catalog import Catalog
 
-log = get_logger("consumers.decode_pool")
+log = get_logger("consumers.decode.pool")
 _FRAME = struct.Struct("!Q")
 
 
@@ -72,7 +72,7 @@ class _Helper:
 
     def __init__(self, catalog: Catalog, type_names: tuple[str, ...], nice: int = 0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consumers.decode_worker", str(nice)],
+            [sys.executable, "-m", "consumers.decode.helper", str(nice)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -104,7 +104,7 @@ class DecodePool:
         self.nice = nice
         self.catalog = catalog
         self.type_names = tuple(type_names)
-        self._step = DecodeStep(catalog)
+        self._decoder = Decoder(catalog)
         self._encoder = NativeEncoder(self.type_names)
         self._idle: queue.SimpleQueue[_Helper | None] = queue.SimpleQueue()
         self._all: list[_Helper] = []
@@ -136,7 +136,7 @@ class DecodePool:
         log.info("decode_pool.started", processes=self.processes, pids=started)
 
     def decode_here(self, chunks: Sequence[Chunk]) -> list[DecodedChunk]:
-        return [self._step.decode_chunk(c, self._encoder) for c in chunks]
+        return [self._decoder.decode_chunk(c, self._encoder) for c in chunks]
 
     def _call(self, chunks: list[Chunk]) -> list[DecodedChunk]:
         """Runs on a pool thread: take an idle helper, replace it if it died, give it back. If helpers cannot
@@ -179,7 +179,7 @@ class DecodePool:
         if self.processes == 0:  # one chunk at a time, letting the event loop run in between (an API beside)
             out = []
             for c in chunks:
-                out.append(self._step.decode_chunk(c, self._encoder))
+                out.append(self._decoder.decode_chunk(c, self._encoder))
                 await asyncio.sleep(0)
             return out
         if not self._started:

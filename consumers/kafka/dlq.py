@@ -1,4 +1,4 @@
-"""Dead-letter step: DLQ records, their sender, the DLQ-rate guard and the DLQ watermark.
+"""Dead letters: DLQ records, their sender, the DLQ-rate guard and the DLQ watermark.
 
 Contract of a DLQ record (EVENT.md): the original value, key and headers, untouched, plus the headers
 ``dlq.error.field``, ``dlq.error.reason``, ``dlq.source.topic``, ``dlq.source.partition``,
@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from auditlog.kafka import KafkaConnection, kafka_options
-from consumers.decode import DeadLetter
+from consumers.decode.decoder import DeadLetter
 from schemas.event import format_ts
 
 H_FIELD = "dlq.error.field"

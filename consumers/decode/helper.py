@@ -1,7 +1,7 @@
-"""A decode helper process (``python -m consumers.decode_worker [niceness]``), driven by :mod:`consumers.decode_pool`.
+"""A decode helper process (``python -m consumers.decode.helper [niceness]``), driven by :mod:`consumers.decode.pool`.
 
-Protocol over stdin/stdout, length-prefixed pickle frames (:func:`~consumers.decode_pool.write_frame`):
-first ``(catalog, column type names)``; then, per request, a list of :class:`~consumers.decode.Chunk` answered
+Protocol over stdin/stdout, length-prefixed pickle frames (:func:`~consumers.decode.pool.write_frame`):
+first ``(catalog, column type names)``; then, per request, a list of :class:`~consumers.decode.decoder.Chunk` answered
 by ``("ok", [DecodedChunk, ...])`` or ``("error", text)``. The process exits when stdin closes (the pool closed
 or the consumer died); it writes nothing else to stdout.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
-from consumers.decode import DecodeStep
-from consumers.decode_pool import read_frame, write_frame
-from consumers.native import NativeEncoder
+from consumers.decode.decoder import Decoder
+from consumers.decode.native import NativeEncoder
+from consumers.decode.pool import read_frame, write_frame
 
 
 def main() -> int:
@@ -28,7 +28,7 @@ def main() -> int:
         catalog, type_names = read_frame(inp)
     except EOFError:
         return 0
-    step, encoder = DecodeStep(catalog), NativeEncoder(type_names)
+    decoder, encoder = Decoder(catalog), NativeEncoder(type_names)
     while True:
         try:
             chunks = read_frame(inp)
@@ -36,7 +36,7 @@ def main() -> int:
             return 0
         reply: tuple[str, object]
         try:
-            reply = ("ok", [step.decode_chunk(c, encoder) for c in chunks])
+            reply = ("ok", [decoder.decode_chunk(c, encoder) for c in chunks])
         except Exception as exc:  # a bug: decoding never raises for bad input
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:

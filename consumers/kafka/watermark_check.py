@@ -27,10 +27,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from auditlog.kafka import KafkaConnection, kafka_options
 from auditlog.logs import get_logger
-from consumers.decode import validates
+from consumers.decode.decoder import validates
 from schemas.catalog import Catalog
 
-log = get_logger("consumers.watermark_check")
+log = get_logger("consumers.kafka.watermark_check")
 
 
 async def messages_at(kafka: str | KafkaConnection, topic: str, wanted: dict[int, set[int]], timeout_s: float = 15.0

@@ -1,10 +1,10 @@
 """The flushing step's guard of first-write-wins: a flush's rows minus retries and conflicts.
 
 Contract of :class:`FirstWriteGuard` (one per worker, all its assignments):
-- :meth:`load` reads the fingerprint of every stored event (:mod:`consumers.first_write`) before the first flush;
+- :meth:`load` reads the fingerprint of every stored event (:mod:`consumers.store.first_write`) before the first flush;
 - :meth:`check` takes a :class:`~consumers.batch.FlushJob` and returns a :class:`Checked`: the job's own blocks
   when no row is a suspect (the common case: one array look-up), else blocks re-encoded without the rows that
-  are retries of a stored event (dropped) or :class:`~consumers.first_write.Conflict` s (to keep aside). Its
+  are retries of a stored event (dropped) or :class:`~consumers.store.first_write.Conflict` s (to keep aside). Its
   answer is the same for the same job and store, so a retried insert carries the same blocks and token;
 - :meth:`stored` adds the fingerprints of rows the store now holds and notes the Kafka ranges they came from;
   the fingerprints other writers (other workers) add to the digests are taken in every ``refresh_seconds`` (1 s)
@@ -13,7 +13,7 @@ Contract of :class:`FirstWriteGuard` (one per worker, all its assignments):
   first only when the set is older than ``2 * refresh_seconds`` (after an idle spell, or while refreshes fail):
   a check never decides on a set older than that (2 s);
 - :meth:`close` cancels a refresh in flight.
-Store calls run on the :class:`~consumers.inserter.Inserter` thread; errors of :meth:`load` and :meth:`check`
+Store calls run on the :class:`~consumers.store.inserter.Inserter` thread; errors of :meth:`load` and :meth:`check`
 propagate (the caller retries); a failed background refresh is logged and tried again later.
 """
 
@@ -29,14 +29,14 @@ import numpy as np
 
 from auditlog.logs import get_logger
 from consumers.batch import FlushJob
-from consumers.decode import DecodeStep
-from consumers.first_write import Conflict, KnownIds, keys_array, resolve, suspects
-from consumers.inserter import Inserter
-from consumers.native import NativeEncoder
+from consumers.decode.decoder import Decoder
+from consumers.decode.native import NativeEncoder
+from consumers.store.first_write import Conflict, KnownIds, keys_array, resolve, suspects
+from consumers.store.inserter import Inserter
 from schemas.catalog import Catalog
 from schemas.rows import EVENT_COLUMNS
 
-log = get_logger("consumers.first_write_guard")
+log = get_logger("consumers.store.first_write_guard")
 _ORG, _EVENT_ID = EVENT_COLUMNS.index("org_id"), EVENT_COLUMNS.index("event_id")
 
 
@@ -55,7 +55,7 @@ class FirstWriteGuard:
         self.inserter = inserter
         self.known = KnownIds()
         self.refresh_seconds = refresh_seconds
-        self._step = DecodeStep(catalog)
+        self._decoder = Decoder(catalog)
         self._encoder = NativeEncoder(type_names)
         self._since: datetime | None = None
         self._fresh_at = float("-inf")  # monotonic start of the last refresh that succeeded
@@ -134,7 +134,7 @@ class FirstWriteGuard:
         sources = [(chunk, block) for b in job.batches for chunk, block in zip(b.sources, b.blocks, strict=True)]
         bounds = np.cumsum([0] + [len(k) // 8 for b in job.batches for k in b.keys])
         hit = set(np.searchsorted(bounds, sus, side="right").tolist())  # 1-based index of each suspect's chunk
-        decoded = {j: self._step.stored_rows(sources[j - 1][0]) for j in hit}
+        decoded = {j: self._decoder.stored_rows(sources[j - 1][0]) for j in hit}
         rows = {int(i): decoded[int(j)][int(i) - int(bounds[j - 1])]
                 for i, j in zip(sus, np.searchsorted(bounds, sus, side="right"), strict=True)}
         pairs = sorted({(r[_ORG], r[_EVENT_ID]) for r in rows.values()})

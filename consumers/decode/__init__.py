@@ -1,0 +1,1 @@
+"""Decoding: bytes -> rows in ClickHouse Native blocks or dead letters, in this process or in helper processes."""
