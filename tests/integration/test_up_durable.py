@@ -6,6 +6,7 @@ lost, and SIGTERM of ``up`` afterwards done within 10 s without a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -116,7 +117,8 @@ class Publishers:
         except KafkaError:
             return
         finally:
-            p.close(timeout=0)
+            with contextlib.suppress(KafkaError):  # unacknowledged sends of a killed broker time out here
+                p.close(timeout=0)
 
     def _http(self) -> None:
         h = {"Authorization": f"Bearer {service_token()}", "Content-Type": "application/x-ndjson"}
