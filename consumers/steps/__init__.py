@@ -1,7 +1,10 @@
 """The consumer's processing steps, chained: decoding -> batching -> flushing -> committing.
 
 Every step has the same contract (getsentry/arroyo's, with asyncio):
-- ``submit(item)`` takes the previous step's output; it never blocks (work starts as a task);
+- ``submit(item)`` takes the previous step's output; it never blocks (work starts as a task). A step that
+  cannot take an item now raises :class:`MessageRejected` (backpressure, as in arroyo) and keeps nothing of it:
+  the caller still owns the item and submits it again after a later ``poll()``, or after ``join()`` returned True
+  (the step is then idle and accepts it);
 - ``poll()`` moves finished work on to the next step, without blocking; it raises a step's fatal error;
 - ``await join(timeout)`` finishes everything submitted, down the chain (flush and commit included); it
   returns False when ``timeout`` passed first;
@@ -19,6 +22,10 @@ from consumers.decode.decoder import Chunk, DecodedChunk
 from consumers.partition import PartitionState
 
 T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class MessageRejected(Exception):
+    """Raised by :meth:`Step.submit` when the step cannot take the item now (the caller keeps it and retries)."""
 
 
 class Step(Protocol[T_contra]):

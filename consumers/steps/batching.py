@@ -1,6 +1,8 @@
 """Batching step: decoded runs -> per-partition batches -> one :class:`~consumers.batch.FlushJob` at a time.
 
-A flush starts only while the flushing step is idle (one insert in flight per worker), and takes the open batches
+The next step is known only through the :class:`~consumers.steps.Step` protocol: a job it rejects
+(:class:`~consumers.steps.MessageRejected`; the flushing step keeps one insert in flight per worker) is not taken,
+its batches stay open and keep growing, and it is offered again on a later poll. A flush takes the open batches
 of the partitions, oldest first, up to ``batch_max_rows`` messages, when they hold a quarter of that (a backlog:
 while one insert runs the next grows, so inserts stay large and the inserter never waits), when one is
 ``batch_max_seconds`` old, or when every partition with an open batch has caught up with the broker and nothing
@@ -21,14 +23,13 @@ from consumers.batch import FlushJob, PartitionBatch
 from consumers.decode.decoder import dead_letter
 from consumers.kafka.dlq import DlqLimit
 from consumers.partition import PartitionState
-from consumers.steps import Decoded
-from consumers.steps.flushing import Flushing
+from consumers.steps import Decoded, MessageRejected, Step
 
 log = get_logger("consumers.steps.batching")
 
 
 class Batching:
-    def __init__(self, states: dict[TopicPartition, PartitionState], next_step: Flushing, limit: DlqLimit,
+    def __init__(self, states: dict[TopicPartition, PartitionState], next_step: Step[FlushJob], limit: DlqLimit,
                  stats: dict[str, int], *, max_rows: int, max_seconds: float, min_seconds: float,
                  upstream_busy: Callable[[], bool] = lambda: False) -> None:
         self.states = states
@@ -83,9 +84,9 @@ class Batching:
             return open_
         return []
 
-    def _start(self, states: list[PartitionState], now: float) -> None:
-        """Flush the open batches, oldest first, up to ``max_rows`` messages (at least one batch)."""
-        self._last_flush = now
+    def _start(self, states: list[PartitionState], now: float) -> bool:
+        """Flush the open batches, oldest first, up to ``max_rows`` messages (at least one batch); False when the
+        next step rejected the job (the batches stay open)."""
         batches = sorted((st.open for st in states if st.open is not None), key=lambda b: b.created)
         take: list[PartitionBatch] = []
         n = 0
@@ -94,14 +95,17 @@ class Batching:
                 break
             take.append(b)
             n += b.messages
+        try:
+            self.next.submit(FlushJob(tuple(take)))
+        except MessageRejected:
+            return False
         for b in take:
             self.states[b.tp].take()
-        self.next.submit(FlushJob(tuple(take)))
+        self._last_flush = now
+        return True
 
     def poll(self) -> None:
         self.next.poll()
-        if self.next.busy:
-            return
         now = time.monotonic()
         due = self._due(now)
         if due:
@@ -114,9 +118,8 @@ class Batching:
             open_ = [st for st in self.states.values() if st.open is not None]
             if not open_:
                 break
-            if not self.next.busy:
-                self._start(open_, time.monotonic())
-            if not await self.next.wait_idle(max(0.0, deadline - time.monotonic())):
+            self._start(open_, time.monotonic())  # rejected or not, the next step's join makes room
+            if not await self.next.join(max(0.0, deadline - time.monotonic())):
                 return False
         return await self.next.join(max(0.0, deadline - time.monotonic()))
 

@@ -22,6 +22,7 @@ from consumers import metrics as m
 from consumers.batch import FlushJob, PartitionBatch
 from consumers.decode.decoder import DeadLetter
 from consumers.retry import Retry
+from consumers.steps import MessageRejected
 from consumers.steps.committing import Committing
 from consumers.store.first_write_guard import FirstWriteGuard
 from consumers.store.inserter import Inserter
@@ -44,13 +45,9 @@ class Flushing:
         self._job: FlushJob | None = None
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def busy(self) -> bool:
-        return self._task is not None
-
     def submit(self, item: FlushJob) -> None:
-        if self._task is not None:
-            raise RuntimeError("a flush is already in flight")
+        if self._task is not None:  # one flush in flight: the batches wait (and grow) upstream
+            raise MessageRejected("a flush is already in flight")
         self._job = item
         self._task = asyncio.create_task(self._flush(item), name=f"flush-{self.worker}")
 
@@ -63,18 +60,13 @@ class Flushing:
             self.next.submit(job.commit_offsets())
         self.next.poll()
 
-    async def wait_idle(self, timeout: float) -> bool:
+    async def join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
         if self._task is not None:
             await asyncio.wait([self._task], timeout=timeout)
             if not self._task.done():
                 return False
             self.poll()
-        return True
-
-    async def join(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        if not await self.wait_idle(timeout):
-            return False
         return await self.next.join(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:

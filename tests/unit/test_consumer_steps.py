@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +14,7 @@ from aiokafka import TopicPartition
 
 from consumers.batch import FlushJob, PartitionBatch
 from consumers.cli import reason_class
-from consumers.decode.decoder import Chunk, DeadLetter, Decoder, dead_letter
+from consumers.decode.decoder import Chunk, DeadLetter, DecodedChunk, Decoder, dead_letter
 from consumers.fate import Fate, Watermarks, fate
 from consumers.kafka.dlq import (
     H_FIELD,
@@ -28,6 +30,8 @@ from consumers.kafka.dlq import (
 )
 from consumers.partition import PartitionState
 from consumers.retry import backoff_delay
+from consumers.steps import Decoded, MessageRejected, Step
+from consumers.steps.batching import Batching
 from schemas.rows import EVENT_COLUMNS
 from tests.factories import make_event
 
@@ -156,3 +160,74 @@ def test_reason_class_removes_variable_parts() -> None:
     assert reason_class("not UTF-8 (invalid start byte at byte 12)") == "not UTF-8"
     assert reason_class("unknown action 'vm.x' for service/vm; valid: a, b") == "unknown action '…' for service/vm"
     assert reason_class("larger than 1048576 bytes (2097774)") == "larger than N bytes"
+
+
+class RecordingStep:
+    """A next step implementing only the ``Step`` protocol: records what it is given, one item in flight at a
+    time (rejects the next until :meth:`finish`), and finishes everything on ``join``."""
+
+    def __init__(self) -> None:
+        self.received: list[FlushJob] = []
+        self.in_flight: FlushJob | None = None
+        self.rejected = 0
+
+    def submit(self, item: FlushJob) -> None:
+        if self.in_flight is not None:
+            self.rejected += 1
+            raise MessageRejected("busy")
+        self.in_flight = item
+        self.received.append(item)
+
+    def finish(self) -> None:
+        self.in_flight = None
+
+    def poll(self) -> None:
+        pass
+
+    async def join(self, timeout: float) -> bool:
+        self.finish()
+        return True
+
+    def close(self) -> None:
+        self.in_flight = None
+
+    def held(self) -> int:
+        return self.in_flight.messages if self.in_flight is not None else 0
+
+
+def _decoded(st: PartitionState, offset: int) -> Decoded:
+    rec = Rec(b"{}", topic=st.tp.topic, partition=st.tp.partition, offset=offset)
+    chunk = Chunk(st.tp.topic, st.tp.partition, [offset], [rec.value], datetime.now(UTC))
+    return Decoded(st, [rec], [chunk], [DecodedChunk(b"block", 1, (), 0)])
+
+
+def test_batching_feeds_any_step_through_the_protocol_and_respects_rejection() -> None:
+    states = {tp: PartitionState(tp) for tp in (TopicPartition("t", 0), TopicPartition("t", 1))}
+    st0, st1 = states.values()
+    nxt = RecordingStep()
+    step: Step[FlushJob] = nxt  # the protocol is all Batching needs of its next step
+    batching = Batching(states, step, DlqLimit(1.0, 10), defaultdict(int), max_rows=4, max_seconds=3600,
+                        min_seconds=3600)
+
+    batching.submit(_decoded(st0, 10))
+    batching.poll()  # a quarter of max_rows is open: flushed
+    assert [[(b.tp.partition, b.first, b.messages) for b in j.batches] for j in nxt.received] == [[(0, 10, 1)]]
+    assert st0.open is None and batching.held() == 1
+
+    batching.submit(_decoded(st0, 11))
+    batching.submit(_decoded(st1, 5))
+    batching.poll()  # rejected: nothing taken, the batches stay open and count as held
+    batching.poll()
+    assert len(nxt.received) == 1 and nxt.rejected == 2
+    assert st0.open is not None and st1.open is not None and batching.held() == 3
+
+    nxt.finish()
+    batching.poll()  # accepted now: both open batches, oldest first, in one job
+    assert len(nxt.received) == 2
+    assert [(b.tp.partition, b.first) for b in nxt.received[1].batches] == [(0, 11), (1, 5)]
+    assert st0.open is None and st1.open is None and batching.held() == 2
+
+    batching.submit(_decoded(st1, 6))
+    assert asyncio.run(batching.join(1.0))  # rejected first, then the next step's join makes room
+    assert [(b.tp.partition, b.first) for b in nxt.received[2].batches] == [(1, 6)]
+    assert batching.held() == 0
