@@ -62,18 +62,8 @@ def run_api(args: argparse.Namespace) -> int:
 def _open_store(parts: Composition) -> Store | None:
     """The migrated store (an embedded one made private to the user), or None after saying why it cannot open."""
     keep_private(chdb_directory(parts.settings.store_url))
-    store = parts.store()
-    try:
-        parts.migrate(store)
-    except Exception as exc:
-        msg = redact_text(str(exc), store.url)
-        log.error("api.store_unavailable", store=redact_url(store.url), error=msg)
-        print(f"auditlog api: cannot open the store {redact_url(store.url)}: {msg}", file=sys.stderr)
-        if store.embedded:
-            print("  (a chdb:// directory can be used by one process at a time: stop `auditlog consume`/`up`)",
-                  file=sys.stderr)
-        return None
-    return store
+    return parts.open_store("api", "api", detail=lambda exc: redact_text(str(exc), parts.settings.store_url),
+                            hint_embedded=True)
 
 
 def api_producers(parts: Composition) -> tuple[Callable[[], AuditProducer], Callable[[], AuditProducer]]:

@@ -75,13 +75,9 @@ async def _consume(s: Settings, workers: int, create_topics: bool = True, stops:
         parts = Composition(s)
         log.info("consumer.starting", store=redact_url(s.store_url), database=s.clickhouse_database,
                  bootstrap=str(parts.kafka), topic=s.topic, group=s.consumer_group, workers=workers)
-        store = parts.store()
-        try:
-            await asyncio.to_thread(parts.migrate, store)
-        except Exception as exc:
-            msg = redact_error(exc, s.store_url)
-            log.error("consumer.store_unavailable", store=redact_url(s.store_url), error=msg)
-            print(f"auditlog consume: cannot open the store {redact_url(s.store_url)}: {msg}", file=sys.stderr)
+        store = await asyncio.to_thread(parts.open_store, "consume", "consumer",
+                                        detail=lambda exc: redact_error(exc, s.store_url))
+        if store is None:
             return 1
         if create_topics and not stops.requested:
             await ensure_topics(parts.kafka, [s.topic, s.dlq_topic], s.topic_partitions, s.topic_replication)

@@ -49,13 +49,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
 async def _stream(s: Settings, key: bytes, metrics_port: int, metrics_host: str, stops: StopSignals) -> int:
     parts = Composition(s)
     log.info("stream.starting", store=redact_url(s.store_url), database=s.clickhouse_database, topic=s.topic)
-    store = parts.store()
-    try:
-        await asyncio.to_thread(parts.migrate, store)
-    except Exception as exc:
-        msg = redact_error(exc, s.store_url)
-        log.error("stream.store_unavailable", store=redact_url(s.store_url), error=msg)
-        print(f"auditlog stream: cannot open the store {redact_url(s.store_url)}: {msg}", file=sys.stderr)
+    store = await asyncio.to_thread(parts.open_store, "stream", "stream",
+                                    detail=lambda exc: redact_error(exc, s.store_url))
+    if store is None:
         return 1
     if stops.requested:
         log.info("stream.start_aborted", signal=stops.requested)

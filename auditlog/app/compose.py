@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from auditlog.kafka import KafkaConnection
+from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from schemas.catalog import get_catalog
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from producers import AuditProducer
     from query_api.streams.deliverer import Deliverer
 
+_log = get_logger("auditlog.app.compose")
 INGEST_LINGER_MS = 5  # events from services: batched for a moment (the SDK's default)
 
 
@@ -53,6 +55,28 @@ class Composition:
         from auditlog.db.migrations import migrate
 
         return migrate(store, self.settings.retention_days, catalog=self.catalog)
+
+    def open_store(self, command: str, event_prefix: str, *, detail: Callable[[BaseException], str],
+                   hint_embedded: bool = False) -> Store | None:
+        """The migrated store, or None after logging ``<event_prefix>.store_unavailable`` and saying on stderr why
+        ``auditlog <command>`` cannot open it (``detail`` renders the failure, credentials redacted;
+        ``hint_embedded``: also say that a chdb:// directory serves one process at a time)."""
+        import sys
+
+        from auditlog.store import redact_url
+
+        store = self.store()
+        try:
+            self.migrate(store)
+        except Exception as exc:
+            msg = detail(exc)
+            _log.error(f"{event_prefix}.store_unavailable", store=redact_url(store.url), error=msg)
+            print(f"auditlog {command}: cannot open the store {redact_url(store.url)}: {msg}", file=sys.stderr)
+            if hint_embedded and store.embedded:
+                print("  (a chdb:// directory can be used by one process at a time: stop `auditlog consume`/`up`)",
+                      file=sys.stderr)
+            return None
+        return store
 
     # ----- producers -----------------------------------------------------------------------------------------
     def producer_options(self, *, self_audit: bool = False, **overrides: Any) -> dict[str, Any]:
