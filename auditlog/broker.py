@@ -164,8 +164,7 @@ class EmbeddedBroker:
         if self.durable:
             storage = "s3://tansu/"
             env.update({"AWS_ENDPOINT": f"http://127.0.0.1:{self.storage_port}", "AWS_ALLOW_HTTP": "true",
-                        "AWS_SKIP_SIGNATURE": "true", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "",
-                        "AWS_SECRET_ACCESS_KEY": ""})
+                        "AWS_SKIP_SIGNATURE": "true", "AWS_REGION": "us-east-1"})
             for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
                 env.pop(k, None)
         self.proc = self._popen([broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",

@@ -40,14 +40,23 @@ def _floor(ts: datetime, interval: str) -> datetime:
     return day.replace(day=1) if interval == "month" else day
 
 
+_STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}
+
+
+def _count(first: datetime, last: datetime, interval: str) -> int:
+    """How many buckets :func:`_starts` gives, without building them (a refused range costs nothing)."""
+    if interval == "month":
+        return (last.year - first.year) * 12 + last.month - first.month + 1
+    return (last - first) // _STEP[interval] + 1
+
+
 def _starts(first: datetime, last: datetime, interval: str) -> list[datetime]:
     """Every bucket start from ``first`` to ``last`` (both floored), oldest first."""
+    n = _count(first, last, interval)
     if interval == "month":
-        n = (last.year - first.year) * 12 + last.month - first.month + 1
         return [first.replace(year=first.year + (first.month - 1 + i) // 12, month=(first.month - 1 + i) % 12 + 1)
                 for i in range(n)]
-    step = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}[interval]
-    return [first + i * step for i in range((last - first) // step + 1)]
+    return [first + i * _STEP[interval] for i in range(n)]
 
 
 def _label(b: datetime) -> str:
@@ -62,10 +71,11 @@ _STATUS_COUNTS = f"countIf(status = '{Status.SUCCESS}'), countIf(status = '{Stat
 def compute(store: Store, sq: ScopedQuery, start: datetime, end: datetime, interval: str,
             group_by: str | None, top: int) -> dict[str, Any]:
     first, last = _floor(start, interval), _floor(end, interval)
-    starts = _starts(first, last, interval) if last >= first else []
-    if len(starts) > MAX_BUCKETS:
-        raise invalid("interval", f"{len(starts)} {interval} buckets exceed {MAX_BUCKETS}; narrow the range or use "
+    n = _count(first, last, interval) if last >= first else 0
+    if n > MAX_BUCKETS:
+        raise invalid("interval", f"{n} {interval} buckets exceed {MAX_BUCKETS}; narrow the range or use "
                                   "a longer interval (day, week, month)")
+    starts = _starts(first, last, interval) if n else []
     client = store.client()
     where, params = sq.where(), sq.params
     sql = (f"SELECT {_BUCKET_SQL[interval]} AS b, count(), {_STATUS_COUNTS} "
