@@ -7,8 +7,8 @@ Contract of :class:`EmbeddedBroker`:
   only (tests, benches, ``up --ephemeral``: gone when it stops).
 - :meth:`start` starts the part(s) on ``127.0.0.1:<port>`` (0 picks a free port; a port still held by a
   process that is going away is waited for up to ``port_wait`` seconds) and returns once the Kafka port accepts
-  connections; :meth:`parts` says which part is up; :meth:`revive` restarts a part that died on the same ports
-  (from the thread that called :meth:`start`); :meth:`stop` ends them by PID (SIGTERM, then SIGKILL).
+  connections; :meth:`parts` says which part is up; :meth:`revive` starts a part that died again on the same ports
+  without waiting (from the thread that called :meth:`start`); :meth:`stop` ends them by PID (SIGTERM, then SIGKILL).
 - On Linux each part gets SIGKILL from the kernel when the thread that started it dies (``PR_SET_PDEATHSIG``),
   so a SIGKILLed ``auditlog up`` leaves no orphan holding its ports: call :meth:`start` / :meth:`revive` from a
   thread that lives as long as the broker (the main thread).
@@ -141,24 +141,24 @@ class EmbeddedBroker:
             if not isinstance(out, int):
                 out.close()
 
-    def _wait_free(self, port: int, what: str) -> None:
-        deadline = time.monotonic() + self.port_wait
+    def _wait_free(self, port: int, what: str, wait: bool = True) -> None:
+        deadline = time.monotonic() + (self.port_wait if wait else 0.0)
         while not port_is_free(port):  # else the wait for the port could take another program's socket for ours
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} port 127.0.0.1:{port} is already in use"
                                    + (" (choose another with --kafka-port)" if what == "Kafka" else ""))
             time.sleep(0.05)
 
-    def _spawn_storage(self) -> None:
+    def _spawn_storage(self, wait_free: bool = True) -> None:
         assert self.storage_dir is not None and self.storage_port is not None
-        self._wait_free(self.storage_port, "broker storage")
+        self._wait_free(self.storage_port, "broker storage", wait_free)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self.storage_proc = self._popen(
             [sys.executable, "-m", "auditlog.s3disk", "--root", str(self.storage_dir), "--port",
              str(self.storage_port)], env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
-    def _spawn_broker(self) -> None:
-        self._wait_free(self.port, "Kafka")
+    def _spawn_broker(self, wait_free: bool = True) -> None:
+        self._wait_free(self.port, "Kafka", wait_free)
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         storage = "memory://tansu/"
         if self.durable:
@@ -213,19 +213,20 @@ class EmbeddedBroker:
             out["broker_storage"] = state(self.storage_proc)
         return out
 
-    def revive(self, timeout: float = 10.0) -> list[str]:
-        """Restart the parts that died, on their ports (storage first); the names of those restarted."""
+    def revive(self) -> list[str]:
+        """Start again, on their ports, the parts that died, without waiting for them (the caller, a loop, calls
+        again until :meth:`parts` is all ``ok``): the storage first, the broker once the storage answers. A port
+        not yet free is a ``RuntimeError`` (next round). The names of the parts started."""
         done = []
         if self.durable and (self.storage_proc is None or self.storage_proc.poll() is not None):
             code = self.storage_proc.returncode if self.storage_proc else None
-            self._spawn_storage()
-            self._wait_ready(self.storage_proc, self.storage_port, "broker storage", timeout)
+            self._spawn_storage(wait_free=False)
             log.warning("broker.part_restarted", part="broker_storage", exit_code=code)
             done.append("broker_storage")
-        if self.proc is None or self.proc.poll() is not None:
+        storage_up = not self.durable or (self.storage_port is not None and _port_open(self.storage_port))
+        if storage_up and (self.proc is None or self.proc.poll() is not None):
             code = self.proc.returncode if self.proc else None
-            self._spawn_broker()
-            self._wait_ready(self.proc, self.port, "broker", timeout)
+            self._spawn_broker(wait_free=False)
             log.warning("broker.part_restarted", part="broker", exit_code=code)
             done.append("broker")
         self.restarts += len(done)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from query_api.security.self_audit import SelfAuditState
 from schemas.event import StatusText
@@ -224,10 +224,31 @@ class IngestRefused(BaseModel):
 
 
 # ----- log streams (STREAMS.md): the bodies are checked by query_api.streams.config (422 naming the field) ------
-class StreamIn(BaseModel):
-    """``POST /v1/streams``."""
+class _TextBody(BaseModel):
+    """A request body whose every string is encodable text: a lone surrogate (``"\\ud800"``, which JSON allows)
+    is a 422 here, not a failure when it is stored, logged or sent on."""
 
     model_config = {"extra": "forbid"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
+        stack = [data]
+        while stack:  # iterative: a deep body cannot exhaust the stack here
+            v = stack.pop()
+            if isinstance(v, str):
+                v.encode("utf-8")  # UnicodeEncodeError is a ValueError: a 422 naming the body
+            elif isinstance(v, dict):
+                stack.extend(v.keys())
+                stack.extend(v.values())
+            elif isinstance(v, list):
+                stack.extend(v)
+        return data
+
+
+class StreamIn(_TextBody):
+    """``POST /v1/streams``."""
+
     name: str = Field(description="1 to 100 characters")
     destination: dict[str, Any] = Field(description="``type`` (webhook, splunk_hec, datadog, s3) and its fields, "
                                                     "secrets included (never returned)")
@@ -236,10 +257,9 @@ class StreamIn(BaseModel):
     start: str = Field("now", description='"now" or an RFC 3339 time within the retention (a backfill)')
 
 
-class StreamPatch(BaseModel):
+class StreamPatch(_TextBody):
     """``PATCH /v1/streams/{id}``: only what is given changes."""
 
-    model_config = {"extra": "forbid"}
     name: str | None = None
     state: Literal["active", "paused"] | None = None
     filters: dict[str, Any] | None = None

@@ -151,7 +151,7 @@ class EmbeddedStack:
                 continue
             log.error("stack.part_down", parts=down)
             try:
-                self.broker.revive()  # blocks the loop while the part starts (~0.1-0.3 s)
+                self.broker.revive()  # spawns only: the next rounds see it up (or start the broker after it)
             except RuntimeError as exc:  # e.g. its port not free yet: next round
                 log.error("stack.restart_failed", parts=down, error=str(exc))
 

@@ -119,6 +119,9 @@ def check_filters(raw: Any, catalog: Catalog) -> dict[str, Any]:
     unknown = sorted(set(raw) - set(FILTER_KEYS))
     if unknown:
         raise StreamConfigError(f"filters.{unknown[0]}", f"a stream filters by {', '.join(FILTER_KEYS)} only")
+    for name, v in raw.items():  # the filter table parses query-string values: strings, or lists of them
+        if not (isinstance(v, str) or v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v))):
+            raise StreamConfigError(f"filters.{name}", "a filter's value must be a string or a list of strings")
     values: dict[str, Any] = {}
     for name in FILTER_KEYS:
         try:
