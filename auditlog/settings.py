@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         None, description="Log streams: the key (32 random bytes, base64) that encrypts the destinations' secrets in "
         "the store, never kept there; the API and every deliverer share it. Default: one generated into the data "
         "directory (`auditlog up`); required by `auditlog stream`.")
+    streams_clickhouse_user: str | None = Field(
+        None, description="Log streams: the ClickHouse user (server) the API reads and writes stream configuration as, "
+        "holding the role auditlog_streams (the API's own user is read-only). Unset: the API's own user (chDB, or an "
+        "admin).")
+    streams_clickhouse_password: SecretStr | None = Field(
+        None, description="Log streams: the password of AUDITLOG_STREAMS_CLICKHOUSE_USER.")
     streams_allow_hosts: str = Field(
         "", description="Log streams: host names, addresses or CIDRs (comma-separated) a destination may use although "
         "it is http:// or resolves to a loopback, private or link-local address (e.g. 127.0.0.1 for development). "

@@ -3,6 +3,8 @@ and users as SQL.
 
 Contract:
 - ``auditlog_writer`` (the consumer) may only INSERT events and conflicts and read :data:`WRITER_READABLE`;
+- ``auditlog_streams`` (``auditlog stream``, and the API's writes of stream configuration) may only INSERT into
+  :data:`STREAMS_WRITABLE` and read :data:`STREAMS_READABLE`; it never writes events;
   ``auditlog_reader`` (the API) and ``auditlog_analyst`` are ``readonly = 2`` CONST; analysts see only their
   org's rows of :data:`ORG_SCOPED_TABLES` (a fail-closed ``USING 0`` policy plus one permissive policy per user);
 - no statement grants any of :data:`FORBIDDEN_PRIVILEGES`; nothing may write :data:`APPEND_ONLY_TABLES`;
@@ -35,17 +37,28 @@ from schemas.tables import (
     EVENTS_TABLE,
     FLAT_VIEW,
     OFFSETS_TABLE,
+    STREAM_LEASES_TABLE,
+    STREAM_POSITIONS_TABLE,
+    STREAMS_TABLE,
 )
 
 WRITER = "auditlog_writer"
 READER = "auditlog_reader"
 ANALYST = "auditlog_analyst"
-ROLES: tuple[str, ...] = (WRITER, READER, ANALYST)
-ROLE_ALIASES = {"writer": WRITER, "reader": READER, "analyst": ANALYST}
+STREAMS = "auditlog_streams"
+ROLES: tuple[str, ...] = (WRITER, READER, ANALYST, STREAMS)
+ROLE_ALIASES = {"writer": WRITER, "reader": READER, "analyst": ANALYST, "streams": STREAMS}
+#: Roles a service user may hold (analysts get theirs through :func:`analyst_user_statements`).
+SERVICE_ROLES: tuple[str, ...] = (WRITER, READER, STREAMS)
 
 #: Tables the consumer may read besides inserting events: its per-partition offset watermarks
 #: (consumer migration 0010). SELECT only.
 WRITER_READABLE: tuple[str, ...] = (OFFSETS_TABLE, EVENTS_TABLE, DIGESTS_TABLE)  # the first-write check reads both
+#: The log streams' tables: configuration (written by the API), positions (the deliverer after each batch, the API
+#: when it creates a stream) and leases (the deliverers). INSERT only: every change is a new row version.
+STREAMS_WRITABLE: tuple[str, ...] = (STREAMS_TABLE, STREAM_POSITIONS_TABLE, STREAM_LEASES_TABLE)
+#: What the streams role reads besides its own tables: the events it delivers and the stored-offsets watermark.
+STREAMS_READABLE: tuple[str, ...] = (EVENTS_TABLE, OFFSETS_TABLE, *STREAMS_WRITABLE)
 #: Tables (and views) analysts may read (the digests: so an analyst can check their org's events, migration 0040).
 ANALYST_TABLES: tuple[str, ...] = (EVENTS_TABLE, FLAT_VIEW, DAILY_COUNTS, CATALOG_TABLE, DIGESTS_TABLE,
                                    CONFLICTS_TABLE)
@@ -97,12 +110,14 @@ def role_statements(database: str, cluster: str | None = None, local_suffix_for:
     stmts += [f"ALTER ROLE {role}{oc} SETTINGS {ro}" for role in (READER, ANALYST)]
     stmts += [f"GRANT{oc} INSERT ON {o} TO {WRITER}" for o in objs(EVENTS_TABLE, CONFLICTS_TABLE)]
     stmts += [f"GRANT{oc} SELECT ON {o} TO {WRITER}" for o in objs(*WRITER_READABLE)]
+    stmts += [f"GRANT{oc} INSERT ON {o} TO {STREAMS}" for o in objs(*STREAMS_WRITABLE)]
+    stmts += [f"GRANT{oc} SELECT ON {o} TO {STREAMS}" for o in objs(*STREAMS_READABLE)]
     stmts.append(f"GRANT{oc} SELECT ON {db}.* TO {READER}")
     stmts += [f"GRANT{oc} SELECT ON {o} TO {ANALYST}" for o in objs(*ANALYST_TABLES)]
     on_tables = ", ".join(objs(*ORG_SCOPED_TABLES))
     stmts.append(
         f"CREATE ROW POLICY OR REPLACE auditlog_reader_all_rows{oc} ON {on_tables} "
-        f"AS PERMISSIVE FOR SELECT USING 1 TO {READER}, {WRITER}"
+        f"AS PERMISSIVE FOR SELECT USING 1 TO {READER}, {WRITER}, {STREAMS}"
     )
     stmts.append(
         f"CREATE ROW POLICY OR REPLACE auditlog_analyst_no_org{oc} ON {on_tables} "
@@ -131,14 +146,15 @@ def service_user_statements(
     password_sha256: str | None = None,
     cluster: str | None = None,
 ) -> list[str]:
-    """SQL for a service account (the consumer: ``writer``; the API: ``reader``) holding one role.
+    """SQL for a service account holding one role: the consumer ``writer``, the API ``reader``, ``auditlog
+    stream`` and the API's stream configuration ``streams``.
 
     The password is sent as its SHA-256 only (``sha256_hash``), never in clear text.
     """
     u = check_ident(user, "user name")
     r = ROLE_ALIASES.get(role, role)
-    if r not in (WRITER, READER):
-        raise ValueError(f"service users hold {WRITER} or {READER}, not {role!r}")
+    if r not in SERVICE_ROLES:
+        raise ValueError(f"service users hold one of {', '.join(SERVICE_ROLES)}, not {role!r}")
     oc = _on_cluster(cluster)
     ident = _identified(password, password_sha256)
     return [
@@ -235,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m auditlog.db.roles", description=__doc__.split("\n\n")[0])
     _common_options(p, suppress=False)
     sub = p.add_subparsers(dest="what", required=True)
-    _common_options(sub.add_parser("roles", help="the three roles, their grants and row policies"), suppress=True)
+    _common_options(sub.add_parser("roles", help="the four roles, their grants and row policies"), suppress=True)
     for name in ("analyst", "service"):
         sp = sub.add_parser(name, help=f"a {name} user")
         _common_options(sp, suppress=True)
@@ -245,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "analyst":
             sp.add_argument("--org", required=True, help="the only org_id this analyst may read")
         else:
-            sp.add_argument("--role", required=True, choices=["writer", "reader"])
+            sp.add_argument("--role", required=True, choices=["writer", "reader", "streams"])
     return p
 
 

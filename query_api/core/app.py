@@ -97,6 +97,8 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
             pool.shutdown(wait=False, cancel_futures=True)
             ingest_pool.shutdown(wait=False, cancel_futures=True)
             runner.close()
+            if app.state.streams is not None and app.state.streams.store is not store:
+                app.state.streams.store.close()
 
     app = FastAPI(
         title="auditlog read API", version=__version__, lifespan=lifespan,
@@ -147,7 +149,18 @@ def _streams(settings: Settings, store: Store, catalog: Catalog, key: bytes | No
         except StreamsKeyError as exc:
             log.error("streams.key_refused", error=str(exc))
             return None, "AUDITLOG_STREAMS_KEY is refused (the server's log says why)"
-    return StreamStore.from_settings(store, settings, catalog, key), ""
+    return StreamStore.from_settings(streams_store(settings, store), settings, catalog, key), ""
+
+
+def streams_store(settings: Settings, store: Store) -> Store:
+    """The store the streams' repository uses: ``store``, or on a server with ``AUDITLOG_STREAMS_CLICKHOUSE_USER``
+    set the same server and database as that user (the role auditlog_streams may write the streams' tables;
+    the API's own user is read-only)."""
+    if store.embedded or not settings.streams_clickhouse_user:
+        return store
+    pw = settings.streams_clickhouse_password
+    return Store(store.url, store.database, username=settings.streams_clickhouse_user,
+                 password=pw.get_secret_value() if pw else None)
 
 
 def end_live_tails(app: object) -> None:

@@ -41,6 +41,7 @@ log = get_logger("query_api.core.query_runner")
 T = TypeVar("T")
 TIMEOUT_CODES = {159, 160}  # TIMEOUT_EXCEEDED, TOO_SLOW
 MEMORY_CODES = {241}  # MEMORY_LIMIT_EXCEEDED
+REFUSED_CODES = {164, 497}  # READONLY, ACCESS_DENIED: the API's ClickHouse user may not do this
 
 
 def limits_of(settings: Settings, timeout_s: float | None = None) -> dict[str, str]:
@@ -66,6 +67,10 @@ def store_error(exc: Exception, timeout_s: float) -> ApiError | None:
     if isinstance(exc, DatabaseError) and getattr(exc, "code", None) in MEMORY_CODES:
         return ApiError(503, "the query needed more memory than its limit; narrow the period or add filters",
                         code="query_too_large")
+    if isinstance(exc, DatabaseError) and getattr(exc, "code", None) in REFUSED_CODES:
+        log.error("query.not_allowed", error=str(exc).splitlines()[0][:300])
+        return ApiError(503, "the store refused this for the API's ClickHouse user (read-only or not granted); "
+                             "the operator's log says more", code="store_refused")
     if isinstance(exc, OperationalError):
         return ApiError(503, "the store is unreachable; try again shortly", code="store_unavailable",
                         headers={"Retry-After": "5"})

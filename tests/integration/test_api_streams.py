@@ -259,3 +259,34 @@ def test_without_a_streams_key_the_routes_say_so(s: Settings, store: Store) -> N
         assert c.get("/v1/streams").status_code == 401
     with app_client(s, store) as c:  # AUDITLOG_STREAMS_KEY set: the app uses it
         assert c.get("/v1/streams", headers=owner(s)).status_code == 200
+
+
+class ReadOnlyStore(Store):
+    """The store as a read-only ClickHouse user sees it (``readonly = 2``, the reader role's setting)."""
+
+    def client(self) -> Any:
+        c = getattr(self._local, "ro", None)
+        if c is None:
+            import clickhouse_connect
+
+            from auditlog.db.roles import READONLY_SETTINGS
+
+            c = self._local.ro = clickhouse_connect.get_client(dsn=self.url, database=self.database,
+                                                                settings=READONLY_SETTINGS)
+        return c
+
+
+def test_a_read_only_store_user_gets_a_clear_503_and_nothing_changes(client: TestClient, s: Settings, store: Store,
+                                                                      receiver: Receiver) -> None:
+    """On a server the API's own user is read-only: without AUDITLOG_STREAMS_CLICKHOUSE_USER a change is refused by
+    the store; the owner gets 503 store_refused (not a 500), listing still works."""
+    h = owner(s)
+    sid = client.post("/v1/streams", json=webhook(receiver.url), headers=h).json()["id"]
+    repo = client.app.state.streams  # type: ignore[attr-defined]
+    repo.store = ReadOnlyStore(store.url, store.database)
+    r = client.post("/v1/streams", json=webhook(receiver.url), headers=h)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_refused", r.text
+    assert "readonly" not in r.text.lower().replace("read-only", "")  # no engine text leaks
+    assert client.patch(f"/v1/streams/{sid}", json={"state": "paused"}, headers=h).status_code == 503
+    listed = client.get("/v1/streams", headers=h).json()["data"]
+    assert [(x["id"], x["state"]) for x in listed] == [(sid, "active")]

@@ -89,6 +89,7 @@ def test_compose_migrate_job_commands_parse(path: Path) -> None:
             build_parser().parse_args(argv[1:])
     assert any(a[3:4] == ["service"] and "writer" in a for a in steps)
     assert any(a[3:4] == ["service"] and "reader" in a for a in steps)
+    assert any(a[3:4] == ["service"] and "streams" in a for a in steps)
 
 
 _REQUIRED = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?\?[^}]*)?\}$")
@@ -121,7 +122,7 @@ def test_compose_clickhouse_credentials_outside_the_url(path: Path, monkeypatch:
     admin_vars = {_compose_var(s["environment"]["CLICKHOUSE_PASSWORD"]) for s in servers.values()}
     assert len(admin_users) == len(admin_vars) == 1
     apps = {n: s for n, s in services.items() if s.get("image") == "auditlog:local"}
-    assert set(apps) == {"migrate", "consumer", "api"}
+    assert set(apps) == {"migrate", "consumer", "api", "stream"}
 
     # the service users the migrate job creates: user -> compose variable of the password it sets
     migrate_env = apps["migrate"]["environment"]
@@ -133,7 +134,12 @@ def test_compose_clickhouse_credentials_outside_the_url(path: Path, monkeypatch:
             created[user] = _compose_var(migrate_env[pw_env])
     expected = {"migrate": (admin_users.pop(), admin_vars.pop()),
                 "consumer": ("auditlog_consumer", created["auditlog_consumer"]),
-                "api": ("auditlog_api", created["auditlog_api"])}
+                "api": ("auditlog_api", created["auditlog_api"]),
+                "stream": ("auditlog_streams", created["auditlog_streams"])}
+    api_env = apps["api"]["environment"]
+    assert api_env["AUDITLOG_STREAMS_CLICKHOUSE_USER"] == "auditlog_streams"  # its own user is read-only
+    assert _compose_var(api_env["AUDITLOG_STREAMS_CLICKHOUSE_PASSWORD"]) == created["auditlog_streams"]
+    assert _compose_var(api_env["AUDITLOG_STREAMS_KEY"]) == _compose_var(apps["stream"]["environment"]["AUDITLOG_STREAMS_KEY"])
 
     awkward = "p@ss:w/rd?#%41 &<x> 'q' \"d\" \\ ü"
     for name, svc in apps.items():

@@ -19,6 +19,8 @@ import pytest
 from auditlog.db import roles
 from auditlog.db.migrations import migrate
 from auditlog.store import Store
+from query_api.streams.keys import SecretBox
+from query_api.streams.ssrf import AllowList
 from schemas.catalog import get_catalog
 from schemas.event import parse_event
 from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
@@ -35,8 +37,10 @@ def env(clickhouse_server: dict[str, Any]) -> dict[str, Any]:
     applied = migrate(admin)
     assert "access:roles" in applied or migrate(admin) == []
     c = admin.admin_client()
-    pw = {"w": uuid.uuid4().hex, "r": uuid.uuid4().hex, "a": uuid.uuid4().hex, "n": uuid.uuid4().hex}
+    pw = {"w": uuid.uuid4().hex, "r": uuid.uuid4().hex, "a": uuid.uuid4().hex, "n": uuid.uuid4().hex,
+          "s": uuid.uuid4().hex}
     stmts = (roles.service_user_statements(f"w_{db}", "writer", password=pw["w"])
+             + roles.service_user_statements(f"s_{db}", "streams", password=pw["s"])
              + roles.service_user_statements(f"r_{db}", "reader", password=pw["r"])
              + roles.analyst_user_statements(db, f"a_{db}", "acme", password=pw["a"]))
     # an analyst-role user that was never given an org policy: must see nothing
@@ -50,7 +54,7 @@ def env(clickhouse_server: dict[str, Any]) -> dict[str, Any]:
     admin.client().insert(EVENTS_TABLE, rows, column_names=list(EVENT_COLUMNS))
 
     def client(kind: str) -> Any:
-        name = {"w": f"w_{db}", "r": f"r_{db}", "a": f"a_{db}", "n": f"n_{db}"}[kind]
+        name = {"w": f"w_{db}", "r": f"r_{db}", "a": f"a_{db}", "n": f"n_{db}", "s": f"s_{db}"}[kind]
         return clickhouse_connect.get_client(dsn=user_url(clickhouse_server, name, pw[kind]), database=db)
 
     return {"db": db, "admin": admin, "client": client, "server": clickhouse_server, "pw": pw}
@@ -69,6 +73,31 @@ def test_writer_inserts_events_only(env: dict[str, Any]) -> None:
                  f"DROP TABLE {EVENTS_TABLE}", "INSERT INTO catalog_actions (scope) VALUES ('x')"):
         with pytest.raises(Exception, match=r"ACCESS_DENIED|Not enough privileges"):
             w.query(stmt) if stmt.startswith("SELECT") else w.command(stmt)
+
+
+def test_streams_user_runs_streams_but_cannot_touch_events(env: dict[str, Any]) -> None:
+    """As auditlog_streams: the API's stream configuration (create, list) and the deliverer's work (read every org's
+    events, save a position, claim a lease) succeed; writing or altering the events is refused."""
+    import os
+
+    from query_api.streams.store import StreamStore
+
+    server = env["server"]
+    store = Store(user_url(server, f"s_{env['db']}", env["pw"]["s"]), env["db"])
+    repo = StreamStore(store, SecretBox(os.urandom(32)), get_catalog(), topic="t", retention_days=30,
+                       allow=AllowList.parse("127.0.0.1"), lease_seconds=5.0)
+    created = repo.create("acme", "siem", {"type": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "x" * 24})
+    assert [x.id for x in repo.list("acme")] == [created.id]
+    assert repo.leases.try_lease(created.id, "holder-1") is not None
+    s = store.client()
+    assert s.query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0] == 3  # every org: it delivers all
+    row = event_row(parse_event(make_event(org_id="acme"), get_catalog()), datetime.now(UTC), "t", 9, 0)
+    with pytest.raises(Exception, match=r"ACCESS_DENIED|Not enough privileges"):
+        s.insert(EVENTS_TABLE, [row], column_names=list(EVENT_COLUMNS))
+    for stmt in (f"ALTER TABLE {EVENTS_TABLE} DELETE WHERE 1", "TRUNCATE TABLE audit_streams",
+                 "ALTER TABLE audit_streams DELETE WHERE 1", "INSERT INTO catalog_actions (scope) VALUES ('x')"):
+        with pytest.raises(Exception, match=r"ACCESS_DENIED|Not enough privileges"):
+            s.command(stmt)
 
 
 def test_reader_reads_but_cannot_mutate(env: dict[str, Any]) -> None:

@@ -60,7 +60,8 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "migrate-job.yaml": [("batch/v1", "Job")],
     "consumer.yaml": [("apps/v1", "Deployment"), ("policy/v1", "PodDisruptionBudget")],
     "api.yaml": [("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodDisruptionBudget")],
-    "networkpolicy.yaml": [("networking.k8s.io/v1", "NetworkPolicy")] * 3,
+    "stream.yaml": [("apps/v1", "Deployment"), ("policy/v1", "PodDisruptionBudget")],
+    "networkpolicy.yaml": [("networking.k8s.io/v1", "NetworkPolicy")] * 4,
 }
 OTHER_FILES = {"README.md"}
 #: Examples the operator copies; never kustomize resources (applying one would overwrite the real object).
@@ -353,7 +354,8 @@ def test_no_clickhouse_url_carries_credentials() -> None:
 #: Passwords no URL could hold unencoded (and a kubelet-style ``$(VAR)`` that must stay literal).
 AWKWARD = {"clickhouse-admin-password": "change-me a@b:c/d?e#f%41&g=h+i",
            "consumer-password": "change-me 'quoted' \"double\" \\ $(AUDITLOG_CLICKHOUSE_URL) ${X} [::1]",
-           "api-password": "change-me ünïcödé € <xml> & ;|`"}
+           "api-password": "change-me ünïcödé € <xml> & ;|`",
+           "streams-password": "change-me \t tab, 'single' ${HOME} $$ %s"}
 
 
 def test_passwords_with_any_characters_reach_the_client(clean_env: pytest.MonkeyPatch) -> None:
@@ -447,7 +449,7 @@ def test_migrate_job_runs_what_compose_runs(clean_env: pytest.MonkeyPatch) -> No
     apply_env(clean_env, container_env(first))
     s = Settings()
     assert credentials(s) == admin, "migrate runs with the admin credentials"
-    assert len(rest) == 2
+    assert len(rest) == 3
     created: dict[str, tuple[str, str, str]] = {}
     for c in rest:
         url, login, sent = run_roles(c, clean_env)
@@ -459,7 +461,7 @@ def test_migrate_job_runs_what_compose_runs(clean_env: pytest.MonkeyPatch) -> No
         ref = env_entry(c, pw_env)["valueFrom"]["secretKeyRef"]
         created[user] = (roles.ROLE_ALIASES[role], ref["key"], container_env(c)[pw_env])
     # the Deployments log in as exactly these users, with the password from the same Secret key
-    for component, role in (("consumer", roles.WRITER), ("api", roles.READER)):
+    for component, role in (("consumer", roles.WRITER), ("api", roles.READER), ("stream", roles.STREAMS)):
         (c,) = containers(workload(component))
         apply_env(clean_env, container_env(c))
         d = Settings()
@@ -467,6 +469,29 @@ def test_migrate_job_runs_what_compose_runs(clean_env: pytest.MonkeyPatch) -> No
         assert logs_in_as in created, f"{component} logs in as {logs_in_as}, which the Job does not create"
         assert created[logs_in_as] == (role, password_key(c), credentials(d)["password"]), component
         assert d.store_url == s.store_url, "one ClickHouse server"
+    # the API reads and writes stream configuration as the deliverers' user (its own is read-only)
+    (api,) = containers(workload("api"))
+    apply_env(clean_env, container_env(api))
+    d = Settings()
+    pw = env_entry(api, "AUDITLOG_STREAMS_CLICKHOUSE_PASSWORD")["valueFrom"]["secretKeyRef"]["key"]
+    assert d.streams_clickhouse_user in created and d.streams_clickhouse_password is not None
+    assert created[d.streams_clickhouse_user] == (roles.STREAMS, pw, d.streams_clickhouse_password.get_secret_value())
+
+
+def test_the_api_and_the_deliverers_share_the_streams_key(clean_env: pytest.MonkeyPatch) -> None:
+    """The destinations' secrets the API seals are opened by the deliverers: one Secret key; its example value is
+    refused by both (the key checker, as at start)."""
+    from query_api.streams.keys import StreamsKeyError, streams_key
+
+    refs = {component: env_entry(containers(workload(component))[0], "AUDITLOG_STREAMS_KEY")["valueFrom"]
+            ["secretKeyRef"]["key"] for component in ("api", "stream")}
+    assert refs["api"] == refs["stream"]
+    with pytest.raises(StreamsKeyError):
+        streams_key(secret_data()[refs["api"]])
+    (c,) = containers(workload("stream"))
+    args = auditlog_args(c)
+    assert args.command == "stream" and args.metrics_host == "0.0.0.0"
+    assert args.metrics_port == port_number(c, "metrics") == port_number(c, c["livenessProbe"]["httpGet"]["port"])
 
 
 # ----- consumer -----------------------------------------------------------------------------------------
@@ -574,7 +599,7 @@ def test_api_probes_are_routes_and_ports_match(clean_env: pytest.MonkeyPatch) ->
 
 # ----- workload shape and security ----------------------------------------------------------------------
 def test_deployments_as_asked() -> None:
-    for component in ("consumer", "api"):
+    for component in ("consumer", "api", "stream"):
         dep = workload(component)
         assert dep["spec"]["replicas"] == 2, component
         labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -614,7 +639,7 @@ def test_pods_and_containers_are_locked_down() -> None:
 def test_network_policies_let_through_the_ports_in_use() -> None:
     policies = [o for o in objects() if o["kind"] == "NetworkPolicy"]
     assert any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") for p in policies), "default deny"
-    for component in ("consumer", "api"):
+    for component in ("consumer", "api", "stream"):
         dep = workload(component)
         labels = dep["spec"]["template"]["metadata"]["labels"]
         (c,) = containers(dep)

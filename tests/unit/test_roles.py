@@ -32,6 +32,23 @@ def test_writer_may_only_insert_events_and_conflicts_and_read_what_the_first_wri
     assert set(roles.WRITER_READABLE) == {"audit_events_offsets", EVENTS_TABLE, "audit_event_digests"}
 
 
+def test_streams_role_writes_only_the_streams_tables_and_never_events() -> None:
+    grants = roles.granted_privileges(roles.role_statements("auditlog", local_suffix_for=[EVENTS_TABLE]))
+    streams = sorted((p, o) for p, o, g in grants if g == roles.STREAMS)
+    assert streams == sorted(
+        [("INSERT", f"auditlog.{t}") for t in ("audit_streams", "audit_stream_positions", "audit_stream_leases")]
+        + [("SELECT", f"auditlog.{t}") for t in ("audit_streams", "audit_stream_positions", "audit_stream_leases",
+                                                 "audit_events_offsets")]
+        + [("SELECT", f"auditlog.{EVENTS_TABLE}"), ("SELECT", f"auditlog.{EVENTS_TABLE}_local")]
+    )
+    policy = next(s for s in roles.role_statements("auditlog") if "auditlog_reader_all_rows" in s)
+    assert policy.endswith(f"TO {roles.READER}, {roles.WRITER}, {roles.STREAMS}")  # every org's rows: it delivers all
+    assert roles.service_user_statements("auditlog_streams", "streams", password="pw")[2] == \
+        "GRANT auditlog_streams TO auditlog_streams"
+    with pytest.raises(ValueError, match="service users hold one of"):
+        roles.service_user_statements("x", "analyst", password="pw")
+
+
 def test_reader_and_analyst_only_select() -> None:
     grants = roles.granted_privileges(roles.role_statements("auditlog"))
     assert {p for p, _, g in grants if g in (roles.READER, roles.ANALYST)} == {"SELECT"}

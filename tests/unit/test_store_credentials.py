@@ -57,3 +57,23 @@ def test_settings_credentials_reach_the_server(recorder: tuple[int, list[dict[st
         store.client()
     assert seen and _basic(seen[0]) == expected
     assert "p@ss" not in repr(s)
+
+
+def test_the_streams_repository_logs_in_as_the_streams_user(recorder: tuple[int, list[dict[str, str]]]) -> None:
+    """The API's own user is read-only: stream configuration is read and written as AUDITLOG_STREAMS_CLICKHOUSE_USER
+    (role auditlog_streams) on the same server; without it, and always on chDB, as the API's own user."""
+    from query_api.core.app import streams_store
+
+    port, seen = recorder
+    s = Settings(clickhouse_url=f"http://127.0.0.1:{port}", clickhouse_user="auditlog_api", clickhouse_password="a",
+                 streams_clickhouse_user="auditlog_streams", streams_clickhouse_password="s:3/cret")
+    store = Store.from_settings(s)
+    repo = streams_store(s, store)
+    assert repo is not store and (repo.url, repo.database) == (store.url, store.database)
+    with pytest.raises(Exception):  # noqa: B017 (the recorder refuses every request)
+        repo.client()
+    assert _basic(seen[-1]) == "auditlog_streams:s:3/cret"
+    unset = Settings(clickhouse_url=f"http://127.0.0.1:{port}", clickhouse_user="auditlog_api")
+    assert streams_store(unset, store) is store
+    embedded = Store("chdb:///tmp/nowhere")
+    assert streams_store(s, embedded) is embedded
