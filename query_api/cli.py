@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e.add_argument("--token", help="JWT with audit:read and audit:export (for --url)")
     e.add_argument("--workspace", action="append", default=None,
                    help="with --org: act as admin of this workspace (repeatable); default: org owner")
-    e.add_argument("--format", choices=("csv", "ndjson"), default="csv")
+    e.add_argument("--format", choices=("csv", "ndjson"), default="csv", help="file format: csv or ndjson [csv]")
     e.add_argument("-o", "--output", help="output file (default audit-log-<start>-<end>.<ext>)")
     for spec in FILTERS:  # one flag per filter of the table, with the API's description
         e.add_argument(spec.flag, dest=spec.name, action="append" if spec.repeatable else "store", default=None,

@@ -14,6 +14,29 @@ from auditlog import logs
 from auditlog.app.compose import Composition
 from auditlog.settings import Settings
 
+#: The flags that build one event (without FILE), and the field each sets.
+_EVENT_FLAGS = {
+    "org": "org_id: the tenant (required)",
+    "workspace": "workspace_id: the workspace inside the org (optional)",
+    "scope": "scope of the action in the catalog (`auditlog catalog`), e.g. service",
+    "category": "category of the action in the catalog, e.g. compute",
+    "action": "action: <object>.<verb> from the catalog, e.g. vm.delete",
+    "status": "status: SUCCEEDED or FAILED",
+    "actor-id": "actor.id: who did it (user or service id)",
+    "actor-email": "actor.email (optional)",
+    "actor-type": "actor.type: user, service or system",
+    "ip": "actor.ip: the caller's address (optional)",
+    "user-agent": "actor.user_agent (optional)",
+    "target-type": "target.type: the kind of resource acted on, e.g. vm",
+    "target-id": "target.id: the resource's id",
+    "target-name": "target.name: a readable name (optional)",
+    "description": "description: one readable sentence of what happened",
+    "source": "source: the emitting service's name",
+    "request-id": "request_id: correlates the event with the service's logs (optional)",
+    "occurred-at": "occurred_at: RFC 3339 time of the action [now]",
+    "event-id": "event_id: a UUID; sending the same one twice stores one event [a new UUID]",
+}
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     emit = sub.add_parser(
@@ -27,10 +50,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     emit.add_argument("--bootstrap", default=None, help="Kafka bootstrap [AUDITLOG_KAFKA_BOOTSTRAP]")
     emit.add_argument("--topic", default=None, help="topic [AUDITLOG_TOPIC]")
     emit.add_argument("--skip-invalid", action="store_true", help="send the valid events even if some are invalid")
-    for flag in ("org", "workspace", "scope", "category", "action", "status", "actor-id", "actor-email",
-                 "actor-type", "ip", "user-agent", "target-type", "target-id", "target-name", "description",
-                 "source", "request-id", "occurred-at", "event-id"):
-        emit.add_argument(f"--{flag}", default=None)
+    for flag, what in _EVENT_FLAGS.items():
+        emit.add_argument(f"--{flag}", default=None, help=what)
     emit.add_argument("--detail", default=None, help="detail as a JSON object")
     emit.set_defaults(func=cmd_emit)
 
