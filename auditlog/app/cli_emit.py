@@ -21,7 +21,7 @@ _EVENT_FLAGS = {
     "scope": "scope of the action in the catalog (`auditlog catalog`), e.g. service",
     "category": "category of the action in the catalog, e.g. compute",
     "action": "action: <object>.<verb> from the catalog, e.g. vm.delete",
-    "status": "status: SUCCEEDED or FAILED",
+    "status": "status: SUCCESS or FAILED",
     "actor-id": "actor.id: who did it (user or service id)",
     "actor-email": "actor.email (optional)",
     "actor-type": "actor.type: user, service or system",

@@ -29,5 +29,5 @@ def test_emit_help_names_the_fields_its_flags_set() -> None:
     r = subprocess.run([sys.executable, "-m", "auditlog.app.cli", "emit", "--help"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
-    for field in ("org_id", "actor.id", "target.type", "occurred_at", "event_id", "SUCCEEDED or FAILED"):
+    for field in ("org_id", "actor.id", "target.type", "occurred_at", "event_id", "SUCCESS or FAILED"):
         assert field in r.stdout, field
