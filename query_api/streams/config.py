@@ -122,6 +122,8 @@ def check_filters(raw: Any, catalog: Catalog) -> dict[str, Any]:
     for name, v in raw.items():  # the filter table parses query-string values: strings, or lists of them
         if not (isinstance(v, str) or v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v))):
             raise StreamConfigError(f"filters.{name}", "a filter's value must be a string or a list of strings")
+        if isinstance(v, list) and not BY_NAME[name].repeatable:
+            raise StreamConfigError(f"filters.{name}", f"{name} takes one value (a string), not a list")
     values: dict[str, Any] = {}
     for name in FILTER_KEYS:
         try:

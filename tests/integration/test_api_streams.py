@@ -187,6 +187,8 @@ def test_who_may_manage_streams(client: TestClient, s: Settings, receiver: Recei
     ({"filters": {"status": "NaN"}}, "filters.status"),
     ({"filters": {"action": {"$ne": {"a": [[[[1]]]]}}}}, "filters.action"),
     ({"filters": {"org_id": "globex"}}, "filters.org_id"),
+    ({"filters": {"scope": ["service"]}}, "filters.scope"),  # one value only: a list was a 500
+    ({"filters": {"workspace_id": ["ws-a"]}}, "filters.workspace_id"),  # was stored as a list
     ({"start": "1999-01-01T00:00:00Z"}, "start"),
     ({"start": "tomorrow"}, "start"),
 ])
