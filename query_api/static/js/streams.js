@@ -3,9 +3,10 @@
 // as text (h() / textContent), and secrets are only ever sent, never shown (the API masks them).
 
 import { ApiError, api } from "./api.js";
+import { actionGroups, scopeOf } from "./catalog.js";
 import { h, setChildren, toast } from "./dom.js";
-import { formatCount, formatTs } from "./format.js";
-import { page } from "./state.js";
+import { formatCount, formatTs, fromInputValue, toInputValue, toRfc3339, tzLabel } from "./format.js";
+import { on, page } from "./state.js";
 
 /** Each destination type's fields: [name, label, kind] with kind "secret", "optional" or "" (required). */
 const TYPES = {
@@ -14,6 +15,10 @@ const TYPES = {
   datadog: { label: "Datadog", fields: [["url", "Intake URL", ""], ["api_key", "API key", "secret"], ["service", "Service", "optional"]] },
   s3: { label: "S3 / S3-compatible", fields: [["bucket", "Bucket", ""], ["prefix", "Prefix", "optional"], ["region", "Region", ""], ["access_key_id", "Access key id", "secret"], ["secret_access_key", "Secret access key", "secret"], ["endpoint", "Endpoint URL", "optional"]] },
 };
+
+/** A stream's filter keys (STREAMS.md), in the order shown; only `action` takes a list. */
+const FILTER_KEYS = ["scope", "category", "action", "status", "workspace_id"];
+const BACKFILL_DEFAULT_MS = 24 * 3600e3;
 
 const el = (id) => document.getElementById(id);
 const E = {
@@ -25,6 +30,15 @@ const E = {
   name: el("stream-name"),
   type: el("stream-type"),
   fields: el("stream-fields"),
+  scope: el("stream-scope"),
+  category: el("stream-category"),
+  action: el("stream-action"),
+  actionList: el("stream-action-list"),
+  statusFilter: el("stream-status"),
+  workspace: el("stream-workspace"),
+  backfill: el("stream-start-backfill"),
+  since: el("stream-since"),
+  sinceTz: el("stream-since-tz"),
 };
 
 function say(text, kind = "") {
@@ -49,11 +63,19 @@ function target(s) {
   return `${(TYPES[d.type] || { label: d.type }).label} · ${d.url || d.bucket || ""}`;
 }
 
+/** "status=FAILED · action=vm.delete,vm.stop", or "" when the stream takes all events. */
+function filtersText(f) {
+  const set = FILTER_KEYS.filter((k) => [].concat(f?.[k] ?? []).some(Boolean));
+  return set.map((k) => `${k}=${[].concat(f[k]).join(",")}`).join(" · ");
+}
+
 function row(s) {
   const paused = s.state === "paused";
+  const filters = filtersText(s.filters);
   return h("tr", { dataset: { streamId: s.id } },
     h("td.stream-name", s.name),
     h("td", target(s)),
+    h("td.stream-filters", { class: filters ? null : "is-all" }, filters || "all events"),
     h("td", h("span.stream-state", { class: `is-${s.state}`, text: s.state })),
     h("td", `${formatCount(s.delivered)} · ${lag(s)}`),
     h("td.stream-error", lastError(s)),
@@ -69,7 +91,7 @@ export async function loadStreams() {
     const { data } = await api.streams.list();
     if (!data.length) return setChildren(E.list, h("p.streams-empty", "No streams yet. Create one below."));
     setChildren(E.list, h("table.streams-table",
-      h("thead", h("tr", ["Name", "Destination", "State", "Delivered · lag", "Last error", ""].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", h("tr", ["Name", "Destination", "Filters", "State", "Delivered · lag", "Last error", ""].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", data.map(row))));
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) return;
@@ -108,15 +130,87 @@ function renderFields() {
   }));
 }
 
+/** Options of catalog entries, keeping the chosen one when it is still offered. */
+function fillSelect(select, blank, items) {
+  const chosen = select.value;
+  setChildren(select, h("option", { value: "" }, blank), items.map((i) => h("option", { value: i.code }, i.label)));
+  select.value = items.some((i) => i.code === chosen) ? chosen : "";
+}
+
+/** The scope and category selects from the catalog (a category within the chosen scope). */
+function renderChoices() {
+  fillSelect(E.scope, "All scopes", page.catalog ? page.catalog.scopes : []);
+  const s = scopeOf(page.catalog, E.scope.value);
+  fillSelect(E.category, s ? "All categories" : "Select a scope first", s ? s.categories : []);
+  E.category.disabled = !s;
+  renderActions();
+}
+
+/** The actions datalist for the chosen scope / category; each suggestion keeps the codes already typed before it. */
+function renderActions() {
+  const typed = E.action.value;
+  const head = typed.slice(0, typed.lastIndexOf(",") + 1);
+  const prefix = head ? `${head.trimEnd()} ` : "";
+  const groups = actionGroups(page.catalog, { scope: E.scope.value, category: E.category.value }, null);
+  setChildren(E.actionList, groups.flatMap(([group, acts]) => acts.map((a) => h("option", { value: `${prefix}${a.code}` }, `${a.label} · ${group}`))));
+}
+
+const actionCodes = () => [...new Set(E.action.value.split(/[\s,]+/).filter(Boolean))];
+
+/** The filters the user chose, and only those. */
+function chosenFilters() {
+  const f = {};
+  for (const [key, input] of [["scope", E.scope], ["category", E.category], ["status", E.statusFilter], ["workspace_id", E.workspace]]) {
+    if (input.value.trim()) f[key] = input.value.trim();
+  }
+  if (actionCodes().length) f.action = actionCodes();
+  return f;
+}
+
+/** "Backfill from" enables its date-time input (24 hours ago by default, never later than now). */
+function syncStart() {
+  E.since.disabled = !E.backfill.checked;
+  E.since.required = E.backfill.checked;
+  E.since.max = toInputValue(new Date(), page.tz);
+  if (E.backfill.checked && !E.since.value) E.since.value = toInputValue(new Date(Date.now() - BACKFILL_DEFAULT_MS), page.tz);
+  E.since.dataset.tz = page.tz; // the mode the input's value is written in
+  E.sinceTz.textContent = tzLabel(page.tz);
+}
+
+/** The time-zone switch: the backfill input shows the same instant in the new mode. */
+function retimeSince() {
+  const at = fromInputValue(E.since.value, E.since.dataset.tz || page.tz);
+  if (at) E.since.value = toInputValue(at, page.tz);
+  syncStart();
+}
+
+function createdText(s, since) {
+  const what = filtersText(s.filters) ? `the events with ${filtersText(s.filters)}` : "all events";
+  const from = since ? `from ${formatTs(since, page.tz)} ${tzLabel(page.tz, since)} on (first what was already stored)` : "from now on";
+  return `Stream "${s.name}" created: it delivers ${what} stored ${from}.`;
+}
+
+function resetForm() {
+  E.form.reset();
+  renderFields();
+  renderChoices();
+  syncStart();
+}
+
 async function create(e) {
   e.preventDefault();
   const destination = { type: E.type.value };
   for (const input of E.fields.querySelectorAll("input")) if (input.value.trim()) destination[input.name] = input.value.trim();
+  const body = { name: E.name.value, destination };
+  const filters = chosenFilters();
+  if (Object.keys(filters).length) body.filters = filters;
+  const since = E.backfill.checked ? fromInputValue(E.since.value, page.tz) : null;
+  if (E.backfill.checked && !since) return say("Not created: choose the date and time to backfill from.", "error");
+  if (since) body.start = toRfc3339(since);
   try {
-    const s = await api.streams.create({ name: E.name.value, destination });
-    say(`Stream "${s.name}" created: it delivers events stored from now on.`, "ok");
-    E.form.reset();
-    renderFields();
+    const s = await api.streams.create(body);
+    say(createdText(s, since), "ok");
+    resetForm();
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) return;
     say(`Not created: ${err.message}${err.field ? ` (${err.field})` : ""}`, "error");
@@ -129,13 +223,21 @@ function toggle() {
   const open = E.card.hidden;
   E.card.hidden = !open;
   E.btn.setAttribute("aria-expanded", String(open));
-  if (open) loadStreams();
+  if (!open) return;
+  renderChoices();
+  syncStart();
+  loadStreams();
 }
 
 export function initStreams() {
   setChildren(E.type, Object.entries(TYPES).map(([value, t]) => h("option", { value }, t.label)));
   renderFields();
   E.type.addEventListener("change", renderFields);
+  E.scope.addEventListener("change", renderChoices);
+  E.category.addEventListener("change", renderActions);
+  E.action.addEventListener("input", renderActions);
+  for (const radio of E.form.querySelectorAll("input[name=start]")) radio.addEventListener("change", syncStart);
+  on("tz", retimeSince);
   E.form.addEventListener("submit", create);
   E.btn.addEventListener("click", toggle);
   el("streams-refresh").addEventListener("click", loadStreams);
