@@ -32,7 +32,7 @@ from typing import IO
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from auditlog.kafka import KafkaConnection, kafka_options
+from producers.kafka import KafkaConnection, kafka_options
 from auditlog.logs import get_logger
 
 log = get_logger("auditlog.broker")

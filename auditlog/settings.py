@@ -11,13 +11,14 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from auditlog.signing import ServerKeys, server_secret_for, weak_secret
+from producers.settings import KafkaSettings
 
 #: a plain ClickHouse identifier: letters, digits and ``_``, not starting with a digit (safe in SQL text unquoted)
 IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -31,22 +32,12 @@ def check_ident(name: str, what: str = "identifier") -> str:
     return name
 
 
-class Settings(BaseSettings):
+class Settings(KafkaSettings):
+    """The server's settings; the Kafka connection and topic are the SDK's (:class:`producers.settings.KafkaSettings`)."""
+
     model_config = SettingsConfigDict(env_prefix="AUDITLOG_", extra="ignore")
 
     data_dir: Path = Field(Path(".auditlog"), description="Directory for the embedded store (chDB) and state.")
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        None, description="Kafka SASL mechanism (with SASL_*): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
-    kafka_sasl_username: str | None = Field(None, description="Kafka SASL user name.")
-    kafka_sasl_password: SecretStr | None = Field(None, description="Kafka SASL password.")
-    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) that signs the brokers' certificates (SSL, SASL_SSL; default: the system's).")
-    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
-    kafka_ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
-    kafka_ssl_check_hostname: bool = Field(True, description="Check that a broker's certificate names its host.")
-    topic: str = Field("audit.events", description="Topic the producers publish events to.")
     dlq_topic: str = Field("audit.events.dlq", description="Dead-letter topic for invalid messages.")
     topic_partitions: int = Field(6, ge=1, description="Partitions when auditlog creates the topics.")
     topic_replication: int = Field(1, ge=1, description="Replicas per partition when auditlog creates the topics (3 on a production cluster).")
@@ -162,21 +153,6 @@ class Settings(BaseSettings):
     @classmethod
     def _abs(cls, v: Path) -> Path:
         return v.expanduser().resolve()
-
-    @model_validator(mode="after")
-    def _kafka_security(self) -> Settings:
-        if self.kafka_security_protocol.startswith("SASL_") and not (
-            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
-        ):
-            raise ValueError(f"AUDITLOG_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
-                             "AUDITLOG_KAFKA_SASL_MECHANISM, AUDITLOG_KAFKA_SASL_USERNAME and AUDITLOG_KAFKA_SASL_PASSWORD")
-        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
-            raise ValueError("AUDITLOG_KAFKA_SSL_CERTFILE and AUDITLOG_KAFKA_SSL_KEYFILE go together (mutual TLS)")
-        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
-            path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"AUDITLOG_{name.upper()}: {path} is not a readable file")
-        return self
 
     @field_validator("server_secret", "jwt_secret")
     @classmethod

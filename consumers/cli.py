@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from auditlog import logs
-from auditlog.kafka import KafkaConnection, kafka_options
+from producers.kafka import KafkaConnection, kafka_options
 from auditlog.settings import Settings
 from consumers.kafka.dlq import (
     H_FIELD,

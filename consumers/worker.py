@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from auditlog.kafka import KafkaConnection, kafka_options
+from producers.kafka import KafkaConnection, kafka_options
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store

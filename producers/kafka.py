@@ -1,10 +1,10 @@
 """How every Kafka client of ours connects: bootstrap servers plus TLS / SASL, from one place.
 
-Contract: :class:`KafkaConnection` holds the connection facts of :class:`auditlog.settings.Settings`
-(``AUDITLOG_KAFKA_*``); :func:`kafka_options` turns a connection, or a bare bootstrap string (tests, the embedded
+Contract: :class:`KafkaConnection` holds the connection facts of :class:`producers.settings.KafkaSettings`
+(``AUDITLOG_KAFKA_*``, also the server's settings); :func:`kafka_options` turns a connection, or a bare bootstrap string (tests, the embedded
 Tansu broker: plaintext on loopback), into the keyword arguments of aiokafka's ``AIOKafkaConsumer``,
 ``AIOKafkaProducer`` and ``AIOKafkaAdminClient``. Every client the consumer, the DLQ tools, the API's self-audit
-producer and ``auditlog emit`` create takes its arguments from here, so a production cluster with TLS or SASL
+producer, ``auditlog emit`` and a service's ``AuditProducer.from_env()`` create takes its arguments from here, so a production cluster with TLS or SASL
 works for all of them or for none.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auditlog.settings import Settings
+from producers.settings import KafkaSettings
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class KafkaConnection:
     ssl_check_hostname: bool = True
 
     @classmethod
-    def from_settings(cls, s: Settings, bootstrap: str | None = None) -> KafkaConnection:
+    def from_settings(cls, s: KafkaSettings, bootstrap: str | None = None) -> KafkaConnection:
         return cls(
             bootstrap=bootstrap or s.kafka_bootstrap,
             security_protocol=s.kafka_security_protocol,

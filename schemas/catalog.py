@@ -145,6 +145,16 @@ class Catalog:
         """:meth:`all_actions` without the :data:`RESERVED` category (what a service may publish)."""
         return [t for t in self.all_actions() if not is_reserved(t[0], t[1])]
 
+    def places(self, action: str) -> list[tuple[str, str]]:
+        """(scope, category) of every place a service may publish ``action`` (one: the SDK fills them in)."""
+        by_action = self.__dict__.get("_places")
+        if by_action is None:
+            by_action = {}
+            for scope, category, code in self.producer_actions():
+                by_action.setdefault(code, []).append((scope, category))
+            self.__dict__["_places"] = by_action
+        return list(by_action.get(action, ()))
+
     def actions_matching(self, needle: str) -> list[tuple[str, str]]:
         """(scope, action) pairs whose code or label (of scope, category or action) contains ``needle``,
         case-insensitively: used by keyword search to match labels that are not stored in rows."""

@@ -53,14 +53,6 @@ MAX_FUTURE = timedelta(hours=24)
 _EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$")
 
 
-def _text(max_length: int, min_length: int = 0) -> Any:
-    return Annotated[str, Field(min_length=min_length, max_length=max_length)]
-
-
-def _opt(max_length: int, min_length: int = 0) -> Any:
-    return Annotated[_text(max_length, min_length) | None, Field(default=None)]
-
-
 def _without_nul(obj: Any) -> Any:
     if isinstance(obj, str):
         return obj.replace("\x00", "")
@@ -160,8 +152,8 @@ def _latest_allowed() -> datetime:
     return _future_limit[1]
 
 
-Id = _text(256, 1)
-OptText = _opt(512)
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+OptText = Annotated[str, Field(max_length=512)] | None
 
 
 _IPV4 = re.compile(r"^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$")
@@ -211,19 +203,19 @@ class _Strict(BaseModel):
 class Actor(_Strict):
     """Who acted."""
 
-    id: Id  # type: ignore[valid-type]
-    email: _opt(254) = None  # type: ignore[valid-type]
+    id: Id
+    email: Annotated[str, Field(max_length=254)] | None = None
     type: Literal["user", "service", "system"]
-    ip: _opt(64) = None  # type: ignore[valid-type]
-    user_agent: _opt(1024) = None  # type: ignore[valid-type]
+    ip: Annotated[str, Field(max_length=64)] | None = None
+    user_agent: Annotated[str, Field(max_length=1024)] | None = None
 
 
 class Target(_Strict):
     """The resource acted on."""
 
-    type: OptText = None  # type: ignore[valid-type]
-    id: OptText = None  # type: ignore[valid-type]
-    name: OptText = None  # type: ignore[valid-type]
+    type: OptText = None
+    id: OptText = None
+    name: OptText = None
 
 
 class AuditEvent(_Strict):
@@ -232,18 +224,18 @@ class AuditEvent(_Strict):
     schema_version: Literal[1] = 1
     event_id: uuid.UUID
     occurred_at: AwareDatetime
-    org_id: _text(128, 1)  # type: ignore[valid-type]
-    workspace_id: _opt(128, 1) = None  # type: ignore[valid-type]
-    scope: _text(64, 1)  # type: ignore[valid-type]
-    category: _text(64, 1)  # type: ignore[valid-type]
-    action: _text(128, 1)  # type: ignore[valid-type]
+    org_id: Annotated[str, Field(min_length=1, max_length=128)]
+    workspace_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    scope: Annotated[str, Field(min_length=1, max_length=64)]
+    category: Annotated[str, Field(min_length=1, max_length=64)]
+    action: Annotated[str, Field(min_length=1, max_length=128)]
     status: StatusText
     actor: Actor
     target: Target = Target()
-    description: _opt(2000) = None  # type: ignore[valid-type]
+    description: Annotated[str, Field(max_length=2000)] | None = None
     detail: dict[str, Any] | None = None
-    source: _opt(256) = None  # type: ignore[valid-type]
-    request_id: _opt(256) = None  # type: ignore[valid-type]
+    source: Annotated[str, Field(max_length=256)] | None = None
+    request_id: Annotated[str, Field(max_length=256)] | None = None
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> AuditEvent:

@@ -6,7 +6,7 @@ Contract of :class:`Composition` (one per process; nothing is started here):
 - :meth:`~Composition.migrate` migrates the store of :meth:`~Composition.store` with that catalog and
   ``AUDITLOG_RETENTION_DAYS``, so starting any command keeps the operator's labels in ``catalog_actions`` and
   ``audit_events_flat``;
-- every producer is an ``AuditProducer`` on :class:`~auditlog.kafka.KafkaConnection` (bootstrap, TLS, SASL):
+- every producer is an ``AuditProducer`` on :class:`~producers.kafka.KafkaConnection` (bootstrap, TLS, SASL):
   ingest's batches for :data:`INGEST_LINGER_MS`, the self-audit's for its own short linger;
 - :meth:`~Composition.api_app` is the API (``create_app``) and :meth:`~Composition.consumer_worker` a consumer
   worker, both with that catalog, and :meth:`~Composition.stream_deliverer` the log streams' deliverer. Each command
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from auditlog.kafka import KafkaConnection
+from producers.kafka import KafkaConnection
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from schemas.catalog import get_catalog

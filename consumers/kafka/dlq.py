@@ -23,7 +23,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from auditlog.kafka import KafkaConnection, kafka_options
+from producers.kafka import KafkaConnection, kafka_options
 from consumers.decode.decoder import DeadLetter
 from schemas.event import format_ts
 

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from auditlog.kafka import KafkaConnection, kafka_options
+from producers.kafka import KafkaConnection, kafka_options
 from auditlog.logs import get_logger
 from consumers.decode.decoder import validates
 from schemas.catalog import Catalog

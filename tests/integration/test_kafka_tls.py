@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from auditlog.broker import EmbeddedBroker, ensure_topics, free_port
-from auditlog.kafka import KafkaConnection, kafka_options
+from producers.kafka import KafkaConnection, kafka_options
 from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers.worker import ConsumerWorker

@@ -1,5 +1,5 @@
 """The composition root (:mod:`auditlog.app.compose`): the commands build their producers one way, from
-:class:`~auditlog.kafka.KafkaConnection`, so TLS / SASL reach every producer, with the linger of its role, and
+:class:`~producers.kafka.KafkaConnection`, so TLS / SASL reach every producer, with the linger of its role, and
 every part gets the operator's catalog. (The migrations with that catalog: tests/integration/test_compose.py.)"""
 
 from __future__ import annotations
@@ -14,15 +14,22 @@ from auditlog.app.cli_api import REQUEST_TIMEOUT_MS, api_producers
 from auditlog.app.compose import INGEST_LINGER_MS, Composition
 from auditlog.settings import Settings
 from producers import AuditProducer
+from producers.transport import KafkaTransport
 
 ROOT = Path(__file__).resolve().parents[2]
 SASL_SSL = {"kafka_bootstrap": "k1:9093,k2:9093", "kafka_security_protocol": "SASL_SSL",
             "kafka_sasl_mechanism": "SCRAM-SHA-512", "kafka_sasl_username": "svc", "kafka_sasl_password": "pw"}
 
 
+def _kafka(p: AuditProducer) -> Any:
+    assert isinstance(p.transport, KafkaTransport)
+    return p.transport.producer
+
+
 def _client(p: AuditProducer) -> dict[str, Any]:
     """What the producer's aiokafka client was given (its private attributes: there is no public accessor)."""
-    c = p._producer.client
+    assert isinstance(p.transport, KafkaTransport)
+    c = p.transport.producer.client
     return {"bootstrap": c._bootstrap_servers, "protocol": c._security_protocol, "mechanism": c._sasl_mechanism,
             "user": c._sasl_plain_username, "password": c._sasl_plain_password, "ssl": c._ssl_context,
             "timeout_ms": c._request_timeout_ms}
@@ -55,8 +62,8 @@ async def test_tls_and_sasl_reach_the_api_producers_with_their_lingers() -> None
             assert got == {"bootstrap": "k1:9093,k2:9093", "protocol": "SASL_SSL", "mechanism": "SCRAM-SHA-512",
                            "user": "svc", "password": "pw", "timeout_ms": REQUEST_TIMEOUT_MS}
             assert p.catalog is parts.catalog
-        assert audit._producer._message_accumulator._linger_time == PRODUCER_LINGER_MS / 1000
-        assert ingest._producer._message_accumulator._linger_time == INGEST_LINGER_MS / 1000
+        assert _kafka(audit)._message_accumulator._linger_time == PRODUCER_LINGER_MS / 1000
+        assert _kafka(ingest)._message_accumulator._linger_time == INGEST_LINGER_MS / 1000
     finally:
         for p in (audit, ingest):
             await p.stop()
