@@ -38,6 +38,9 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    status: int = 0
+    """The status it was answered with (0 while it is being answered)."""
+    method: str = "POST"
 
     def lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.body.splitlines() if line.strip()]
@@ -45,11 +48,13 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A real HTTP server on 127.0.0.1 (its own threads) that records every request and answers with ``respond``
-    (default 200); ``delay`` seconds per request; per ``X-Auditlog-Stream`` the most requests in flight at once."""
+    """A real HTTP server on 127.0.0.1 (its own threads) that records every request (any method) and answers with ``respond``
+    (default 200); ``delay`` seconds per request; per ``X-Auditlog-Stream`` the most requests in flight at once.
+    ``port``: the port to listen on (0: any free one), e.g. one a destination was refused on until now."""
 
     respond: Callable[[Received, int], Reply] | None = None
     delay: float = 0.0
+    port: int = 0
     requests: list[Received] = field(default_factory=list)
     in_flight: dict[str, int] = field(default_factory=dict)
     max_in_flight: dict[str, int] = field(default_factory=dict)
@@ -64,7 +69,8 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                req = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
+                req = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic(),
+                               method=self.command)
                 stream = req.headers.get("x-auditlog-stream", "")
                 with outer._lock:
                     outer.requests.append(req)
@@ -78,13 +84,16 @@ class Receiver:
                 finally:
                     with outer._lock:
                         outer.in_flight[stream] -= 1
+                req.status = status
                 self.send_response(status)
                 for k, v in {"Content-Length": str(len(out)), **headers}.items():
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(out)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            do_GET = do_PUT = do_POST  # recorded too: what a followed redirect would send
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -97,8 +106,8 @@ class Receiver:
         self.server.server_close()
 
     def ok(self) -> list[Received]:
-        """The requests answered 2xx (by ``respond``)."""
-        return [r for i, r in enumerate(list(self.requests), 1) if not self.respond or self.respond(r, i)[0] < 300]
+        """The requests answered 2xx, in arrival order."""
+        return [r for r in list(self.requests) if 200 <= r.status < 300]
 
     def events(self, stream: str | None = None) -> list[dict[str, Any]]:
         """Every event of every request (of ``stream``), in arrival order."""

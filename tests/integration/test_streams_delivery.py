@@ -2,20 +2,26 @@
 HTTP receiver on loopback (allowed by AUDITLOG_STREAMS_ALLOW_HOSTS). In order and complete across a graceful
 restart and a crash (at least once, nothing skipped), another org's events never, filters, signed batches with
 one delivery id per batch, Retry-After honoured, a 4xx turning the stream failing until the destination recovers,
-paused streams skipped, the send-time address check, and no secret in any log."""
+paused streams skipped, the send-time address check, and no secret in any log. A destination answering 503 for
+10 s, and one refusing connections, lose nothing (the stream ``failing`` with the error meanwhile, then ``active``);
+redirects are never followed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
+from auditlog.broker import free_port
 from auditlog.store import Store
 from query_api.streams.destinations.webhook import verify
+from query_api.streams.store import StreamStore
 from tests.factories import make_event
 from tests.integration.streams_helpers import (
     Received,
@@ -223,3 +229,149 @@ async def test_no_secret_reaches_a_log_or_the_last_error(store: Store, tmp_path:
     failed = repo.get("acme", hec.id)
     assert failed is not None and failed.delivery is not None and failed.delivery.last_error is not None
     assert "••••7777" in failed.delivery.last_error["message"]
+
+
+# ----- outages: a destination down for a while loses nothing; the stream shows it ---------------------------------
+OUTAGE_S = 10.0  # the acceptance's "answering 503 for 10 s"
+REFUSED_S = 5.0
+Sample = tuple[float, str, int | None]
+
+
+async def watch(repo: StreamStore, stream_id: str, done: Callable[[], bool], samples: list[Sample],
+                timeout: float) -> None:
+    """Sample the stream's (time, state, last_error.http_status) as the API shows them until ``done()`` holds and
+    the stream shows ``active``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = repo.get("acme", stream_id)
+        assert shown is not None
+        public = shown.public()
+        samples.append((time.monotonic(), public["state"], (public["last_error"] or {}).get("http_status")))
+        if done() and public["state"] == "active":
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not delivered and active after {timeout:g} s: {samples[-3:]}")
+        await asyncio.sleep(0.2)
+
+
+def mixed_events(n: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """``n`` events, every third of another org; and the ids of acme's, in order."""
+    events = [make_event(org_id="globex" if i % 3 == 0 else "acme") for i in range(n)]
+    return events, [e["event_id"] for e in events if e["org_id"] == "acme"]
+
+
+@pytest.mark.timeout(40)
+async def test_a_destination_answering_503_for_10_s_loses_nothing(store: Store, tmp_path: Path) -> None:
+    down_until: list[float] = []  # set by the first request: 503 for OUTAGE_S from then on, then 200
+
+    def respond(req: Received, n: int) -> tuple[int, dict[str, str], bytes]:
+        if not down_until:
+            down_until.append(req.at + OUTAGE_S)
+        return (503, {}, b"upstream unavailable") if req.at < down_until[0] else (200, {}, b"ok")
+
+    rx = Receiver(respond)
+    try:
+        s = settings_for(store, tmp_path, streams_batch_max_events=10, streams_backoff_max_seconds=1.0)
+        repo = repo_for(store, s)
+        stream = repo.create("acme", "x", hook(rx))
+        before, want = mixed_events(30)
+        put_events(store, before)
+        samples: list[Sample] = []
+        async with running(deliverer_for(store, s, "A")):
+            await wait_for(lambda: len(rx.requests) >= 1, what="the first send")
+            during, more = mixed_events(30)  # stored while the destination is down
+            put_events(store, during)
+            want += more
+            await watch(repo, stream.id, lambda: [e["event_id"] for r in rx.ok() for e in r.lines()] == want,
+                        samples, timeout=OUTAGE_S + 15)
+    finally:
+        rx.close()
+    end = down_until[0]
+    refused = [r for r in rx.requests if r.status == 503]
+    delivered = [e for r in rx.ok() for e in r.lines()]
+    assert [e["event_id"] for e in delivered] == want  # each once, in the store's order
+    assert {e["org_id"] for e in rx.events()} == {"acme"}
+    assert len(refused) >= 6  # retried all along the outage (backoff at most 1 s) ...
+    assert end - refused[-1].at < 1.5  # ... until its end
+    assert {r.body for r in refused} == {refused[0].body}  # the same batch each time, nothing skipped
+    assert rx.ok()[0].at - end < 1.5 and rx.ok()[0].body == refused[0].body
+    failing = [(t, code) for t, state, code in samples if state == "failing"]
+    assert failing and failing[0][0] < end - 5  # failing while it failed, with the 503 ...
+    assert {code for t, code in failing} == {503}
+    assert all(state == "failing" for t, state, _ in samples if failing[0][0] <= t < end)  # ... throughout
+    assert samples[-1][1] == "active"  # then active
+    final = repo.get("acme", stream.id)
+    assert final is not None and final.delivery is not None and final.delivery.delivered == len(want)
+    assert final.delivery.last_error is not None and "HTTP 503" in final.delivery.last_error["message"]
+    assert repo.lag_seconds(final) == 0.0
+
+
+@pytest.mark.timeout(40)
+async def test_a_destination_refusing_connections_loses_nothing(store: Store, tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there until the receiver starts
+    s = settings_for(store, tmp_path, streams_batch_max_events=10, streams_backoff_max_seconds=1.0)
+    repo = repo_for(store, s)
+    stream = repo.create("acme", "x", {"type": "webhook", "url": f"http://127.0.0.1:{port}/hook", "secret": SECRET})
+    before, want = mixed_events(30)
+    put_events(store, before)
+    rx: Receiver | None = None
+    samples: list[Sample] = []
+    try:
+        with capture_logs() as logs:
+            async with running(deliverer_for(store, s, "A")):
+                t0 = time.monotonic()
+                await wait_for(lambda: (x := repo.get("acme", stream.id)) is not None and x.status == "failing",
+                               what="failing")
+                during, more = mixed_events(30)
+                put_events(store, during)
+                want += more
+                shown = repo.get("acme", stream.id)
+                assert shown is not None
+                error = shown.public()["last_error"]
+                assert error is not None and error["http_status"] is None
+                assert f"cannot connect to 127.0.0.1:{port}" in error["message"], error
+                while time.monotonic() - t0 < REFUSED_S:
+                    x = repo.get("acme", stream.id)
+                    assert x is not None and x.status == "failing" and x.delivery is not None
+                    assert x.delivery.delivered == 0
+                    await asyncio.sleep(0.2)
+                rx = Receiver(port=port)  # the destination comes back on its address
+                opened = time.monotonic()
+                r = rx
+                await watch(repo, stream.id, lambda: [e["event_id"] for e in r.events()] == want, samples,
+                            timeout=15)
+    finally:
+        if rx is not None:
+            rx.close()
+    failures = [e for e in logs if e["event"] == "stream.delivery_failed"]
+    assert len(failures) >= 4 and all(e["retryable"] for e in failures)  # retried all along (backoff <= 1 s)
+    assert rx.requests[0].at - opened < 1.5
+    assert [e["event_id"] for e in rx.events()] == want  # each once, in order, nothing of another org
+    assert samples[-1][1] == "active"
+    final = repo.get("acme", stream.id)
+    assert final is not None and final.delivery is not None and final.delivery.delivered == len(want)
+    assert repo.lag_seconds(final) == 0.0
+
+
+# ----- redirects are never followed ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("code", [302, 307])
+async def test_redirects_are_not_followed(store: Store, tmp_path: Path, rx: Receiver, code: int) -> None:
+    redirector = Receiver(lambda r, n: (code, {"Location": rx.url + "/hook"}, b"moved"))
+    try:
+        s = settings_for(store, tmp_path, streams_backoff_max_seconds=0.5)
+        repo = repo_for(store, s)
+        stream = repo.create("acme", "x", hook(redirector))
+        put_events(store, [make_event() for _ in range(3)])
+        async with running(deliverer_for(store, s, "A")):
+            await wait_for(lambda: len(redirector.requests) >= 3, what="retries of the redirected batch")
+            await wait_for(lambda: (x := repo.get("acme", stream.id)) is not None and x.status == "failing",
+                           what="failing")
+    finally:
+        redirector.close()
+    assert rx.requests == []  # the Location was never visited
+    assert len({r.headers["x-auditlog-delivery"] for r in redirector.requests}) == 1  # the same batch, not delivered
+    shown = repo.get("acme", stream.id)
+    assert shown is not None and shown.delivery is not None and shown.delivery.delivered == 0
+    error = shown.public()["last_error"]
+    assert error["http_status"] == code and "redirects are not followed" in error["message"]
+    assert repo.lag_seconds(shown) > 0

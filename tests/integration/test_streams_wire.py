@@ -1,7 +1,7 @@
 """The destinations' wire formats against real servers: Splunk HEC and Datadog requests as a real local HTTP
 receiver sees them (Datadog split at 1,000 entries), and the s3 destination writing to the project's own
-S3-compatible server (``python -m auditlog.s3disk``): one gzip NDJSON object per batch under the org's and day's
-prefix, written once; the owner's test send."""
+S3-compatible server (``python -m auditlog.s3disk``) and to moto's (from PyPI): one gzip NDJSON object per batch
+under the org's and day's prefix, written once; a missing bucket failing until it exists; the owner's test send."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from auditlog.broker import free_port
@@ -100,43 +103,104 @@ def s3disk(tmp_path: Path) -> Iterator[str]:
         proc.wait(10)
 
 
-def bucket_objects(endpoint: str) -> dict[str, bytes]:
+@pytest.fixture
+def moto_s3() -> Iterator[str]:
+    """moto's S3 server (from PyPI) on 127.0.0.1, in this process's threads."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    kind: str
+    endpoint: str
+    bucket: str
+
+
+def create_bucket(endpoint: str, bucket: str) -> None:
+    r = httpx.put(f"{endpoint}/{bucket}", timeout=10)  # (moto takes unsigned requests)
+    assert r.status_code == 200, r.text
+
+
+@pytest.fixture(params=["s3disk", "moto"])
+def s3server(request: pytest.FixtureRequest) -> S3Server:
+    """An S3-compatible server with an empty bucket of its own: the project's s3disk, or moto's."""
+    kind = str(request.param)
+    endpoint = request.getfixturevalue("s3disk" if kind == "s3disk" else "moto_s3")
+    bucket = f"audit-{uuid.uuid4().hex[:12]}"  # (moto's buckets live as long as this process)
+    if kind == "moto":
+        create_bucket(endpoint, bucket)
+    return S3Server(kind, endpoint, bucket)
+
+
+def bucket_objects(endpoint: str, bucket: str) -> dict[str, bytes]:
     import obstore
     from obstore.store import S3Store
 
-    st = S3Store("audit", endpoint=endpoint, region="us-east-1", virtual_hosted_style_request=False,
-                 skip_signature=True, client_options={"allow_http": True})
+    st = S3Store(bucket, endpoint=endpoint, region="us-east-1", virtual_hosted_style_request=False,
+                 access_key_id=KEY_ID, secret_access_key=KEY_SECRET, client_options={"allow_http": True})
     return {m["path"]: bytes(obstore.get(st, m["path"]).bytes()) for chunk in obstore.list(st) for m in chunk}
 
 
-def s3_destination(endpoint: str) -> dict[str, str]:
-    return {"type": "s3", "bucket": "audit", "prefix": "streams/acme", "region": "us-east-1",
+def s3_destination(endpoint: str, bucket: str) -> dict[str, str]:
+    return {"type": "s3", "bucket": bucket, "prefix": "streams/acme", "region": "us-east-1",
             "access_key_id": KEY_ID, "secret_access_key": KEY_SECRET, "endpoint": endpoint}
 
 
-async def test_s3_writes_one_gzip_object_per_batch_once(store: Store, tmp_path: Path, s3disk: str) -> None:
+async def test_s3_writes_one_gzip_object_per_batch_once(store: Store, tmp_path: Path, s3server: S3Server) -> None:
     s = settings_for(store, tmp_path, streams_batch_max_events=4)
     repo = repo_for(store, s)
-    stream = repo.create("acme", "s3", s3_destination(s3disk))
+    stream = repo.create("acme", "s3", s3_destination(s3server.endpoint, s3server.bucket))
     placed = put_events(store, [make_event() for _ in range(6)], partition=3)
     async with running(deliverer_for(store, s, "A")):
         await wait_for(lambda: (x := repo.get("acme", stream.id)) is not None and x.delivery is not None
                        and x.delivery.delivered == 6, what="both batches")
-    objects = bucket_objects(s3disk)
+    objects = bucket_objects(s3server.endpoint, s3server.bucket)
     day = time.strftime("%Y-%m-%d", time.gmtime())
     (p, o0, _), (_, o3, _), (_, o4, _), (_, o5, _) = placed[0], placed[3], placed[4], placed[5]
-    assert sorted(objects) == [f"streams/acme/org_id=acme/date={day}/{p}.{o0}-{p}.{o3}.ndjson.gz",
-                               f"streams/acme/org_id=acme/date={day}/{p}.{o4}-{p}.{o5}.ndjson.gz"]
-    lines = [json.loads(x) for key in sorted(objects) for x in gzip.decompress(objects[key]).splitlines()]
+    keys = [f"streams/acme/org_id=acme/date={day}/{p}.{o0}-{p}.{o3}.ndjson.gz",
+            f"streams/acme/org_id=acme/date={day}/{p}.{o4}-{p}.{o5}.ndjson.gz"]
+    assert sorted(objects) == sorted(keys)
+    lines = [json.loads(x) for key in keys for x in gzip.decompress(objects[key]).splitlines()]
     assert [e["event_id"] for e in lines] == [eid for _, _, eid in placed]
     # a retried batch whose object is already there counts as delivered, and the object is not rewritten
-    fields = {k: v for k, v in s3_destination(s3disk).items() if k in ("bucket", "prefix", "region", "endpoint")}
+    fields = {k: v for k, v in s3_destination(s3server.endpoint, s3server.bucket).items()
+              if k in ("bucket", "prefix", "region", "endpoint")}
     again = Context(stream.id, "acme", "b", fields, {"access_key_id": KEY_ID, "secret_access_key": KEY_SECRET},
                     allow=repo.allow, first=(p, o0), last=(p, o3),
                     received_at=datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC))
     outcome = await s3.send([{"event_id": "other"}], again)
     assert outcome.delivered and "already written" in outcome.message
-    assert bucket_objects(s3disk) == objects
+    assert bucket_objects(s3server.endpoint, s3server.bucket) == objects
+
+
+async def test_s3_a_missing_bucket_fails_until_it_exists(store: Store, tmp_path: Path, moto_s3: str) -> None:
+    """(moto: s3disk has every bucket)"""
+    bucket = f"audit-{uuid.uuid4().hex[:12]}"
+    s = settings_for(store, tmp_path, streams_backoff_max_seconds=0.5)
+    repo = repo_for(store, s)
+    stream = repo.create("acme", "s3", s3_destination(moto_s3, bucket))
+    placed = put_events(store, [make_event() for _ in range(3)], partition=4)
+    async with running(deliverer_for(store, s, "A")):
+        await wait_for(lambda: (x := repo.get("acme", stream.id)) is not None and x.status == "failing",
+                       what="failing")
+        failing = repo.get("acme", stream.id)
+        assert failing is not None and failing.delivery is not None and failing.delivery.last_error is not None
+        assert failing.delivery.last_error["http_status"] == 404 and failing.delivery.delivered == 0
+        assert KEY_SECRET not in repr(failing.public())
+        create_bucket(moto_s3, bucket)
+        await wait_for(lambda: (x := repo.get("acme", stream.id)) is not None and x.status == "active",
+                       what="active")
+    (key, body), = bucket_objects(moto_s3, bucket).items()
+    assert key.endswith(f"/{placed[0][0]}.{placed[0][1]}-{placed[-1][0]}.{placed[-1][1]}.ndjson.gz")
+    assert [json.loads(x)["event_id"] for x in gzip.decompress(body).splitlines()] == [eid for *_, eid in placed]
 
 
 async def test_the_owners_test_send_reaches_the_destination(store: Store, tmp_path: Path) -> None:
