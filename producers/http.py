@@ -38,7 +38,8 @@ class HttpTransport:
         self.delivery_timeout_s = delivery_timeout_s
         self._client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self._queue: list[tuple[bytes, asyncio.Future[Any]]] = []
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # something is queued (or a flush asks)
+        self._urgent = asyncio.Event()  # a full batch is queued, or a flush asks: no lingering
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
@@ -64,6 +65,7 @@ class HttpTransport:
         """Returns once everything sent before has been answered (delivered or failed)."""
         while self._queue or not self._idle.is_set():
             self._wake.set()
+            self._urgent.set()
             await self._idle.wait()
             await asyncio.sleep(0)
 
@@ -76,8 +78,9 @@ class HttpTransport:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((value, fut))
         self._idle.clear()
+        self._wake.set()
         if len(self._queue) >= self.max_batch:
-            self._wake.set()
+            self._urgent.set()
         return fut
 
     def connected(self) -> bool:
@@ -101,10 +104,10 @@ class HttpTransport:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if len(self._queue) < self.max_batch:
+            if len(self._queue) < self.max_batch and not self._urgent.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.linger_s)
-            self._wake.clear()
+                    await asyncio.wait_for(self._urgent.wait(), self.linger_s)
+            self._urgent.clear()
             batch: list[tuple[bytes, asyncio.Future[Any]]] = []
             size = 0
             while self._queue and len(batch) < self.max_batch and (not batch or size + len(self._queue[0][0]) < MAX_BODY):

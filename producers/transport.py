@@ -37,15 +37,30 @@ class KafkaTransport:
                  compression_type: str | None = "lz4", acks: int | str = "all", max_batch_size: int = 512 * 1024,
                  **kafka_kwargs: Any) -> None:
         self.topic = topic
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=linger_ms,
-                                         compression_type=compression_type, acks=acks, max_batch_size=max_batch_size,
-                                         max_request_size=2 * 1024 * 1024, **kafka_kwargs)
+        self._options = dict(bootstrap_servers=bootstrap_servers, linger_ms=linger_ms,
+                             compression_type=compression_type, acks=acks, max_batch_size=max_batch_size,
+                             max_request_size=2 * 1024 * 1024, **kafka_kwargs)
+        self._producer: AIOKafkaProducer | None = None
+        try:  # aiokafka binds to the running loop: built now inside one, else by start() (e.g. at import time)
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._producer = AIOKafkaProducer(**self._options)
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the producer is not started (use `async with` or start())")
+        return self._producer
 
     async def start(self) -> None:
-        await self.producer.start()
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(**self._options)
+        await self._producer.start()
 
     async def stop(self) -> None:
-        await self.producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def flush(self) -> None:
         await self.producer.flush()
@@ -56,7 +71,7 @@ class KafkaTransport:
 
     def connected(self) -> bool:
         """True while a connection to a broker is open (no request made; a dead broker's socket closes)."""
-        conns = getattr(self.producer.client, "_conns", {})
+        conns = getattr(self._producer.client, "_conns", {}) if self._producer is not None else {}
         return any(c.connected() for c in conns.values())
 
     async def reachable(self) -> None:

@@ -7,11 +7,17 @@ reason while the consumer keeps running; a restart of `up` keeps the data and ke
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,8 +25,9 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from auditlog.app.demo import DEMO_ADMIN_WORKSPACES
 from auditlog.broker import free_port
+from producers import AuditProducer, audit_context
 from tests.factories import make_event
-from tests.updemo import UpDemo, start_up_demo, stop_up_demo
+from tests.updemo import AUDITLOG, UpDemo, start_up_demo, stop_up_demo
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,7 @@ def up(data_dir: Path) -> Iterator[UpDemo]:
     stop_up_demo(u)
 
 
-def get(up: UpDemo, path: str, token: str, **params: object) -> httpx.Response:
+def get(up: UpDemo, path: str, token: str, **params: Any) -> httpx.Response:
     return httpx.get(up.url.rstrip("/") + path, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
@@ -105,6 +112,122 @@ def test_plain_kafka_client_invalid_events_are_dead_lettered_with_reason(up: UpD
         assert str(md.offset) in found[name].values(), found[name]
     # the consumer kept running: a valid event after the bad ones is stored
     test_plain_kafka_client_valid_event_is_queryable_within_3s(up)
+
+
+# ----- the producer SDK against `up` (before the restart test, which stops this `up`) --------------------------
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "docs" / "examples"
+
+
+def service_token(data_dir: Path) -> str:
+    r = subprocess.run([AUDITLOG, "token", "--service", "--write-org", "acme", "--sub", "svc-sdk", "--data",
+                        str(data_dir)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def stored(up: UpDemo, event_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = get(up, f"/v1/events/{event_id}", up.owner_token)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            assert r.status_code == 200, f"{event_id} not stored: {r.status_code} {r.text[:200]}"
+            return dict(r.json())
+        time.sleep(0.2)
+
+
+def by_target(up: UpDemo, target: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The events on ``target`` once there are any (the consumer stores them a moment after the producer's ack)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found: list[dict[str, Any]] = get(up, "/v1/events", up.owner_token, start="2020-01-01T00:00:00Z",
+                                          target=target).json()["data"]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def sdk_env(up: UpDemo, data_dir: Path, transport: str) -> dict[str, str]:
+    env = {"AUDITLOG_SOURCE": "vm-service"}
+    if transport == "http":
+        env |= {"AUDITLOG_INGEST_URL": up.origin, "AUDITLOG_INGEST_TOKEN": service_token(data_dir)}
+    else:
+        env |= {"AUDITLOG_KAFKA_BOOTSTRAP": up.bootstrap}
+    return env
+
+
+@pytest.mark.parametrize("transport", ["kafka", "http"])
+async def test_the_sdk_from_the_environment_reaches_up(up: UpDemo, data_dir: Path, transport: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in sdk_env(up, data_dir, transport).items():
+        monkeypatch.setenv(k, v)
+    event_id = str(uuid.uuid4())
+    async with AuditProducer.from_env() as audit:
+        with audit_context(org_id="acme", actor_id="u-sdk", actor_type="user", ip="2001:DB8::7", request_id="rq-1"):
+            await audit.send_and_wait(action="vm.delete", target={"type": "vm", "id": "vm-sdk"}, event_id=event_id)
+    ev = stored(up, event_id)
+    assert (ev["scope"], ev["category"], ev["status"], ev["source"]) == ("service", "vm", "SUCCESS", "vm-service")
+    assert ev["actor"]["ip"] == "2001:db8::7" and ev["request_id"] == "rq-1"
+    assert ev["publisher"]["via"] == transport and (transport == "kafka" or ev["publisher"]["id"] == "svc-sdk")
+
+
+def test_the_sync_producer_delivers_what_it_holds_at_exit(up: UpDemo, data_dir: Path) -> None:
+    """A script that sends and exits without close(): atexit delivers the event (bounded wait)."""
+    event_id = str(uuid.uuid4())
+    script = ("from producers import AuditProducerSync, audit_context\n"
+              "audit = AuditProducerSync.from_env()\n"
+              "with audit_context(org_id='acme', actor_id='u-exit', actor_type='user'):\n"
+              f"    audit.send(action='vm.delete', target={{'type': 'vm', 'id': 'vm-exit'}}, event_id='{event_id}')\n")
+    r = subprocess.run([sys.executable, "-c", script], env={**os.environ, **sdk_env(up, data_dir, "http")},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert stored(up, event_id)["actor"]["id"] == "u-exit"
+
+
+def test_the_fastapi_example_of_docs_sdk_md(up: UpDemo, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    for k, v in sdk_env(up, data_dir, "kafka").items():
+        monkeypatch.setenv(k, v)
+    spec = importlib.util.spec_from_file_location("fastapi_service", EXAMPLES / "fastapi_service.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    vm = f"vm-{uuid.uuid4().hex[:8]}"
+    with TestClient(module.app) as c:
+        r = c.delete(f"/vms/{vm}", headers={"X-User-Id": "u-fastapi", "X-Org-Id": "acme", "User-Agent": "pytest"})
+    assert r.status_code == 200 and r.json() == {"deleted": vm}
+    rid = r.headers["x-request-id"]
+    [ev] = by_target(up, vm)
+    assert (ev["actor"]["id"], ev["actor"]["user_agent"], ev["request_id"]) == ("u-fastapi", "pytest", rid)
+
+
+def test_the_django_example_of_docs_sdk_md(up: UpDemo, data_dir: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(EXAMPLES / "django_service.py"), str(port)],
+                            env={**os.environ, **sdk_env(up, data_dir, "http")}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        vm = f"vm-{uuid.uuid4().hex[:8]}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/vms/{vm}/delete", timeout=30,
+                               headers={"X-User-Id": "u-django", "X-Org-Id": "acme", "X-Forwarded-For": "203.0.113.5"})
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the example did not start"
+                time.sleep(0.3)
+        if r.status_code != 200:
+            os.killpg(proc.pid, signal.SIGTERM)
+            pytest.fail(f"{r.status_code}: {proc.communicate(timeout=10)[0][-3000:]}")
+        assert r.json() == {"deleted": vm}
+        [ev] = by_target(up, vm)  # durable in Kafka when the view answered; stored a moment later
+        assert ev["actor"]["id"] == "u-django" and ev["actor"]["ip"] == "127.0.0.1"  # no trusted proxy: not forwarded
+        assert ev["publisher"] == {"via": "http", "id": "svc-sdk"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
 
 
 def test_restart_keeps_data_and_keeps_ingesting(up: UpDemo, data_dir: Path) -> None:

@@ -4,6 +4,7 @@ same body, a refusal failing at once, the token never in a message, and from_env
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -135,3 +136,17 @@ def test_from_env_chooses_http_with_a_token_and_refuses_a_url_without_one(monkey
     monkeypatch.delenv("AUDITLOG_INGEST_TOKEN")
     with pytest.raises(ValueError, match="AUDITLOG_INGEST_TOKEN"):
         ProducerSettings()
+
+
+async def test_an_event_sent_long_after_start_goes_out_after_the_linger(ingest: Ingest) -> None:
+    """The sender waits idle between events: the first one after a quiet spell must wake it (it once waited for a
+    full batch)."""
+    async with producer(ingest.url, linger_ms=50) as audit:
+        await asyncio.sleep(0.3)
+        with audit_context(org_id="acme", actor_id="u-1", actor_type="user"):
+            t0 = time.monotonic()
+            await asyncio.wait_for(audit.send_and_wait(event(1)), 5)
+            assert time.monotonic() - t0 < 2
+            await asyncio.sleep(0.3)
+            await asyncio.wait_for(audit.send_and_wait(event(2)), 5)
+    assert len(ingest.posts) == 2
