@@ -71,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         stop_signals()
     from pydantic import ValidationError
 
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as exc:  # the SDK alone is installed: the commands are the server's
+        print(f"auditlog: the commands need the server's dependencies (missing: {exc.name}); install them with "
+              "pip install 'auditlogkit[server]'", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

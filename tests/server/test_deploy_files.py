@@ -54,11 +54,12 @@ def test_dockerfile_multistage_nonroot_same_install() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     assert len(re.findall(r"^FROM ", text, re.M)) >= 2
     assert re.search(r"^FROM python:\S+-slim", text, re.M)
-    assert re.search(r"^RUN pip install \.$", text, re.M)
+    assert re.search(r"^RUN pip install -c requirements.lock '\.\[server\]'$", text, re.M), "the locked server install"
     assert re.search(r"^USER 10001", text, re.M)
     readme = ROOT / "README.md"
     if readme.exists():
-        assert "pip install ." in readme.read_text(), "the README's install command must be the Dockerfile's"
+        assert "pip install -c requirements.lock '.[server]'" in readme.read_text(), \
+            "the README's install command must be the Dockerfile's"
 
 
 @pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.xml")), ids=lambda p: str(p.relative_to(ROOT)))

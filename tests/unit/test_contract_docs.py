@@ -27,7 +27,8 @@ CONTRACT = {"API.md", "EVENT.md", "CATALOG.md", "MEASURED.md"}
 OUTSIDE = re.compile("|".join(re.escape(p) for p in ("../" + "shared/", "/work/" + "shared")))
 README = ROOT / "README.md"
 README_MAX_LINES = 150
-SETUP_COMMANDS = ["python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/auditlog up --demo", "scripts/test"]
+SETUP_COMMANDS = ["python3 -m venv .venv && .venv/bin/pip install -c requirements.lock '.[server]' && "
+                  ".venv/bin/auditlog up --demo", "scripts/test"]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
