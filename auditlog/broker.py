@@ -32,8 +32,8 @@ from typing import IO
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from producers.kafka import KafkaConnection, kafka_options
 from auditlog.logs import get_logger
+from producers.kafka import KafkaConnection, kafka_options
 
 log = get_logger("auditlog.broker")
 

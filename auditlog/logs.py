@@ -1,5 +1,10 @@
-"""structlog configuration: one JSON object per line on stderr, with an ``event`` name and fields.
+"""Logging, one way: every record (ours through structlog, and the standard library's: uvicorn, aiokafka, ...) is one
+line on stderr in one format, with an ``event`` name, the ``logger`` name, level, time and fields.
 
+Contract: :func:`configure` routes structlog and the standard library's root logger through structlog's
+``ProcessorFormatter``: JSON (one object per line) in production, a readable console format on a terminal
+(``fmt="auto"``: console when the stream is a TTY) or as chosen; the context bound with
+``structlog.contextvars`` (the API binds ``request_id`` per request) is in every line, stdlib records included.
 Event names are dotted and stable (``batch.flushed``, ``message.dead_lettered``, ``api.request``); never log
 tokens or whole payloads.
 """
@@ -8,33 +13,59 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import Literal, TextIO
 
 import structlog
 
+Format = Literal["auto", "json", "console"]
+_QUIET = ("aiokafka", "kafka", "uvicorn.access")  # chatty below WARNING
 
-def configure(level: str = "info", json: bool = True, file: TextIO | None = None) -> None:
-    """Route structlog and stdlib logging to ``file`` (default stderr) at ``level``."""
+
+def configure(level: str = "info", json: bool | None = None, file: TextIO | None = None, *,
+              fmt: Format = "auto") -> None:
+    """Route structlog and stdlib logging to ``file`` (default stderr) at ``level``; ``json`` (or ``fmt``) picks the
+    format (default: JSON unless ``file`` is a terminal)."""
     out = file or sys.stderr
     lvl = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    logging.basicConfig(level=lvl, stream=out, format="%(message)s", force=True)
-    for noisy in ("aiokafka", "kafka", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
+    if json is None:
+        json = fmt == "json" or (fmt == "auto" and not _is_tty(out))
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=_is_tty(out))
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(lvl)
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # their own handlers would print plain text
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -148,6 +148,9 @@ class Settings(KafkaSettings):
     streams_backoff_max_seconds: float = Field(300.0, gt=0, description="Log streams: longest wait before a failed batch is sent again (a refusal such as a 4xx always waits this long).")
     streams_request_timeout_seconds: float = Field(10.0, gt=0, description="Log streams: most time one send to a destination may take.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="Log format: json (one object per line), console (readable), or auto (console on a "
+        "terminal, else json).")
 
     @field_validator("data_dir")
     @classmethod

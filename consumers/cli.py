@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from auditlog import logs
-from producers.kafka import KafkaConnection, kafka_options
 from auditlog.settings import Settings
 from consumers.kafka.dlq import (
     H_FIELD,
@@ -34,6 +33,7 @@ from consumers.kafka.dlq import (
     header,
     original_headers,
 )
+from producers.kafka import KafkaConnection, kafka_options
 
 log = logs.get_logger("consumers.cli")
 EXIT_DLQ_LIMIT = 3

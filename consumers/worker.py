@@ -19,7 +19,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from producers.kafka import KafkaConnection, kafka_options
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
 from auditlog.store import Store
@@ -45,6 +44,7 @@ from consumers.steps.decoding import Decoding
 from consumers.steps.flushing import Flushing
 from consumers.store.first_write_guard import FirstWriteGuard
 from consumers.store.inserter import Inserter
+from producers.kafka import KafkaConnection, kafka_options
 from schemas.catalog import Catalog, get_catalog
 
 log = get_logger("consumers.worker")

@@ -8,6 +8,8 @@ event leaves out from it (:func:`fill`). What the event sets itself always wins.
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,6 +31,15 @@ class AuditContext:
     ip: str | None = None
     user_agent: str | None = None
     request_id: str | None = None
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+
+
+def request_id_from(header: str | None) -> str:
+    """The request id of an incoming request: its ``X-Request-ID`` when that is a sane token (letters, digits and
+    ``._:/+=-``, at most 128), else a new one (32 hex digits). Never a caller's arbitrary text."""
+    return header if header and _REQUEST_ID.match(header) else uuid.uuid4().hex
 
 
 _current: ContextVar[AuditContext | None] = ContextVar("auditlog_context", default=None)

@@ -10,12 +10,10 @@ service's authentication adds the actor with :func:`producers.context.bind`. Wor
 from __future__ import annotations
 
 import ipaddress
-import re
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from producers.context import audit_context
+from producers.context import audit_context, request_id_from
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,7 +22,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 _USER_AGENT_MAX = 1024
 
 
@@ -58,10 +55,6 @@ def _ip_or_none(host: str | None) -> str | None:
         return None
 
 
-def _request_id(given: str | None) -> str:
-    return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
-
-
 class AuditContextMiddleware:
     """ASGI: an audit context per HTTP request (module contract)."""
 
@@ -75,7 +68,7 @@ class AuditContextMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         peer = (scope.get("client") or (None, None))[0]
-        rid = _request_id(headers.get("x-request-id"))
+        rid = request_id_from(headers.get("x-request-id"))
 
         async def send_with_id(message: Message) -> None:
             if message.get("type") == "http.response.start":
@@ -95,7 +88,7 @@ class AuditContextWSGIMiddleware:
         self.proxies = _Proxies(trusted_proxies)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        rid = _request_id(environ.get("HTTP_X_REQUEST_ID"))
+        rid = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
 
         def start_with_id(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
             return start_response(status, [*headers, ("X-Request-ID", rid)], *exc)

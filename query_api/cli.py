@@ -159,7 +159,7 @@ def _progress(total_known: bool) -> Any:
 
 def run_export(args: argparse.Namespace) -> int:
     settings = Settings()
-    configure(settings.log_level)
+    configure(settings.log_level, fmt=settings.log_format)
     filters = _filters(args)
     try:
         if args.url:

@@ -44,7 +44,7 @@ def run_api(args: argparse.Namespace) -> int:
 
     stops = stop_signals()
     settings = Settings()
-    configure(settings.log_level)
+    configure(settings.log_level, fmt=settings.log_format)
     host, port = args.host or settings.api_host, args.port if args.port is not None else settings.api_port
     log.info("api.starting", host=host, port=port, store=redact_url(settings.store_url))
     warn_unchecked_claims(settings, host)

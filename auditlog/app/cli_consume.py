@@ -48,7 +48,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
     stops = stop_signals()  # from here on SIGTERM/SIGINT means a clean stop, also during start-up
     s = settings_from_args(args)
-    logs.configure(s.log_level)
+    logs.configure(s.log_level, fmt=s.log_format)
     if args.workers < 1:
         print("--workers must be >= 1", file=sys.stderr)
         return 2

@@ -34,7 +34,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from auditlog.db.migrations import run_cli
 
     settings = _settings(args)
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, fmt=settings.log_format)
     try:
         return run_cli(args, settings)
     except Exception as exc:  # the store's URL may carry a password: never in the message

@@ -36,7 +36,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     stops = stop_signals()
     s = Settings()
-    logs.configure(s.log_level)
+    logs.configure(s.log_level, fmt=s.log_format)
     try:
         key = streams_key(s.streams_key.get_secret_value() if s.streams_key else None)
     except StreamsKeyError as exc:

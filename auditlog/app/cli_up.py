@@ -62,7 +62,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     keep_private(settings.data_dir)
     log_path = settings.data_dir / "auditlog.log"
     with open_private_append(log_path) as log_file:
-        logs.configure(settings.log_level, file=log_file)
+        logs.configure(settings.log_level, file=log_file, fmt=settings.log_format)
         return asyncio.run(_up(settings, args.kafka_port, args.demo, log_path, stops, ephemeral=args.ephemeral))
 
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from producers.kafka import KafkaConnection
 from auditlog.logs import get_logger
 from auditlog.settings import Settings
+from producers.kafka import KafkaConnection
 from schemas.catalog import get_catalog
 
 if TYPE_CHECKING:

@@ -23,8 +23,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from producers.kafka import KafkaConnection, kafka_options
 from consumers.decode.decoder import DeadLetter
+from producers.kafka import KafkaConnection, kafka_options
 from schemas.event import format_ts
 
 H_FIELD = "dlq.error.field"

@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from producers.kafka import KafkaConnection, kafka_options
 from auditlog.logs import get_logger
 from consumers.decode.decoder import validates
+from producers.kafka import KafkaConnection, kafka_options
 from schemas.catalog import Catalog
 
 log = get_logger("consumers.kafka.watermark_check")

@@ -9,18 +9,24 @@ Contract:
   tail's ``auditlog_api_tail_streams``, ``auditlog_api_tail_polls_total``, ``auditlog_api_tail_events_total``, and
   ``auditlog_api_ingest_events_total{outcome}``;
 - one ``api.request`` log line per request: method, route, path, status, ms, client, and the caller's ``sub`` /
-  ``org_id`` when authenticated. Headers and the query string are not logged (no tokens, no e-mails).
+  ``org_id`` when authenticated. Headers and the query string are not logged (no tokens, no e-mails);
+- every request has a request id (its ``X-Request-ID`` when a sane token, else a new one:
+  :func:`producers.context.request_id_from`), sent back in ``X-Request-ID``, bound to every log line written while
+  it runs and readable with :func:`current_request_id` (the self-audit event's ``request_id``).
 """
 
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from typing import Any
 
+import structlog
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auditlog.logs import get_logger
+from producers.context import request_id_from
 
 ACCESS_LOGGER = "query_api.core.observability"
 
@@ -38,6 +44,14 @@ for _outcome in ("accepted", "rejected", "unavailable"):  # the series exist (at
     INGEST_EVENTS.labels(_outcome)
 
 
+_REQUEST_ID: ContextVar[str | None] = ContextVar("api_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served, or None outside one."""
+    return _REQUEST_ID.get()
+
+
 class AccessLogMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -48,13 +62,18 @@ class AccessLogMiddleware:
             return
         t0 = time.perf_counter()
         status = 500
+        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
+        rid = request_id_from(given.decode("latin-1") if given is not None else None)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
+        token = _REQUEST_ID.set(rid)
+        bound = structlog.contextvars.bind_contextvars(request_id=rid)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
@@ -71,3 +90,5 @@ class AccessLogMiddleware:
                 "api.request", method=scope["method"], route=route, path=scope.get("path"), status=status,
                 ms=round(elapsed * 1000, 1), client=client[0] if client else None,
                 sub=getattr(principal, "sub", None), org_id=getattr(principal, "org_id", None))
+            structlog.contextvars.reset_contextvars(**bound)
+            _REQUEST_ID.reset(token)

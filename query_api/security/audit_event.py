@@ -1,7 +1,7 @@
 """The ``organization / audit_log`` event that records one read of the audit log, and whether a caller's can be.
 
 Contract: :func:`build_event` is the event of a read (actor = token subject and e-mail, client IP when it is an IP
-address, user agent cut to 1,024 characters; ``detail`` holds the caller's role, the filters and what else the
+address, user agent cut to 1,024 characters, the request's id; ``detail`` holds the caller's role, the filters and what else the
 endpoint says); :func:`unrecordable_claim` says which token claim would make that event fail the event contract
 (authentication refuses such a token, :mod:`query_api.security.auth`), or None.
 """
@@ -27,7 +27,8 @@ DESCRIPTIONS = {"audit_log.list": "Listed the audit log", "audit_log.export": "E
 
 def build_event(principal: Principal, action: str, *, filters: dict[str, Any] | None, client_ip: str | None,
                 user_agent: str | None, extra: dict[str, Any] | None = None, target_id: str | None = None,
-                target_type: str = "audit_log", target_name: str | None = None) -> dict[str, Any]:
+                target_type: str = "audit_log", target_name: str | None = None,
+                request_id: str | None = None) -> dict[str, Any]:
     ip: str | None = None
     if client_ip:
         try:
@@ -50,6 +51,7 @@ def build_event(principal: Principal, action: str, *, filters: dict[str, Any] | 
         "description": DESCRIPTIONS[action],
         "detail": detail,
         "source": "query-api",
+        "request_id": request_id,
     }
 
 

@@ -35,6 +35,7 @@ from starlette.requests import Request
 from auditlog.logs import get_logger
 from producers.producer import AuditProducer
 from query_api.core.errors import ApiError
+from query_api.core.observability import current_request_id
 from query_api.security.audit_event import build_event
 from query_api.security.client_ip import client_of
 from query_api.security.principal import Principal
@@ -95,7 +96,7 @@ class ReadAuditor:
         ip, ua = client_of(request)
         await self._publish(build_event(principal, action, filters=filters, client_ip=ip, user_agent=ua,
                                         extra=extra, target_id=target_id, target_type=target_type,
-                                        target_name=target_name))
+                                        target_name=target_name, request_id=current_request_id()))
 
     async def record_list(self, request: Request, principal: Principal, filters: dict[str, Any], rows: int,
                           *, page: bool) -> None:

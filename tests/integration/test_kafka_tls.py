@@ -29,10 +29,10 @@ from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from auditlog.broker import EmbeddedBroker, ensure_topics, free_port
-from producers.kafka import KafkaConnection, kafka_options
 from auditlog.settings import Settings
 from auditlog.store import Store
 from consumers.worker import ConsumerWorker
+from producers.kafka import KafkaConnection, kafka_options
 from tests.consumer_helpers import BackgroundWorker, count_events, read_topic
 from tests.factories import make_event, random_events
 from tests.updemo import AUDITLOG
