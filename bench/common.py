@@ -40,3 +40,74 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
+
+
+# ----- helpers added for bench/streams.py (the older benches keep their own copies) ---------------------------
+def git_rev(tree: Path = ROOT) -> str:
+    """``git rev-parse --short HEAD`` of ``tree``, ``+dirty`` when tracked files differ from it."""
+    import subprocess
+
+    rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return rev + ("+dirty" if dirty else "")
+
+
+def start_up(data: Path, port: int, kafka_port: int, env: dict[str, str] | None = None,
+             extra: tuple[str, ...] = (), timeout: float = 120.0) -> Any:
+    """``auditlog up`` of this checkout as a subprocess (its own session, so its process group is its own) on a
+    data directory and loopback ports; returns the ``subprocess.Popen`` once it printed READY (its further output is
+    read and dropped by a thread). Stop it with :func:`stop_proc`."""
+    import subprocess
+    import threading
+
+    full = {**os.environ, "PYTHONPATH": str(ROOT), "AUDITLOG_LOG_LEVEL": "warning", **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "up", "--port", str(port), "--kafka-port",
+                             str(kafka_port), "--data", str(data), *extra], cwd=ROOT, env=full, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    assert proc.stdout is not None
+    out: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith("READY"):
+                threading.Thread(target=_drain_lines, args=(proc.stdout,), daemon=True).start()
+                return proc
+            if time.monotonic() > deadline:
+                break
+    except BaseException:
+        stop_proc(proc, 10)
+        raise
+    stop_proc(proc, 10)
+    raise RuntimeError("auditlog up did not become READY:\n" + "".join(out[-30:]))
+
+
+def _drain_lines(stream: Any) -> None:
+    for _ in stream:
+        pass
+
+
+def stop_proc(proc: Any, grace: float = 30.0) -> None:
+    """SIGTERM to a ``subprocess.Popen`` by its PID, SIGKILL after ``grace`` seconds; nothing if it has ended."""
+    import signal
+    import subprocess
+
+    if proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def up_token(data: Path, sub: str, org: str = "acme", permissions: tuple[str, ...] = ("audit:read",),
+             role: str = "org_owner", ttl_seconds: int = 3600) -> str:
+    """A token for ``up`` on ``data``, signed with the JWT secret it generated there."""
+    from query_api.security.auth import mint_token
+
+    return mint_token((data / "jwt-secret").read_text().strip(), sub=sub, email=f"{sub}@{org}.example", org_id=org,
+                      role=role, permissions=permissions, ttl_seconds=ttl_seconds)
