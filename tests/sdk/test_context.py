@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from producers import AuditProducer, audit_context, bind
-from producers.context import current, fill
-from producers.middleware import AuditContextMiddleware, AuditContextWSGIMiddleware
-from producers.testing import FakeTransport, fake_producer
-from schemas.catalog import get_catalog
+from auditlogkit import AuditProducer, audit_context, bind
+from auditlogkit.context import current, fill
+from auditlogkit.middleware import AuditContextMiddleware, AuditContextWSGIMiddleware
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.testing import FakeTransport, fake_producer
 
 CAT = get_catalog()
 
