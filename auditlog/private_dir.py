@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import unquote, urlsplit
 
-from auditlog.logs import get_logger
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("auditlog.private_dir")
+log = get_logger("auditlogkit.server.private_dir")
 PRIVATE_UMASK = 0o077
 _OPEN_BITS = stat.S_IRWXG | stat.S_IRWXO
 

@@ -5,17 +5,17 @@ Contract:
   ``("api", "query-api")`` for the API's own self-audit, ``("kafka", None)`` for anything else on the topic
   (Kafka does not tell a consumer which principal produced a record);
 - :func:`signed_headers` are the two headers the API adds to its messages: the publisher and a MAC (server
-  secret, :class:`~auditlog.signing.Purpose` ``MESSAGE``) over the publisher and the exact value bytes;
+  secret, :class:`~auditlogkit.server.signing.Purpose` ``MESSAGE``) over the publisher and the exact value bytes;
 - :func:`publisher_of` is the publisher a consumer records: the signed one when the MAC verifies for these
   value bytes, else :data:`KAFKA` (headers copied onto other bytes, edited or forged prove nothing). Only
-  :data:`API` may publish the reserved category (``schemas.catalog.RESERVED``, who read the audit log).
+  :data:`API` may publish the reserved category (``auditlogkit.schemas.catalog.RESERVED``, who read the audit log).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from auditlog.signing import Purpose, ServerKeys
+from auditlogkit.server.signing import Purpose, ServerKeys
 
 Publisher = tuple[str, str | None]
 KAFKA: Publisher = ("kafka", None)

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from auditlog.signing import ServerKeys, server_secret_for, weak_secret
-from producers.settings import KafkaSettings
+from auditlogkit.server.signing import ServerKeys, server_secret_for, weak_secret
+from auditlogkit.settings import KafkaSettings
 
 #: a plain ClickHouse identifier: letters, digits and ``_``, not starting with a digit (safe in SQL text unquoted)
 IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -33,7 +33,7 @@ def check_ident(name: str, what: str = "identifier") -> str:
 
 
 class Settings(KafkaSettings):
-    """The server's settings; the Kafka connection and topic are the SDK's (:class:`producers.settings.KafkaSettings`)."""
+    """The server's settings; the Kafka connection and topic are the SDK's (:class:`auditlogkit.settings.KafkaSettings`)."""
 
     model_config = SettingsConfigDict(env_prefix="AUDITLOG_", extra="ignore")
 
@@ -200,7 +200,7 @@ class Settings(KafkaSettings):
         return [item for item in self.api_forwarded_allow_ips.split(",") if item]
 
     def server_keys(self) -> ServerKeys:
-        """The MAC keys of this deployment's server secret (:mod:`auditlog.signing`)."""
+        """The MAC keys of this deployment's server secret (:mod:`auditlogkit.server.signing`)."""
         configured = self.server_secret.get_secret_value() if self.server_secret else None
         return ServerKeys(server_secret_for(configured, self.data_dir))
 

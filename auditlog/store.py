@@ -4,8 +4,8 @@ Contract:
 - :class:`Store` hands out one client **per thread** (:meth:`Store.client`): neither chDB nor a server client
   may be shared by threads. Never pass a client to another thread.
 - All values reach SQL as server-side bound parameters (``{name:Type}``) or through ``insert``; identifiers
-  (the database name) are checked by :func:`auditlog.settings.check_ident`.
-- Schema changes live in :mod:`auditlog.db.migrations`.
+  (the database name) are checked by :func:`auditlogkit.server.settings.check_ident`.
+- Schema changes live in :mod:`auditlogkit.server.db.migrations`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from auditlog.logs import get_logger
-from auditlog.settings import Settings, check_ident
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.settings import Settings, check_ident
 
-log = get_logger("auditlog.store")
+log = get_logger("auditlogkit.server.store")
 
 
 def connect(url: str, database: str | None = None, **kwargs: Any) -> Client:

@@ -34,14 +34,14 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from common import ROOT, machine, percentile, write_result
 
-from auditlog.broker import free_port
-from query_api.security.auth import mint_token
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.server.broker import free_port
 from tests.factories import random_events
 
 
 def start_up(tree: Path, data: Path, port: int, kafka_port: int, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(tree), "AUDITLOG_API_RATE_PER_SECOND": "0", "AUDITLOG_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "up", "--port", str(port), "--kafka-port",
+    proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", "up", "--port", str(port), "--kafka-port",
                              str(kafka_port), "--data", str(data), *extra], cwd=tree, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None
@@ -178,7 +178,7 @@ def main() -> int:
                              capture_output=True, text=True).stdout.strip()
     commit += "+dirty" if changed else ""
     broker = "memory" if args.ephemeral or "--ephemeral" not in subprocess.run(
-        [sys.executable, "-m", "auditlog.app.cli", "up", "--help"], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+        [sys.executable, "-m", "auditlogkit.server.app.cli", "up", "--help"], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
         capture_output=True, text=True).stdout else "durable"
     result = {"tree": str(tree), "commit": commit, "broker": broker, "events": args.n, "readers": args.readers, "idle": idle,
               "during_ingest": during, "ingest_events_per_s": round(args.n / took), "consumer_after": final, "target": "p95 during <= 100 ms",

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from common import ROOT, machine, percentile, write_result
 
-from query_api.security.auth import mint_token
+from auditlogkit.query_api.security.auth import mint_token
 
 SECRET = "bench-secret-0123456789abcdef0123456789"
 BULK = """INSERT INTO audit_events (org_id, occurred_at, event_id, scope, category, action, status, actor_id,
@@ -56,8 +56,8 @@ def token(sub: str, org: str) -> str:
 
 def load(data: Path, rows: int) -> None:
     """Fill ``data`` with ``rows`` events once (this checkout's schema; both trees read it)."""
-    from auditlog.db.migrations import migrate
-    from auditlog.store import Store
+    from auditlogkit.server.db.migrations import migrate
+    from auditlogkit.server.store import Store
 
     store = Store(f"chdb://{data}", "auditlog")
     migrate(store)
@@ -74,7 +74,7 @@ def serve(tree: Path, data: Path, bootstrap: str, port: int, log: Path) -> subpr
            "AUDITLOG_DATA_DIR": str(data.parent / "auditlog-bench-fair-home"),
            "AUDITLOG_API_RATE_PER_SECOND": "0", "AUDITLOG_LOG_LEVEL": "warning"}
     out = log.open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "api", "--port", str(port)], cwd=tree, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", "api", "--port", str(port)], cwd=tree, env=env,
                             stdout=out, stderr=out, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -168,7 +168,7 @@ def stats_alone(url: str, start: str, interval: str, n: int = 3) -> float:
 
 
 def measure(tree: Path, data: Path, bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
-    from auditlog.broker import free_port
+    from auditlogkit.server.broker import free_port
 
     commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -222,7 +222,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "auditlog-bench-fair"))
     args = ap.parse_args()
 
-    from auditlog.broker import EmbeddedBroker, ensure_topics
+    from auditlogkit.server.broker import EmbeddedBroker, ensure_topics
 
     data = Path(args.data)
     load(data, args.rows)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from common import ROOT, machine, percentile, write_result
 
-from query_api.security.auth import mint_token
+from auditlogkit.query_api.security.auth import mint_token
 
 SECRET = "bench-secret-0123456789abcdef0123456789"
 BULK = """INSERT INTO audit_events (org_id, occurred_at, event_id, scope, category, action, status, actor_id,
@@ -48,8 +48,8 @@ def token(sub: str) -> str:
 
 def load(data: Path, rows: int) -> None:
     """Fill ``data`` with ``rows`` events once (this checkout's schema; both trees read it)."""
-    from auditlog.db.migrations import migrate
-    from auditlog.store import Store
+    from auditlogkit.server.db.migrations import migrate
+    from auditlogkit.server.store import Store
 
     store = Store(f"chdb://{data}", "auditlog")
     migrate(store)
@@ -66,7 +66,7 @@ def serve(tree: Path, data: Path, bootstrap: str, port: int, log: Path) -> subpr
            "AUDITLOG_API_EXPORTS_TOTAL": "12", "AUDITLOG_API_EXPORTS_PER_CALLER": "12",
            "AUDITLOG_API_RATE_PER_SECOND": "0", "AUDITLOG_LOG_LEVEL": "warning"}
     out = log.open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "api", "--port", str(port)], cwd=tree, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", "api", "--port", str(port)], cwd=tree, env=env,
                             stdout=out, stderr=out, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -150,7 +150,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "auditlog-bench-stalled"))
     args = ap.parse_args()
 
-    from auditlog.broker import EmbeddedBroker, ensure_topics, free_port
+    from auditlogkit.server.broker import EmbeddedBroker, ensure_topics, free_port
 
     tree, data = Path(args.tree).resolve(), Path(args.data)
     load(data, args.rows)

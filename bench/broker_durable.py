@@ -1,4 +1,4 @@
-"""The embedded broker's storage: Tansu ``memory://`` against ``s3://`` over ``auditlog.s3disk``, same run.
+"""The embedded broker's storage: Tansu ``memory://`` against ``s3://`` over ``auditlogkit.server.s3disk``, same run.
 
 Per storage: a fresh Tansu (and s3disk on a fresh directory), one topic (``--partitions``), N events (default
 50k, JSON of tests/factories.py, keyed by org_id) published with the project producer's settings (acks=all,
@@ -32,7 +32,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from common import machine, percentile, write_result
 
-from auditlog.broker import broker_binary, ensure_topics, free_port
+from auditlogkit.server.broker import broker_binary, ensure_topics, free_port
 from tests.factories import random_events
 
 TOPIC = "bench.durable"
@@ -59,7 +59,7 @@ def start(storage: str, root: Path) -> tuple[list[subprocess.Popen[bytes]], str,
     engine = "memory://tansu/"
     if storage == "s3":
         s3port = free_port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "auditlog.s3disk", "--root", str(root), "--port",
+        procs.append(subprocess.Popen([sys.executable, "-m", "auditlogkit.server.s3disk", "--root", str(root), "--port",
                                        str(s3port)], stderr=subprocess.DEVNULL))
         wait_port(s3port, procs[-1])
         engine = "s3://tansu/"

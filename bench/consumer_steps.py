@@ -38,16 +38,16 @@ from common import cpu_seconds_of, machine, write_result
 from ingest import produce
 from pydantic import create_model, model_validator
 
-from auditlog import logs
-from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.db.migrations import migrate
-from auditlog.store import Store
-from consumers.decode.decoder import Chunk, Decoder
-from consumers.decode.native import NativeEncoder
-from consumers.store.inserter import Inserter
-from schemas.catalog import get_catalog
-from schemas.event import AuditEvent, _Strict, parse_event
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.consumers.decode.decoder import Chunk, Decoder
+from auditlogkit.consumers.decode.native import NativeEncoder
+from auditlogkit.consumers.store.inserter import Inserter
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.event import AuditEvent, _Strict, parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.server import logs
+from auditlogkit.server.broker import EmbeddedBroker, ensure_topics
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.store import Store
 from tests.factories import random_events
 
 TOPIC = "bench.steps"

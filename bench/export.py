@@ -30,7 +30,7 @@ import uvicorn
 from common import machine, write_result
 from query import load
 
-from schemas.rows import EVENTS_TABLE
+from auditlogkit.schemas.rows import EVENTS_TABLE
 
 
 class RssSampler(threading.Thread):
@@ -55,12 +55,12 @@ def main() -> int:
     ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "auditlog-bench-export.out"))
     args = ap.parse_args()
 
-    from auditlog.broker import free_port
-    from auditlog.db.migrations import migrate
-    from auditlog.settings import Settings
-    from auditlog.store import Store
-    from query_api.core.app import create_app
-    from query_api.security.auth import mint_token
+    from auditlogkit.query_api.core.app import create_app
+    from auditlogkit.query_api.security.auth import mint_token
+    from auditlogkit.server.broker import free_port
+    from auditlogkit.server.db.migrations import migrate
+    from auditlogkit.server.settings import Settings
+    from auditlogkit.server.store import Store
 
     store = Store(f"chdb://{Path(args.data).resolve()}", "bench")
     migrate(store)

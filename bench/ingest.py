@@ -32,8 +32,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from common import ROOT, machine, write_result
 
-from auditlog import logs
-from auditlog.broker import EmbeddedBroker, ensure_topics
+from auditlogkit.server import logs
+from auditlogkit.server.broker import EmbeddedBroker, ensure_topics
 from tests.factories import random_events
 
 DRIVER = ROOT / "bench" / "ingest_driver.py"

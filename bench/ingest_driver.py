@@ -103,9 +103,9 @@ async def raw(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _store_and_settings(a: argparse.Namespace) -> tuple[Any, Any]:
-    from auditlog.db.migrations import migrate
-    from auditlog.settings import Settings
-    from auditlog.store import Store
+    from auditlogkit.server.db.migrations import migrate
+    from auditlogkit.server.settings import Settings
+    from auditlogkit.server.store import Store
 
     url = f"chdb://{Path(a.chdb_dir).resolve()}"
     store = Store(url, a.database)
@@ -121,7 +121,7 @@ def _count(store: Any) -> int:
 
 
 async def consume(a: argparse.Namespace) -> dict[str, Any]:
-    from consumers.worker import ConsumerWorker
+    from auditlogkit.consumers.worker import ConsumerWorker
 
     store, settings = _store_and_settings(a)
     w = ConsumerWorker(settings, store)
@@ -158,7 +158,7 @@ async def consume(a: argparse.Namespace) -> dict[str, Any]:
 
 async def latency(a: argparse.Namespace) -> dict[str, Any]:
     """Publish ``--values`` at ``--rate``/s while the worker runs; visible = the offset aggregate covers it."""
-    from consumers.worker import ConsumerWorker
+    from auditlogkit.consumers.worker import ConsumerWorker
 
     values = [line for line in Path(a.values).read_bytes().splitlines() if line]
     store, settings = _store_and_settings(a)
@@ -250,7 +250,7 @@ def main() -> None:
     if a.mode != "raw":
         if not a.chdb_dir or not a.dlq_topic:
             ap.error(f"--mode {a.mode} needs --chdb-dir and --dlq-topic")
-        from auditlog import logs
+        from auditlogkit.server import logs
 
         logs.configure("warning")
     run = {"raw": raw, "consume": consume, "latency": latency}[a.mode]

@@ -30,10 +30,10 @@ import httpx
 import psutil
 from common import ROOT, cpu_seconds_of, machine, percentile, write_result
 
-from auditlog import logs
-from auditlog.broker import EmbeddedBroker, ensure_topics, free_port
-from producers.producer import AuditProducer
-from query_api.security.auth import mint_token
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.server import logs
+from auditlogkit.server.broker import EmbeddedBroker, ensure_topics, free_port
 from tests.factories import random_events
 
 SECRET = "bench-ingest-secret-0123456789abcdef0123"
@@ -43,10 +43,10 @@ SECRET = "bench-ingest-secret-0123456789abcdef0123"
 async def serve(port: int, data: str) -> None:
     import uvicorn
 
-    from auditlog.db.migrations import migrate
-    from auditlog.settings import Settings
-    from auditlog.store import Store
-    from query_api.core.app import create_app
+    from auditlogkit.query_api.core.app import create_app
+    from auditlogkit.server.db.migrations import migrate
+    from auditlogkit.server.settings import Settings
+    from auditlogkit.server.store import Store
 
     settings = Settings()  # AUDITLOG_* from the parent
     logs.configure(settings.log_level, file=open(os.devnull, "w"))  # noqa: SIM115 -- the process's whole life

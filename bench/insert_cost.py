@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psutil
 from common import cpu_seconds_of, machine, write_result
 
-from auditlog import logs
-from auditlog.db.migrations import migration_files, render_migration
-from auditlog.store import Store
-from consumers.decode.decoder import Chunk, Decoder
-from consumers.decode.native import NativeEncoder
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
+from auditlogkit.consumers.decode.decoder import Chunk, Decoder
+from auditlogkit.consumers.decode.native import NativeEncoder
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
+from auditlogkit.server import logs
+from auditlogkit.server.db.migrations import migration_files, render_migration
+from auditlogkit.server.store import Store
 from tests.factories import random_events
 
 _ME = psutil.Process()

@@ -33,8 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from common import machine, percentile, write_result
 
-from schemas.catalog import get_catalog
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
 
 FIRST = ["kim", "lee", "park", "choi", "jung", "kang", "cho", "yoon", "jang", "lim", "han", "oh", "seo", "shin",
          "kwon", "hwang", "ahn", "song", "ryu", "hong", "alice", "bob", "carol", "dave", "erin", "frank"]
@@ -197,11 +197,11 @@ def main() -> int:
 
     from fastapi.testclient import TestClient
 
-    from auditlog.db.migrations import migrate
-    from auditlog.settings import Settings
-    from auditlog.store import Store
-    from query_api.core.app import create_app
-    from query_api.security.auth import mint_token
+    from auditlogkit.query_api.core.app import create_app
+    from auditlogkit.query_api.security.auth import mint_token
+    from auditlogkit.server.db.migrations import migrate
+    from auditlogkit.server.settings import Settings
+    from auditlogkit.server.store import Store
 
     store = Store(f"chdb://{Path(args.data).resolve()}", "bench")
     migrate(store)

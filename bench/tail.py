@@ -5,7 +5,7 @@ Setup (the server's work, the producer's and the clients' never share a GIL):
   consumer (with its decode helper) and the API in one process over one embedded chDB store: the deployment the
   embedded store allows (chDB is one engine per process, so API and consumer cannot be split here). The bench
   waits for the consumer to have joined its group before anything is published;
-- a producer process (this file with ``--produce``): ``producers.producer.AuditProducer`` publishing ``--rate``
+- a producer process (this file with ``--produce``): ``auditlogkit.producer.AuditProducer`` publishing ``--rate``
   events/s for ``--seconds`` in bursts every ``--burst-ms``, each event valid (``schemas/event.py``), occurred_at
   now, carrying its send time in ``detail`` (``{"bench": run, "sent_at": time.time(), "seq": n}``); it writes
   every event it sent (id, org, workspace, status, send time, ack) to a file;
@@ -61,9 +61,9 @@ import httpx
 import psutil
 from common import ROOT, cpu_seconds_of, machine, percentile, write_result
 
-from auditlog.broker import free_port
-from auditlog.settings import Settings
-from query_api.security.auth import mint_token
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.server.broker import free_port
+from auditlogkit.server.settings import Settings
 
 ACME_WS = ("ml-research", "inference-prod", "data-platform")
 GLOBEX_WS = ("vision", "nlp")
@@ -83,8 +83,8 @@ KINDS: dict[str, dict[str, Any]] = {
 
 # ----- the producer process ---------------------------------------------------------------------------------
 async def produce(a: argparse.Namespace) -> None:
-    from producers.producer import AuditProducer
-    from schemas.catalog import get_catalog
+    from auditlogkit.producer import AuditProducer
+    from auditlogkit.schemas.catalog import get_catalog
     from tests.factories import make_event
 
     rng = random.Random(a.seed)
@@ -133,7 +133,7 @@ async def produce(a: argparse.Namespace) -> None:
 # ----- the server -------------------------------------------------------------------------------------------
 def start_up(data: Path, port: int, kafka_port: int, env_over: dict[str, str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AUDITLOG_LOG_LEVEL": "warning", **env_over}
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "up", "--port", str(port), "--kafka-port",
+    proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", "up", "--port", str(port), "--kafka-port",
                              str(kafka_port), "--data", str(data)], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None

@@ -3,8 +3,8 @@
 Contract:
 - a :class:`PartitionBatch` covers one *contiguous* range of offsets ``first..last`` of one partition; every
   message of the range is in exactly one of ``blocks`` (to store: ``rows`` of them, as Native blocks from
-  :meth:`consumers.decode.decoder.Decoder.decode_chunk`), ``dead`` (to dead-letter) or ``skipped`` (handled before
-  a crash or rebalance, see :mod:`consumers.fate`); once its rows are stored and its dead letters acknowledged,
+  :meth:`auditlogkit.consumers.decode.decoder.Decoder.decode_chunk`), ``dead`` (to dead-letter) or ``skipped`` (handled before
+  a crash or rebalance, see :mod:`auditlogkit.consumers.fate`); once its rows are stored and its dead letters acknowledged,
   its partition may commit ``last + 1``;
 - :meth:`PartitionBatch.dedup_token` is ``"{topic}:{partition}:{first}-{last}:{crc32 of the range's bytes}"``;
   a :class:`FlushJob` (the batches of several partitions, written by ONE insert) joins its batches' tokens. A
@@ -20,7 +20,7 @@ from zlib import crc32
 
 from aiokafka import TopicPartition
 
-from consumers.decode.decoder import Chunk, DeadLetter, DecodedChunk
+from auditlogkit.consumers.decode.decoder import Chunk, DeadLetter, DecodedChunk
 
 
 @dataclass(slots=True)

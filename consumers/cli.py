@@ -20,9 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from auditlog import logs
-from auditlog.settings import Settings
-from consumers.kafka.dlq import (
+from auditlogkit.consumers.kafka.dlq import (
     H_FIELD,
     H_OFFSET,
     H_PARTITION,
@@ -33,9 +31,11 @@ from consumers.kafka.dlq import (
     header,
     original_headers,
 )
-from producers.kafka import KafkaConnection, kafka_options
+from auditlogkit.kafka import KafkaConnection, kafka_options
+from auditlogkit.server import logs
+from auditlogkit.server.settings import Settings
 
-log = logs.get_logger("consumers.cli")
+log = logs.get_logger("auditlogkit.consumers.cli")
 EXIT_DLQ_LIMIT = 3
 H_REPLAY_OF = "auditlog.replay.of"
 
@@ -87,8 +87,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 # ----- consume ------------------------------------------------------------------------------------------
 async def run_workers(s: Settings, ws: list[Any], stop: Callable[[str], None]) -> int:
     """Run the workers (and ``/metrics`` when configured) until all returned; the exit code."""
-    from auditlog.store import redact_error
-    from consumers.health import HealthServer
+    from auditlogkit.consumers.health import HealthServer
+    from auditlogkit.server.store import redact_error
 
     health = None
     if s.consumer_metrics_port:
@@ -130,7 +130,7 @@ def reason_class(reason: str) -> str:
 
 
 def _dead_letters(s: Settings) -> list[Any]:
-    from consumers.kafka.topic_reader import read_topic
+    from auditlogkit.consumers.kafka.topic_reader import read_topic
 
     return asyncio.run(read_topic(KafkaConnection.from_settings(s), s.dlq_topic, timeout_s=120))
 
@@ -186,9 +186,9 @@ async def _replay(s: Settings, field: str | None, reason: str | None, replay_all
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from consumers.decode.decoder import validates
-    from consumers.kafka.topic_reader import read_topic
-    from schemas.catalog import get_catalog
+    from auditlogkit.consumers.decode.decoder import validates
+    from auditlogkit.consumers.kafka.topic_reader import read_topic
+    from auditlogkit.schemas.catalog import get_catalog
 
     console = Console(stderr=True)
     recs = await read_topic(KafkaConnection.from_settings(s), s.dlq_topic, timeout_s=120)

@@ -1,6 +1,6 @@
 """The state of one assigned partition: created when the partition is assigned, dropped when it is revoked.
 
-It holds what the steps need to know about the partition: its watermarks (:mod:`consumers.fate`), the open
+It holds what the steps need to know about the partition: its watermarks (:mod:`auditlogkit.consumers.fate`), the open
 batch, how far it has been fetched and the broker's high watermark (caught up or not), and the committed offset
 (lag).
 """
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
-from consumers.batch import PartitionBatch
-from consumers.fate import Watermarks
+from auditlogkit.consumers.batch import PartitionBatch
+from auditlogkit.consumers.fate import Watermarks
 
 
 @dataclass(slots=True)

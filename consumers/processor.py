@@ -1,8 +1,8 @@
 """The stream processor: owns the fetch loop, pause/resume and rebalances; the steps do the work.
 
 Contract:
-- On assignment it loads the partitions' :class:`~consumers.fate.Watermarks` (``load_watermarks``, retried
-  until it succeeds or a stop is requested), creates one :class:`~consumers.partition.PartitionState` per
+- On assignment it loads the partitions' :class:`~auditlogkit.consumers.fate.Watermarks` (``load_watermarks``, retried
+  until it succeeds or a stop is requested), creates one :class:`~auditlogkit.consumers.partition.PartitionState` per
   partition and a fresh chain of steps (``make_strategy``); records are submitted only to it.
 - On revocation it joins the chain (everything decoded is flushed and committed while the partitions are still
   ours; bounded by ``shutdown_timeout``, then closed) and drops the states. Records of partitions it has no state
@@ -21,14 +21,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
 
-from auditlog.logs import get_logger
-from consumers import metrics as m
-from consumers.fate import Watermarks
-from consumers.partition import PartitionState
-from consumers.retry import Stopping
-from consumers.steps import Fetched, Step
+from auditlogkit.consumers import metrics as m
+from auditlogkit.consumers.fate import Watermarks
+from auditlogkit.consumers.partition import PartitionState
+from auditlogkit.consumers.retry import Stopping
+from auditlogkit.consumers.steps import Fetched, Step
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("consumers.processor")
+log = get_logger("auditlogkit.consumers.processor")
 
 MakeStrategy = Callable[[dict[TopicPartition, PartitionState]], Step[Fetched]]
 LoadWatermarks = Callable[[set[TopicPartition]], Awaitable[dict[TopicPartition, Watermarks]]]

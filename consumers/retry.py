@@ -13,10 +13,10 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from auditlog.logs import get_logger
-from consumers import metrics as m
+from auditlogkit.consumers import metrics as m
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("consumers.retry")
+log = get_logger("auditlogkit.consumers.retry")
 T = TypeVar("T")
 
 

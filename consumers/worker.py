@@ -3,9 +3,9 @@
 Contract: ``ConsumerWorker(settings, store).run()`` joins the group and consumes until :meth:`request_stop`
 (then flushes, commits, leaves the group and returns; bounded by ``consumer_shutdown_timeout_s``). Every message
 is stored once or dead-lettered once: offsets are committed only after the DLQ acks and the insert
-(:mod:`consumers.steps`), and redeliveries after a crash or rebalance are recognised by the watermarks
-(:mod:`consumers.fate`), the insert deduplication token, and ReplacingMergeTree + FINAL reads. Raises
-:class:`~consumers.kafka.dlq.DlqLimitExceeded` when the DLQ-rate guard trips (nothing of that window committed).
+(:mod:`auditlogkit.consumers.steps`), and redeliveries after a crash or rebalance are recognised by the watermarks
+(:mod:`auditlogkit.consumers.fate`), the insert deduplication token, and ReplacingMergeTree + FINAL reads. Raises
+:class:`~auditlogkit.consumers.kafka.dlq.DlqLimitExceeded` when the DLQ-rate guard trips (nothing of that window committed).
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from auditlog.logs import get_logger
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers import metrics as m
-from consumers.decode.pool import DecodePool, shared_pool
-from consumers.fate import Watermarks
-from consumers.kafka.dlq import (
+from auditlogkit.consumers import metrics as m
+from auditlogkit.consumers.decode.pool import DecodePool, shared_pool
+from auditlogkit.consumers.fate import Watermarks
+from auditlogkit.consumers.kafka.dlq import (
     MAX_DLQ_REQUEST_BYTES,
     DlqLimit,
     DlqLimitExceeded,
@@ -33,21 +30,24 @@ from consumers.kafka.dlq import (
     make_dlq_producer,
     read_dlq_watermarks,
 )
-from consumers.kafka.watermark_check import verify_watermarks
-from consumers.partition import PartitionState
-from consumers.processor import StreamProcessor
-from consumers.retry import Retry, Stopping
-from consumers.steps import Fetched, Step
-from consumers.steps.batching import Batching
-from consumers.steps.committing import Committing
-from consumers.steps.decoding import Decoding
-from consumers.steps.flushing import Flushing
-from consumers.store.first_write_guard import FirstWriteGuard
-from consumers.store.inserter import Inserter
-from producers.kafka import KafkaConnection, kafka_options
-from schemas.catalog import Catalog, get_catalog
+from auditlogkit.consumers.kafka.watermark_check import verify_watermarks
+from auditlogkit.consumers.partition import PartitionState
+from auditlogkit.consumers.processor import StreamProcessor
+from auditlogkit.consumers.retry import Retry, Stopping
+from auditlogkit.consumers.steps import Fetched, Step
+from auditlogkit.consumers.steps.batching import Batching
+from auditlogkit.consumers.steps.committing import Committing
+from auditlogkit.consumers.steps.decoding import Decoding
+from auditlogkit.consumers.steps.flushing import Flushing
+from auditlogkit.consumers.store.first_write_guard import FirstWriteGuard
+from auditlogkit.consumers.store.inserter import Inserter
+from auditlogkit.kafka import KafkaConnection, kafka_options
+from auditlogkit.schemas.catalog import Catalog, get_catalog
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 
-log = get_logger("consumers.worker")
+log = get_logger("auditlogkit.consumers.worker")
 _ids = count(1)
 _STATS = ("consumed", "stored", "dead_lettered", "conflicts", "retries_dropped", "skipped_stored", "skipped_dlq", "flushes", "commits",
           "store_retries", "dlq_retries", "max_held", "rebalances")
@@ -229,7 +229,7 @@ class ConsumerWorker:
         return wm[tp.partition]
 
     async def _load_watermarks(self, tps: set[TopicPartition]) -> dict[TopicPartition, Watermarks]:
-        """Watermarks of the current log (:mod:`consumers.kafka.watermark_check`); all -1 with dedup off."""
+        """Watermarks of the current log (:mod:`auditlogkit.consumers.kafka.watermark_check`); all -1 with dedup off."""
         if not self.dedup or not tps:
             return {tp: Watermarks() for tp in tps}
         s, inserter, topic = self.settings, self._inserter, self.settings.topic

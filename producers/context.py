@@ -1,7 +1,7 @@
 """The request an event belongs to: who is acting, from where, under which request id (module contract).
 
 One :class:`AuditContext` per task or thread (a ``contextvars.ContextVar``): the middleware of
-:mod:`producers.middleware` opens one per HTTP request with the client's address, user agent and request id; the
+:mod:`auditlogkit.middleware` opens one per HTTP request with the client's address, user agent and request id; the
 service's authentication adds the actor and tenant with :func:`bind` once it knows them; the producer fills what an
 event leaves out from it (:func:`fill`). What the event sets itself always wins. Outside a request nothing is set.
 """
@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from schemas.catalog import Catalog
+from auditlogkit.schemas.catalog import Catalog
 
 ActorType = Literal["user", "service", "system"]
 

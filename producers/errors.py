@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.event import EventError
+from auditlogkit.schemas.event import EventError
 
 
 class InvalidEvent(EventError):

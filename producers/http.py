@@ -2,7 +2,7 @@
 
 - Events are gathered for ``linger_ms`` (or until ``max_batch`` / 4 MiB) and sent as one NDJSON body; each
   event's future resolves with ``None`` when the API answered ``202`` and did not reject it (the API answers only
-  after the broker acknowledged), or fails with :class:`~producers.producer.InvalidEvent` for an event it rejected.
+  after the broker acknowledged), or fails with :class:`~auditlogkit.producer.InvalidEvent` for an event it rejected.
 - ``429`` and ``503`` (and a connection failure or timeout) are retried with the same body (``event_id`` keeps a
   retry from storing twice), waiting ``Retry-After`` or an exponential backoff, until ``delivery_timeout_s``; then
   every event of the batch fails with :class:`DeliveryFailed`. ``401``/``403``/``413``/``415``/``422`` fail the
@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from producers.errors import DeliveryFailed, InvalidEvent
+from auditlogkit.errors import DeliveryFailed, InvalidEvent
 
 MAX_BODY = 4 * 1024 * 1024  # below the API's 5 MiB
 RETRYABLE = {429, 502, 503, 504}

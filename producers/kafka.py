@@ -1,6 +1,6 @@
 """How every Kafka client of ours connects: bootstrap servers plus TLS / SASL, from one place.
 
-Contract: :class:`KafkaConnection` holds the connection facts of :class:`producers.settings.KafkaSettings`
+Contract: :class:`KafkaConnection` holds the connection facts of :class:`auditlogkit.settings.KafkaSettings`
 (``AUDITLOG_KAFKA_*``, also the server's settings); :func:`kafka_options` turns a connection, or a bare bootstrap string (tests, the embedded
 Tansu broker: plaintext on loopback), into the keyword arguments of aiokafka's ``AIOKafkaConsumer``,
 ``AIOKafkaProducer`` and ``AIOKafkaAdminClient``. Every client the consumer, the DLQ tools, the API's self-audit
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from producers.settings import KafkaSettings
+from auditlogkit.settings import KafkaSettings
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""ASGI and WSGI middleware that open an :class:`~producers.context.AuditContext` per HTTP request (module contract).
+"""ASGI and WSGI middleware that open an :class:`~auditlogkit.context.AuditContext` per HTTP request (module contract).
 
 Each request gets the client's address (the connection's peer; ``X-Forwarded-For``'s nearest untrusted hop only
 when the peer is one of ``trusted_proxies``), its ``User-Agent`` and a request id (the ``X-Request-ID`` header when
 it is a sane token of at most 128 characters, else a new UUID), which is also sent back in ``X-Request-ID``. The
-service's authentication adds the actor with :func:`producers.context.bind`. Works with FastAPI/Starlette
+service's authentication adds the actor with :func:`auditlogkit.context.bind`. Works with FastAPI/Starlette
 (``app.add_middleware(AuditContextMiddleware)``) and Django/Flask (``application = AuditContextWSGIMiddleware(...)``).
 """
 
@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from producers.context import audit_context, request_id_from
+from auditlogkit.context import audit_context, request_id_from
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

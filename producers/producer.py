@@ -2,12 +2,12 @@
 
 Contract:
 - :meth:`AuditProducer.send` fills what the event leaves out from the request context
-  (:func:`producers.context.fill`: tenant, actor, address, user agent, request id, ``source``, ``status``, the
+  (:func:`auditlogkit.context.fill`: tenant, actor, address, user agent, request id, ``source``, ``status``, the
   catalog's place of the action), validates it against the v1 contract and the catalog *before* anything is sent,
   and raises :class:`InvalidEvent` (a ``ValueError`` naming the field and rule) if it is broken;
-- the event goes out through one :class:`~producers.transport.Transport`: Kafka (JSON wire form, keyed by
-  ``org_id``, batched, lz4, ``acks=all``) or the HTTP ingest (:mod:`producers.http`);
-  :meth:`AuditProducer.from_env` chooses it from ``AUDITLOG_*`` (:class:`producers.settings.ProducerSettings`);
+- the event goes out through one :class:`~auditlogkit.transport.Transport`: Kafka (JSON wire form, keyed by
+  ``org_id``, batched, lz4, ``acks=all``) or the HTTP ingest (:mod:`auditlogkit.http`);
+  :meth:`AuditProducer.from_env` chooses it from ``AUDITLOG_*`` (:class:`auditlogkit.settings.ProducerSettings`);
 - ``send`` returns once the event is queued and yields a future that resolves when it is durable; a failure of
   that future is also handed to ``on_error(event, exc)`` (else logged), so a service that does not wait still
   hears of it; ``send_and_wait`` waits; :meth:`flush` waits for all;
@@ -26,18 +26,18 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from producers.context import fill
-from producers.errors import DeliveryFailed, InvalidEvent
-from producers.kafka import KafkaConnection, kafka_options
-from producers.settings import ProducerSettings
-from producers.transport import KafkaTransport, Transport
-from schemas.catalog import RESERVED_REASON, Catalog, get_catalog, is_reserved
-from schemas.event import AuditEvent, EventError, parse_event
+from auditlogkit.context import fill
+from auditlogkit.errors import DeliveryFailed, InvalidEvent
+from auditlogkit.kafka import KafkaConnection, kafka_options
+from auditlogkit.schemas.catalog import RESERVED_REASON, Catalog, get_catalog, is_reserved
+from auditlogkit.schemas.event import AuditEvent, EventError, parse_event
+from auditlogkit.settings import ProducerSettings
+from auditlogkit.transport import KafkaTransport, Transport
 
 T = TypeVar("T")
 OnError = Callable[[AuditEvent, BaseException], None]
 EventInput = AuditEvent | Mapping[str, Any]
-log = logging.getLogger("producers.producer")
+log = logging.getLogger("auditlogkit.producer")
 
 __all__ = ["AuditProducer", "AuditProducerSync", "DeliveryFailed", "InvalidEvent", "OnError", "coerce_event"]
 
@@ -85,7 +85,7 @@ class AuditProducer:
     """Async producer of audit events: ``async with AuditProducer.from_env() as audit: await audit.send(...)``.
 
     ``AuditProducer("kafka:9092")`` publishes to Kafka (aiokafka's options as keyword arguments);
-    ``transport=`` takes any :class:`~producers.transport.Transport` (HTTP, the in-memory fake of tests).
+    ``transport=`` takes any :class:`~auditlogkit.transport.Transport` (HTTP, the in-memory fake of tests).
     """
 
     def __init__(self, bootstrap_servers: str | None = None, topic: str = "audit.events", *,
@@ -184,7 +184,7 @@ class AuditProducer:
 
 def _transport(s: ProducerSettings, options: dict[str, Any]) -> Transport:
     if s.transport == "http":
-        from producers.http import HttpTransport
+        from auditlogkit.http import HttpTransport
 
         assert s.ingest_url is not None and s.ingest_token is not None
         return HttpTransport(s.ingest_url, s.ingest_token.get_secret_value(), **options)

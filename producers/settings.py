@@ -1,7 +1,7 @@
 """What a producer reads from the environment (``AUDITLOG_*``): how to reach Kafka, or the HTTP ingest instead.
 
 Contract: :class:`KafkaSettings` is the one definition of the ``AUDITLOG_KAFKA_*`` settings and ``AUDITLOG_TOPIC``
-(the server's :class:`auditlog.settings.Settings` extends it); :class:`ProducerSettings` adds what only a
+(the server's :class:`auditlogkit.server.settings.Settings` extends it); :class:`ProducerSettings` adds what only a
 service's producer needs. A broken combination (SASL without its credentials, a certificate without its key, a
 file that does not exist) is refused when the settings are read, naming the variable.
 """

@@ -2,7 +2,7 @@
 
 ``fake = FakeTransport(); audit = AuditProducer(transport=fake)`` (or :func:`fake_producer`) checks every event
 exactly as in production (context, defaults, catalog, contract) and keeps what would have been delivered in
-``fake.events`` (parsed :class:`~schemas.event.AuditEvent` objects, in order). ``fake.fail_with`` makes deliveries
+``fake.events`` (parsed :class:`~auditlogkit.schemas.event.AuditEvent` objects, in order). ``fake.fail_with`` makes deliveries
 fail (to test a service's ``on_error``).
 """
 
@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from producers.producer import AuditProducer, OnError
-from schemas.catalog import Catalog
-from schemas.event import AuditEvent, parse_event
+from auditlogkit.producer import AuditProducer, OnError
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.schemas.event import AuditEvent, parse_event
 
 
 class FakeTransport:
-    """A :class:`~producers.transport.Transport` that keeps events instead of sending them."""
+    """A :class:`~auditlogkit.transport.Transport` that keeps events instead of sending them."""
 
     def __init__(self, catalog: Catalog | None = None) -> None:
         self.events: list[AuditEvent] = []

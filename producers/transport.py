@@ -3,8 +3,8 @@
 A transport takes one validated event's wire bytes and its key (the ``org_id``) and returns an ``asyncio.Future``
 that resolves once the event is durable where it went (Kafka: the broker's ack; HTTP: the API's ``202``, itself
 given after the broker's ack) or fails with the reason. ``start``/``stop``/``flush`` bracket its life; ``stop``
-delivers what it holds first. :class:`KafkaTransport` is aiokafka's producer; :mod:`producers.http` sends to
-``POST /v1/ingest``; :mod:`producers.testing` keeps events in memory.
+delivers what it holds first. :class:`KafkaTransport` is aiokafka's producer; :mod:`auditlogkit.http` sends to
+``POST /v1/ingest``; :mod:`auditlogkit.testing` keeps events in memory.
 """
 
 from __future__ import annotations

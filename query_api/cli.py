@@ -10,7 +10,7 @@
     ``auditlog up`` holds the chDB directory); the total for the progress bar comes from ``/v1/stats``;
   * ``--org ORG [--workspace W ...]``: straight from the store as that org's owner (or as an admin of the given
     workspaces), for operators on the store's host; same SQL, scoping and formatting as the API.
-  Filters: one flag per entry of :data:`query_api.read.filters.FILTERS` (``--start --end --scope --category --action``
+  Filters: one flag per entry of :data:`auditlogkit.query_api.read.filters.FILTERS` (``--start --end --scope --category --action``
   (repeatable) ``--status --actor-email --actor-id --ip --workspace-id --target --q --org-id``), validated by the
   same table as the API's parameters; ``--format csv|ndjson``; ``-o FILE`` (exactly that path; default: the name the
   server or the filters suggest, ``audit-log-<start>-<end>.<ext>``, reduced to a plain file name in the current
@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from auditlog.logs import configure, get_logger
-from auditlog.settings import Settings, is_loopback
-from auditlog.stopsignals import StopSignals
-from query_api.read.filters import FILTERS
+from auditlogkit.query_api.read.filters import FILTERS
+from auditlogkit.server.logs import configure, get_logger
+from auditlogkit.server.settings import Settings, is_loopback
+from auditlogkit.server.stopsignals import StopSignals
 
 if TYPE_CHECKING:
-    from producers.producer import AuditProducer
+    from auditlogkit.producer import AuditProducer
 
-log = get_logger("query_api.cli")
+log = get_logger("auditlogkit.query_api.cli")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,7 +69,7 @@ def warn_unchecked_claims(settings: Settings, host: str) -> bool:
                                         ("AUDITLOG_JWT_ISSUER", settings.jwt_issuer)) if not value]
     if not missing or is_loopback(host):
         return False
-    get_logger("query_api.cli").warning("api.token_claims_unchecked", host=host, missing=missing)  # not cached: tests capture it
+    get_logger("auditlogkit.query_api.cli").warning("api.token_claims_unchecked", host=host, missing=missing)  # not cached: tests capture it
     print(f"auditlog api: warning: listening on {host} without checking the tokens' audience/issuer: "
           f"set {' and '.join(missing)}", file=sys.stderr)
     return True
@@ -80,9 +80,9 @@ async def serve_api(settings: Settings, app: Any, host: str, port: int, stops: S
                     make_ingest_producer: Callable[[], AuditProducer], where: str) -> None:
     """uvicorn with ``app`` until a stop signal, its producers attached meanwhile (:func:`attach_self_audit`;
     ``where``: the broker, for logs); then the producers (self-audit, ingest) are stopped."""
-    from query_api.core.serving import AppServer
-    from query_api.security.client_ip import proxy_options
-    from query_api.security.self_audit import SelfAuditState
+    from auditlogkit.query_api.core.serving import AppServer
+    from auditlogkit.query_api.security.client_ip import proxy_options
+    from auditlogkit.query_api.security.self_audit import SelfAuditState
 
     app.state.auditor.state = SelfAuditState.CONNECTING  # until attach_self_audit has a producer
     attach = asyncio.create_task(attach_self_audit(app, make_audit_producer, where,
@@ -251,13 +251,13 @@ def _http_source(url: str, tok: str, filters: dict[str, Any], fmt: str) -> tuple
 
 def _store_source(settings: Settings, org: str, workspaces: list[str] | None, filters: dict[str, Any],
                   fmt: str) -> tuple[str, int | None, Iterator[bytes]]:
-    from auditlog.store import Store
-    from query_api.read import events as events_read
-    from query_api.read.export import export_filename, open_export_sync
-    from query_api.read.filters import FilterError, parse_filters
-    from query_api.security.principal import EXPORT, READ, Principal
-    from query_api.security.scoping import ScopedQuery
-    from schemas.catalog import get_catalog
+    from auditlogkit.query_api.read import events as events_read
+    from auditlogkit.query_api.read.export import export_filename, open_export_sync
+    from auditlogkit.query_api.read.filters import FilterError, parse_filters
+    from auditlogkit.query_api.security.principal import EXPORT, READ, Principal
+    from auditlogkit.query_api.security.scoping import ScopedQuery
+    from auditlogkit.schemas.catalog import get_catalog
+    from auditlogkit.server.store import Store
 
     catalog = get_catalog(settings.catalog_extra)
     store = Store.from_settings(settings)

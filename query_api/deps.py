@@ -1,18 +1,18 @@
 """The API's FastAPI dependencies, as ``Annotated`` aliases: the app-wide objects, the caller, its filters and scope.
 
 Contract:
-- this is the one module that reads ``request.app.state`` (set by :func:`query_api.core.app.create_app`): every
+- this is the one module that reads ``request.app.state`` (set by :func:`auditlogkit.query_api.core.app.create_app`): every
   app-wide object is a ``<Name>Dep`` alias of :func:`from_state`;
 - the caller: :func:`current_principal` verifies the bearer token (401 without a valid one, with
   ``WWW-Authenticate: Bearer``), records it for the access log and takes a token of the app's ``rate_limiter``
   (429); :data:`ReadPrincipal` also needs ``audit:read``, :data:`ExportPrincipal` ``audit:read`` and
   ``audit:export`` (403 otherwise); :data:`WritePrincipal` is a service token with ``audit:write`` within the
-  ``ingest_rate_limiter`` (a read token: 403, :mod:`query_api.security.auth`); :data:`StreamPrincipal` is an org
+  ``ingest_rate_limiter`` (a read token: 403, :mod:`auditlogkit.query_api.security.auth`); :data:`StreamPrincipal` is an org
   owner with ``audit:stream`` (a workspace admin, or an owner without it: 403);
-- :data:`StreamsDep` is the log streams' repository (:class:`~query_api.streams.store.StreamStore`): 503
+- :data:`StreamsDep` is the log streams' repository (:class:`~auditlogkit.query_api.streams.store.StreamStore`): 503
   ``streams_unavailable`` when the app has none (no streams key);
-- the request's filters: :data:`Filters`, query parameters derived from :data:`query_api.read.filters.FILTERS`;
-- the caller's scope (:class:`~query_api.security.scoping.ScopedQuery`): :data:`TenantScope` (no filters),
+- the request's filters: :data:`Filters`, query parameters derived from :data:`auditlogkit.query_api.read.filters.FILTERS`;
+- the caller's scope (:class:`~auditlogkit.query_api.security.scoping.ScopedQuery`): :data:`TenantScope` (no filters),
   :data:`ScopedFilters` and :data:`ExportScope` (narrowed by the filters).
 """
 
@@ -27,23 +27,23 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from auditlog.settings import Settings
-from auditlog.signing import ServerKeys
-from auditlog.store import Store
-from producers.producer import AuditProducer
-from query_api.core.errors import ApiError
-from query_api.core.query_runner import QueryRunner
-from query_api.read.filters import FILTERS, EventFilters, parse_filters
-from query_api.read.integrity import IntegrityRuns
-from query_api.read.tail import TailHub
-from query_api.security.auth import TokenVerifier, unauthorized
-from query_api.security.principal import EXPORT, READ, STREAM, WRITE, Principal, ServicePrincipal
-from query_api.security.ratelimit import RateLimiter
-from query_api.security.scoping import ScopedQuery
-from query_api.security.self_audit import ReadAuditor
-from query_api.security.slots import Slots
-from query_api.streams.store import StreamStore
-from schemas.catalog import Catalog
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.core.query_runner import QueryRunner
+from auditlogkit.query_api.read.filters import FILTERS, EventFilters, parse_filters
+from auditlogkit.query_api.read.integrity import IntegrityRuns
+from auditlogkit.query_api.read.tail import TailHub
+from auditlogkit.query_api.security.auth import TokenVerifier, unauthorized
+from auditlogkit.query_api.security.principal import EXPORT, READ, STREAM, WRITE, Principal, ServicePrincipal
+from auditlogkit.query_api.security.ratelimit import RateLimiter
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.query_api.security.self_audit import ReadAuditor
+from auditlogkit.query_api.security.slots import Slots
+from auditlogkit.query_api.streams.store import StreamStore
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.signing import ServerKeys
+from auditlogkit.server.store import Store
 
 
 def from_state(name: str) -> Callable[[Request], Any]:
@@ -71,7 +71,7 @@ TailHubDep = Annotated[TailHub, Depends(from_state("tail_hub"))]
 TailSlotsDep = Annotated[Slots, Depends(from_state("tail_slots"))]
 IngestSlotsDep = Annotated[Slots, Depends(from_state("ingest_slots"))]
 IngestPoolDep = Annotated[ThreadPoolExecutor, Depends(from_state("ingest_pool"))]
-#: the producer of ``POST /v1/ingest``; None until ``query_api.cli`` attaches it (ingest answers 503 meanwhile)
+#: the producer of ``POST /v1/ingest``; None until ``auditlogkit.query_api.cli`` attaches it (ingest answers 503 meanwhile)
 IngestProducerDep = Annotated[AuditProducer | None, Depends(from_state("ingest_producer"))]
 IntegrityRunsDep = Annotated[IntegrityRuns, Depends(from_state("integrity_runs"))]
 ConsumerStatusDep = Annotated[Callable[[], dict] | None, Depends(from_state("consumer_status"))]
@@ -158,9 +158,9 @@ StreamPrincipal = Annotated[Principal, Depends(_require_stream_owner)]
 
 # ----- the request's filters and the caller's scope ------------------------------------------------------------
 def event_filters(catalog: CatalogDep, **raw: Any) -> EventFilters:
-    """Dependency: :func:`~query_api.read.filters.parse_filters` of the request's query parameters, one per entry of
-    :data:`~query_api.read.filters.FILTERS` (its signature is built from the table below). A
-    :class:`~query_api.read.filters.FilterError` becomes the usual 422/403 body (:mod:`query_api.core.errors`)."""
+    """Dependency: :func:`~auditlogkit.query_api.read.filters.parse_filters` of the request's query parameters, one per entry of
+    :data:`~auditlogkit.query_api.read.filters.FILTERS` (its signature is built from the table below). A
+    :class:`~auditlogkit.query_api.read.filters.FilterError` becomes the usual 422/403 body (:mod:`auditlogkit.query_api.core.errors`)."""
     return parse_filters(catalog, raw)
 
 

@@ -5,7 +5,7 @@ Contract: families: events (:class:`EventOut`, :class:`EventPage`), autocomplete
 (:class:`IntegrityOut`, :class:`ConflictPage`), catalog (:class:`CatalogOut`), health (:class:`Health`), ingest
 (:class:`IngestResult`, :class:`IngestRefused`), log streams (:class:`StreamIn`, :class:`StreamPatch`,
 :class:`StreamOut`, :class:`StreamPage`, :class:`StreamTestOut`), errors (:class:`ErrorBody`: the one error shape of
-:mod:`query_api.core.errors`; :data:`ERRORS`: the error answers every ``/v1`` route may give, its ``responses``).
+:mod:`auditlogkit.query_api.core.errors`; :data:`ERRORS`: the error answers every ``/v1`` route may give, its ``responses``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from query_api.security.self_audit import SelfAuditState
-from schemas.event import StatusText
+from auditlogkit.query_api.security.self_audit import SelfAuditState
+from auditlogkit.schemas.event import StatusText
 
 Interval = Literal["hour", "day", "week", "month"]
 GroupBy = Literal["actor_email", "ip", "scope"]
@@ -223,7 +223,7 @@ class IngestRefused(BaseModel):
                                                                             "token itself was refused)")
 
 
-# ----- log streams (STREAMS.md): the bodies are checked by query_api.streams.config (422 naming the field) ------
+# ----- log streams (STREAMS.md): the bodies are checked by auditlogkit.query_api.streams.config (422 naming the field) ------
 class _TextBody(BaseModel):
     """A request body whose every string is encodable text: a lone surrogate (``"\\ud800"``, which JSON allows)
     is a 422 here, not a failure when it is stored, logged or sent on."""

@@ -198,7 +198,7 @@ def _code_label(obj: Any, what: str) -> tuple[str, str]:
 
 @lru_cache(maxsize=1)
 def _default_document() -> dict[str, Any]:
-    text = resources.files("schemas").joinpath(DEFAULT_CATALOG_RESOURCE).read_text(encoding="utf-8")
+    text = resources.files("auditlogkit.schemas").joinpath(DEFAULT_CATALOG_RESOURCE).read_text(encoding="utf-8")
     doc: dict[str, Any] = json.loads(text)
     return doc
 

@@ -4,16 +4,16 @@ Contract: :data:`COLUMNS` lists every column of ``audit_events`` in insert order
 the provenance the consumer adds), each with
 - ``name`` and ``ch_type``: the column and its ClickHouse type as ``system.columns`` reports it (the DDL in
   ``schemas/migrations/`` without DEFAULT / CODEC);
-- ``source``: where the value comes from: the attribute path in the validated event (``schemas.event.AuditEvent``,
+- ``source``: where the value comes from: the attribute path in the validated event (``auditlogkit.schemas.event.AuditEvent``,
   e.g. ``actor.email``) and how it is stored (``encode``: as is; ``text``: NULL stored as ''; ``json``: compact
-  JSON text); None: provenance, set by the consumer (``schemas.rows.event_row``);
-- ``public``: its path in the API's event (``query_api.models.EventOut``, e.g. ``publisher.via``); None: not read;
+  JSON text); None: provenance, set by the consumer (``auditlogkit.schemas.rows.event_row``);
+- ``public``: its path in the API's event (``auditlogkit.query_api.models.EventOut``, e.g. ``publisher.via``); None: not read;
 - ``hashed_in``: the content-hash versions whose column list includes it. Each version's list is a FROZEN
   literal in ``auditlog/db/content_hash.py``; this only records it (a test checks the two agree). A new column
   is in no version: the hash of a stored event never changes.
 
-Derived from it: ``schemas.rows`` (``EVENT_COLUMNS``, ``PROVENANCE_COLUMNS``, the row encoder ``event_values``) and
-the stored fields of ``query_api.read.event_shape.EVENT_SHAPE`` (column, type, path). Checked against it by tests:
+Derived from it: ``auditlogkit.schemas.rows`` (``EVENT_COLUMNS``, ``PROVENANCE_COLUMNS``, the row encoder ``event_values``) and
+the stored fields of ``auditlogkit.query_api.read.event_shape.EVENT_SHAPE`` (column, type, path). Checked against it by tests:
 the DDL (``tests/unit/test_event_shape.py`` parses the migrations; ``tests/integration/test_columns.py`` migrates a
 fresh store and reads ``system.columns``), ``AuditEvent``'s fields, ``EventOut``'s fields and the hash literals.
 """
@@ -69,7 +69,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("detail", "Nullable(String)", "detail", "json", public="detail", hashed_in=_V1),
     Column("source", "LowCardinality(Nullable(String))", "source", public="source", hashed_in=_V1),
     Column("request_id", "Nullable(String)", "request_id", public="request_id", hashed_in=_V1),
-    # provenance: set by the consumer (schemas.rows.event_row), never part of the content hash
+    # provenance: set by the consumer (auditlogkit.schemas.rows.event_row), never part of the content hash
     Column("received_at", "DateTime64(3, 'UTC')", public="received_at"),
     Column("kafka_topic", "LowCardinality(String)"),
     Column("kafka_partition", "UInt32"),

@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.catalog import Catalog, get_catalog
+from auditlogkit.schemas.catalog import Catalog, get_catalog
 
 MAX_MESSAGE_BYTES = 1024 * 1024  # a larger Kafka message is dead-lettered unparsed
 MAX_DETAIL_BYTES = 64 * 1024

@@ -1,6 +1,6 @@
 """JSON Schema for non-Python producers, generated from the pydantic models plus the catalog.
 
-``python -m schemas.jsonschema`` rewrites ``schemas/event.schema.json``; a unit test fails when the committed
+``python -m auditlogkit.schemas.jsonschema`` rewrites ``schemas/event.schema.json``; a unit test fails when the committed
 file differs from what this module generates (so the two can never drift).
 """
 
@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from schemas.catalog import Catalog, get_catalog
-from schemas.event import AuditEvent
+from auditlogkit.schemas.catalog import Catalog, get_catalog
+from auditlogkit.schemas.event import AuditEvent
 
 SCHEMA_PATH = Path(__file__).with_name("event.schema.json")
 

@@ -1,6 +1,6 @@
 """How a validated event becomes a row of ``audit_events``: the column layout, derived from ``schemas/columns.py``.
 
-Contract: :data:`EVENT_COLUMNS` is the insert column order (:data:`schemas.columns.COLUMNS`' names);
+Contract: :data:`EVENT_COLUMNS` is the insert column order (:data:`auditlogkit.schemas.columns.COLUMNS`' names);
 :func:`event_row` returns a tuple in that order (:func:`event_values` the same without the
 :data:`PROVENANCE_COLUMNS`, each value taken from the event where the spec's ``source`` says and stored as its
 ``encode`` says) with Python values clickhouse-connect inserts natively (UUID, aware datetime, str/None).
@@ -15,9 +15,9 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
-from schemas.columns import COLUMNS, Column
-from schemas.event import AuditEvent, _dumps
-from schemas.tables import EVENTS_TABLE as EVENTS_TABLE  # its name lives with the others
+from auditlogkit.schemas.columns import COLUMNS, Column
+from auditlogkit.schemas.event import AuditEvent, _dumps
+from auditlogkit.schemas.tables import EVENTS_TABLE as EVENTS_TABLE  # its name lives with the others
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 

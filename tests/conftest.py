@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.db.migrations import migrate
-from auditlog.settings import Settings
-from auditlog.store import Store
+from auditlogkit.server.broker import EmbeddedBroker, ensure_topics
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.kafka.dlq import fetch_highwaters
-from consumers.kafka.topic_reader import read_topic
-from consumers.worker import ConsumerWorker
+from auditlogkit.consumers.kafka.dlq import fetch_highwaters
+from auditlogkit.consumers.kafka.topic_reader import read_topic
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 
 __all__ = [
     "BackgroundWorker", "committed_offsets", "consumer_env", "count_events", "highwaters", "log_events", "publish",
@@ -127,7 +127,7 @@ def sql_in_subprocess(data_dir: Path, queries: dict[str, str], database: str = "
     process holds one chDB engine path. Returns ``{name: rows}``."""
     code = (
         "import json,sys\n"
-        "from auditlog.store import Store\n"
+        "from auditlogkit.server.store import Store\n"
         "s = Store(sys.argv[1], sys.argv[2])\n"
         "qs = json.loads(sys.argv[3])\n"
         "print(json.dumps({k: [list(map(str, r)) for r in s.client().query(q).result_rows] for k, q in qs.items()}))\n"

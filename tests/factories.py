@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.catalog import get_catalog
+from auditlogkit.schemas.catalog import get_catalog
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:

@@ -1,19 +1,19 @@
 """The ``auditlog`` command. Subcommands live next to what they run and register themselves here:
 
-- ``auditlog.app.cli_up`` : ``up`` (embedded all-in-one)
-- ``auditlog.app.cli_migrate``: ``migrate``
-- ``auditlog.app.cli_emit``: ``emit``
-- ``auditlog.app.cli_token``: ``token`` (development API tokens)
-- ``auditlog.app.cli_consume``: ``consume``; ``consumers.cli``: ``dlq list``, ``dlq replay``
-- ``auditlog.app.cli_api``: ``api``; ``query_api.cli``: ``export``
-- ``auditlog.app.cli_stream``: ``stream`` (the log streams' deliverer)
-- ``auditlog.db.integrity``: ``verify`` (tamper evidence)
+- ``auditlogkit.server.app.cli_up`` : ``up`` (embedded all-in-one)
+- ``auditlogkit.server.app.cli_migrate``: ``migrate``
+- ``auditlogkit.server.app.cli_emit``: ``emit``
+- ``auditlogkit.server.app.cli_token``: ``token`` (development API tokens)
+- ``auditlogkit.server.app.cli_consume``: ``consume``; ``auditlogkit.consumers.cli``: ``dlq list``, ``dlq replay``
+- ``auditlogkit.server.app.cli_api``: ``api``; ``auditlogkit.query_api.cli``: ``export``
+- ``auditlogkit.server.app.cli_stream``: ``stream`` (the log streams' deliverer)
+- ``auditlogkit.server.db.integrity``: ``verify`` (tamper evidence)
 
 Each module exposes ``register(subparsers)`` that adds its parsers with ``func=<callable(args) -> int>``. The
-commands that run the pipeline (``up``, ``api``, ``consume``) build their parts with :mod:`auditlog.app.compose`.
+commands that run the pipeline (``up``, ``api``, ``consume``) build their parts with :mod:`auditlogkit.server.app.compose`.
 Settings come from ``AUDITLOG_*`` variables; flags override them (see ``auditlog <cmd> --help``).
 The long-running commands (:data:`SERVICE_COMMANDS`) get their SIGTERM/SIGINT handlers before anything heavy is
-imported (:mod:`auditlog.stopsignals`): a stop signal during start-up ends them cleanly with exit code 0.
+imported (:mod:`auditlogkit.server.stopsignals`): a stop signal during start-up ends them cleanly with exit code 0.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import argparse
 import importlib
 import sys
 
-from auditlog import __version__
-from auditlog.stopsignals import stop_signals
+from auditlogkit.server import __version__
+from auditlogkit.server.stopsignals import stop_signals
 
-COMMAND_MODULES = ("auditlog.app.cli_up", "auditlog.app.cli_migrate", "auditlog.app.cli_emit", "auditlog.app.cli_consume",
-                   "consumers.cli", "auditlog.app.cli_api", "query_api.cli", "auditlog.db.integrity",
-                   "auditlog.app.cli_token", "auditlog.app.cli_stream")
+COMMAND_MODULES = ("auditlogkit.server.app.cli_up", "auditlogkit.server.app.cli_migrate", "auditlogkit.server.app.cli_emit", "auditlogkit.server.app.cli_consume",
+                   "auditlogkit.consumers.cli", "auditlogkit.server.app.cli_api", "auditlogkit.query_api.cli", "auditlogkit.server.db.integrity",
+                   "auditlogkit.server.app.cli_token", "auditlogkit.server.app.cli_stream")
 SERVICE_COMMANDS = frozenset({"up", "consume", "api", "stream"})
 
 
 def settings_epilog() -> str:
-    from auditlog.settings import Settings
+    from auditlogkit.server.settings import Settings
 
     lines = ["environment (AUDITLOG_*):"]
     for name, f in Settings.model_fields.items():

@@ -1,9 +1,9 @@
-"""``auditlog api [--host] [--port]``: the read API and the page (uvicorn), composed by :mod:`auditlog.app.compose`.
+"""``auditlog api [--host] [--port]``: the read API and the page (uvicorn), composed by :mod:`auditlogkit.server.app.compose`.
 
 Serves against ``AUDITLOG_CLICKHOUSE_URL`` (a server, or a ``chdb:///dir`` store when no other process holds that
 directory: chDB locks it), migrated on start with the operator's catalog. Every read publishes its ``audit_log.*``
 event through a producer of its own (``POST /v1/ingest`` has another, so reads' acks never wait behind ingest
-traffic); both are attached with retries while serving (:func:`query_api.cli.serve_api`). SIGTERM/SIGINT: exit 0
+traffic); both are attached with retries while serving (:func:`auditlogkit.query_api.cli.serve_api`). SIGTERM/SIGINT: exit 0
 (also during start-up); 1 if the store cannot be opened.
 """
 
@@ -15,18 +15,18 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from auditlog.app.compose import Composition
-from auditlog.logs import configure, get_logger
-from auditlog.private_dir import chdb_directory, keep_private
-from auditlog.settings import Settings
-from auditlog.stopsignals import StopSignals, stop_signals
-from auditlog.store import redact_text, redact_url
+from auditlogkit.server.app.compose import Composition
+from auditlogkit.server.logs import configure, get_logger
+from auditlogkit.server.private_dir import chdb_directory, keep_private
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.stopsignals import StopSignals, stop_signals
+from auditlogkit.server.store import redact_text, redact_url
 
 if TYPE_CHECKING:
-    from auditlog.store import Store
-    from producers import AuditProducer
+    from auditlogkit import AuditProducer
+    from auditlogkit.server.store import Store
 
-log = get_logger("auditlog.app.cli_api")
+log = get_logger("auditlogkit.server.app.cli_api")
 REQUEST_TIMEOUT_MS = 5000  # a producer that cannot reach Kafka fails fast and is retried (attach_self_audit)
 
 
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_api(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT (exit 0; also when the signal arrives during start-up), 1 if the store cannot
     be opened."""
-    from query_api.cli import warn_unchecked_claims
+    from auditlogkit.query_api.cli import warn_unchecked_claims
 
     stops = stop_signals()
     settings = Settings()
@@ -73,7 +73,7 @@ def api_producers(parts: Composition) -> tuple[Callable[[], AuditProducer], Call
 
 
 async def _serve(parts: Composition, store: Store, host: str, port: int, stops: StopSignals) -> None:
-    from query_api.cli import serve_api
+    from auditlogkit.query_api.cli import serve_api
 
     make_audit_producer, make_ingest_producer = api_producers(parts)
     await serve_api(parts.settings, parts.api_app(store), host, port, stops, make_audit_producer=make_audit_producer,

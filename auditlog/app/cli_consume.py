@@ -1,8 +1,8 @@
-"""``auditlog consume``: standalone consumer workers (server mode), composed by :mod:`auditlog.app.compose`.
+"""``auditlog consume``: standalone consumer workers (server mode), composed by :mod:`auditlogkit.server.app.compose`.
 
 Migrates the store (with the operator's catalog), creates the topics if missing, runs ``--workers N`` members of
 the group in one process (asyncio tasks, each with its own Kafka clients and its own inserter thread), serves
-``/metrics`` and ``/readyz`` on ``AUDITLOG_CONSUMER_METRICS_PORT`` (:func:`consumers.cli.run_workers`).
+``/metrics`` and ``/readyz`` on ``AUDITLOG_CONSUMER_METRICS_PORT`` (:func:`auditlogkit.consumers.cli.run_workers`).
 SIGTERM/SIGINT: stop fetching, flush, commit, leave the group, exit 0 (bounded by
 ``AUDITLOG_CONSUMER_SHUTDOWN_TIMEOUT_S``; a signal during start-up ends it at the next step, exit 0). Exit 3 when
 the DLQ-rate guard trips, 1 on any other fatal error.
@@ -15,20 +15,20 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from auditlog import logs
-from auditlog.app.compose import Composition
-from auditlog.private_dir import chdb_directory, keep_private
-from auditlog.settings import Settings
-from auditlog.stopsignals import StopSignals, stop_signals
+from auditlogkit.server import logs
+from auditlogkit.server.app.compose import Composition
+from auditlogkit.server.private_dir import chdb_directory, keep_private
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.stopsignals import StopSignals, stop_signals
 
 if TYPE_CHECKING:
-    from consumers.worker import ConsumerWorker
+    from auditlogkit.consumers.worker import ConsumerWorker
 
-log = logs.get_logger("auditlog.app.cli_consume")
+log = logs.get_logger("auditlogkit.server.app.cli_consume")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from consumers.cli import common_arguments
+    from auditlogkit.consumers.cli import common_arguments
 
     c = sub.add_parser("consume", help="run consumer workers (standalone, e.g. against external Kafka/ClickHouse)")
     common_arguments(c)
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from consumers.cli import settings_from_args
+    from auditlogkit.consumers.cli import settings_from_args
 
     stops = stop_signals()  # from here on SIGTERM/SIGINT means a clean stop, also during start-up
     s = settings_from_args(args)
@@ -59,9 +59,9 @@ def cmd_consume(args: argparse.Namespace) -> int:
 async def _consume(s: Settings, workers: int, create_topics: bool = True, stops: StopSignals | None = None) -> int:
     """Migrate, create the topics, run the workers until a stop signal (0), the DLQ guard (3) or a failure (1).
     A stop signal before the workers exist ends start-up at the next step, exit 0."""
-    from auditlog.broker import ensure_topics
-    from auditlog.store import redact_error, redact_url
-    from consumers.cli import run_workers
+    from auditlogkit.consumers.cli import run_workers
+    from auditlogkit.server.broker import ensure_topics
+    from auditlogkit.server.store import redact_error, redact_url
 
     stops = stops or stop_signals()
     ws: list[ConsumerWorker] = []

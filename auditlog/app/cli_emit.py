@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from auditlog import logs
-from auditlog.app.compose import Composition
-from auditlog.settings import Settings
+from auditlogkit.server import logs
+from auditlogkit.server.app.compose import Composition
+from auditlogkit.server.settings import Settings
 
 #: The flags that build one event (without FILE), and the field each sets.
 _EVENT_FLAGS = {
@@ -86,7 +86,7 @@ def _read_events(args: argparse.Namespace) -> Iterator[tuple[int, Any]]:
         ev["target"] = target
     if args.detail:
         ev["detail"] = json.loads(args.detail)
-    from schemas.event import Status
+    from auditlogkit.schemas.event import Status
 
     ev.setdefault("status", Status.SUCCESS.value)
     if ev.get("action") and "category" not in ev:
@@ -95,7 +95,7 @@ def _read_events(args: argparse.Namespace) -> Iterator[tuple[int, Any]]:
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
-    from producers.producer import InvalidEvent, coerce_event
+    from auditlogkit.producer import InvalidEvent, coerce_event
 
     settings = Settings()
     logs.configure("warning")

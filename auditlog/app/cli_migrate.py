@@ -1,20 +1,20 @@
-"""``auditlog migrate``: create or upgrade the ClickHouse schema (the work is :mod:`auditlog.db.migrations`)."""
+"""``auditlog migrate``: create or upgrade the ClickHouse schema (the work is :mod:`auditlogkit.server.db.migrations`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from auditlog import logs
-from auditlog.logs import get_logger
-from auditlog.settings import Settings
-from auditlog.store import redact_error, redact_url
+from auditlogkit.server import logs
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import redact_error, redact_url
 
-log = get_logger("auditlog.app.cli_migrate")
+log = get_logger("auditlogkit.server.app.cli_migrate")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from auditlog.db.migrations import add_arguments
+    from auditlogkit.server.db.migrations import add_arguments
 
     mig = sub.add_parser(
         "migrate",
@@ -31,7 +31,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from auditlog.db.migrations import run_cli
+    from auditlogkit.server.db.migrations import run_cli
 
     settings = _settings(args)
     logs.configure(settings.log_level, fmt=settings.log_format)

@@ -1,8 +1,8 @@
-"""``auditlog stream``: the log streams' deliverer (server mode), composed by :mod:`auditlog.app.compose`.
+"""``auditlog stream``: the log streams' deliverer (server mode), composed by :mod:`auditlogkit.server.app.compose`.
 
 Needs ``AUDITLOG_STREAMS_KEY`` (32 random bytes, base64; the API's own): a missing or weak key exits 2 with the
 reason, before anything starts. Migrates the store (with the operator's catalog), then delivers every stream it
-holds a lease for (:class:`query_api.streams.deliverer.Deliverer`); any number of replicas share the streams.
+holds a lease for (:class:`auditlogkit.query_api.streams.deliverer.Deliverer`); any number of replicas share the streams.
 ``--metrics-port`` serves Prometheus ``/metrics`` (the ``auditlog_stream_*`` series). SIGTERM/SIGINT: the batches
 in flight are finished and their positions saved, the leases released, exit 0 (also during start-up); 1 if the
 store cannot be opened.
@@ -14,14 +14,14 @@ import argparse
 import asyncio
 import sys
 
-from auditlog import logs
-from auditlog.app.compose import Composition
-from auditlog.private_dir import chdb_directory, keep_private
-from auditlog.settings import Settings
-from auditlog.stopsignals import StopSignals, stop_signals
-from auditlog.store import redact_error, redact_url
+from auditlogkit.server import logs
+from auditlogkit.server.app.compose import Composition
+from auditlogkit.server.private_dir import chdb_directory, keep_private
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.stopsignals import StopSignals, stop_signals
+from auditlogkit.server.store import redact_error, redact_url
 
-log = logs.get_logger("auditlog.app.cli_stream")
+log = logs.get_logger("auditlogkit.server.app.cli_stream")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from query_api.streams.keys import StreamsKeyError, streams_key
+    from auditlogkit.query_api.streams.keys import StreamsKeyError, streams_key
 
     stops = stop_signals()
     s = Settings()

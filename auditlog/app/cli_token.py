@@ -1,4 +1,4 @@
-"""``auditlog token``: mint an HS256 API token for a development setup (:func:`query_api.security.auth.mint_token`).
+"""``auditlog token``: mint an HS256 API token for a development setup (:func:`auditlogkit.query_api.security.auth.mint_token`).
 
 - ``--service --write-org ORG [--write-org ORG | --write-org '*'] [--sub svc-billing]``: a service token for
   ``POST /v1/ingest`` (``role: service``, ``audit:write``, ``write_orgs``); it cannot read;
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from auditlog.settings import Settings
+from auditlogkit.server.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,8 +51,8 @@ def _secret(settings: Settings) -> str | None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from query_api.security.auth import mint_token
-    from query_api.security.principal import EXPORT, READ, SERVICE_ROLE, STREAM
+    from auditlogkit.query_api.security.auth import mint_token
+    from auditlogkit.query_api.security.principal import EXPORT, READ, SERVICE_ROLE, STREAM
 
     settings = Settings().with_overrides(data=args.data)
     secret = _secret(settings)

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from auditlog import logs
-from auditlog.logs import get_logger
-from auditlog.private_dir import keep_private, open_private_append
-from auditlog.settings import Settings
-from auditlog.stopsignals import StopSignals, stop_signals
-from auditlog.store import redact_text, redact_url
+from auditlogkit.server import logs
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.private_dir import keep_private, open_private_append
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.stopsignals import StopSignals, stop_signals
+from auditlogkit.server.store import redact_text, redact_url
 
 if TYPE_CHECKING:
-    from auditlog.app.embedded import EmbeddedStack
+    from auditlogkit.server.app.embedded import EmbeddedStack
 
-log = get_logger("auditlog.app.cli_up")
+log = get_logger("auditlogkit.server.app.cli_up")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,7 +68,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path, stops: StopSignals, *,
               ephemeral: bool = False) -> int:
-    from auditlog.app.embedded import EmbeddedStack, jwt_secret_for
+    from auditlogkit.server.app.embedded import EmbeddedStack, jwt_secret_for
 
     t0 = time.monotonic()
     settings = settings.model_copy(update={"jwt_secret": jwt_secret_for(settings)})
@@ -105,7 +105,7 @@ async def _up(settings: Settings, kafka_port: int, demo: bool, log_path: Path, s
 
 async def _start(stack: EmbeddedStack, demo: bool, log_path: Path, t0: float, out: TextIO) -> None:
     """Start the stack, print the banner and, with ``demo``, load the demo events and print the tokens."""
-    from auditlog.app.embedded import demo_tokens
+    from auditlogkit.server.app.embedded import demo_tokens
 
     settings = stack.settings
     await stack.start()

@@ -1,12 +1,12 @@
 """The composition root: how the commands that run the pipeline (``up``, ``api``, ``consume``, ``stream``; ``emit``
-for its producer) build their parts from one :class:`~auditlog.settings.Settings`.
+for its producer) build their parts from one :class:`~auditlogkit.server.settings.Settings`.
 
 Contract of :class:`Composition` (one per process; nothing is started here):
 - one catalog for every part: the packaged one plus the operator's file (``AUDITLOG_CATALOG_EXTRA``);
 - :meth:`~Composition.migrate` migrates the store of :meth:`~Composition.store` with that catalog and
   ``AUDITLOG_RETENTION_DAYS``, so starting any command keeps the operator's labels in ``catalog_actions`` and
   ``audit_events_flat``;
-- every producer is an ``AuditProducer`` on :class:`~producers.kafka.KafkaConnection` (bootstrap, TLS, SASL):
+- every producer is an ``AuditProducer`` on :class:`~auditlogkit.kafka.KafkaConnection` (bootstrap, TLS, SASL):
   ingest's batches for :data:`INGEST_LINGER_MS`, the self-audit's for its own short linger;
 - :meth:`~Composition.api_app` is the API (``create_app``) and :meth:`~Composition.consumer_worker` a consumer
   worker, both with that catalog, and :meth:`~Composition.stream_deliverer` the log streams' deliverer. Each command
@@ -17,22 +17,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from auditlog.logs import get_logger
-from auditlog.settings import Settings
-from producers.kafka import KafkaConnection
-from schemas.catalog import get_catalog
+from auditlogkit.kafka import KafkaConnection
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from fastapi import FastAPI
 
-    from auditlog.store import Store
-    from consumers.worker import ConsumerWorker
-    from producers import AuditProducer
-    from query_api.streams.deliverer import Deliverer
+    from auditlogkit import AuditProducer
+    from auditlogkit.consumers.worker import ConsumerWorker
+    from auditlogkit.query_api.streams.deliverer import Deliverer
+    from auditlogkit.server.store import Store
 
-_log = get_logger("auditlog.app.compose")
+_log = get_logger("auditlogkit.server.app.compose")
 INGEST_LINGER_MS = 5  # events from services: batched for a moment (the SDK's default)
 
 
@@ -46,13 +46,13 @@ class Composition:
 
     # ----- store -------------------------------------------------------------------------------------------
     def store(self) -> Store:
-        from auditlog.store import Store
+        from auditlogkit.server.store import Store
 
         return Store.from_settings(self.settings)
 
     def migrate(self, store: Store) -> list[str]:
         """Apply what is pending with the operator's catalog and the retention; the names of what changed."""
-        from auditlog.db.migrations import migrate
+        from auditlogkit.server.db.migrations import migrate
 
         return migrate(store, self.settings.retention_days, catalog=self.catalog)
 
@@ -63,7 +63,7 @@ class Composition:
         ``hint_embedded``: also say that a chdb:// directory serves one process at a time)."""
         import sys
 
-        from auditlog.store import redact_url
+        from auditlogkit.server.store import redact_url
 
         store = self.store()
         try:
@@ -82,7 +82,7 @@ class Composition:
     def producer_options(self, *, self_audit: bool = False, **overrides: Any) -> dict[str, Any]:
         """The ``AuditProducer`` arguments of the ingest producer, or of the self-audit's; ``overrides`` (e.g.
         ``request_timeout_ms``, ``topic``) win."""
-        from query_api.security.self_audit import PRODUCER_LINGER_MS as SELF_AUDIT_LINGER_MS
+        from auditlogkit.query_api.security.self_audit import PRODUCER_LINGER_MS as SELF_AUDIT_LINGER_MS
 
         return {"bootstrap_servers": self.kafka.bootstrap, "topic": self.settings.topic, "catalog": self.catalog,
                 "linger_ms": SELF_AUDIT_LINGER_MS if self_audit else INGEST_LINGER_MS,
@@ -90,13 +90,13 @@ class Composition:
 
     def ingest_producer(self, **overrides: Any) -> AuditProducer:
         """The producer of ingested events (``POST /v1/ingest``, the demo, ``emit``); not started."""
-        from producers import AuditProducer
+        from auditlogkit import AuditProducer
 
         return AuditProducer(**self.producer_options(**overrides))
 
     def self_audit_producer(self, **overrides: Any) -> AuditProducer:
         """The API's own producer of its ``audit_log.*`` events: reads wait for its acks; not started."""
-        from producers import AuditProducer
+        from auditlogkit import AuditProducer
 
         return AuditProducer(**self.producer_options(self_audit=True, **overrides))
 
@@ -107,7 +107,7 @@ class Composition:
                 streams_key: bytes | None = None) -> FastAPI:
         """The API and page over ``store`` (producers absent: attached later, or 503; ``streams_key`` absent:
         ``AUDITLOG_STREAMS_KEY``, or the streams routes answer 503)."""
-        from query_api.core.app import create_app
+        from auditlogkit.query_api.core.app import create_app
 
         return create_app(self.settings, store, catalog=self.catalog, producer=producer,
                           audit_producer=audit_producer, consumer_status=consumer_status, parts_status=parts_status,
@@ -115,12 +115,12 @@ class Composition:
 
     def consumer_worker(self, store: Store, settings: Settings | None = None) -> ConsumerWorker:
         """A consumer worker storing into ``store`` (``settings``: this process's, adjusted, e.g. by ``up``)."""
-        from consumers.worker import ConsumerWorker
+        from auditlogkit.consumers.worker import ConsumerWorker
 
         return ConsumerWorker(settings or self.settings, store, catalog=self.catalog)
 
     def stream_deliverer(self, store: Store, key: bytes) -> Deliverer:
         """The log streams' deliverer over ``store``, with the streams ``key`` (``auditlog stream``, ``up``)."""
-        from query_api.streams.deliverer import Deliverer
+        from auditlogkit.query_api.streams.deliverer import Deliverer
 
         return Deliverer.from_settings(store, self.settings, self.catalog, key)

@@ -14,8 +14,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.catalog import Catalog, get_catalog
-from schemas.event import Status
+from auditlogkit.schemas.catalog import Catalog, get_catalog
+from auditlogkit.schemas.event import Status
 
 DEMO_ORGS: dict[str, list[str]] = {
     "acme": ["ml-research", "inference-prod", "data-platform"],

@@ -3,7 +3,7 @@
 Contract of :class:`EmbeddedStack`:
 - :meth:`start` starts the Tansu broker on ``127.0.0.1:<kafka_port>`` (durable, its files under
   ``<data>/broker``, unless ``ephemeral``: memory only), creates the topics and, with the parts of
-  :mod:`auditlog.app.compose` (the operator's catalog everywhere), migrates the chDB store under the data
+  :mod:`auditlogkit.server.app.compose` (the operator's catalog everywhere), migrates the chDB store under the data
   directory, starts the producers (one for ingest and the demo, one of its own for the self-audit, so reads' acks
   never wait behind ingest traffic), the consumer worker (an asyncio task), the log streams' deliverer (another
   task, with ``AUDITLOG_STREAMS_KEY`` or the key generated into the data directory) and the API (uvicorn on
@@ -30,20 +30,20 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from auditlog.app.compose import Composition
-from auditlog.app.demo import DEMO_ADMIN_WORKSPACES, DEMO_ORGS, demo_events
-from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.logs import get_logger
-from auditlog.settings import Settings
-from auditlog.store import redact_url
-from producers import AuditProducer
-from query_api.streams.keys import ensure_streams_key
-from schemas.tables import EVENTS_TABLE
+from auditlogkit import AuditProducer
+from auditlogkit.query_api.streams.keys import ensure_streams_key
+from auditlogkit.schemas.tables import EVENTS_TABLE
+from auditlogkit.server.app.compose import Composition
+from auditlogkit.server.app.demo import DEMO_ADMIN_WORKSPACES, DEMO_ORGS, demo_events
+from auditlogkit.server.broker import EmbeddedBroker, ensure_topics
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import redact_url
 
 if TYPE_CHECKING:
-    from query_api.core.serving import AppServer
+    from auditlogkit.query_api.core.serving import AppServer
 
-log = get_logger("auditlog.app.embedded")
+log = get_logger("auditlogkit.server.app.embedded")
 STOP_SECONDS = 8.0  # SIGTERM to exit: the API and the consumer share it, then producers (1 s each) and the broker
 SUPERVISE_SECONDS = 0.5
 
@@ -76,8 +76,8 @@ class EmbeddedStack:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, timeout: float = 30.0) -> None:
-        from query_api.core.serving import AppServer
-        from query_api.security.client_ip import proxy_options
+        from auditlogkit.query_api.core.serving import AppServer
+        from auditlogkit.query_api.security.client_ip import proxy_options
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ class EmbeddedStack:
         return have, True
 
     async def supervise(self) -> None:
-        """Restart a broker part that died (on this, the main, thread: see :mod:`auditlog.broker`), forever."""
+        """Restart a broker part that died (on this, the main, thread: see :mod:`auditlogkit.server.broker`), forever."""
         while True:
             await asyncio.sleep(SUPERVISE_SECONDS)
             down = [k for k, v in self.broker.parts().items() if v != "ok"]
@@ -193,8 +193,8 @@ class EmbeddedStack:
 def demo_tokens(secret: str, *, audience: str | None = None, issuer: str | None = None) -> dict[str, str]:
     """Ready-to-paste tokens for the demo principals (org owner of acme, also with ``audit:stream``; workspace admin
     of two workspaces), with ``aud`` / ``iss`` when given (``AUDITLOG_JWT_AUDIENCE`` / ``_ISSUER``: the API requires them then)."""
-    from query_api.security.auth import mint_token
-    from query_api.security.principal import EXPORT, READ, STREAM
+    from auditlogkit.query_api.security.auth import mint_token
+    from auditlogkit.query_api.security.principal import EXPORT, READ, STREAM
 
     org, workspaces = DEMO_ADMIN_WORKSPACES
     ttl = 12 * 3600

@@ -7,7 +7,7 @@ column added to ``audit_events`` changes no stored event's hash. Changing a vers
 serialization makes every digest recorded with it disagree: a different hash is a new version.
 :data:`CONTENT_VERSION` is the version digests are recorded with: migration 0040's view writes
 :data:`CONTENT_SHA256_SQL` at insert, the consumer's first-write check and the conflicts table use the same;
-the verifier (:mod:`auditlog.db.integrity`) recomputes the version whose tag the store's digest view writes
+the verifier (:mod:`auditlogkit.server.db.integrity`) recomputes the version whose tag the store's digest view writes
 (:func:`version_in`). :func:`content_sha256` is the Python reference.
 """
 
@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.event import epoch_ms
+from auditlogkit.schemas.event import epoch_ms
 
 #: Version 1's columns, in hash order: every EVENT.md field, no provenance. FROZEN (written out, not derived).
 CONTENT_COLUMNS_V1: tuple[str, ...] = (

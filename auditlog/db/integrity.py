@@ -3,7 +3,7 @@
 Contract:
 - ``audit_event_digests`` (migration 0040) holds one row per row ever inserted into ``audit_events``, written by
   a materialized view in the same INSERT; only the retention TTL removes rows; no auditlog role may alter it;
-- the content hash is :mod:`auditlog.db.content_hash`: per version a FROZEN, written-out column list
+- the content hash is :mod:`auditlogkit.server.db.content_hash`: per version a FROZEN, written-out column list
   (:data:`CONTENT_COLUMNS_V1`: every EVENT.md field, no provenance; never derived from the table's columns, so
   adding a column changes no recomputed hash); :data:`CONTENT_SHA256_SQL` is the version digests are recorded
   with, :func:`content_sha256` its Python reference;
@@ -27,19 +27,21 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from auditlog.db.content_hash import CONTENT_COLUMNS as CONTENT_COLUMNS  # the verifier's hash: content_hash.py's
-from auditlog.db.content_hash import CONTENT_COLUMNS_V1 as CONTENT_COLUMNS_V1
-from auditlog.db.content_hash import CONTENT_HASHES, CONTENT_VERSION, ContentHash, version_in
-from auditlog.db.content_hash import CONTENT_SHA256_SQL as CONTENT_SHA256_SQL
-from auditlog.db.content_hash import content_sha256 as content_sha256
-from auditlog.logs import get_logger
-from auditlog.settings import Settings
-from auditlog.store import Store
-from schemas.tables import CONFLICTS_TABLE, DIGESTS_TABLE, EVENTS_TABLE
+from auditlogkit.schemas.tables import CONFLICTS_TABLE, DIGESTS_TABLE, EVENTS_TABLE
+from auditlogkit.server.db.content_hash import (
+    CONTENT_COLUMNS as CONTENT_COLUMNS,  # the verifier's hash: content_hash.py's
+)
+from auditlogkit.server.db.content_hash import CONTENT_COLUMNS_V1 as CONTENT_COLUMNS_V1
+from auditlogkit.server.db.content_hash import CONTENT_HASHES, CONTENT_VERSION, ContentHash, version_in
+from auditlogkit.server.db.content_hash import CONTENT_SHA256_SQL as CONTENT_SHA256_SQL
+from auditlogkit.server.db.content_hash import content_sha256 as content_sha256
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 
 
 def _log() -> Any:
-    return get_logger("auditlog.db.integrity")  # not cached at import: `auditlog verify` configures logging first
+    return get_logger("auditlogkit.server.db.integrity")  # not cached at import: `auditlog verify` configures logging first
 
 # ----- verify -------------------------------------------------------------------------------------------
 STATUSES: tuple[str, ...] = ("verified", "altered", "deleted", "unrecorded", "conflicting", "expired")
@@ -81,7 +83,7 @@ class Report:
 def retention_cutoff(store: Store, margin_days: float, now: datetime | None = None) -> datetime | None:
     """Oldest ``occurred_at`` still checked: rows older than (retention - margin) may already be gone from one
     table and not yet from the other (TTL merges run at different times). None: no retention TTL."""
-    from auditlog.db.migrations import ttl_days
+    from auditlogkit.server.db.migrations import ttl_days
 
     days = ttl_days(store)
     if days is None:
@@ -347,7 +349,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from auditlog.logs import configure
+    from auditlogkit.server.logs import configure
 
     settings = Settings().with_overrides(data=args.data)
     configure(settings.log_level)

@@ -3,7 +3,7 @@
 Contract: :func:`migration_files` lists ``NNNN_name.sql`` in version order (versions unique);
 :func:`render_migration` fills in ``{db}``, ``{ttl_days}`` and ``{content_sha256}``; :func:`render_cluster` /
 :func:`cluster_statements` turn single-node statements into the cluster's (``ON CLUSTER``, sharded tables as
-``<name>_local`` + Distributed). Pure text: nothing here touches a store (applying is :mod:`auditlog.db.migrations`).
+``<name>_local`` + Distributed). Pure text: nothing here touches a store (applying is :mod:`auditlogkit.server.db.migrations`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from auditlog.settings import check_ident
+from auditlogkit.server.settings import check_ident
 
 
 class MigrationError(RuntimeError):
@@ -38,7 +38,7 @@ class Migration:
 def migration_files() -> list[Migration]:
     """Every ``schemas/migrations/NNNN_name.sql``, ordered by version (versions must be unique)."""
     out = []
-    for f in resources.files("schemas").joinpath("migrations").iterdir():
+    for f in resources.files("auditlogkit.schemas").joinpath("migrations").iterdir():
         m = re.match(r"^(\d{4})_([a-z0-9_]+)\.sql$", f.name)
         if m:
             out.append(Migration(int(m.group(1)), m.group(2), f.read_text(encoding="utf-8")))
@@ -56,8 +56,8 @@ def _statements(sql: str) -> list[str]:
 
 def render_migration(sql: str, database: str, retention_days: int) -> list[str]:
     """The statements of one migration file with ``{db}``, ``{ttl_days}``, ``{content_sha256}`` (the content
-    hash expression of :mod:`auditlog.db.content_hash`) and ``{content_columns}`` (its columns) filled in."""
-    from auditlog.db.content_hash import CONTENT_COLUMNS, CONTENT_SHA256_SQL
+    hash expression of :mod:`auditlogkit.server.db.content_hash`) and ``{content_columns}`` (its columns) filled in."""
+    from auditlogkit.server.db.content_hash import CONTENT_COLUMNS, CONTENT_SHA256_SQL
 
     check_ident(database, "database name")
     return [
@@ -144,7 +144,7 @@ def render_cluster(stmt: str, database: str, cluster: str, sharded: set[str]) ->
 
 
 def cluster_statements(database: str, cluster: str, retention_days: int = 400) -> list[str]:
-    """Every migration rendered for ``cluster``, in order (for review: ``python -m auditlog.db.migrations``)."""
+    """Every migration rendered for ``cluster``, in order (for review: ``python -m auditlogkit.server.db.migrations``)."""
     sharded = sharded_tables()
     out = [f"CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}"]
     for m in migration_files():

@@ -4,7 +4,7 @@ Contract: :func:`migrate` applies ``schemas/migrations/*.sql`` in order, records
 ``schema_migrations``, is safe to run from several processes at once (claims, see the design note below),
 then applies the repeatable steps (catalog labels, retention TTL, roles). :func:`run_migrate` is what the
 ``auditlog migrate`` command and every process that owns the store run on start-up. The SQL text itself (files,
-rendering for a cluster) is :mod:`auditlog.db.migration_sql`.
+rendering for a cluster) is :mod:`auditlogkit.server.db.migration_sql`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
-from auditlog.db.migration_sql import (
+from auditlogkit.schemas.catalog import Catalog, get_catalog
+from auditlogkit.schemas.tables import CATALOG_TABLE, CLAIMS_TABLE, EVENTS_TABLE, MIGRATIONS_TABLE
+from auditlogkit.server.db.migration_sql import (
     Migration,
     MigrationError,
     cluster_statements,
@@ -32,13 +34,11 @@ from auditlog.db.migration_sql import (
     retention_tables,
     sharded_tables,
 )
-from auditlog.logs import get_logger
-from auditlog.settings import Settings, check_ident
-from auditlog.store import Store, redact_text
-from schemas.catalog import Catalog, get_catalog
-from schemas.tables import CATALOG_TABLE, CLAIMS_TABLE, EVENTS_TABLE, MIGRATIONS_TABLE
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.settings import Settings, check_ident
+from auditlogkit.server.store import Store, redact_text
 
-log = get_logger("auditlog.db.migrations")
+log = get_logger("auditlogkit.server.db.migrations")
 
 
 # ----- migrations ---------------------------------------------------------------------------------------
@@ -56,10 +56,10 @@ def migrate(store: Store, retention_days: int = 400, *, catalog: Catalog | None 
     Safe to run repeatedly and from several processes or threads at once (each with its own client): every
     versioned migration is applied by exactly one of them (see the design note above). ``catalog``: the
     labels to load (default: the packaged catalog; pass ``get_catalog(settings.catalog_extra)``).
-    ``roles``: create the roles of :mod:`auditlog.db.roles` (None = when the connection can manage access,
+    ``roles``: create the roles of :mod:`auditlogkit.server.db.roles` (None = when the connection can manage access,
     i.e. admin credentials on a server; never on chDB; True = required, error if impossible).
     ``target``: stop after this version (tests, staged upgrades). ``cluster``: render every statement for
-    that ClickHouse cluster (:mod:`auditlog.db.migration_sql`). Returns ``[]`` when nothing changed.
+    that ClickHouse cluster (:mod:`auditlogkit.server.db.migration_sql`). Returns ``[]`` when nothing changed.
     """
     if retention_days < 1:
         raise ValueError("retention_days must be >= 1")
@@ -327,7 +327,7 @@ class _Migrator:
         return changed
 
     def apply_roles(self, roles: bool | None) -> list[str]:
-        from auditlog.db import roles as access
+        from auditlogkit.server.db import roles as access
 
         if roles is False:
             return []

@@ -8,15 +8,15 @@ Contract:
   ``auditlog_reader`` (the API) and ``auditlog_analyst`` are ``readonly = 2`` CONST; analysts see only their
   org's rows of :data:`ORG_SCOPED_TABLES` (a fail-closed ``USING 0`` policy plus one permissive policy per user);
 - no statement grants any of :data:`FORBIDDEN_PRIVILEGES`; nothing may write :data:`APPEND_ONLY_TABLES`;
-- every identifier passes :func:`auditlog.settings.check_ident` and every literal :func:`sql_literal`
+- every identifier passes :func:`auditlogkit.server.settings.check_ident` and every literal :func:`sql_literal`
   (access-control DDL cannot take bound parameters);
 - the statements need a ClickHouse server (chDB has no writable access storage).
 
 Command line (prints SQL; ``--apply`` runs it on ``AUDITLOG_CLICKHOUSE_URL`` with those credentials)::
 
-    python -m auditlog.db.roles roles
-    python -m auditlog.db.roles analyst --user alice --org acme --password-sha256 <hex>
-    python -m auditlog.db.roles service --user auditlog_consumer --role writer --password-env CONSUMER_PW --apply
+    python -m auditlogkit.server.db.roles roles
+    python -m auditlogkit.server.db.roles analyst --user alice --org acme --password-sha256 <hex>
+    python -m auditlogkit.server.db.roles service --user auditlog_consumer --role writer --password-env CONSUMER_PW --apply
 """
 from __future__ import annotations
 
@@ -28,8 +28,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from auditlog.settings import check_ident
-from schemas.tables import (
+from auditlogkit.schemas.tables import (
     CATALOG_TABLE,
     CONFLICTS_TABLE,
     DAILY_COUNTS,
@@ -41,6 +40,7 @@ from schemas.tables import (
     STREAM_POSITIONS_TABLE,
     STREAMS_TABLE,
 )
+from auditlogkit.server.settings import check_ident
 
 WRITER = "auditlog_writer"
 READER = "auditlog_reader"
@@ -248,7 +248,7 @@ def _common_options(p: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m auditlog.db.roles", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m auditlogkit.server.db.roles", description=__doc__.split("\n\n")[0])
     _common_options(p, suppress=False)
     sub = p.add_subparsers(dest="what", required=True)
     _common_options(sub.add_parser("roles", help="the four roles, their grants and row policies"), suppress=True)
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
-    from auditlog.settings import Settings
+    from auditlogkit.server.settings import Settings
 
     p = build_parser()
     args = p.parse_args(argv)
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid settings: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
     database = args.database or settings.clickhouse_database
-    from auditlog.db.migration_sql import sharded_tables
+    from auditlogkit.server.db.migration_sql import sharded_tables
 
     local = sorted(sharded_tables()) if args.sharded else []
     if args.what == "roles":
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.apply:
         print(";\n".join(stmts) + ";")
         return 0
-    from auditlog.store import connect, credentials
+    from auditlogkit.server.store import connect, credentials
 
     client = connect(settings.store_url, **credentials(settings))
     try:

@@ -1,4 +1,4 @@
-"""``python -m auditlog.s3disk``: see :mod:`auditlog.s3disk` for the contract."""
+"""``python -m auditlogkit.server.s3disk``: see :mod:`auditlogkit.server.s3disk` for the contract."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import errno
 import os
 import sys
 
-from auditlog.stopsignals import StopSignals
+from auditlogkit.server.stopsignals import StopSignals
 
 HOST = "127.0.0.1"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m auditlog.s3disk", description="Durable S3 server for Tansu.")
+    ap = argparse.ArgumentParser(prog="python -m auditlogkit.server.s3disk", description="Durable S3 server for Tansu.")
     ap.add_argument("--root", required=True, help="directory of the objects (created if missing)")
     ap.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
     ap.add_argument("--retention-hours", type=float, default=168.0,
@@ -32,13 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(a: argparse.Namespace, signals: StopSignals) -> int:
-    from auditlog.logs import get_logger
-    from auditlog.s3disk import tansu
-    from auditlog.s3disk.server import S3Server
-    from auditlog.s3disk.store import DiskStore
-    from auditlog.s3disk.wire import MAX_HEAD
+    from auditlogkit.server.logs import get_logger
+    from auditlogkit.server.s3disk import tansu
+    from auditlogkit.server.s3disk.server import S3Server
+    from auditlogkit.server.s3disk.store import DiskStore
+    from auditlogkit.server.s3disk.wire import MAX_HEAD
 
-    log = get_logger("auditlog.s3disk.__main__")
+    log = get_logger("auditlogkit.server.s3disk.__main__")
     loop = asyncio.get_running_loop()
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="s3disk"))
     store = DiskStore(a.root)
@@ -82,13 +82,13 @@ async def serve(a: argparse.Namespace, signals: StopSignals) -> int:
 def main(argv: list[str] | None = None) -> int:
     signals = StopSignals().install()  # a SIGTERM during start-up is recorded, not fatal
     a = parse_args(argv)
-    from auditlog.logs import configure, get_logger
+    from auditlogkit.server.logs import configure, get_logger
 
     configure()
     try:
         return asyncio.run(serve(a, signals))
     except OSError as e:
-        get_logger("auditlog.s3disk.__main__").error("s3disk.failed", error=repr(e), root=a.root, port=a.port)
+        get_logger("auditlogkit.server.s3disk.__main__").error("s3disk.failed", error=repr(e), root=a.root, port=a.port)
         return 1
 
 

@@ -3,7 +3,7 @@
 Objects: PUT (plain, ``If-None-Match: *`` create-only, ``If-Match: <etag>``; 412 when a condition fails), GET and
 HEAD (``If-None-Match`` -> 304, ``If-Match`` -> 412), DELETE. Buckets (every one exists): ListObjectsV2 (prefix,
 delimiter, start-after, continuation-token, max-keys <= 1000), POST ``?delete``, PUT/HEAD. A request that cannot
-be read is answered by :mod:`auditlog.s3disk.wire`'s status and its connection closed; a bad key or argument is a
+be read is answered by :mod:`auditlogkit.server.s3disk.wire`'s status and its connection closed; a bad key or argument is a
 400, a failing operation a 500 (logged); the server itself does not stop.
 """
 
@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape
 
-from auditlog.logs import get_logger
-from auditlog.s3disk.store import TMP_DIR, DiskStore, InvalidKey, KeyConflict, check_bucket, etag_of
-from auditlog.s3disk.tansu import BATCH_RE, Holes, batch_mtime
-from auditlog.s3disk.wire import BadRequest, Request, Response, read_request, write_response
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.s3disk.store import TMP_DIR, DiskStore, InvalidKey, KeyConflict, check_bucket, etag_of
+from auditlogkit.server.s3disk.tansu import BATCH_RE, Holes, batch_mtime
+from auditlogkit.server.s3disk.wire import BadRequest, Request, Response, read_request, write_response
 
-log = get_logger("auditlog.s3disk.server")
+log = get_logger("auditlogkit.server.s3disk.server")
 
 MAX_DELETE_KEYS = 1000
 XML = {"Content-Type": "application/xml"}

@@ -33,10 +33,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from auditlog.logs import get_logger
-from auditlog.s3disk.store import TMP_DIR, DiskStore
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.s3disk.store import TMP_DIR, DiskStore
 
-log = get_logger("auditlog.s3disk.tansu")
+log = get_logger("auditlogkit.server.s3disk.tansu")
 
 HOLE_SECONDS = 10.0
 _PART = r"(clusters/[^/]+/topics/[^/]+/partitions/[0-9]+)"

@@ -1,15 +1,15 @@
 """The decoder: Kafka messages -> rows of ``audit_events`` or dead letters (used by the decoding step).
 
 Contract: :class:`Decoder` never raises for bad input. Every message becomes exactly one of
-- a row in :data:`schemas.rows.EVENT_COLUMNS` order (the event passed :func:`schemas.event.parse_event`),
+- a row in :data:`auditlogkit.schemas.rows.EVENT_COLUMNS` order (the event passed :func:`auditlogkit.schemas.event.parse_event`),
 - a dead letter naming the broken ``field`` and ``reason`` (non-UTF-8, not JSON, > 1 MiB, unknown field,
   wrong type, unknown catalog code, future timestamp, null value, ...), sent as a :class:`DeadLetter`.
 Validation is :func:`parse_event` itself: the consumer has no second copy of the contract.
 
 :meth:`Decoder.decode_chunk` is the consumer's hot path: it decodes a :class:`Chunk` (consecutive messages of
 one partition) in one call and returns a :class:`DecodedChunk`: the rows to store already encoded as one Native
-block (:class:`~consumers.decode.native.NativeEncoder`) plus the index, field and reason of each message to dead-letter.
-Both are plain data, so the call can run in another process (:mod:`consumers.decode.pool`).
+block (:class:`~auditlogkit.consumers.decode.native.NativeEncoder`) plus the index, field and reason of each message to dead-letter.
+Both are plain data, so the call can run in another process (:mod:`auditlogkit.consumers.decode.pool`).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from datetime import datetime
 from typing import Any
 from zlib import crc32
 
-from auditlog.provenance import API, KAFKA, Publisher
-from consumers.decode.native import NativeEncoder
-from consumers.fate import Fate, Watermarks, fate
-from consumers.store.first_write import fingerprint
-from schemas.catalog import RESERVED, RESERVED_REASON, Catalog, get_catalog
-from schemas.event import EventError, epoch_ms, parse_event
-from schemas.rows import event_values
+from auditlogkit.consumers.decode.native import NativeEncoder
+from auditlogkit.consumers.fate import Fate, Watermarks, fate
+from auditlogkit.consumers.store.first_write import fingerprint
+from auditlogkit.schemas.catalog import RESERVED, RESERVED_REASON, Catalog, get_catalog
+from auditlogkit.schemas.event import EventError, epoch_ms, parse_event
+from auditlogkit.schemas.rows import event_values
+from auditlogkit.server.provenance import API, KAFKA, Publisher
 
 
 @dataclass(slots=True, frozen=True)
@@ -47,7 +47,7 @@ class DeadLetter:
 @dataclass(slots=True, frozen=True)
 class Chunk:
     """Consecutive messages of one partition to decode in one call, with the partition's watermarks
-    (:mod:`consumers.fate`): what lies at or below them was handled before and is only counted."""
+    (:mod:`auditlogkit.consumers.fate`): what lies at or below them was handled before and is only counted."""
 
     topic: str
     partition: int
@@ -56,7 +56,7 @@ class Chunk:
     received_at: datetime
     stored_up_to: int = -1
     dead_up_to: int = -1
-    publishers: Sequence[Publisher] | None = None  # per message, verified (auditlog.provenance); None: all KAFKA
+    publishers: Sequence[Publisher] | None = None  # per message, verified (auditlogkit.server.provenance); None: all KAFKA
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,7 +67,7 @@ class DecodedChunk:
     already_stored: int
     already_dead: int = 0
     fingerprint: int = 0  # crc32 over the chunk's values, in offset order
-    keys: bytes = b""  # consumers.store.first_write.fingerprint of each stored row, in row order (array 'Q')
+    keys: bytes = b""  # auditlogkit.consumers.store.first_write.fingerprint of each stored row, in row order (array 'Q')
 
 
 @dataclass(slots=True)
@@ -92,7 +92,7 @@ class Decoder:
         self.catalog = catalog or get_catalog()
 
     def decode_chunk(self, chunk: Chunk, encoder: NativeEncoder) -> DecodedChunk:
-        """Every message of ``chunk`` gets its :func:`~consumers.fate.fate`; only STORE rows are encoded and
+        """Every message of ``chunk`` gets its :func:`~auditlogkit.consumers.fate.fate`; only STORE rows are encoded and
         only DEAD messages are reported."""
         w = self._walk(chunk)
         n = len(w.rows)
@@ -101,7 +101,7 @@ class Decoder:
         return DecodedChunk(block, n, tuple(w.invalid), w.already_stored, w.already_dead, w.fp, w.keys.tobytes())
 
     def stored_rows(self, chunk: Chunk) -> list[tuple[Any, ...]]:
-        """The whole rows (:data:`~schemas.rows.EVENT_COLUMNS`) that :meth:`decode_chunk` encodes, in order."""
+        """The whole rows (:data:`~auditlogkit.schemas.rows.EVENT_COLUMNS`) that :meth:`decode_chunk` encodes, in order."""
         w = self._walk(chunk)
         at = epoch_ms(chunk.received_at)
         return [(*r, at, chunk.topic, chunk.partition, o, v, i)

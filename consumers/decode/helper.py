@@ -1,7 +1,7 @@
-"""A decode helper process (``python -m consumers.decode.helper [niceness]``), driven by :mod:`consumers.decode.pool`.
+"""A decode helper process (``python -m auditlogkit.consumers.decode.helper [niceness]``), driven by :mod:`auditlogkit.consumers.decode.pool`.
 
-Protocol over stdin/stdout, length-prefixed pickle frames (:func:`~consumers.decode.pool.write_frame`):
-first ``(catalog, column type names)``; then, per request, a list of :class:`~consumers.decode.decoder.Chunk` answered
+Protocol over stdin/stdout, length-prefixed pickle frames (:func:`~auditlogkit.consumers.decode.pool.write_frame`):
+first ``(catalog, column type names)``; then, per request, a list of :class:`~auditlogkit.consumers.decode.decoder.Chunk` answered
 by ``("ok", [DecodedChunk, ...])`` or ``("error", text)``. The process exits when stdin closes (the pool closed
 or the consumer died); it writes nothing else to stdout.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
-from consumers.decode.decoder import Decoder
-from consumers.decode.native import NativeEncoder
-from consumers.decode.pool import read_frame, write_frame
+from auditlogkit.consumers.decode.decoder import Decoder
+from auditlogkit.consumers.decode.native import NativeEncoder
+from auditlogkit.consumers.decode.pool import read_frame, write_frame
 
 
 def main() -> int:

@@ -2,14 +2,14 @@
 
 Contract:
 - :class:`NativeEncoder` is built from the column type names of ``audit_events`` as the store reports them
-  (:meth:`consumers.store.inserter.Inserter.column_types`), so the bytes always match the live table;
-- :meth:`NativeEncoder.encode` turns rows in :data:`schemas.rows.EVENT_COLUMNS` order into one self-contained
+  (:meth:`auditlogkit.consumers.store.inserter.Inserter.column_types`), so the bytes always match the live table;
+- :meth:`NativeEncoder.encode` turns rows in :data:`auditlogkit.schemas.rows.EVENT_COLUMNS` order into one self-contained
   Native block (column count, row count, then name, type and data of each column), written by clickhouse-connect's
   own column serialisers: the same values as ``client.insert`` would send;
 - blocks concatenate: ``b"".join(blocks)`` is a valid Native stream for one INSERT. ClickHouse keeps the
   blocks apart and derives one deduplication token per block from the INSERT's token, so a retry deduplicates
   only when it sends the same blocks (the worker's retries do: a batch's blocks are fixed once decoded).
-It needs no connection, so it runs in the decode processes (:mod:`consumers.decode.pool`) as well.
+It needs no connection, so it runs in the decode processes (:mod:`auditlogkit.consumers.decode.pool`) as well.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from clickhouse_connect.datatypes.registry import get_from_name
 from clickhouse_connect.driver.common import write_leb128
 from clickhouse_connect.driver.insert import InsertContext
 
-from schemas.rows import EVENT_COLUMNS
-from schemas.tables import EVENTS_TABLE
+from auditlogkit.schemas.rows import EVENT_COLUMNS
+from auditlogkit.schemas.tables import EVENTS_TABLE
 
 
 class NativeEncoder:

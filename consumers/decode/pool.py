@@ -5,10 +5,10 @@ fetching process only fetches, batches and commits (see docs/architecture-notes.
 
 Contract:
 - ``DecodePool(processes, catalog, type_names)``; ``await pool.decode(chunks)`` returns one
-  :class:`~consumers.decode.decoder.DecodedChunk` per :class:`~consumers.decode.decoder.Chunk`, in order. Decoding is a pure
+  :class:`~auditlogkit.consumers.decode.decoder.DecodedChunk` per :class:`~auditlogkit.consumers.decode.decoder.Chunk`, in order. Decoding is a pure
   function of the chunk, so where it runs changes nothing but speed.
 - ``processes == 0``: decoded in the calling thread, one chunk at a time, yielding to the event loop after each
-  (an API served by the same loop stays responsive). ``> 0``: that many ``python -m consumers.decode.helper``
+  (an API served by the same loop stays responsive). ``> 0``: that many ``python -m auditlogkit.consumers.decode.helper``
   processes (plain subprocesses, not ``multiprocessing``: nothing of the parent's ``__main__`` is re-run, no
   chDB or asyncio state is forked). Each is driven by one thread of the pool over its stdin/stdout; each exits
   when its stdin closes, i.e. when the pool closes or the consumer dies (even by SIGKILL).
@@ -35,12 +35,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
-from auditlog.logs import get_logger
-from consumers.decode.decoder import Chunk, DecodedChunk, Decoder
-from consumers.decode.native import NativeEncoder
-from schemas.catalog import Catalog
+from auditlogkit.consumers.decode.decoder import Chunk, DecodedChunk, Decoder
+from auditlogkit.consumers.decode.native import NativeEncoder
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("consumers.decode.pool")
+log = get_logger("auditlogkit.consumers.decode.pool")
 _FRAME = struct.Struct("!Q")
 
 
@@ -72,7 +72,7 @@ class _Helper:
 
     def __init__(self, catalog: Catalog, type_names: tuple[str, ...], nice: int = 0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consumers.decode.helper", str(nice)],
+            [sys.executable, "-m", "auditlogkit.consumers.decode.helper", str(nice)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None

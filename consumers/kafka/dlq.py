@@ -23,9 +23,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consumers.decode.decoder import DeadLetter
-from producers.kafka import KafkaConnection, kafka_options
-from schemas.event import format_ts
+from auditlogkit.consumers.decode.decoder import DeadLetter
+from auditlogkit.kafka import KafkaConnection, kafka_options
+from auditlogkit.schemas.event import format_ts
 
 H_FIELD = "dlq.error.field"
 H_REASON = "dlq.error.reason"

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from producers.kafka import KafkaConnection, kafka_options
+from auditlogkit.kafka import KafkaConnection, kafka_options
 
 
 async def read_topic(kafka: str | KafkaConnection, topic: str, timeout_s: float = 30.0) -> list[Any]:

@@ -25,12 +25,12 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from auditlog.logs import get_logger
-from consumers.decode.decoder import validates
-from producers.kafka import KafkaConnection, kafka_options
-from schemas.catalog import Catalog
+from auditlogkit.consumers.decode.decoder import validates
+from auditlogkit.kafka import KafkaConnection, kafka_options
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("consumers.kafka.watermark_check")
+log = get_logger("auditlogkit.consumers.kafka.watermark_check")
 
 
 async def messages_at(kafka: str | KafkaConnection, topic: str, wanted: dict[int, set[int]], timeout_s: float = 15.0

@@ -10,7 +10,7 @@ Every step has the same contract (getsentry/arroyo's, with asyncio):
   returns False when ``timeout`` passed first;
 - ``close()`` drops what is in flight (abort: nothing of it is committed, so it is delivered again);
 - ``held()`` counts the messages held by this step and the ones after it (backpressure).
-A fresh chain is built for every assignment (:mod:`consumers.processor`); the items are the typed values below.
+A fresh chain is built for every assignment (:mod:`auditlogkit.consumers.processor`); the items are the typed values below.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from consumers.decode.decoder import Chunk, DecodedChunk
-from consumers.partition import PartitionState
+from auditlogkit.consumers.decode.decoder import Chunk, DecodedChunk
+from auditlogkit.consumers.partition import PartitionState
 
 T_contra = TypeVar("T_contra", contravariant=True)
 

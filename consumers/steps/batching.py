@@ -1,7 +1,7 @@
-"""Batching step: decoded runs -> per-partition batches -> one :class:`~consumers.batch.FlushJob` at a time.
+"""Batching step: decoded runs -> per-partition batches -> one :class:`~auditlogkit.consumers.batch.FlushJob` at a time.
 
-The next step is known only through the :class:`~consumers.steps.Step` protocol: a job it rejects
-(:class:`~consumers.steps.MessageRejected`; the flushing step keeps one insert in flight per worker) is not taken,
+The next step is known only through the :class:`~auditlogkit.consumers.steps.Step` protocol: a job it rejects
+(:class:`~auditlogkit.consumers.steps.MessageRejected`; the flushing step keeps one insert in flight per worker) is not taken,
 its batches stay open and keep growing, and it is offered again on a later poll. A flush takes the open batches
 of the partitions, oldest first, up to ``batch_max_rows`` messages, when they hold a quarter of that (a backlog:
 while one insert runs the next grows, so inserts stay large and the inserter never waits), when one is
@@ -17,15 +17,15 @@ from collections.abc import Callable
 
 from aiokafka import TopicPartition
 
-from auditlog.logs import get_logger
-from consumers import metrics as m
-from consumers.batch import FlushJob, PartitionBatch
-from consumers.decode.decoder import dead_letter
-from consumers.kafka.dlq import DlqLimit
-from consumers.partition import PartitionState
-from consumers.steps import Decoded, MessageRejected, Step
+from auditlogkit.consumers import metrics as m
+from auditlogkit.consumers.batch import FlushJob, PartitionBatch
+from auditlogkit.consumers.decode.decoder import dead_letter
+from auditlogkit.consumers.kafka.dlq import DlqLimit
+from auditlogkit.consumers.partition import PartitionState
+from auditlogkit.consumers.steps import Decoded, MessageRejected, Step
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("consumers.steps.batching")
+log = get_logger("auditlogkit.consumers.steps.batching")
 
 
 class Batching:

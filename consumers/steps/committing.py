@@ -13,10 +13,10 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from auditlog.logs import get_logger
-from consumers import metrics as m
+from auditlogkit.consumers import metrics as m
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("consumers.steps.committing")
+log = get_logger("auditlogkit.consumers.steps.committing")
 
 
 class Committing:

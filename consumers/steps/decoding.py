@@ -1,4 +1,4 @@
-"""Decoding step: runs of fetched records -> :class:`~consumers.steps.Decoded`, in submission order.
+"""Decoding step: runs of fetched records -> :class:`~auditlogkit.consumers.steps.Decoded`, in submission order.
 
 Records are cut into chunks of ``chunk_messages`` carrying the partition's watermarks and handed to the decode
 pool (helper processes, or this process in slices that let the event loop run in between); results go on in
@@ -13,12 +13,12 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-from auditlog.provenance import KAFKA, Publisher, publisher_of
-from auditlog.signing import ServerKeys
-from consumers import metrics as m
-from consumers.decode.decoder import Chunk, DecodedChunk
-from consumers.decode.pool import DecodePool
-from consumers.steps import Decoded, Fetched, Step
+from auditlogkit.consumers import metrics as m
+from auditlogkit.consumers.decode.decoder import Chunk, DecodedChunk
+from auditlogkit.consumers.decode.pool import DecodePool
+from auditlogkit.consumers.steps import Decoded, Fetched, Step
+from auditlogkit.server.provenance import KAFKA, Publisher, publisher_of
+from auditlogkit.server.signing import ServerKeys
 
 
 class Decoding:
@@ -47,7 +47,7 @@ class Decoding:
         self._held += len(recs)
 
     def _publishers(self, records: list[Any]) -> list[Publisher] | None:
-        """The verified publisher of each record (:mod:`auditlog.provenance`); None when none has headers."""
+        """The verified publisher of each record (:mod:`auditlogkit.server.provenance`); None when none has headers."""
         keys = self.keys
         if keys is None or not any(r.headers for r in records):
             return None

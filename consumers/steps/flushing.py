@@ -1,10 +1,10 @@
-"""Flushing step: one :class:`~consumers.batch.FlushJob` at a time: dead letters, then the insert, then commit.
+"""Flushing step: one :class:`~auditlogkit.consumers.batch.FlushJob` at a time: dead letters, then the insert, then commit.
 
 (1) each batch's dead letters are sent and every ack awaited (a retry sends only what the DLQ lacks), (2) the
 first-write guard drops rows that repeat a stored event and keeps aside those that would rewrite one
-(:mod:`consumers.store.first_write_guard`), (3) the other rows of the job go to ClickHouse in ONE insert carrying the
+(:mod:`auditlogkit.consumers.store.first_write_guard`), (3) the other rows of the job go to ClickHouse in ONE insert carrying the
 job's deduplication token, (4) only then are the job's offsets handed to the committing step. (1) to (3) are retried until they succeed
-(:mod:`consumers.retry`);
+(:mod:`auditlogkit.consumers.retry`);
 meanwhile nothing is committed and the batches upstream keep growing until backpressure pauses fetching.
 """
 
@@ -17,17 +17,17 @@ from functools import partial
 
 from aiokafka import TopicPartition
 
-from auditlog.logs import get_logger
-from consumers import metrics as m
-from consumers.batch import FlushJob, PartitionBatch
-from consumers.decode.decoder import DeadLetter
-from consumers.retry import Retry
-from consumers.steps import MessageRejected
-from consumers.steps.committing import Committing
-from consumers.store.first_write_guard import FirstWriteGuard
-from consumers.store.inserter import Inserter
+from auditlogkit.consumers import metrics as m
+from auditlogkit.consumers.batch import FlushJob, PartitionBatch
+from auditlogkit.consumers.decode.decoder import DeadLetter
+from auditlogkit.consumers.retry import Retry
+from auditlogkit.consumers.steps import MessageRejected
+from auditlogkit.consumers.steps.committing import Committing
+from auditlogkit.consumers.store.first_write_guard import FirstWriteGuard
+from auditlogkit.consumers.store.inserter import Inserter
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("consumers.steps.flushing")
+log = get_logger("auditlogkit.consumers.steps.flushing")
 
 
 class Flushing:

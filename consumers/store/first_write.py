@@ -25,7 +25,7 @@ from zlib import crc32
 
 import numpy as np
 
-from auditlog.db.content_hash import CONTENT_COLUMNS, content_sha256
+from auditlogkit.server.db.content_hash import CONTENT_COLUMNS, content_sha256
 
 #: :func:`fingerprint` in ClickHouse, over the columns ``org_id`` and ``event_id``
 FINGERPRINT_SQL = ("bitXor(reinterpretAsUInt64(reverse(substring(UUIDToNum(event_id), 1, 8))), "

@@ -1,10 +1,10 @@
 """The flushing step's guard of first-write-wins: a flush's rows minus retries and conflicts.
 
 Contract of :class:`FirstWriteGuard` (one per worker, all its assignments):
-- :meth:`load` reads the fingerprint of every stored event (:mod:`consumers.store.first_write`) before the first flush;
-- :meth:`check` takes a :class:`~consumers.batch.FlushJob` and returns a :class:`Checked`: the job's own blocks
+- :meth:`load` reads the fingerprint of every stored event (:mod:`auditlogkit.consumers.store.first_write`) before the first flush;
+- :meth:`check` takes a :class:`~auditlogkit.consumers.batch.FlushJob` and returns a :class:`Checked`: the job's own blocks
   when no row is a suspect (the common case: one array look-up), else blocks re-encoded without the rows that
-  are retries of a stored event (dropped) or :class:`~consumers.store.first_write.Conflict` s (to keep aside). Its
+  are retries of a stored event (dropped) or :class:`~auditlogkit.consumers.store.first_write.Conflict` s (to keep aside). Its
   answer is the same for the same job and store, so a retried insert carries the same blocks and token;
 - :meth:`stored` adds the fingerprints of rows the store now holds and notes the Kafka ranges they came from;
   the fingerprints other writers (other workers) add to the digests are taken in every ``refresh_seconds`` (1 s)
@@ -13,7 +13,7 @@ Contract of :class:`FirstWriteGuard` (one per worker, all its assignments):
   first only when the set is older than ``2 * refresh_seconds`` (after an idle spell, or while refreshes fail):
   a check never decides on a set older than that (2 s);
 - :meth:`close` cancels a refresh in flight.
-Store calls run on the :class:`~consumers.store.inserter.Inserter` thread; errors of :meth:`load` and :meth:`check`
+Store calls run on the :class:`~auditlogkit.consumers.store.inserter.Inserter` thread; errors of :meth:`load` and :meth:`check`
 propagate (the caller retries); a failed background refresh is logged and tried again later.
 """
 
@@ -27,16 +27,16 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from auditlog.logs import get_logger
-from consumers.batch import FlushJob
-from consumers.decode.decoder import Decoder
-from consumers.decode.native import NativeEncoder
-from consumers.store.first_write import Conflict, KnownIds, keys_array, resolve, suspects
-from consumers.store.inserter import Inserter
-from schemas.catalog import Catalog
-from schemas.rows import EVENT_COLUMNS
+from auditlogkit.consumers.batch import FlushJob
+from auditlogkit.consumers.decode.decoder import Decoder
+from auditlogkit.consumers.decode.native import NativeEncoder
+from auditlogkit.consumers.store.first_write import Conflict, KnownIds, keys_array, resolve, suspects
+from auditlogkit.consumers.store.inserter import Inserter
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.schemas.rows import EVENT_COLUMNS
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("consumers.store.first_write_guard")
+log = get_logger("auditlogkit.consumers.store.first_write_guard")
 _ORG, _EVENT_ID = EVENT_COLUMNS.index("org_id"), EVENT_COLUMNS.index("event_id")
 
 

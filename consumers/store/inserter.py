@@ -6,7 +6,7 @@ Contract:
   exception, :meth:`Inserter.fingerprints` (the first-write guard's read of the digests, in the background), runs
   on a second single-thread executor with that thread's own client: an insert never queues behind it;
 - :meth:`Inserter.insert` writes one flush job (the Native blocks of its partition ranges, see
-  :mod:`consumers.decode.native`) as ONE INSERT with ``insert_deduplication_token`` = :meth:`FlushJob.dedup_token` (one
+  :mod:`auditlogkit.consumers.decode.native`) as ONE INSERT with ``insert_deduplication_token`` = :meth:`FlushJob.dedup_token` (one
   token per block is derived from it) and the :data:`INSERT_SETTINGS`. ClickHouse drops a block whose token it
   has seen (plain MergeTree: only with the table setting ``non_replicated_deduplication_window`` > 0, which
   ``audit_events`` has; Replicated*MergeTree: ``replicated_deduplication_window`` is on by default).
@@ -16,7 +16,7 @@ Contract:
 - :meth:`Inserter.stored_watermarks` returns, per partition of a topic, the highest stored ``kafka_offset``
   (from the ``audit_events_offsets`` aggregate kept by migration 0010's materialized view);
 - :meth:`Inserter.fingerprints`, :meth:`Inserter.stored_hashes` and :meth:`Inserter.insert_conflicts` serve the
-  first-write guard (:mod:`consumers.store.first_write_guard`);
+  first-write guard (:mod:`auditlogkit.consumers.store.first_write_guard`);
 - errors propagate unchanged: the caller retries with backoff.
 """
 
@@ -34,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from auditlog.db.content_hash import CONTENT_SHA256_SQL
-from auditlog.logs import get_logger
-from auditlog.store import Store
-from consumers.store.first_write import FINGERPRINT_SQL, Conflict
-from schemas.rows import EVENT_COLUMNS
-from schemas.tables import CONFLICTS_TABLE, DIGESTS_TABLE, EVENTS_TABLE, OFFSETS_TABLE
+from auditlogkit.consumers.store.first_write import FINGERPRINT_SQL, Conflict
+from auditlogkit.schemas.rows import EVENT_COLUMNS
+from auditlogkit.schemas.tables import CONFLICTS_TABLE, DIGESTS_TABLE, EVENTS_TABLE, OFFSETS_TABLE
+from auditlogkit.server.db.content_hash import CONTENT_SHA256_SQL
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.store import Store
 
-log = get_logger("consumers.store.inserter")
+log = get_logger("auditlogkit.consumers.store.inserter")
 #: Insert settings, each used where the store knows it. Two cut ClickHouse's work per row: no ReplacingMergeTree
 #: collapse inside each inserted block (FINAL reads and merges collapse anyway) and the ngram search index built
 #: by the part's first merge rather than at insert (a part not merged yet is searched without it). One is about

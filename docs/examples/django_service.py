@@ -13,8 +13,8 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402  (after settings
 from django.http import HttpRequest, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from producers import AuditProducerSync, bind  # noqa: E402
-from producers.middleware import AuditContextWSGIMiddleware  # noqa: E402
+from auditlogkit import AuditProducerSync, bind  # noqa: E402
+from auditlogkit.middleware import AuditContextWSGIMiddleware  # noqa: E402
 
 audit = AuditProducerSync.from_env()  # a background thread; flushed at exit (bounded wait)
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header
 
-from producers import AuditProducer, bind
-from producers.middleware import AuditContextMiddleware
+from auditlogkit import AuditProducer, bind
+from auditlogkit.middleware import AuditContextMiddleware
 
 audit = AuditProducer.from_env()  # Kafka or HTTP, as AUDITLOG_* says
 

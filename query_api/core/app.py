@@ -6,20 +6,20 @@ Contract of :func:`create_app`:
   OpenAPI at ``/openapi.json`` and ``/docs``;
 - ``producer`` (started and stopped by the caller) publishes ``POST /v1/ingest``; ``audit_producer`` (default:
   ``producer``; a producer of its own, so that reads' acks never wait behind ingest traffic) publishes every read's
-  ``audit_log.*`` event, and the read is refused (503) when that fails (:mod:`query_api.security.self_audit`);
+  ``audit_log.*`` event, and the read is refused (503) when that fails (:mod:`auditlogkit.query_api.security.self_audit`);
   without one nothing is recorded (tests);
-- ``/v1/streams`` (log streams, STREAMS.md) over a :class:`~query_api.streams.store.StreamStore` built here with
+- ``/v1/streams`` (log streams, STREAMS.md) over a :class:`~auditlogkit.query_api.streams.store.StreamStore` built here with
   ``streams_key`` (the key's bytes; absent: ``AUDITLOG_STREAMS_KEY`` when set): without a usable key those routes
   answer 503 ``streams_unavailable``;
 - ``consumer_status`` (embedded ``up``): when given, ``/readyz`` includes its dict; ``parts_status`` (``up``'s
   broker parts: ``{"broker": "ok" | "down", …}``): when given, ``/readyz`` includes it and is 503 while one is down;
-- every query goes through :class:`query_api.security.scoping.ScopedQuery` and runs on the API's own query threads
+- every query goes through :class:`auditlogkit.query_api.security.scoping.ScopedQuery` and runs on the API's own query threads
   with time and memory limits and at most ``api_queries_per_caller`` at once per caller
-  (:mod:`query_api.core.query_runner`); exports run on their own threads, limited per caller and in total
-  (:mod:`query_api.security.slots`); ``/v1`` calls are rate-limited per caller (:mod:`query_api.security.ratelimit`);
+  (:mod:`auditlogkit.query_api.core.query_runner`); exports run on their own threads, limited per caller and in total
+  (:mod:`auditlogkit.query_api.security.slots`); ``/v1`` calls are rate-limited per caller (:mod:`auditlogkit.query_api.security.ratelimit`);
 - no endpoint edits or deletes events; ``POST /v1/ingest`` publishes new ones to the topic for service tokens
-  (:mod:`query_api.routes.ingest`), never straight into the store;
-- the app-wide objects are set on ``app.state`` here and read per request only through :mod:`query_api.deps`;
+  (:mod:`auditlogkit.query_api.routes.ingest`), never straight into the store;
+- the app-wide objects are set on ``app.state`` here and read per request only through :mod:`auditlogkit.query_api.deps`;
   the routers of :data:`ROUTERS` are included in any order (no path of one is taken by another's).
 """
 
@@ -35,31 +35,31 @@ from functools import partial
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from auditlog import __version__
-from auditlog.logs import get_logger
-from auditlog.provenance import API as API_PUBLISHER
-from auditlog.provenance import signed_headers
-from auditlog.settings import Settings
-from auditlog.store import Store
-from producers.producer import AuditProducer
-from query_api.core.errors import install_error_handlers
-from query_api.core.observability import AccessLogMiddleware
-from query_api.core.query_runner import QueryRunner
-from query_api.read.integrity import IntegrityRuns
-from query_api.read.tail import TailHub
-from query_api.routes import actors, events, health, ingest, integrity, page, stats, streams
-from query_api.routes import catalog as catalog_routes
-from query_api.security.auth import TokenVerifier
-from query_api.security.headers import install_browser_security
-from query_api.security.ratelimit import RateLimiter
-from query_api.security.self_audit import ReadAuditor
-from query_api.security.slots import Slots
-from query_api.streams.keys import StreamsKeyError
-from query_api.streams.keys import streams_key as configured_streams_key
-from query_api.streams.store import StreamStore
-from schemas.catalog import Catalog, get_catalog
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.core.errors import install_error_handlers
+from auditlogkit.query_api.core.observability import AccessLogMiddleware
+from auditlogkit.query_api.core.query_runner import QueryRunner
+from auditlogkit.query_api.read.integrity import IntegrityRuns
+from auditlogkit.query_api.read.tail import TailHub
+from auditlogkit.query_api.routes import actors, events, health, ingest, integrity, page, stats, streams
+from auditlogkit.query_api.routes import catalog as catalog_routes
+from auditlogkit.query_api.security.auth import TokenVerifier
+from auditlogkit.query_api.security.headers import install_browser_security
+from auditlogkit.query_api.security.ratelimit import RateLimiter
+from auditlogkit.query_api.security.self_audit import ReadAuditor
+from auditlogkit.query_api.security.slots import Slots
+from auditlogkit.query_api.streams.keys import StreamsKeyError
+from auditlogkit.query_api.streams.keys import streams_key as configured_streams_key
+from auditlogkit.query_api.streams.store import StreamStore
+from auditlogkit.schemas.catalog import Catalog, get_catalog
+from auditlogkit.server import __version__
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.provenance import API as API_PUBLISHER
+from auditlogkit.server.provenance import signed_headers
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 
-log = get_logger("query_api.core.app")
+log = get_logger("auditlogkit.query_api.core.app")
 #: every router of the API, one per resource
 ROUTERS: tuple[APIRouter, ...] = (events.router, actors.router, stats.router, integrity.router,
                                   catalog_routes.router, health.router, ingest.router, page.router, streams.router)
@@ -110,7 +110,7 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     app.state.server_keys = server_keys  # signs list cursors, live-tail positions and the API's own messages
     app.state.store = store
     app.state.catalog = catalog or get_catalog(settings.catalog_extra)
-    app.state.auditor = auditor  # query_api.cli attaches the producers later ("connecting" until then)
+    app.state.auditor = auditor  # auditlogkit.query_api.cli attaches the producers later ("connecting" until then)
     app.state.ingest_producer = producer
     app.state.runner = runner
     app.state.rate_limiter = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)

@@ -1,13 +1,13 @@
 """One JSON error shape for every failure of the API: ``{"error": {"code", "message", "field"}}``.
 
 Contract: handlers installed by :func:`install_error_handlers` turn :class:`ApiError`, a filter's
-:class:`~query_api.read.filters.FilterError` (422, or 403 when ``forbidden``), FastAPI's request
+:class:`~auditlogkit.query_api.read.filters.FilterError` (422, or 403 when ``forbidden``), FastAPI's request
 validation errors, Starlette's HTTP errors (404 of unknown routes, 405) and any unexpected exception (500, logged
 with a stack trace, never shown) into that shape. ``field`` names the query parameter at fault, else ``null``.
 A path that one of the given ``routes`` with a typed path parameter would take but for that parameter's form
 (``/v1/events/not-a-uuid`` under ``/v1/events/{event_id:uuid}``) is not "no such resource" but a 422 naming the
-parameter, like a malformed query parameter. The models of the shape, and :data:`~query_api.models.ERRORS` (the
-error answers in the OpenAPI), are in :mod:`query_api.models`.
+parameter, like a malformed query parameter. The models of the shape, and :data:`~auditlogkit.query_api.models.ERRORS` (the
+error answers in the OpenAPI), are in :mod:`auditlogkit.query_api.models`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from starlette.convertors import Convertor, FloatConvertor, IntegerConvertor, UU
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 
-from auditlog.logs import get_logger
-from query_api.read.filters import FilterError
+from auditlogkit.query_api.read.filters import FilterError
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("query_api.core.errors")
+log = get_logger("auditlogkit.query_api.core.errors")
 
 _CODES = {429: "rate_limited", 400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
           406: "not_acceptable", 422: "invalid_parameter", 500: "internal_error", 503: "unavailable"}

@@ -5,14 +5,14 @@ Contract:
   body as soon as it passes the cap (413 ``payload_too_large``); nothing unbounded is held in memory;
 - :func:`parse_body`: ``application/json`` is one event (not JSON: 400); ``application/x-ndjson`` (or
   ``application/ndjson``) is one event per line, at most ``max_events`` (more: 413); blank lines are ignored and
-  not counted; any other content type: 415. Every event goes through :func:`schemas.event.parse_event` (the
+  not counted; any other content type: 415. Every event goes through :func:`auditlogkit.schemas.event.parse_event` (the
   consumer's and the SDK's validator) with ``event_id`` and ``occurred_at`` required (never filled in: a retry of
   the same body is the same events), the reserved category refused (``reserved``: who read the audit log is
   written only by the API), then through the token's ``write_orgs``. A refused event is a
   :class:`Rejection` whose ``index`` is its 0-based position among the non-blank lines (0 for a single event);
   a line that is not JSON is one too;
 - :func:`publish` sends the accepted events' wire form keyed by ``org_id`` through the app's
-  :class:`~producers.producer.AuditProducer` (``send_raw``: its batching, its ``acks``) and returns once the broker
+  :class:`~auditlogkit.producer.AuditProducer` (``send_raw``: its batching, its ``acks``) and returns once the broker
   acknowledged every one within ``timeout_s``; otherwise it raises 503 ``broker_unavailable`` with
   ``Retry-After`` (events acknowledged before are harmless on a retry: the consumer stores an ``event_id`` once).
 """
@@ -28,12 +28,12 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
-from producers.producer import AuditProducer
-from query_api.core.errors import ApiError, ClientGone
-from query_api.core.observability import INGEST_EVENTS
-from query_api.security.principal import ServicePrincipal
-from schemas.catalog import RESERVED_REASON, Catalog, is_reserved
-from schemas.event import EventError, parse_event
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.core.errors import ApiError, ClientGone
+from auditlogkit.query_api.core.observability import INGEST_EVENTS
+from auditlogkit.query_api.security.principal import ServicePrincipal
+from auditlogkit.schemas.catalog import RESERVED_REASON, Catalog, is_reserved
+from auditlogkit.schemas.event import EventError, parse_event
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -188,7 +188,7 @@ def _quiet(fut: asyncio.Future[Any]) -> None:  # an ack that failed after we sto
 async def publish(producer: AuditProducer | None, records: Sequence[tuple[str, bytes]], timeout_s: float,
                   sign: Callable[[bytes], list[tuple[str, bytes]]] | None = None) -> None:
     """Send ``records`` (``(org_id, wire bytes)``) and wait for every ack, or raise 503 (module contract).
-    ``sign`` gives each message's headers (the publisher, :mod:`auditlog.provenance`)."""
+    ``sign`` gives each message's headers (the publisher, :mod:`auditlogkit.server.provenance`)."""
     if producer is None:
         raise unavailable("this API is not connected to the broker yet; nothing was accepted")
     futures: list[asyncio.Future[Any]] = []

@@ -11,7 +11,7 @@ Contract:
 - one ``api.request`` log line per request: method, route, path, status, ms, client, and the caller's ``sub`` /
   ``org_id`` when authenticated. Headers and the query string are not logged (no tokens, no e-mails);
 - every request has a request id (its ``X-Request-ID`` when a sane token, else a new one:
-  :func:`producers.context.request_id_from`), sent back in ``X-Request-ID``, bound to every log line written while
+  :func:`auditlogkit.context.request_id_from`), sent back in ``X-Request-ID``, bound to every log line written while
   it runs and readable with :func:`current_request_id` (the self-audit event's ``request_id``).
 """
 
@@ -25,10 +25,10 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from auditlog.logs import get_logger
-from producers.context import request_id_from
+from auditlogkit.context import request_id_from
+from auditlogkit.server.logs import get_logger
 
-ACCESS_LOGGER = "query_api.core.observability"
+ACCESS_LOGGER = "auditlogkit.query_api.core.observability"
 
 REQUESTS = Counter("auditlog_api_requests_total", "API requests", ["method", "route", "status"])
 LATENCY = Histogram("auditlog_api_request_seconds", "API request duration until the last byte", ["method", "route"],

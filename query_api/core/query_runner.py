@@ -10,7 +10,7 @@ Contract of :class:`QueryRunner`:
   unreachable store as 503 ``store_unavailable`` (:func:`store_error`), all with the JSON error body;
 - fair share: one caller (``org_id`` + ``sub``: ``caller``, else the request's authenticated principal) has at most
   ``api_queries_per_caller`` calls running or waiting for a thread; one more is refused at once with 429
-  ``too_many_queries`` and ``Retry-After`` (:mod:`query_api.security.slots`). A call's place is freed when its thread is
+  ``too_many_queries`` and ``Retry-After`` (:mod:`auditlogkit.query_api.security.slots`). A call's place is freed when its thread is
   done, not when its client leaves. A caller's n-th call at once runs at ClickHouse ``priority`` n (1 is the
   highest): while other callers' first queries run, its extra ones wait (:func:`priority_of`). Calls without a
   caller (the live tail's shared reader, ``/readyz``) are not counted and run at priority 1.
@@ -30,14 +30,14 @@ from typing import Any, TypeVar
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from starlette.requests import Request
 
-from auditlog.logs import get_logger
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.core.errors import ApiError, ClientGone
-from query_api.security.principal import Caller, Principal
-from query_api.security.slots import Slots
+from auditlogkit.query_api.core.errors import ApiError, ClientGone
+from auditlogkit.query_api.security.principal import Caller, Principal
+from auditlogkit.query_api.security.slots import Slots
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 
-log = get_logger("query_api.core.query_runner")
+log = get_logger("auditlogkit.query_api.core.query_runner")
 T = TypeVar("T")
 TIMEOUT_CODES = {159, 160}  # TIMEOUT_EXCEEDED, TOO_SLOW
 MEMORY_CODES = {241}  # MEMORY_LIMIT_EXCEEDED

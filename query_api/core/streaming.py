@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from auditlog.logs import get_logger
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("query_api.core.streaming")
+log = get_logger("auditlogkit.query_api.core.streaming")
 
 
 class BoundedStreamingResponse(StreamingResponse):

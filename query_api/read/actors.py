@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from auditlog.store import Store
-from query_api.security.scoping import ScopedQuery
-from schemas.event import as_utc, format_ts
-from schemas.tables import ACTORS_TABLE
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.schemas.event import as_utc, format_ts
+from auditlogkit.schemas.tables import ACTORS_TABLE
+from auditlogkit.server.store import Store
 
 MIN_PREFIX = 2
 MAX_RESULTS = 20

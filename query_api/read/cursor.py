@@ -1,7 +1,7 @@
 """The opaque keyset cursor of ``GET /v1/events``: the (occurred_at, event_id) of the last row of a page.
 
 Contract: :func:`encode` returns URL-safe base64 of a small JSON document with 16 bytes of the MAC of the server's
-:attr:`~auditlog.signing.Purpose.CURSOR` key; :func:`decode` returns ``(occurred_at, event_id)`` or raises a 400
+:attr:`~auditlogkit.server.signing.Purpose.CURSOR` key; :func:`decode` returns ``(occurred_at, event_id)`` or raises a 400
 :class:`ApiError` (code ``invalid_cursor``, field ``cursor``) for anything this server secret did not produce with
 :func:`encode` (truncated, edited, forged, of another secret, wrong types). A cursor only positions a page inside
 the caller's own scope: it carries no tenant and grants nothing.
@@ -14,9 +14,9 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from auditlog.signing import Purpose, ServerKeys
-from query_api.core.errors import ApiError
-from schemas.event import as_utc
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.schemas.event import as_utc
+from auditlogkit.server.signing import Purpose, ServerKeys
 
 _VERSION = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

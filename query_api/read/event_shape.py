@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.catalog import Catalog
-from schemas.columns import COLUMNS
-from schemas.event import format_ts
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.schemas.columns import COLUMNS
+from auditlogkit.schemas.event import format_ts
 
 #: the code fields a label can label, in the order :func:`catalog_labels` returns their labels
 LABELLED: tuple[str, ...] = ("scope", "category", "action")
@@ -197,7 +197,7 @@ def public_event(row: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
 
 # ----- the exports: per-field SQL ------------------------------------------------------------------------------
 def ts_sql(col: str) -> str:
-    """RFC 3339 UTC with milliseconds, like :func:`schemas.event.format_ts`."""
+    """RFC 3339 UTC with milliseconds, like :func:`auditlogkit.schemas.event.format_ts`."""
     return f"concat(substring(formatDateTime({col}, '%Y-%m-%dT%H:%i:%S.%f', 'UTC'), 1, 23), 'Z')"
 
 

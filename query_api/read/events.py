@@ -1,7 +1,7 @@
 """Reads of ``audit_events`` for the list and detail endpoints (one thread's client per call).
 
 Contract:
-- every function takes a :class:`~query_api.security.scoping.ScopedQuery` (tenant scope always applied) and sees a
+- every function takes a :class:`~auditlogkit.query_api.security.scoping.ScopedQuery` (tenant scope always applied) and sees a
   re-sent event_id once (``FINAL``, or for pages the exact adjacent-copy dedup of :func:`list_page`);
 - :func:`list_page` returns at most ``limit`` events newest first by (occurred_at, event_id) and the position
   of the last one when more rows follow (for the next cursor);
@@ -14,19 +14,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from auditlog.store import Store
-from query_api.read.event_shape import SELECT_COLUMNS, TIME_COLUMNS, public_event, select_list
-from query_api.security.scoping import ScopedQuery
-from schemas.catalog import Catalog
-from schemas.event import as_utc
-from schemas.tables import EVENTS_TABLE
+from auditlogkit.query_api.read.event_shape import SELECT_COLUMNS, TIME_COLUMNS, public_event, select_list
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.schemas.event import as_utc
+from auditlogkit.schemas.tables import EVENTS_TABLE
+from auditlogkit.server.store import Store
 
 ORDER = "ORDER BY occurred_at DESC, event_id DESC"
 DEDUP_SLACK = 16
 
 
 def utc_row(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` with its datetimes aware UTC (:func:`schemas.event.as_utc`)."""
+    """``row`` with its datetimes aware UTC (:func:`auditlogkit.schemas.event.as_utc`)."""
     for k in TIME_COLUMNS:
         v = row.get(k)
         if isinstance(v, datetime):

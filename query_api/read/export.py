@@ -34,19 +34,19 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from auditlog.logs import get_logger
-from auditlog.store import Store
-from query_api.core.query_runner import kill_tagged
-from query_api.read.event_shape import CSV_FIELDS, NDJSON_FIELDS, EventField, label_params, value_sql
-from query_api.read.filters import EventFilters
-from query_api.security.scoping import ScopedQuery
-from schemas.catalog import Catalog
-from schemas.tables import EVENTS_TABLE
+from auditlogkit.query_api.core.query_runner import kill_tagged
+from auditlogkit.query_api.read.event_shape import CSV_FIELDS, NDJSON_FIELDS, EventField, label_params, value_sql
+from auditlogkit.query_api.read.filters import EventFilters
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.schemas.tables import EVENTS_TABLE
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.store import Store
 
-log = get_logger("query_api.read.export")
+log = get_logger("auditlogkit.query_api.read.export")
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
 
-#: the CSV header row; a cell is one :data:`~query_api.read.event_shape.CSV_FIELDS` field as text, '' for NULL
+#: the CSV header row; a cell is one :data:`~auditlogkit.query_api.read.event_shape.CSV_FIELDS` field as text, '' for NULL
 CSV_COLUMNS: tuple[str, ...] = tuple(f.flat for f in CSV_FIELDS)
 
 

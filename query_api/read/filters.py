@@ -2,9 +2,9 @@
 
 Each filter is declared once, as a :class:`FilterSpec` in :data:`FILTERS` (name, type, help, validation, SQL
 condition, page label). Derived from the table: the query parameters of ``/v1/events``, ``/v1/events/export`` and
-``/v1/stats`` (:func:`query_api.deps.event_filters`), the flags of ``auditlog export`` (:mod:`query_api.cli`),
+``/v1/stats`` (:func:`auditlogkit.query_api.deps.event_filters`), the flags of ``auditlog export`` (:mod:`auditlogkit.query_api.cli`),
 :meth:`EventFilters.describe` (self-audit events) and :meth:`EventFilters.conditions` (the SQL); the page's list
-(``static/js/filter_table.js``) is generated from it by :mod:`query_api.core.page_filters`.
+(``static/js/filter_table.js``) is generated from it by :mod:`auditlogkit.query_api.core.page_filters`.
 
 Contract of :func:`parse_filters`:
 - ``start``/``end`` are RFC 3339 (a value without zone is taken as UTC); default: the last 7 days
@@ -15,7 +15,7 @@ Contract of :func:`parse_filters`:
 - string values may not contain NUL bytes and are at most 512 characters; an empty one is no filter.
 Errors are :class:`FilterError` (no HTTP here: the API answers 422, or 403 for ``forbidden``; the CLI prints it).
 Every condition binds its values as server-side parameters (``{f_<name>:Type}``); no value is ever put into SQL
-text. Tenant checks (another org or workspace named: ``forbidden``) happen in :mod:`query_api.security.scoping`.
+text. Tenant checks (another org or workspace named: ``forbidden``) happen in :mod:`auditlogkit.query_api.security.scoping`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, get_args, get_origin
 
-from schemas.catalog import Catalog
-from schemas.event import StatusText, as_utc, normal_ip
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.schemas.event import StatusText, as_utc, normal_ip
 
 DEFAULT_RANGE = timedelta(days=7)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)

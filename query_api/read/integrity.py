@@ -1,15 +1,15 @@
 """Reads of ``/v1/integrity`` and ``/v1/conflicts`` for one organization, and the runs' cache.
 
 Contract:
-- :func:`org_report` is the tamper check of ``auditlog verify`` (:func:`auditlog.db.integrity.verify`) for one org, in
-  the shape of ``models.IntegrityOut``: counts per :data:`auditlog.db.integrity.STATUSES`, up to 20 event ids per
+- :func:`org_report` is the tamper check of ``auditlog verify`` (:func:`auditlogkit.server.db.integrity.verify`) for one org, in
+  the shape of ``models.IntegrityOut``: counts per :data:`auditlogkit.server.db.integrity.STATUSES`, up to 20 event ids per
   finding (only findings that occurred), ``clean``, and ``not_checked_before`` (the retention cutoff, or null);
-- :func:`org_conflicts` is :func:`auditlog.db.integrity.conflicts` of one org with its times as RFC 3339 text
+- :func:`org_conflicts` is :func:`auditlogkit.server.db.integrity.conflicts` of one org with its times as RFC 3339 text
   (``models.ConflictOut``);
 - :class:`IntegrityRuns`: :meth:`~IntegrityRuns.get` returns ``(result, cached)``; concurrent callers of one org wait
   for the single run in progress instead of starting their own; a result is reused for ``cache_s`` seconds; a
   failed run is not cached.
-The org is the caller's (org owners only: :meth:`query_api.security.scoping.ScopedQuery.org_wide`).
+The org is the caller's (org owners only: :meth:`auditlogkit.query_api.security.scoping.ScopedQuery.org_wide`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from auditlog.db import integrity
-from auditlog.store import Store
-from schemas.event import format_ts
+from auditlogkit.schemas.event import format_ts
+from auditlogkit.server.db import integrity
+from auditlogkit.server.store import Store
 
 
 def org_report(store: Store, org_id: str, checked_at: datetime, recheck_seconds: float) -> dict[str, Any]:

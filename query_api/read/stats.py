@@ -16,11 +16,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from auditlog.store import Store
-from query_api.core.errors import invalid
-from query_api.security.scoping import ScopedQuery
-from schemas.event import Status, as_utc, format_ts
-from schemas.tables import EVENTS_TABLE
+from auditlogkit.query_api.core.errors import invalid
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.schemas.event import Status, as_utc, format_ts
+from auditlogkit.schemas.tables import EVENTS_TABLE
+from auditlogkit.server.store import Store
 
 _BUCKET_SQL = {"hour": "toStartOfHour(occurred_at, 'UTC')", "day": "toStartOfDay(occurred_at, 'UTC')",
                "week": "toDateTime(toMonday(occurred_at, 'UTC'), 'UTC')",
@@ -60,7 +60,7 @@ def _starts(first: datetime, last: datetime, interval: str) -> list[datetime]:
 
 
 def _label(b: datetime) -> str:
-    """:func:`schemas.event.format_ts` of a whole-hour UTC time, ~10x cheaper (a 10,000-bucket answer is built on the
+    """:func:`auditlogkit.schemas.event.format_ts` of a whole-hour UTC time, ~10x cheaper (a 10,000-bucket answer is built on the
     event loop's thread)."""
     return b.date().isoformat() + _HOUR_SUFFIX[b.hour]
 

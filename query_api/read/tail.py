@@ -2,7 +2,7 @@
 
 Contract of :class:`TailHub`:
 - while at least one stream is subscribed it polls every ``api_tail_poll_seconds`` with ONE query for all of
-  them: the rows stored after the hub's position (:mod:`query_api.read.tail_position`) that some stream may see (each
+  them: the rows stored after the hub's position (:mod:`auditlogkit.query_api.read.tail_position`) that some stream may see (each
   stream's scope and filters are a boolean column of that query: the list's own SQL), plus the newest row of each
   partition, so that the position also passes rows nobody asked for;
 - a poll's rows go out oldest first (partitions merged by ``received_at``, each in offset order) as ready SSE
@@ -31,21 +31,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from auditlog.logs import get_logger
-from auditlog.settings import Settings
-from auditlog.signing import ServerKeys
-from auditlog.store import Store
-from query_api.core.observability import TAIL_EVENTS, TAIL_POLLS, TAIL_STREAMS
-from query_api.core.query_runner import QueryRunner
-from query_api.read import tail_position
-from query_api.read.event_shape import select_list
-from query_api.read.events import public_row, utc_row
-from query_api.read.tail_position import Position
-from query_api.security.scoping import ScopedQuery
-from schemas.catalog import Catalog
-from schemas.tables import EVENTS_TABLE, OFFSETS_TABLE
+from auditlogkit.query_api.core.observability import TAIL_EVENTS, TAIL_POLLS, TAIL_STREAMS
+from auditlogkit.query_api.core.query_runner import QueryRunner
+from auditlogkit.query_api.read import tail_position
+from auditlogkit.query_api.read.event_shape import select_list
+from auditlogkit.query_api.read.events import public_row, utc_row
+from auditlogkit.query_api.read.tail_position import Position
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.schemas.tables import EVENTS_TABLE, OFFSETS_TABLE
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.signing import ServerKeys
+from auditlogkit.server.store import Store
 
-log = get_logger("query_api.read.tail")
+log = get_logger("auditlogkit.query_api.read.tail")
 RECENT_IDS = 100_000
 POLL_ROWS = 5_000
 CATCH_UP_ROWS = 1_000
@@ -178,7 +178,7 @@ class TailHub:
         self.polls = 0
 
     def position_id(self, position: Position) -> str:
-        """The signed SSE ``id`` of ``position`` (:func:`query_api.read.tail_position.encode`)."""
+        """The signed SSE ``id`` of ``position`` (:func:`auditlogkit.query_api.read.tail_position.encode`)."""
         return tail_position.encode(position, self.topic, self.keys)
 
     def parse_position(self, text: str) -> Position:

@@ -6,7 +6,7 @@ Contract:
 - the consumer makes a partition's rows visible in offset order, so "the rows after a position" is exact: no row
   at or below it appears later (on a sharded cluster only with synchronous distributed inserts);
 - :func:`encode` / :func:`decode` round-trip a position through a short URL-safe text MACed with the server's
-  :attr:`~auditlog.signing.Purpose.TAIL_POSITION` key over the position and the topic's name (16 bytes of MAC);
+  :attr:`~auditlogkit.server.signing.Purpose.TAIL_POSITION` key over the position and the topic's name (16 bytes of MAC);
   :func:`decode` raises :class:`ValueError` for anything this server secret did not make for this topic (another
   topic or secret, an edit, the old unsigned form, junk), so a client can only resume where it was sent;
 - :func:`after_sql` / :func:`between_sql` are conditions with bound parameters only (``{tp_…:UInt32}``,
@@ -20,7 +20,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from auditlog.signing import Purpose, ServerKeys
+from auditlogkit.server.signing import Purpose, ServerKeys
 
 Position = dict[int, int]
 MAX_PARTITIONS = 10_000

@@ -1,1 +1,1 @@
-"""The API's routes, one module per resource; :data:`query_api.core.app.ROUTERS` lists their routers."""
+"""The API's routes, one module per resource; :data:`auditlogkit.query_api.core.app.ROUTERS` lists their routers."""

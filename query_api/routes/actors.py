@@ -1,8 +1,8 @@
 """``/v1/actors``: autocomplete of actor e-mails (API.md).
 
-Contract: needs ``audit:read``, reads only the caller's scope (:mod:`query_api.security.scoping`,
-:mod:`query_api.read.actors`) and is recorded as an ``audit_log.read`` event before the answer is sent
-(:mod:`query_api.security.self_audit`).
+Contract: needs ``audit:read``, reads only the caller's scope (:mod:`auditlogkit.query_api.security.scoping`,
+:mod:`auditlogkit.query_api.read.actors`) and is recorded as an ``audit_log.read`` event before the answer is sent
+(:mod:`auditlogkit.query_api.security.self_audit`).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from query_api.core.errors import invalid
-from query_api.deps import AuditorDep, RunnerDep, TenantScope
-from query_api.models import ERRORS, ActorPage
-from query_api.read import actors
-from query_api.read.filters import clean_text
+from auditlogkit.query_api.core.errors import invalid
+from auditlogkit.query_api.deps import AuditorDep, RunnerDep, TenantScope
+from auditlogkit.query_api.models import ERRORS, ActorPage
+from auditlogkit.query_api.read import actors
+from auditlogkit.query_api.read.filters import clean_text
 
 router = APIRouter(prefix="/v1", tags=["insights"])
 

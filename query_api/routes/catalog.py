@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from query_api.deps import CatalogDep, ReadPrincipal
-from query_api.models import CatalogOut, ErrorBody
+from auditlogkit.query_api.deps import CatalogDep, ReadPrincipal
+from auditlogkit.query_api.models import CatalogOut, ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 

@@ -1,9 +1,9 @@
 """Every ``/v1/events`` route (API.md): the filtered page, one event, the streamed export and the live tail.
 
-Every call is recorded before its data is sent (:mod:`query_api.security.self_audit`), or refused with 503. The
+Every call is recorded before its data is sent (:mod:`auditlogkit.query_api.security.self_audit`), or refused with 503. The
 detail's ``event_id`` is a UUID in the path itself (``{event_id:uuid}``), so ``/v1/events/export`` and
 ``/v1/events/stream`` are never taken for an event id whatever the order of the routes; a malformed id is the 422
-of :mod:`query_api.core.errors`.
+of :mod:`auditlogkit.query_api.core.errors`.
 
 ``/v1/events/stream``, the live tail as Server-Sent Events (API.md "Live tail"): the list's filters and scoping
 (``start``/``end`` apply only when given: the stream has no default period); a ``Last-Event-ID`` this server did not issue for this topic (forged, edited, another server secret, the
@@ -36,11 +36,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
 
-from query_api.core.errors import ApiError
-from query_api.core.observability import ROWS_EXPORTED
-from query_api.core.query_runner import store_error
-from query_api.core.streaming import BoundedStreamingResponse
-from query_api.deps import (
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.core.observability import ROWS_EXPORTED
+from auditlogkit.query_api.core.query_runner import store_error
+from auditlogkit.query_api.core.streaming import BoundedStreamingResponse
+from auditlogkit.query_api.deps import (
     AuditorDep,
     CatalogDep,
     ExportPoolDep,
@@ -57,17 +57,17 @@ from query_api.deps import (
     TailSlotsDep,
     TenantScope,
 )
-from query_api.models import ERRORS, ErrorBody, EventOut, EventPage
-from query_api.read import cursor as cursors
-from query_api.read import events as events_read
-from query_api.read import tail_position
-from query_api.read.export import MEDIA_TYPES, ExportStream, export_filename
-from query_api.read.filters import EventFilters
-from query_api.read.tail import CatchUpPage
-from query_api.read.tail_position import Position
-from query_api.security.scoping import ScopedQuery
-from query_api.security.self_audit import SelfAuditState
-from schemas.event import as_utc
+from auditlogkit.query_api.models import ERRORS, ErrorBody, EventOut, EventPage
+from auditlogkit.query_api.read import cursor as cursors
+from auditlogkit.query_api.read import events as events_read
+from auditlogkit.query_api.read import tail_position
+from auditlogkit.query_api.read.export import MEDIA_TYPES, ExportStream, export_filename
+from auditlogkit.query_api.read.filters import EventFilters
+from auditlogkit.query_api.read.tail import CatchUpPage
+from auditlogkit.query_api.read.tail_position import Position
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.query_api.security.self_audit import SelfAuditState
+from auditlogkit.schemas.event import as_utc
 
 router = APIRouter(prefix="/v1", tags=["events"])
 RETRY_MS = 3000

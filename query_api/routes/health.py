@@ -13,8 +13,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from query_api.deps import AuditorDep, ConsumerStatusDep, PartsStatusDep, RunnerDep
-from query_api.models import Health
+from auditlogkit.query_api.deps import AuditorDep, ConsumerStatusDep, PartsStatusDep, RunnerDep
+from auditlogkit.query_api.models import Health
 
 router = APIRouter(tags=["health"])
 

@@ -2,7 +2,7 @@
 
 A service token (``role: service``, ``audit:write``, ``write_orgs``) posts one event or an NDJSON batch; the events
 are validated off the event loop, the valid ones of its orgs published through the app's ``ingest_producer``, and
-the answer waits for the broker's acknowledgement of every one (:mod:`query_api.core.ingest`):
+the answer waits for the broker's acknowledgement of every one (:mod:`auditlogkit.query_api.core.ingest`):
 ``202 {"accepted", "rejected"}``; nothing valid: 422 (403 when every event names an org outside ``write_orgs``)
 with the error object and the same ``rejected`` list; broker unreachable: 503 ``broker_unavailable`` with
 ``Retry-After``, nothing reported accepted.
@@ -16,12 +16,9 @@ from functools import partial
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from auditlog.logs import get_logger
-from auditlog.provenance import http as publisher_http
-from auditlog.provenance import signed_headers
-from query_api.core import ingest
-from query_api.core.errors import ApiError
-from query_api.deps import (
+from auditlogkit.query_api.core import ingest
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.deps import (
     CatalogDep,
     IngestPoolDep,
     IngestProducerDep,
@@ -30,9 +27,12 @@ from query_api.deps import (
     SettingsDep,
     WritePrincipal,
 )
-from query_api.models import ErrorBody, IngestRefused, IngestResult
+from auditlogkit.query_api.models import ErrorBody, IngestRefused, IngestResult
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.provenance import http as publisher_http
+from auditlogkit.server.provenance import signed_headers
 
-log = get_logger("query_api.routes.ingest")
+log = get_logger("auditlogkit.query_api.routes.ingest")
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
 _EVENT_DOC = ("One event of the v1 contract (EVENT.md; JSON Schema: schemas/event.schema.json), event_id and "

@@ -1,11 +1,11 @@
 """``/v1/integrity``: the tamper check of ``auditlog verify`` for the caller's organization; ``/v1/conflicts``.
 
 Contract: org owners only (the digests cover a whole organization; a workspace admin gets 403:
-:meth:`~query_api.security.scoping.ScopedQuery.org_wide`), with ``audit:read``; the org is the token's, never a
-parameter. The answer counts the caller's events per :data:`auditlog.db.integrity.STATUSES` and lists up to 20
+:meth:`~auditlogkit.query_api.security.scoping.ScopedQuery.org_wide`), with ``audit:read``; the org is the token's, never a
+parameter. The answer counts the caller's events per :data:`auditlogkit.server.db.integrity.STATUSES` and lists up to 20
 event ids per finding; ``clean`` is true when nothing was altered, deleted, unrecorded or conflicting. Reads only;
 nothing is repaired. One run at a time per org, its result reused for ``api_integrity_cache_seconds``
-(:class:`query_api.read.integrity.IntegrityRuns`); each call is recorded as an ``audit_log.verify`` event.
+(:class:`auditlogkit.query_api.read.integrity.IntegrityRuns`); each call is recorded as an ``audit_log.verify`` event.
 
 ``/v1/conflicts`` (org owners, ``audit:read``) lists the messages that reused one of the org's event ids with
 other content: they were kept aside, the record is unchanged (EVENT.md, "append-only"); recorded as
@@ -19,9 +19,9 @@ from functools import partial
 
 from fastapi import APIRouter, Query, Request
 
-from query_api.deps import AuditorDep, IntegrityRunsDep, RunnerDep, TenantScope
-from query_api.models import ERRORS, ConflictPage, IntegrityOut
-from query_api.read import integrity
+from auditlogkit.query_api.deps import AuditorDep, IntegrityRunsDep, RunnerDep, TenantScope
+from auditlogkit.query_api.models import ERRORS, ConflictPage, IntegrityOut
+from auditlogkit.query_api.read import integrity
 
 router = APIRouter(prefix="/v1", tags=["integrity"])
 

@@ -1,4 +1,4 @@
-"""The page at ``/`` and the API docs at ``/docs`` (``/static`` is mounted by :func:`query_api.core.app.create_app`).
+"""The page at ``/`` and the API docs at ``/docs`` (``/static`` is mounted by :func:`auditlogkit.query_api.core.app.create_app`).
 
 Contract: ``/`` is ``query_api/static/index.html`` (:data:`STATIC_DIR`); ``/docs`` is Swagger UI 5 (its files from
 the ``fastapi-offline`` package) served under ``/docs/assets/`` and started by ``static/docs/docs.js``: nothing from
@@ -14,9 +14,9 @@ import fastapi_offline
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from auditlog.settings import Settings
-from query_api.core.errors import ApiError
-from query_api.deps import SettingsDep
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.deps import SettingsDep
+from auditlogkit.server.settings import Settings
 
 STATIC_DIR = Path(__file__).parents[1] / "static"
 SWAGGER_UI_DIR = Path(fastapi_offline.__file__).parent / "static"

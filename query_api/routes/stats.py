@@ -1,8 +1,8 @@
 """``/v1/stats``: the histogram per hour/day/week/month and the top groups (API.md).
 
 Contract: needs ``audit:read``, reads only the caller's scope narrowed by the list's filters
-(:mod:`query_api.security.scoping`, :mod:`query_api.read.stats`) and is recorded as an ``audit_log.read`` event
-before the answer is sent (:mod:`query_api.security.self_audit`).
+(:mod:`auditlogkit.query_api.security.scoping`, :mod:`auditlogkit.query_api.read.stats`) and is recorded as an ``audit_log.read`` event
+before the answer is sent (:mod:`auditlogkit.query_api.security.self_audit`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
-from query_api.deps import AuditorDep, Filters, RunnerDep, ScopedFilters
-from query_api.models import ERRORS, GroupBy, Interval, StatsOut
-from query_api.read import stats
+from auditlogkit.query_api.deps import AuditorDep, Filters, RunnerDep, ScopedFilters
+from auditlogkit.query_api.models import ERRORS, GroupBy, Interval, StatsOut
+from auditlogkit.query_api.read import stats
 
 router = APIRouter(prefix="/v1", tags=["insights"])
 

@@ -1,22 +1,22 @@
 """``/v1/streams``: an organization's log streams (STREAMS.md), managed by its owner.
 
 Contract:
-- org owners with ``audit:stream`` only (:data:`~query_api.deps.StreamPrincipal`: no token 401, a service token, a
+- org owners with ``audit:stream`` only (:data:`~auditlogkit.query_api.deps.StreamPrincipal`: no token 401, a service token, a
   workspace admin or an owner without the permission 403); the org is the token's, never a parameter, and a stream
   id of another org is 404 like an unknown one;
 - ``POST /v1/streams`` (201), ``GET /v1/streams``, ``GET /v1/streams/{id}``, ``PATCH /v1/streams/{id}`` (``name``,
   ``state`` active/paused, ``filters``, ``destination``: fields or credentials), ``DELETE /v1/streams/{id}`` (204),
   ``POST /v1/streams/{id}/test`` (one synthetic event, not stored: the destination's reply). A stream is shown
   with ``state``, ``delivered``, ``lag_seconds``, ``last_delivered_at`` and ``last_error``; its secrets never (masked,
-  :meth:`~query_api.streams.model.Stream.public`), neither in an answer nor in a log line or an audit event;
-- what the owner gives is checked first (:mod:`query_api.streams.config`: 422 naming the field, e.g.
+  :meth:`~auditlogkit.query_api.streams.model.Stream.public`), neither in an answer nor in a log line or an audit event;
+- what the owner gives is checked first (:mod:`auditlogkit.query_api.streams.config`: 422 naming the field, e.g.
   ``destination.url``); then every change (create, update, delete, test) is recorded as an ``audit_log.stream_*``
   event (target: the stream) and only then made: when the record cannot be published the answer is 503
   ``audit_unavailable`` and nothing changed (as for reads, a refused change may appear as recorded, never the
   reverse). Reading the streams' configuration is not recorded (it holds no event);
-- the store calls run on the API's query threads (:class:`~query_api.core.query_runner.QueryRunner`), a change
+- the store calls run on the API's query threads (:class:`~auditlogkit.query_api.core.query_runner.QueryRunner`), a change
   without the client's cancellation (it is made whole or not at all); without a streams key: 503
-  ``streams_unavailable`` (:data:`~query_api.deps.StreamsDep`).
+  ``streams_unavailable`` (:data:`~auditlogkit.query_api.deps.StreamsDep`).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 
-from query_api.core.errors import ApiError, invalid
-from query_api.core.query_runner import QueryRunner
-from query_api.deps import AuditorDep, RunnerDep, SettingsDep, StreamPrincipal, StreamsDep
-from query_api.models import ERRORS, ErrorBody, StreamIn, StreamOut, StreamPage, StreamPatch, StreamTestOut
-from query_api.security.principal import Principal
-from query_api.security.self_audit import ReadAuditor
-from query_api.streams.config import (
+from auditlogkit.query_api.core.errors import ApiError, invalid
+from auditlogkit.query_api.core.query_runner import QueryRunner
+from auditlogkit.query_api.deps import AuditorDep, RunnerDep, SettingsDep, StreamPrincipal, StreamsDep
+from auditlogkit.query_api.models import ERRORS, ErrorBody, StreamIn, StreamOut, StreamPage, StreamPatch, StreamTestOut
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.query_api.security.self_audit import ReadAuditor
+from auditlogkit.query_api.streams.config import (
     DestinationConfig,
     StreamConfigError,
     check_destination,
@@ -41,10 +41,10 @@ from query_api.streams.config import (
     check_name,
     check_start,
 )
-from query_api.streams.deliverer import send_test
-from query_api.streams.keys import StreamsKeyError
-from query_api.streams.model import Stream
-from query_api.streams.store import StreamStore
+from auditlogkit.query_api.streams.deliverer import send_test
+from auditlogkit.query_api.streams.keys import StreamsKeyError
+from auditlogkit.query_api.streams.model import Stream
+from auditlogkit.query_api.streams.store import StreamStore
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 T = TypeVar("T")

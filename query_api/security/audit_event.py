@@ -3,7 +3,7 @@
 Contract: :func:`build_event` is the event of a read (actor = token subject and e-mail, client IP when it is an IP
 address, user agent cut to 1,024 characters, the request's id; ``detail`` holds the caller's role, the filters and what else the
 endpoint says); :func:`unrecordable_claim` says which token claim would make that event fail the event contract
-(authentication refuses such a token, :mod:`query_api.security.auth`), or None.
+(authentication refuses such a token, :mod:`auditlogkit.query_api.security.auth`), or None.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import ipaddress
 from functools import lru_cache
 from typing import Any
 
-from auditlog.logs import get_logger
-from query_api.security.principal import Principal
-from schemas.event import EventError, Status, parse_event
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.schemas.event import EventError, Status, parse_event
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("query_api.security.audit_event")
+log = get_logger("auditlogkit.query_api.security.audit_event")
 
 DESCRIPTIONS = {"audit_log.list": "Listed the audit log", "audit_log.export": "Exported the audit log",
                 "audit_log.read": "Viewed the audit log", "audit_log.verify": "Verified the audit log's integrity",

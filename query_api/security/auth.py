@@ -1,12 +1,12 @@
-"""Who is calling: JWT verification (API.md) into a :class:`~query_api.security.principal.Principal`.
+"""Who is calling: JWT verification (API.md) into a :class:`~auditlogkit.query_api.security.principal.Principal`.
 
 The FastAPI dependencies that run it per request (the principal, the permissions, the rate limits) are in
-:mod:`query_api.deps`.
+:mod:`auditlogkit.query_api.deps`.
 
 Contract:
 - a token is accepted when its signature verifies with the configured key: HS256 with ``jwt_secret``, RS256 with
   ``jwt_public_key_file`` (PEM) or a key of ``jwt_jwks_file`` / ``jwt_jwks_url`` (chosen by ``kid``; the URL's keys
-  are cached and refreshed as :mod:`query_api.security.jwks` says); the algorithm comes from the key, never from the token
+  are cached and refreshed as :mod:`auditlogkit.query_api.security.jwks` says); the algorithm comes from the key, never from the token
   alone (no alg confusion, no ``none``);
 - ``exp`` is required and checked with ``jwt_leeway_seconds`` of clock skew; ``exp``, ``nbf`` and ``iat`` must be
   JSON numbers when present (not strings, not booleans); ``aud`` / ``iss`` are required and must match when
@@ -14,12 +14,12 @@ Contract:
 - ``sub``, ``org_id`` and ``role`` (``org_owner`` | ``workspace_admin``) are required non-empty strings; ``email``
   is a non-empty string when present (absent: ``""``); ``workspaces`` and ``permissions`` are string lists (absent
   or null: empty; blank workspace ids are dropped);
-- a service token (``role: "service"``, :class:`~query_api.security.principal.ServicePrincipal`) has ``sub``,
+- a service token (``role: "service"``, :class:`~auditlogkit.query_api.security.principal.ServicePrincipal`) has ``sub``,
   ``permissions`` and ``write_orgs`` (the org ids it may write for, ``"*"`` for any; absent: none) and no
   ``org_id``; it may only write (``audit:write``, rate-limited per ``sub`` by ``api_ingest_rate_*``): on a read endpoint it
   gets 403, and a read token on the write endpoint 403 too;
 - every read is recorded as an audit event of the caller, so ``sub``, ``email`` and ``org_id`` must also be valid
-  there (``schemas.event``: length limits, a real e-mail address); a token whose claims could not be recorded is
+  there (``auditlogkit.schemas.event``: length limits, a real e-mail address); a token whose claims could not be recorded is
   refused, naming the claim;
 - no token, a malformed/expired/wrongly signed token or broken claims: 401 with ``WWW-Authenticate: Bearer``;
   a valid token without the needed permission: 403. Tokens are never logged.
@@ -35,11 +35,19 @@ from typing import Any
 
 import jwt
 
-from auditlog.settings import Settings
-from query_api.core.errors import ApiError
-from query_api.security.audit_event import unrecordable_claim
-from query_api.security.jwks import JwksCache, pick
-from query_api.security.principal import EXPORT, READ, ROLES, SERVICE_ROLE, WRITE, Principal, ServicePrincipal
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.security.audit_event import unrecordable_claim
+from auditlogkit.query_api.security.jwks import JwksCache, pick
+from auditlogkit.query_api.security.principal import (
+    EXPORT,
+    READ,
+    ROLES,
+    SERVICE_ROLE,
+    WRITE,
+    Principal,
+    ServicePrincipal,
+)
+from auditlogkit.server.settings import Settings
 
 _BEARER = {"WWW-Authenticate": "Bearer"}
 TIME_CLAIMS = ("exp", "nbf", "iat")

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from auditlog.settings import Settings
+from auditlogkit.server.settings import Settings
 
 
 def client_of(request: Request) -> tuple[str | None, str | None]:

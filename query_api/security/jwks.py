@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 import jwt
 
-from auditlog.logs import get_logger
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("query_api.security.jwks")
+log = get_logger("auditlogkit.query_api.security.jwks")
 
 MAX_BYTES = 1 << 20  # a JWKS is a few KB
 

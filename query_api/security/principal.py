@@ -1,6 +1,6 @@
 """Who a verified caller is: a reader (:class:`Principal`) or a writing service (:class:`ServicePrincipal`).
 
-Contract: both are built only by :mod:`query_api.security.auth` from a verified token (tests and ``auditlog export
+Contract: both are built only by :mod:`auditlogkit.query_api.security.auth` from a verified token (tests and ``auditlog export
 --org`` build a :class:`Principal` directly); the permissions are :data:`READ`, :data:`EXPORT`, :data:`WRITE` and :data:`STREAM`; a
 reader's role is one of :data:`ROLES`, a service's is :data:`SERVICE_ROLE`. The request limits key a caller by
 ``(org_id, sub)`` (:class:`Caller`); a service's key is its :meth:`ServicePrincipal.as_caller`.

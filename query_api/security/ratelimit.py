@@ -13,8 +13,8 @@ import threading
 import time
 from collections import OrderedDict
 
-from query_api.core.errors import ApiError
-from query_api.security.principal import Caller
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.security.principal import Caller
 
 
 class RateLimiter:

@@ -1,14 +1,14 @@
 """Tenant scoping: the ONE place where every read of the API gets its WHERE clause.
 
 Contract of :class:`ScopedQuery`:
-- it can only be built from a verified :class:`~query_api.security.principal.Principal`, and its constructor adds
+- it can only be built from a verified :class:`~auditlogkit.query_api.security.principal.Principal`, and its constructor adds
   ``org_id = <caller's org>`` and, for a ``workspace_admin``, ``workspace_id IN <caller's non-empty workspaces>``
   (events without a workspace are therefore invisible to workspace admins, in ``audit_events`` where they are
   NULL and in the aggregated tables where they are ``''``). These conditions cannot be removed; every other
   condition is ANDed to them, so a caller's filters can only narrow the view;
-- :meth:`ScopedQuery.with_filters` ANDs the conditions of the filters (declared in :mod:`query_api.read.filters`);
+- :meth:`ScopedQuery.with_filters` ANDs the conditions of the filters (declared in :mod:`auditlogkit.query_api.read.filters`);
   a filter naming another org, or (for a workspace admin) a workspace outside the token, is a
-  :class:`~query_api.read.filters.FilterError` with ``forbidden`` (the API answers 403);
+  :class:`~auditlogkit.query_api.read.filters.FilterError` with ``forbidden`` (the API answers 403);
 - every value is a server-side bound parameter (``{name:Type}``); condition texts are constants of this
   module, of the filter table or of the repositories, never built from request values;
 - the tenant conditions use the column names ``org_id`` and ``workspace_id`` so that the aggregated tables
@@ -17,7 +17,7 @@ Contract of :class:`ScopedQuery`:
 - what covers a whole organization (the integrity check, the conflicts) is for org owners only:
   :meth:`ScopedQuery.org_wide` returns the caller or raises 403.
 Every repository function takes a ``ScopedQuery``, never a principal or raw filters. The FastAPI dependencies
-that build one per request are in :mod:`query_api.deps`.
+that build one per request are in :mod:`auditlogkit.query_api.deps`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from query_api.core.errors import ApiError
-from query_api.read.filters import EventFilters, FilterError
-from query_api.security.principal import Principal
-from schemas.catalog import Catalog
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.read.filters import EventFilters, FilterError
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.schemas.catalog import Catalog
 
 _PARAM = re.compile(r"\{([a-z_][a-z0-9_]*):")
 

@@ -1,7 +1,7 @@
 """Reading the audit log is itself audited, or refused: every read publishes an ``organization / audit_log`` event.
 
 Contract of :class:`ReadAuditor`:
-- :meth:`record` builds the event (:func:`~query_api.security.audit_event.build_event`: actor = token subject and e-mail, client IP and user agent; ``detail`` holds
+- :meth:`record` builds the event (:func:`~auditlogkit.query_api.security.audit_event.build_event`: actor = token subject and e-mail, client IP and user agent; ``detail`` holds
   the filters, the row count and what else the endpoint says) and waits for the broker's acknowledgement for at
   most ``api_audit_ack_timeout_seconds``; when that fails, or no producer is attached yet, it raises
   ``503 audit_unavailable`` and the endpoint sends no data. (An event that reaches the broker after the wait
@@ -32,15 +32,15 @@ from typing import Any
 
 from starlette.requests import Request
 
-from auditlog.logs import get_logger
-from producers.producer import AuditProducer
-from query_api.core.errors import ApiError
-from query_api.core.observability import current_request_id
-from query_api.security.audit_event import build_event
-from query_api.security.client_ip import client_of
-from query_api.security.principal import Principal
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.core.observability import current_request_id
+from auditlogkit.query_api.security.audit_event import build_event
+from auditlogkit.query_api.security.client_ip import client_of
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("query_api.security.self_audit")
+log = get_logger("auditlogkit.query_api.security.self_audit")
 PRODUCER_LINGER_MS = 1  # the self-audit's own producer: each read waits for its ack, so batch for a moment only
 
 

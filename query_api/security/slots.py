@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from query_api.core.errors import ApiError
-from query_api.security.principal import Caller
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.security.principal import Caller
 
 RETRY_AFTER_S = 5
 

@@ -3,12 +3,12 @@
 Contract (every refusal is a :class:`StreamConfigError` naming the field, e.g. ``destination.url``; the API answers
 422):
 - :func:`check_name`: 1 to :data:`NAME_MAX` characters, no control characters;
-- :func:`check_destination`: a known ``type`` (:mod:`query_api.streams.destinations`) and exactly its fields:
+- :func:`check_destination`: a known ``type`` (:mod:`auditlogkit.query_api.streams.destinations`) and exactly its fields:
   strings within their length and pattern, the required ones present; a URL passes
-  :func:`query_api.streams.ssrf.check_url` (so an address refused here is refused before it is stored). Given the
+  :func:`auditlogkit.query_api.streams.ssrf.check_url` (so an address refused here is refused before it is stored). Given the
   stream's current destination of the same type, a secret left out keeps its value (a PATCH of one credential);
 - :func:`check_filters`: only ``scope``, ``category``, ``action`` (one code or a list), ``status`` and
-  ``workspace_id``, validated by the list's own filter table (:data:`query_api.read.filters.FILTERS`); the result
+  ``workspace_id``, validated by the list's own filter table (:data:`auditlogkit.query_api.read.filters.FILTERS`); the result
   is JSON-ready (``action`` a list);
 - :func:`check_start`: ``"now"`` / absent (None: from where the stored log ends at creation) or an RFC 3339 time
   not in the future and within the retention (a backfill of what was stored from then on);
@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from query_api.read.filters import BY_NAME, FilterError
-from query_api.streams.destinations import destinations
-from query_api.streams.ssrf import AllowList, Resolver, SsrfError, check_url, system_resolver
-from schemas.catalog import Catalog
-from schemas.event import as_utc
+from auditlogkit.query_api.read.filters import BY_NAME, FilterError
+from auditlogkit.query_api.streams.destinations import destinations
+from auditlogkit.query_api.streams.ssrf import AllowList, Resolver, SsrfError, check_url, system_resolver
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.schemas.event import as_utc
 
 NAME_MAX = 100
 STATES = ("active", "paused")

@@ -4,8 +4,8 @@ up``); any number of deliverers share the streams of one store.
 Contract of :class:`Deliverer`:
 - every cycle (a fifth of ``streams_lease_seconds``) it reads the streams, renews its leases, answers the roll-call
   and takes its share: ``ceil(streams / deliverers present)`` of the active streams (whose secrets open with its
-  key), claiming free leases (:class:`~query_api.streams.leases.Leases`) and starting a
-  :class:`~query_api.streams.worker.StreamWorker` for each; above its share it lets streams go (after their batch
+  key), claiming free leases (:class:`~auditlogkit.query_api.streams.leases.Leases`) and starting a
+  :class:`~auditlogkit.query_api.streams.worker.StreamWorker` for each; above its share it lets streams go (after their batch
   in flight), so a deliverer that joins gets streams; a paused or deleted stream's worker ends (after its batch),
   a changed stream's worker uses the new configuration from its next batch;
 - a lease it could not renew is gone: that worker stops sending at once (its sends end by the lease's deadline);
@@ -28,19 +28,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from auditlog.logs import get_logger
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.read.event_shape import STORED
-from query_api.read.events import public_row
-from query_api.streams.destinations import destination
-from query_api.streams.destinations.base import Context, Outcome, failed
-from query_api.streams.ssrf import Resolver, system_resolver
-from query_api.streams.store import StreamStore
-from query_api.streams.worker import StreamWorker, Tuning
-from schemas.catalog import Catalog
+from auditlogkit.query_api.read.event_shape import STORED
+from auditlogkit.query_api.read.events import public_row
+from auditlogkit.query_api.streams.destinations import destination
+from auditlogkit.query_api.streams.destinations.base import Context, Outcome, failed
+from auditlogkit.query_api.streams.ssrf import Resolver, system_resolver
+from auditlogkit.query_api.streams.store import StreamStore
+from auditlogkit.query_api.streams.worker import StreamWorker, Tuning
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 
-log = get_logger("query_api.streams.deliverer")
+log = get_logger("auditlogkit.query_api.streams.deliverer")
 
 
 def tuning_of(settings: Settings) -> Tuning:

@@ -7,7 +7,7 @@ Contract:
   (the migrator's claims work the same way);
 - the holder renews its term (:meth:`Leases.renew_all`, one INSERT for all its streams; same key, later ``seq``)
   while it holds it, and :meth:`Leases.release` frees it (an expiry in the past). Expiries are the store's time
-  (``now64``) plus ``seconds``; a :class:`~query_api.streams.model.Lease`'s ``deadline`` is the holder's local
+  (``now64``) plus ``seconds``; a :class:`~auditlogkit.query_api.streams.model.Lease`'s ``deadline`` is the holder's local
   time of the request plus ``seconds`` minus :func:`margin`, so a holder that stops sending by its deadline has
   stopped before anyone else can claim the next term;
 - the rows of the nil stream id are the deliverers' roll-call (:meth:`Leases.present`, :meth:`Leases.members`),
@@ -21,9 +21,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from auditlog.store import Store
-from query_api.streams.model import Lease
-from schemas.tables import STREAM_LEASES_TABLE as LEASES_TABLE
+from auditlogkit.query_api.streams.model import Lease
+from auditlogkit.schemas.tables import STREAM_LEASES_TABLE as LEASES_TABLE
+from auditlogkit.server.store import Store
 
 ROLL_CALL = uuid.UUID(int=0)
 

@@ -4,9 +4,9 @@ Contract:
 - :class:`Stream` is one stream (its destination's secrets opened, never in a repr); :attr:`Stream.status` is what
   the API shows as ``state``: ``paused`` when its owner paused it, else ``failing`` while its delivery fails, else
   ``active``; :meth:`Stream.public` is its JSON for the API (secrets masked, ``"••••"`` + last 4) without
-  ``lag_seconds``, which takes a read of the events (:func:`query_api.streams.reader.lag_seconds`);
+  ``lag_seconds``, which takes a read of the events (:func:`auditlogkit.query_api.streams.reader.lag_seconds`);
 - :class:`Delivery` is the stream's row of ``audit_stream_positions``: the position (per Kafka partition the last
-  offset passed, as :mod:`query_api.read.tail_position`), events delivered, the last delivery, ``failing`` and the
+  offset passed, as :mod:`auditlogkit.query_api.read.tail_position`), events delivered, the last delivery, ``failing`` and the
   last error ``{"at", "message", "http_status"}``; ``version`` orders its rows (a later lease term wins).
 """
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from query_api.read.tail_position import Position
-from query_api.streams.config import DestinationConfig
-from query_api.streams.keys import mask
-from schemas.event import format_ts
+from auditlogkit.query_api.read.tail_position import Position
+from auditlogkit.query_api.streams.config import DestinationConfig
+from auditlogkit.query_api.streams.keys import mask
+from auditlogkit.schemas.event import format_ts
 
 
 def _ts(value: datetime | None) -> str | None:

@@ -2,14 +2,14 @@
 live tail's order.
 
 Contract:
-- a stream sees what its org's owner may list (:func:`scoped`: a :class:`~query_api.security.scoping.ScopedQuery`
+- a stream sees what its org's owner may list (:func:`scoped`: a :class:`~auditlogkit.query_api.security.scoping.ScopedQuery`
   of an ``org_owner`` principal of the stream's org, with the stream's filters ANDed by the list's own filter
   table, and ``received_at >= start`` for a backfill): another org's events never;
 - :func:`next_batch` reads the rows after the position up to where the stored log ends now (the consumer's
-  per-partition watermarks, as the live tail's catch-up: :func:`query_api.read.tail_position.between_sql`; at most
+  per-partition watermarks, as the live tail's catch-up: :func:`auditlogkit.query_api.read.tail_position.between_sql`; at most
   :data:`WINDOW` offsets a partition per read, so a backfill is many cheap reads), each partition in offset
   order, merges the partitions by ``received_at`` (as the tail does) and returns at most ``limit`` events as the
-  list returns them (:func:`query_api.read.events.public_row`);
+  list returns them (:func:`auditlogkit.query_api.read.events.public_row`);
 - :attr:`Batch.after` is the position once the batch is delivered: per partition the last row taken, or the
   end of what was read where every row up to it was read (rows of other orgs and filtered-out rows are passed too). Nothing
   after a row not in the batch is ever passed, so saving it after delivery skips nothing;
@@ -28,17 +28,17 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from auditlog.store import Store
-from query_api.read import tail_position
-from query_api.read.event_shape import select_list
-from query_api.read.events import public_row, utc_row
-from query_api.read.filters import FILTERS, EventFilters
-from query_api.read.tail_position import Position
-from query_api.security.principal import READ, Principal
-from query_api.security.scoping import ScopedQuery
-from query_api.streams.model import Stream
-from schemas.catalog import Catalog
-from schemas.tables import EVENTS_TABLE, OFFSETS_TABLE
+from auditlogkit.query_api.read import tail_position
+from auditlogkit.query_api.read.event_shape import select_list
+from auditlogkit.query_api.read.events import public_row, utc_row
+from auditlogkit.query_api.read.filters import FILTERS, EventFilters
+from auditlogkit.query_api.read.tail_position import Position
+from auditlogkit.query_api.security.principal import READ, Principal
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.query_api.streams.model import Stream
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.schemas.tables import EVENTS_TABLE, OFFSETS_TABLE
+from auditlogkit.server.store import Store
 
 RECENT_IDS = 10_000
 FETCH_FACTOR = 4  # a read fetches at most this many batches' rows (each partition at most one batch's)

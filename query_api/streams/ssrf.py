@@ -8,7 +8,7 @@ Contract:
   to (addresses and CIDRs, e.g. ``127.0.0.1`` or ``10.0.0.0/8`` for development);
 - :func:`check_url` is the check at configuration time; :func:`resolve` the one at send time (names can resolve
   differently by then): it returns the :class:`Target`, whose :attr:`~Target.address` is the checked address the
-  request must connect to (:mod:`query_api.streams.destinations.http` does; the TLS name stays the host's);
+  request must connect to (:mod:`auditlogkit.query_api.streams.destinations.http` does; the TLS name stays the host's);
 - refusals are :class:`SsrfError` with a message fit for the stream's owner (it names the host, never a secret);
 - resolution is a :data:`Resolver` (host, port) -> addresses: :func:`system_resolver` by default, another one in
   tests.

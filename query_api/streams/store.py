@@ -3,9 +3,9 @@
 Contract of :class:`StreamStore` (synchronous: call it from a thread, e.g. the API's query runner; every method
 uses ``store.client()`` of its thread):
 - :meth:`~StreamStore.create`, :meth:`~StreamStore.update` and :meth:`~StreamStore.delete` check what the owner gave
-  (:mod:`query_api.streams.config`, URLs included) and write a new version of the stream's row (version: the time
+  (:mod:`auditlogkit.query_api.streams.config`, URLs included) and write a new version of the stream's row (version: the time
   in ns, above the current one); a destination's secrets are sealed with the streams key
-  (:class:`~query_api.streams.keys.SecretBox`) and stored nowhere else. A stream created with ``start`` "now"
+  (:class:`~auditlogkit.query_api.streams.keys.SecretBox`) and stored nowhere else. A stream created with ``start`` "now"
   starts where the stored log ends at that moment; one with a past ``start`` from the beginning, reading only
   what was stored from ``start`` on. Its delivery row is written before its stream row, so a deliverer never sees
   a stream without a position;
@@ -13,7 +13,7 @@ uses ``store.client()`` of its thread):
   None, like an unknown one); :meth:`~StreamStore.list_all` is the deliverer's (every org);
 - :meth:`~StreamStore.save_position` and :meth:`~StreamStore.record_error` are the deliverer's (the holder of the
   stream's lease): a new version of the stream's delivery row;
-- :attr:`StreamStore.leases` are the lease operations (:class:`~query_api.streams.leases.Leases`);
+- :attr:`StreamStore.leases` are the lease operations (:class:`~auditlogkit.query_api.streams.leases.Leases`);
 - :meth:`~StreamStore.lag_seconds` is a stream's ``lag_seconds``.
 """
 
@@ -26,12 +26,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from auditlog.logs import get_logger
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.read.tail_position import Position
-from query_api.streams import reader
-from query_api.streams.config import (
+from auditlogkit.query_api.read.tail_position import Position
+from auditlogkit.query_api.streams import reader
+from auditlogkit.query_api.streams.config import (
     DestinationConfig,
     check_destination,
     check_filters,
@@ -39,15 +36,18 @@ from query_api.streams.config import (
     check_start,
     check_state,
 )
-from query_api.streams.keys import SecretBox, StreamsKeyError
-from query_api.streams.leases import Leases
-from query_api.streams.model import Delivery, Stream
-from query_api.streams.ssrf import AllowList, Resolver, system_resolver
-from schemas.catalog import Catalog
-from schemas.tables import STREAM_POSITIONS_TABLE as POSITIONS_TABLE
-from schemas.tables import STREAMS_TABLE
+from auditlogkit.query_api.streams.keys import SecretBox, StreamsKeyError
+from auditlogkit.query_api.streams.leases import Leases
+from auditlogkit.query_api.streams.model import Delivery, Stream
+from auditlogkit.query_api.streams.ssrf import AllowList, Resolver, system_resolver
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.schemas.tables import STREAM_POSITIONS_TABLE as POSITIONS_TABLE
+from auditlogkit.schemas.tables import STREAMS_TABLE
+from auditlogkit.server.logs import get_logger
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 
-log = get_logger("query_api.streams.store")
+log = get_logger("auditlogkit.query_api.streams.store")
 _STREAM_COLUMNS = ("stream_id", "org_id", "name", "destination_type", "destination", "secrets", "filters", "state",
                    "start_at", "created_at", "updated_at", "deleted", "version")
 _DELIVERY_COLUMNS = ("stream_id", "position", "delivered", "last_delivered_at", "failing", "last_error", "version")
@@ -95,7 +95,7 @@ class StreamStore:
     # ----- the owner's operations ----------------------------------------------------------------------------
     def create(self, org_id: str, name: str, destination: Mapping[str, Any], filters: Mapping[str, Any] | None = None,
                start: str | datetime | None = "now", stream_id: str | None = None) -> Stream:
-        """A new stream of ``org_id`` (module contract); :class:`~query_api.streams.config.StreamConfigError`.
+        """A new stream of ``org_id`` (module contract); :class:`~auditlogkit.query_api.streams.config.StreamConfigError`.
         ``stream_id``: its id chosen beforehand (the API records the change before making it), else a new one."""
         now = datetime.now(UTC)
         dest = check_destination(destination, self.allow, self.resolver)

@@ -2,9 +2,9 @@
 
 Contract of :class:`StreamWorker`:
 - it starts from the stream's saved position (read after the lease was won) and repeats: the next batch
-  (:func:`query_api.streams.reader.next_batch`: at most ``streams_batch_max_events``, read again at once when more
+  (:func:`auditlogkit.query_api.streams.reader.next_batch`: at most ``streams_batch_max_events``, read again at once when more
   is waiting, else after ``streams_batch_seconds``), send it, and only once it is delivered save the position
-  after it (:meth:`~query_api.streams.store.StreamStore.save_position`): at least once, nothing skipped;
+  after it (:meth:`~auditlogkit.query_api.streams.store.StreamStore.save_position`): at least once, nothing skipped;
 - a failed send is retried, the same batch with the same batch id, after a backoff (:func:`backoff`: exponential
   with jitter from 1 s, ``Retry-After`` honoured, at most ``streams_backoff_max_seconds``; a refusal such as a 4xx
   waits the longest); each failure is recorded (``failing`` with ``last_error``), a delivery clears ``failing``;
@@ -13,7 +13,7 @@ Contract of :class:`StreamWorker`:
 - :meth:`request_stop` ends it after the batch in flight (a send under way completes and is saved; a backoff
   is cut short, its batch left for the next holder);
 - logs ``stream.delivered`` / ``stream.delivery_failed`` (never a secret: replies are scrubbed) and keeps the
-  metrics of :mod:`query_api.streams.metrics`.
+  metrics of :mod:`auditlogkit.query_api.streams.metrics`.
 """
 
 from __future__ import annotations
@@ -27,18 +27,18 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from auditlog.logs import get_logger
-from query_api.read.tail_position import Position
-from query_api.streams import reader
-from query_api.streams.destinations import destination
-from query_api.streams.destinations.base import Context, Outcome, failed
-from query_api.streams.destinations.http import Clients
-from query_api.streams.metrics import DELIVERED, FAILURES, LAG
-from query_api.streams.model import Delivery, Lease, Stream
-from query_api.streams.ssrf import Resolver, system_resolver
-from query_api.streams.store import StreamStore
+from auditlogkit.query_api.read.tail_position import Position
+from auditlogkit.query_api.streams import reader
+from auditlogkit.query_api.streams.destinations import destination
+from auditlogkit.query_api.streams.destinations.base import Context, Outcome, failed
+from auditlogkit.query_api.streams.destinations.http import Clients
+from auditlogkit.query_api.streams.metrics import DELIVERED, FAILURES, LAG
+from auditlogkit.query_api.streams.model import Delivery, Lease, Stream
+from auditlogkit.query_api.streams.ssrf import Resolver, system_resolver
+from auditlogkit.query_api.streams.store import StreamStore
+from auditlogkit.server.logs import get_logger
 
-log = get_logger("query_api.streams.worker")
+log = get_logger("auditlogkit.query_api.streams.worker")
 IDLE_SAVE_SECONDS = 10.0  # a position that passed only rows the stream does not see is saved this often
 MIN_SEND_SECONDS = 1.0  # a send needs at least this much of its lease left
 BATCH_NAMESPACE = uuid.UUID("6b1f3c52-3c8a-4a53-9a55-0c8e5f8d2a11")

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from auditlog.broker import free_port
+from auditlogkit.server.broker import free_port
 from tests.updemo import UpDemo, start_up_demo, stop_up_demo
 
 CHROMIUM = os.environ.get("AUDITLOG_TEST_CHROMIUM", "/usr/bin/chromium")

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from auditlog.app.demo import DEMO_ADMIN_WORKSPACES, demo_events
-from query_api.security.auth import mint_token
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.server.app.demo import DEMO_ADMIN_WORKSPACES, demo_events
 from tests.browser.conftest import screenshot
 from tests.browser.helpers import api_all, sign_in, table_rows, wait_idle
 from tests.updemo import UpDemo

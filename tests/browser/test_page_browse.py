@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from producers.producer import AuditProducerSync
+from auditlogkit.producer import AuditProducerSync
 from tests.browser.conftest import TIMEZONE, screenshot
 from tests.browser.helpers import COLUMNS, api_all, sign_in, table_rows, wait_idle
 from tests.updemo import UpDemo

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from producers.producer import AuditProducerSync
+from auditlogkit.producer import AuditProducerSync
 from tests.browser.conftest import screenshot
 from tests.browser.helpers import sign_in, table_rows, wait_idle, wait_until
 from tests.browser.test_page_csp import CspWatch

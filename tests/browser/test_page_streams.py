@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from auditlog.broker import free_port
+from auditlogkit.server.broker import free_port
 from tests.browser.conftest import TIMEZONE, screenshot
 from tests.browser.helpers import sign_in, wait_until
 from tests.integration.streams_helpers import Receiver

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from producers.producer import AuditProducerSync
+from auditlogkit.producer import AuditProducerSync
 from tests.browser.helpers import sign_in, table_rows, wait_idle
 from tests.updemo import UpDemo
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from query_api.core.serving import AppServer
+from auditlogkit.query_api.core.serving import AppServer
 
 
 @contextlib.contextmanager

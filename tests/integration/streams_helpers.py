@@ -15,15 +15,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.streams.deliverer import Deliverer
-from query_api.streams.keys import new_key_text, streams_key
-from query_api.streams.ssrf import Resolver, system_resolver
-from query_api.streams.store import StreamStore
-from schemas.catalog import get_catalog
-from schemas.event import parse_event
-from schemas.rows import event_row
+from auditlogkit.query_api.streams.deliverer import Deliverer
+from auditlogkit.query_api.streams.keys import new_key_text, streams_key
+from auditlogkit.query_api.streams.ssrf import Resolver, system_resolver
+from auditlogkit.query_api.streams.store import StreamStore
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import event_row
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.integration.test_api_helpers import insert_rows
 
 TOPIC = "audit.events.streams"

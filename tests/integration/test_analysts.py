@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from auditlog.store import Store
-from schemas.catalog import get_catalog
-from schemas.event import parse_event
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "analysts.md"

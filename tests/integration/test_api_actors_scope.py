@@ -11,12 +11,12 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from auditlog.db.migrations import migrate
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.read import actors
-from query_api.security.principal import Principal
-from query_api.security.scoping import ScopedQuery
+from auditlogkit.query_api.read import actors
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.test_api_helpers import app_client, auth, store_events
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from auditlog.app.cli import main
-from auditlog.broker import EmbeddedBroker, free_port
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.core.app import create_app
-from query_api.security.auth import mint_token
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.server.app.cli import main
+from auditlogkit.server.broker import EmbeddedBroker, free_port
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import store_events, token
 
@@ -107,7 +107,7 @@ def api_process(env: dict[str, str]) -> Iterator[tuple[int, dict]]:
     """``auditlog api`` as its own process on a free port; yields (port, first /readyz body) once it answers;
     stopped by PID (SIGTERM) and must exit 0."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "api", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", "api", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -159,8 +159,8 @@ def test_api_serves_while_kafka_is_down_and_audits_reads_once_it_is_up(tmp_path:
     is served and published as an ``audit_log.list`` event."""
     import asyncio
 
-    from auditlog.broker import ensure_topics
-    from query_api.security.auth import mint_token
+    from auditlogkit.query_api.security.auth import mint_token
+    from auditlogkit.server.broker import ensure_topics
     from tests.consumer_helpers import read_topic
 
     kafka_port, secret, topic = free_port(), "k" * 32, "api.selfaudit"

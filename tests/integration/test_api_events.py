@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from auditlog.db.migrations import migrate
-from auditlog.settings import Settings
-from auditlog.signing import ServerKeys
-from auditlog.store import Store
-from query_api.models import StatsOut
-from query_api.read import cursor as cursors
-from schemas.catalog import get_catalog
+from auditlogkit.query_api.models import StatsOut
+from auditlogkit.query_api.read import cursor as cursors
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.signing import ServerKeys
+from auditlogkit.server.store import Store
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
 
@@ -354,7 +354,7 @@ def test_catalog_health_metrics_docs(api: TestClient, store: Store, owner: dict[
 
 
 def test_readyz_reports_consumer_status(settings: Settings, store: Store) -> None:
-    from query_api.core.app import create_app
+    from auditlogkit.query_api.core.app import create_app
 
     with TestClient(create_app(settings, store, consumer_status=lambda: {"ready": True, "lag": 0})) as c:
         assert c.get("/readyz").json() == {"status": "ok", "store": "ok", "self_audit": "off",
@@ -383,7 +383,7 @@ def test_access_log_names_the_caller_but_never_the_token(api: TestClient, settin
 
 
 def test_ip_filter_matches_whatever_spelling_of_the_address(api: TestClient, settings: Settings, store: Store) -> None:
-    """Stored and filter values share one normalisation (schemas.event.normal_ip), so spellings agree."""
+    """Stored and filter values share one normalisation (auditlogkit.schemas.event.normal_ip), so spellings agree."""
     evs = [make_event(actor={"ip": "2001:DB8:0:0:0:0:0:1"}), make_event(actor={"ip": "::ffff:203.0.113.9"}),
            make_event(actor={"ip": "203.0.113.9"})]
     store_events(store, evs)

@@ -19,17 +19,17 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.worker import ConsumerWorker
-from producers.producer import AuditProducer
-from query_api.core.app import create_app
-from query_api.read.export import CSV_COLUMNS, ExportStream
-from query_api.security.principal import Principal
-from query_api.security.scoping import ScopedQuery
-from schemas.catalog import get_catalog
-from schemas.event import parse_event
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.query_api.read.export import CSV_COLUMNS, ExportStream
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
 

@@ -14,14 +14,14 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from producers.producer import AuditProducer
-from query_api.cli import attach_self_audit
-from query_api.core.app import create_app
-from query_api.read import stats
-from query_api.security.auth import mint_token
-from query_api.security.self_audit import ReadAuditor, SelfAuditState
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.cli import attach_self_audit
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.query_api.read import stats
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.query_api.security.self_audit import ReadAuditor, SelfAuditState
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, store_events, token
 

@@ -14,11 +14,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.core.app import create_app
-from query_api.core.errors import ApiError
-from query_api.security.headers import BrowserSecurityMiddleware
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.security.headers import BrowserSecurityMiddleware
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
 

@@ -10,18 +10,18 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.core.app import create_app
-from query_api.security.auth import mint_token
-from schemas.event import parse_event
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 
 _offsets = itertools.count()
 
 
 def insert_rows(store: Store, rows: list[tuple[Any, ...]]) -> None:
-    """Insert :func:`~schemas.rows.event_row` rows, leaving out the columns a store migrated to an earlier
+    """Insert :func:`~auditlogkit.schemas.rows.event_row` rows, leaving out the columns a store migrated to an earlier
     version does not have yet."""
     have = {r[0] for r in store.client().query(
         "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}",

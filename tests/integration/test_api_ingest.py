@@ -22,13 +22,13 @@ from hypothesis import settings as hsettings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.worker import ConsumerWorker
-from producers.producer import AuditProducer
-from query_api.core.app import create_app
-from query_api.security.auth import mint_token
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.server.broker import EmbeddedBroker, ensure_topics
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.consumer_helpers import BackgroundWorker, count_events, highwaters
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, token
@@ -344,8 +344,8 @@ def test_schemathesis_over_ingest_with_a_service_token(settings: Settings, store
 
 def test_auditlog_token_mints_what_the_api_accepts(settings: Settings, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from auditlog.app.cli import main
-    from query_api.security.auth import TokenVerifier
+    from auditlogkit.query_api.security.auth import TokenVerifier
+    from auditlogkit.server.app.cli import main
 
     assert settings.jwt_secret
     monkeypatch.setenv("AUDITLOG_JWT_SECRET", settings.jwt_secret)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from auditlog.settings import Settings
-from auditlog.store import Store
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import random_events
 from tests.integration.test_api_helpers import app_client, auth, store_events, token
 

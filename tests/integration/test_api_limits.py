@@ -11,9 +11,9 @@ import httpx
 import pytest
 from fastapi import Request
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.core.app import create_app
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import make_event, random_events
 from tests.integration.live_server import live_server, stalled_get
 from tests.integration.test_api_helpers import app_client, auth, store_events, token

@@ -19,11 +19,11 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
-from auditlog.db.migrations import migrate
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.core.app import create_app
-from schemas.rows import EVENTS_TABLE
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.schemas.rows import EVENTS_TABLE
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, store_events, token
 

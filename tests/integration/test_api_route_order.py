@@ -13,9 +13,9 @@ import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.core import app as factory
+from auditlogkit.query_api.core import app as factory
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, store_events, token
 

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.settings import Settings
-from auditlog.store import Store
-from producers.producer import AuditProducer
-from query_api.core.app import create_app
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.server.broker import EmbeddedBroker, ensure_topics
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, store_events, token
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.streams.keys import streams_key
-from schemas.event import parse_event
+from auditlogkit.query_api.streams.keys import streams_key
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.integration.streams_helpers import Receiver, settings_for
 from tests.integration.test_api_helpers import app_client, auth, token
 
@@ -154,7 +154,7 @@ def test_who_may_manage_streams(client: TestClient, s: Settings, receiver: Recei
     r = client.get("/v1/streams", headers=admin)
     assert r.status_code == 403 and "org owner" in r.json()["error"]["message"]
     assert s.jwt_secret
-    from query_api.security.auth import mint_token
+    from auditlogkit.query_api.security.auth import mint_token
     service = auth(mint_token(s.jwt_secret, sub="svc", role="service", write_orgs=["*"],
                               permissions=["audit:write", "audit:stream"]))
     assert client.get("/v1/streams", headers=service).status_code == 403
@@ -271,7 +271,7 @@ class ReadOnlyStore(Store):
         if c is None:
             import clickhouse_connect
 
-            from auditlog.db.roles import READONLY_SETTINGS
+            from auditlogkit.server.db.roles import READONLY_SETTINGS
 
             c = self._local.ro = clickhouse_connect.get_client(dsn=self.url, database=self.database,
                                                                 settings=READONLY_SETTINGS)

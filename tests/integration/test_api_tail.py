@@ -18,16 +18,16 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from auditlog.broker import ensure_topics
-from auditlog.settings import Settings
-from auditlog.signing import ServerKeys
-from auditlog.store import Store
-from consumers.worker import ConsumerWorker
-from producers.producer import AuditProducer
-from query_api.core.app import create_app
-from query_api.read import tail_position
-from schemas.event import parse_event
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.query_api.read import tail_position
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.server.broker import ensure_topics
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.signing import ServerKeys
+from auditlogkit.server.store import Store
 from tests.consumer_helpers import BackgroundWorker
 from tests.factories import make_event
 from tests.integration.live_server import live_server

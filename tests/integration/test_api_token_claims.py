@@ -11,8 +11,8 @@ from typing import Any
 import jwt
 import pytest
 
-from auditlog.settings import Settings
-from auditlog.store import Store
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.test_api_helpers import app_client, auth, store_events
 

@@ -15,23 +15,23 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from auditlog.db.migrations import migrate
-from auditlog.provenance import API, KAFKA, publisher_of, signed_headers
-from auditlog.settings import Settings
-from auditlog.signing import ServerKeys
-from auditlog.store import Store
-from consumers.batch import FlushJob, PartitionBatch
-from consumers.decode.decoder import Chunk
-from consumers.store.first_write import FINGERPRINT_SQL, KnownIds, fingerprint, suspects
-from consumers.store.first_write_guard import FirstWriteGuard
-from consumers.store.inserter import Inserter
-from consumers.worker import ConsumerWorker
-from producers.producer import AuditProducer, InvalidEvent
-from query_api.core.app import create_app
-from query_api.security.auth import mint_token
-from schemas.catalog import get_catalog
-from schemas.event import parse_event
-from schemas.rows import event_row
+from auditlogkit.consumers.batch import FlushJob, PartitionBatch
+from auditlogkit.consumers.decode.decoder import Chunk
+from auditlogkit.consumers.store.first_write import FINGERPRINT_SQL, KnownIds, fingerprint, suspects
+from auditlogkit.consumers.store.first_write_guard import FirstWriteGuard
+from auditlogkit.consumers.store.inserter import Inserter
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.producer import AuditProducer, InvalidEvent
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import event_row
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.provenance import API, KAFKA, publisher_of, signed_headers
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.signing import ServerKeys
+from auditlogkit.server.store import Store
 from tests.consumer_helpers import BackgroundWorker
 from tests.factories import make_event
 from tests.integration.test_api_helpers import insert_rows

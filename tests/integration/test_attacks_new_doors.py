@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from auditlog.settings import Settings
+from auditlogkit.server.settings import Settings
 from tests.integration.test_api_streams import SECRET, AckingProducer, owner, producer, s, strict_client, webhook  # noqa: F401  (fixtures)
 from tests.integration.test_s3disk import Stack, raw
 

@@ -15,7 +15,7 @@ import pytest
 
 CHILD = """
 import sys, time
-from auditlog.broker import EmbeddedBroker
+from auditlogkit.server.broker import EmbeddedBroker
 b = EmbeddedBroker().start()
 print("BROKER_PID", b.proc.pid, flush=True)
 time.sleep(120)
@@ -48,7 +48,7 @@ def test_broker_is_stopped_when_its_parent_is_killed() -> None:
 
 
 def test_up_with_a_taken_kafka_port_says_so_and_exits_1(tmp_path: Path) -> None:
-    from auditlog.broker import free_port
+    from auditlogkit.server.broker import free_port
     from tests.updemo import AUDITLOG
 
     with socket.socket() as taken:

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from auditlog.settings import Settings
+from auditlogkit.server.settings import Settings
 from tests.consumer_helpers import committed_offsets, consumer_env, highwaters, publish, read_topic, sql_in_subprocess
 from tests.factories import make_event, random_events
 
@@ -49,10 +49,10 @@ API_CHECK = """
 import json, sys
 from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.core.app import create_app
-from query_api.security.auth import mint_token
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.query_api.security.auth import mint_token
 
 s = Settings()
 events = json.loads(sys.stdin.read())
@@ -94,7 +94,7 @@ async def test_chaos_sigkill_restarts(settings: Settings, tmp_path: Path) -> Non
     # one decode helper per consumer: the kills also hit decodes in flight, and the helpers must die too
     env = consumer_env(settings, tmp_path / "c", batch_max_rows=20_000, max_inflight_rows=100_000,
                        consumer_decode_processes=1)
-    cmd = [sys.executable, "-m", "auditlog.app.cli", "consume"]
+    cmd = [sys.executable, "-m", "auditlogkit.server.app.cli", "consume"]
     rng = random.Random(7)
     producer = asyncio.create_task(publish(settings.kafka_bootstrap, settings.topic, values))
     kills = 0
@@ -163,7 +163,7 @@ def _orphan_helpers(mark: str) -> list[int]:
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "consumers.decode.helper" in cmd and p.info["pid"] not in ours:
+        if "auditlogkit.consumers.decode.helper" in cmd and p.info["pid"] not in ours:
             try:
                 if any(mark in v for v in p.environ().values()):
                     out.append(p.info["pid"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.broker import free_port
+from auditlogkit.server.broker import free_port
 
 pytestmark = pytest.mark.timeout(120)
 PASSWORD = "s3cret-Pw0rd"
@@ -19,7 +19,7 @@ PASSWORD = "s3cret-Pw0rd"
 def _run(args: list[str], url: str, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITLOG_")}
     env.update({"AUDITLOG_CLICKHOUSE_URL": url, "AUDITLOG_JWT_SECRET": "s" * 32, **extra})
-    return subprocess.run([sys.executable, "-m", "auditlog.app.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "auditlogkit.server.app.cli", *args], env=env, capture_output=True, text=True,
                           timeout=90)
 
 

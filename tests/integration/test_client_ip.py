@@ -19,8 +19,8 @@ import httpx
 import jwt
 import pytest
 
-from auditlog.broker import EmbeddedBroker, ensure_topics, free_port
-from query_api.security.auth import mint_token
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.server.broker import EmbeddedBroker, ensure_topics, free_port
 from tests.integration.test_api_cli import _readyz, api_process
 from tests.updemo import start_up_demo, stop_up_demo
 

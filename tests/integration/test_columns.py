@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import structlog
 
-from auditlog.app.cli import main
-from auditlog.db import integrity
-from auditlog.store import Store
-from schemas.columns import COLUMNS
-from schemas.tables import DIGESTS_TABLE, EVENTS_TABLE
+from auditlogkit.schemas.columns import COLUMNS
+from auditlogkit.schemas.tables import DIGESTS_TABLE, EVENTS_TABLE
+from auditlogkit.server.app.cli import main
+from auditlogkit.server.db import integrity
+from auditlogkit.server.store import Store
 from tests.integration.test_api_helpers import store_events
 from tests.unit.test_columns import FIXED, FIXED_V1
 
@@ -79,18 +79,18 @@ from datetime import UTC, datetime
 
 phase, url, db = sys.argv[1:4]
 if phase == "after":  # the recipe: the column joins the spec (an event column: before the provenance block)
-    import schemas.columns as spec
+    import auditlogkit.schemas.columns as spec
     extra = spec.Column("extra", "String", "request_id", "text")  # from the event; not public; in no hash version
     at = next(i for i, c in enumerate(spec.COLUMNS) if c.provenance)
     spec.COLUMNS = (*spec.COLUMNS[:at], extra, *spec.COLUMNS[at:])
     spec.BY_NAME = {c.name: c for c in spec.COLUMNS}
 
-from auditlog.app.cli import main
-from auditlog.db.migrations import migrate
-from auditlog.store import Store
-from schemas.columns import COLUMNS
-from schemas.event import parse_event
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.server.app.cli import main
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.store import Store
+from auditlogkit.schemas.columns import COLUMNS
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
 from tests.factories import random_events
 
 store = Store(url, db)

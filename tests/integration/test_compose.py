@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.broker import free_port
-from auditlog.settings import Settings
+from auditlogkit.server.broker import free_port
+from auditlogkit.server.settings import Settings
 from tests.consumer_helpers import committed_offsets, consumer_env, publish, sql_in_subprocess
 from tests.factories import make_event
 
@@ -36,7 +36,7 @@ CATALOG_ROW = ("SELECT scope_label, category_label, action_label FROM catalog_ac
 
 def _run_until(cmd: list[str], env: dict[str, str], ready: Callable[[], bool], what: str) -> None:
     """Start ``auditlog <cmd>``, wait until ``ready()``, stop it with SIGTERM: it must exit 0."""
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", *cmd], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", *cmd], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 45
@@ -68,7 +68,7 @@ def test_api_and_consume_restarted_alone_keep_the_operators_relabel(settings: Se
     env = consumer_env(settings, data, catalog_extra=extra, jwt_secret="s" * 32)
 
     # the operator relabels and migrates: the analysts' catalog carries the new labels
-    done = subprocess.run([sys.executable, "-m", "auditlog.app.cli", "migrate"], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "auditlogkit.server.app.cli", "migrate"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert _labels(data) == {"catalog": [list(RELABEL)], "view": []}

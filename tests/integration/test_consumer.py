@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.kafka.dlq import H_FIELD, H_OFFSET, H_PARTITION, H_REASON, H_TIME, H_TOPIC, header
-from consumers.worker import ConsumerWorker
+from auditlogkit.consumers.kafka.dlq import H_FIELD, H_OFFSET, H_PARTITION, H_REASON, H_TIME, H_TOPIC, header
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.consumer_helpers import BackgroundWorker, count_events, publish, read_topic
 from tests.factories import make_event, random_events
 
@@ -93,7 +93,7 @@ async def test_new_log_with_old_watermarks_loses_nothing(settings: Settings, sto
     the store keeps the old watermarks. The worker must notice that they belong to another log."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from auditlog.broker import ensure_topics
+    from auditlogkit.server.broker import ensure_topics
 
     first = random_events(120, seed=31)
     await publish(settings.kafka_bootstrap, settings.topic, [_enc(e) for e in first])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.settings import Settings
+from auditlogkit.server.settings import Settings
 from tests.consumer_helpers import (
     committed_offsets,
     consumer_env,
@@ -28,11 +28,11 @@ pytestmark = pytest.mark.timeout(180)
 # A consumer whose store SIGKILLs the process right after its Nth successful INSERT (before the commit).
 CRASHING_CONSUMER = """
 import asyncio, os, signal, sys
-from auditlog import logs
-from auditlog.settings import Settings
-from auditlog.store import Store
-from auditlog.db.migrations import migrate
-from consumers.worker import ConsumerWorker
+from auditlogkit.server import logs
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.consumers.worker import ConsumerWorker
 
 KILL_AFTER = int(sys.argv[1])
 inserts = 0
@@ -93,7 +93,7 @@ async def test_kill_between_insert_and_commit(settings: Settings, tmp_path: Path
     assert first.returncode == -9, first.stderr[-3000:]
     flushed_before = sum(e["rows"] for e in log_events(first.stderr, "batch.flushed"))
 
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "consume"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", "consume"], env=env,
                             stderr=subprocess.PIPE, text=True)
     try:
         await _wait_consumed(settings)
@@ -126,8 +126,8 @@ async def test_dlq_watermark_at_a_null_message_is_kept(settings: Settings) -> No
     one past the log's end (else a restart would dead-letter that partition's invalid messages twice)."""
     from aiokafka import AIOKafkaProducer
 
-    from consumers.kafka.watermark_check import verify_watermarks
-    from schemas.catalog import get_catalog
+    from auditlogkit.consumers.kafka.watermark_check import verify_watermarks
+    from auditlogkit.schemas.catalog import get_catalog
 
     p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await p.start()

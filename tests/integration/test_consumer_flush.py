@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.store.inserter import INSERT_SETTINGS, Inserter
-from consumers.worker import ConsumerWorker
+from auditlogkit.consumers.store.inserter import INSERT_SETTINGS, Inserter
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.consumer_helpers import BackgroundWorker, count_events, publish
 from tests.factories import random_events
 

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.kafka.dlq import H_FIELD, H_REASON, header
-from consumers.worker import ConsumerWorker
-from schemas.event import EventError, parse_event
+from auditlogkit.consumers.kafka.dlq import H_FIELD, H_REASON, header
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.schemas.event import EventError, parse_event
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.consumer_helpers import BackgroundWorker, count_events, publish, read_topic
 from tests.factories import make_event, random_events
 

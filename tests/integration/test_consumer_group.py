@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.worker import ConsumerWorker
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.consumer_helpers import BackgroundWorker, count_events, publish, read_topic
 from tests.factories import make_event, random_events
 

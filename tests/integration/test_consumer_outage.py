@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.health import HealthServer
-from consumers.worker import ConsumerWorker
+from auditlogkit.consumers.health import HealthServer
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.consumer_helpers import BackgroundWorker, committed_offsets, count_events, publish
 from tests.factories import random_events
 

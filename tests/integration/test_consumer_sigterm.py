@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.broker import free_port
-from auditlog.settings import Settings
+from auditlogkit.server.broker import free_port
+from auditlogkit.server.settings import Settings
 from tests.consumer_helpers import (
     committed_offsets,
     consumer_env,
@@ -58,7 +58,7 @@ async def test_sigterm_flushes_commits_and_exits_0(settings: Settings, tmp_path:
     events = random_events(30_000, seed=8)
     values = [json.dumps(e).encode() for e in events]
     env = consumer_env(settings, tmp_path / "c", batch_max_rows=2000, consumer_shutdown_timeout_s=20)
-    cmd = [sys.executable, "-m", "auditlog.app.cli", "consume"]
+    cmd = [sys.executable, "-m", "auditlogkit.server.app.cli", "consume"]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     try:
         producer = asyncio.create_task(publish(settings.kafka_bootstrap, settings.topic, values))
@@ -108,7 +108,7 @@ async def test_consume_two_workers_serves_metrics_and_readyz(settings: Settings,
 
     port = free_port()
     env = consumer_env(settings, tmp_path / "c", consumer_metrics_port=port)
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "consume", "--workers", "2"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", "consume", "--workers", "2"], env=env,
                             stderr=subprocess.PIPE, text=True)
     try:
         await publish(settings.kafka_bootstrap, settings.topic,

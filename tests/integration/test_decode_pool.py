@@ -1,7 +1,7 @@
-"""The consumer's decoder in chunks and in helper processes (consumers.decode.decoder / native / pool).
+"""The consumer's decoder in chunks and in helper processes (auditlogkit.consumers.decode.decoder / native / pool).
 
 Real chDB: the Native blocks are inserted into the migrated ``audit_events`` and read back; the helper processes
-are real ``python -m consumers.decode.helper`` processes.
+are real ``python -m auditlogkit.consumers.decode.helper`` processes.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.settings import Settings, usable_cpus
-from auditlog.store import Store
-from consumers.decode.decoder import Chunk, Decoder
-from consumers.decode.native import NativeEncoder
-from consumers.decode.pool import DecodePool
-from consumers.store.inserter import Inserter
-from schemas.catalog import get_catalog
-from schemas.event import parse_event
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.consumers.decode.decoder import Chunk, Decoder
+from auditlogkit.consumers.decode.native import NativeEncoder
+from auditlogkit.consumers.decode.pool import DecodePool
+from auditlogkit.consumers.store.inserter import Inserter
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.server.settings import Settings, usable_cpus
+from auditlogkit.server.store import Store
 from tests.factories import make_event, random_events
 
 NOW = datetime(2026, 11, 30, 12, 0, 0, 123000, tzinfo=UTC)
@@ -152,9 +152,9 @@ async def test_helpers_that_cannot_start_leave_decoding_to_the_worker_process(
 
 def test_helpers_exit_when_the_consumer_is_sigkilled(tmp_path: object) -> None:
     code = (
-        "from consumers.decode.pool import DecodePool\n"
-        "from schemas.catalog import get_catalog\n"
-        "from schemas.rows import EVENT_COLUMNS\n"
+        "from auditlogkit.consumers.decode.pool import DecodePool\n"
+        "from auditlogkit.schemas.catalog import get_catalog\n"
+        "from auditlogkit.schemas.rows import EVENT_COLUMNS\n"
         "p = DecodePool(2, get_catalog(), ['String'] * len(EVENT_COLUMNS))\n"
         "p.start()\n"
         "print('PIDS', *[h.proc.pid for h in p._all], flush=True)\n"
@@ -203,8 +203,8 @@ def test_usable_cpus_follows_a_container_cpu_limit(tmp_path: Path, cpu_max: str,
 
 def test_consume_flag_overrides_the_environment(monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from auditlog.app.cli import build_parser, main
-    from consumers.cli import settings_from_args as _settings
+    from auditlogkit.consumers.cli import settings_from_args as _settings
+    from auditlogkit.server.app.cli import build_parser, main
 
     monkeypatch.setenv("AUDITLOG_CONSUMER_DECODE_PROCESSES", "3")
     assert _settings(build_parser().parse_args(["consume"])).decode_processes() == 3

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.app.cli import main
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.kafka.dlq import DlqLimitExceeded
-from consumers.worker import ConsumerWorker
-from schemas.catalog import Catalog
+from auditlogkit.consumers.kafka.dlq import DlqLimitExceeded
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.server.app.cli import main
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.consumer_helpers import (
     BackgroundWorker,
     committed_offsets,
@@ -48,7 +48,7 @@ async def test_dlq_rate_guard_stops_the_worker(settings: Settings, store: Store)
 def test_consume_exits_3_on_dlq_limit(settings: Settings, tmp_path: Path) -> None:
     asyncio.run(publish(settings.kafka_bootstrap, settings.topic, [b"x"] * 300))
     env = consumer_env(settings, tmp_path / "c", dlq_limit_window=100)
-    proc = subprocess.run([sys.executable, "-m", "auditlog.app.cli", "consume"], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "auditlogkit.server.app.cli", "consume"], env=env, capture_output=True,
                           text=True, timeout=90)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "auditlog consume: stopped: 100 of the last 100 messages were invalid" in proc.stderr

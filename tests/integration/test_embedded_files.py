@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.broker import free_port
+from auditlogkit.server.broker import free_port
 from tests.updemo import AUDITLOG
 
 pytestmark = pytest.mark.timeout(120)

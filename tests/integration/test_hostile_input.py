@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.kafka.dlq import H_FIELD, H_REASON, header
-from consumers.worker import ConsumerWorker
-from producers.producer import AuditProducer
-from query_api.core.app import create_app
+from auditlogkit.consumers.kafka.dlq import H_FIELD, H_REASON, header
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.consumer_helpers import BackgroundWorker, count_events, publish, read_topic
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth

@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 import structlog
 
-from auditlog.app.cli import main
-from auditlog.db import integrity
-from auditlog.db.migrations import migrate
-from auditlog.store import Store
-from consumers.decode.native import NativeEncoder
-from consumers.store.inserter import Inserter
-from schemas.event import parse_event
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, PROVENANCE_COLUMNS, event_row
+from auditlogkit.consumers.decode.native import NativeEncoder
+from auditlogkit.consumers.store.inserter import Inserter
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, PROVENANCE_COLUMNS, event_row
+from auditlogkit.server.app.cli import main
+from auditlogkit.server.db import integrity
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.store import Store
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import store_events
 

@@ -20,10 +20,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from auditlog.settings import Settings
-from query_api.core.errors import ApiError
-from query_api.security.auth import TokenVerifier
-from query_api.security.principal import Principal
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.security.auth import TokenVerifier
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.server.settings import Settings
 
 CLAIMS = {"sub": "u1", "email": "u1@acme.example", "org_id": "acme", "role": "org_owner",
           "permissions": ["audit:read"]}
@@ -175,7 +175,7 @@ def test_a_failed_fetch_keeps_the_cached_keys(idp: IdP, mode: str) -> None:
 
 
 def test_a_hanging_idp_costs_at_most_the_timeout(idp: IdP) -> None:
-    from query_api.security.jwks import JwksCache
+    from auditlogkit.query_api.security.jwks import JwksCache
 
     k1 = new_key()
     idp.mode = "hang"
@@ -191,8 +191,8 @@ def test_a_hanging_idp_costs_at_most_the_timeout(idp: IdP) -> None:
 def test_the_api_accepts_tokens_signed_with_a_key_of_the_url(idp: IdP, tmp_path: Any) -> None:
     from fastapi.testclient import TestClient
 
-    from auditlog.store import Store
-    from query_api.core.app import create_app
+    from auditlogkit.query_api.core.app import create_app
+    from auditlogkit.server.store import Store
 
     k1 = new_key()
     idp.keys = [jwk(k1, "k1")]
@@ -208,8 +208,8 @@ def test_the_api_accepts_tokens_signed_with_a_key_of_the_url(idp: IdP, tmp_path:
 def test_a_hanging_idp_never_stalls_the_event_loop(idp: IdP, tmp_path: Any) -> None:
     """Fetches happen on the threadpool: while a service token's unknown kid waits for a hanging provider (up to
     the 5 s timeout), ``/healthz`` and a read with a cached key are answered at once."""
-    from auditlog.store import Store
-    from query_api.core.app import create_app
+    from auditlogkit.query_api.core.app import create_app
+    from auditlogkit.server.store import Store
     from tests.integration.live_server import live_server
 
     k1 = new_key()

@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
-from auditlog.broker import EmbeddedBroker, ensure_topics, free_port
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.worker import ConsumerWorker
-from producers.kafka import KafkaConnection, kafka_options
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.kafka import KafkaConnection, kafka_options
+from auditlogkit.server.broker import EmbeddedBroker, ensure_topics, free_port
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.consumer_helpers import BackgroundWorker, count_events, read_topic
 from tests.factories import make_event, random_events
 from tests.updemo import AUDITLOG

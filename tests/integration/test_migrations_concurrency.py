@@ -16,12 +16,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import auditlog.db.migrations as store_mod
-from auditlog.db.migrations import Migration, MigrationError, migrate, migration_files, retention_tables, ttl_days
-from auditlog.store import Store
-from schemas.catalog import get_catalog
-from schemas.event import parse_event
-from schemas.rows import event_row
+import auditlogkit.server.db.migrations as store_mod
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import event_row
+from auditlogkit.server.db.migrations import (
+    Migration,
+    MigrationError,
+    migrate,
+    migration_files,
+    retention_tables,
+    ttl_days,
+)
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.test_api_helpers import insert_rows
 

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from auditlog.db.migration_sql import _statements, migration_files, render_migration
-from auditlog.store import Store
+from auditlogkit.server.db.migration_sql import _statements, migration_files, render_migration
+from auditlogkit.server.store import Store
 
 IDEMPOTENT = [
     re.compile(r"^CREATE (?:TABLE|VIEW|MATERIALIZED VIEW|DICTIONARY|FUNCTION) IF NOT EXISTS\b", re.I),

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from auditlog.broker import EmbeddedBroker
-from producers import AuditProducer, AuditProducerSync, InvalidEvent
-from schemas import parse_event
+from auditlogkit import AuditProducer, AuditProducerSync, InvalidEvent
+from auditlogkit.schemas import parse_event
+from auditlogkit.server.broker import EmbeddedBroker
 from tests.factories import make_event
 
 AUDITLOG = str(Path(sys.executable).with_name("auditlog"))

@@ -10,12 +10,12 @@ import logging
 import httpx
 import pytest
 
-from auditlog import logs
-from auditlog.settings import Settings
-from auditlog.store import Store
-from producers import AuditProducer
-from producers.testing import FakeTransport
-from query_api.core.app import create_app
+from auditlogkit import AuditProducer
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.server import logs
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
+from auditlogkit.testing import FakeTransport
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, store_events, token
 
@@ -46,7 +46,7 @@ async def test_the_request_id_reaches_the_response_the_logs_and_the_self_audit_e
     assert read.request_id == rid and read.actor.id == "u-trace"
     lines = [json.loads(line) for line in buf.getvalue().splitlines()]
     access = [x for x in lines if x["event"] == "api.request" and x.get("path", "").startswith("/v1/events/")]
-    assert [x["request_id"] for x in access] == [rid] and access[0]["logger"] == "query_api.core.observability"
+    assert [x["request_id"] for x in access] == [rid] and access[0]["logger"] == "auditlogkit.query_api.core.observability"
     assert all(x.get("request_id") != rid for x in lines if x.get("path") == "/healthz")
 
 
@@ -59,14 +59,14 @@ def test_stdlib_records_come_out_in_the_same_format_with_logger_names() -> None:
         structlog.contextvars.bind_contextvars(request_id="r-1")
         logging.getLogger("uvicorn.error").warning("Started server process [%d]", 42)
         logging.getLogger("aiokafka.conn").warning("Connection lost")
-        logs.get_logger("consumers.worker").info("batch.flushed", rows=3)
+        logs.get_logger("auditlogkit.consumers.worker").info("batch.flushed", rows=3)
         structlog.contextvars.clear_contextvars()
     finally:
         logs.configure("warning")
     lines = [json.loads(line) for line in buf.getvalue().splitlines()]
     assert [(x["logger"], x["event"], x["request_id"]) for x in lines] == [
         ("uvicorn.error", "Started server process [42]", "r-1"), ("aiokafka.conn", "Connection lost", "r-1"),
-        ("consumers.worker", "batch.flushed", "r-1")]
+        ("auditlogkit.consumers.worker", "batch.flushed", "r-1")]
     assert all(x["level"] and x["timestamp"].endswith("Z") for x in lines)
 
     console = io.StringIO()

@@ -1,4 +1,4 @@
-"""s3disk as a black box: a real ``python -m auditlog.s3disk`` process, raw HTTP (httpx, sockets) and a real Tansu
+"""s3disk as a black box: a real ``python -m auditlogkit.server.s3disk`` process, raw HTTP (httpx, sockets) and a real Tansu
 broker over it (``s3://``) with aiokafka clients. Conditional writes and ETags as object_store needs them, stable
 across a restart; listings with continuation tokens; malformed requests answered, never fatal; SIGTERM exits 0,
 a taken port exits 2; every acknowledged message and committed offset survives SIGKILL of both processes; two
@@ -25,13 +25,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from auditlog.broker import broker_binary, free_port
+from auditlogkit.server.broker import broker_binary, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
 # Fault injection inside the s3disk process (``python -c``): a batch PUT at an offset ending in 0 takes 0.3 s.
 SLOW_BATCH = """
-import asyncio, auditlog.s3disk.server as s
+import asyncio, auditlogkit.server.s3disk.server as s
 _put = s.S3Server.put
 async def put(self, bucket, key, p, req):
     if key.endswith("0.batch"):
@@ -39,8 +39,8 @@ async def put(self, bucket, key, p, req):
     return await _put(self, bucket, key, p, req)
 s.S3Server.put = put
 """
-NO_FIX = "import auditlog.s3disk.tansu as t; t.Holes.stop_key = lambda self, bucket, prefix: None\n"
-SHORT_HOLES = "import auditlog.s3disk.tansu as t; t.HOLE_SECONDS = 1.0\n"
+NO_FIX = "import auditlogkit.server.s3disk.tansu as t; t.Holes.stop_key = lambda self, bucket, prefix: None\n"
+SHORT_HOLES = "import auditlogkit.server.s3disk.tansu as t; t.HOLE_SECONDS = 1.0\n"
 RECORDS = "clusters/tansu_cluster/topics/{t}/partitions/{p:010d}/records"
 
 
@@ -74,9 +74,9 @@ class Stack:
         return f"127.0.0.1:{self.kport}"
 
     def start_s3(self) -> Stack:
-        cmd = [sys.executable, "-m", "auditlog.s3disk"]
+        cmd = [sys.executable, "-m", "auditlogkit.server.s3disk"]
         if self.patch:
-            cmd = [sys.executable, "-c", self.patch + "import sys\nfrom auditlog.s3disk.__main__ import main\n"
+            cmd = [sys.executable, "-c", self.patch + "import sys\nfrom auditlogkit.server.s3disk.__main__ import main\n"
                    "sys.exit(main(sys.argv[1:]))"]
         with open(self.s3log, "ab") as log:
             self.s3 = subprocess.Popen([*cmd, "--root", str(self.root), "--port", str(self.s3port), *self.s3args],
@@ -305,7 +305,7 @@ def test_sigterm_exits_0_within_a_second_and_a_taken_port_exits_2(stacks: Callab
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "auditlog.s3disk", "--root", str(s.root), "--port", str(port)],
+        done = subprocess.run([sys.executable, "-m", "auditlogkit.server.s3disk", "--root", str(s.root), "--port", str(port)],
                               capture_output=True, text=True, timeout=20)
     assert done.returncode == 2, done.stderr
     assert f"port 127.0.0.1:{port} is already in use" in done.stderr

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.broker import EmbeddedBroker, free_port, port_is_free
-from auditlog.settings import Settings
+from auditlogkit.server.broker import EmbeddedBroker, free_port, port_is_free
+from auditlogkit.server.settings import Settings
 from tests.consumer_helpers import committed_offsets, consumer_env, highwaters, log_events, publish
 from tests.factories import random_events
 from tests.updemo import AUDITLOG
@@ -159,7 +159,7 @@ async def test_consume_stops_cleanly_on_sigterm_with_sigint_ignored(settings: Se
     env = consumer_env(settings, tmp_path / "c", consumer_metrics_port=port)
     values: list[bytes | None] = [json.dumps(e).encode() for e in random_events(500, seed=31)]
     await publish(settings.kafka_bootstrap, settings.topic, values)
-    with running([sys.executable, "-m", "auditlog.app.cli", "consume"], env) as c:
+    with running([sys.executable, "-m", "auditlogkit.server.app.cli", "consume"], env) as c:
         deadline = time.monotonic() + 60
         while _stored(port) < len(values):
             assert time.monotonic() < deadline and c.popen.poll() is None, c.output[-3000:]
@@ -176,7 +176,7 @@ async def test_consume_stops_cleanly_on_sigterm_with_sigint_ignored(settings: Se
 
 def test_consume_stops_cleanly_on_sigterm_during_start_up(settings: Settings, tmp_path: Path) -> None:
     env = consumer_env(settings, tmp_path / "c")
-    with running([sys.executable, "-m", "auditlog.app.cli", "consume"], env) as c:
+    with running([sys.executable, "-m", "auditlogkit.server.app.cli", "consume"], env) as c:
         c.wait_for(lambda line: _event(line, "consumer.starting") is not None)
         code, took = c.terminate(within=30)
     assert code == 0, c.output[-3000:]
@@ -195,7 +195,7 @@ def _api_env(broker: EmbeddedBroker, chdb: Path) -> dict[str, str]:
 
 def test_api_stops_cleanly_on_sigterm_with_sigint_ignored(broker: EmbeddedBroker, tmp_path: Path) -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "auditlog.app.cli", "api", "--port", str(port)]
+    cmd = [sys.executable, "-m", "auditlogkit.server.app.cli", "api", "--port", str(port)]
     with running(cmd, _api_env(broker, tmp_path / "chdb")) as api:
         deadline = time.monotonic() + 60
         while True:
@@ -217,7 +217,7 @@ def test_api_stops_cleanly_on_sigterm_with_sigint_ignored(broker: EmbeddedBroker
 def test_api_on_all_interfaces_warns_about_unchecked_claims_and_stops_during_start_up(
         broker: EmbeddedBroker, tmp_path: Path) -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "auditlog.app.cli", "api", "--host", "0.0.0.0", "--port", str(port)]
+    cmd = [sys.executable, "-m", "auditlogkit.server.app.cli", "api", "--host", "0.0.0.0", "--port", str(port)]
     with running(cmd, _api_env(broker, tmp_path / "chdb")) as api:
         api.wait_for(lambda line: _event(line, "api.token_claims_unchecked") is not None)
         code, took = api.terminate(within=20)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-from auditlog.store import Store
-from schemas import parse_event
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.schemas import parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 
 

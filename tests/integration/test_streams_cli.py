@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from auditlog.broker import free_port
-from query_api.streams.keys import new_key_text
+from auditlogkit.query_api.streams.keys import new_key_text
+from auditlogkit.server.broker import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,7 +25,7 @@ def run(tmp_path: Path, key: str | None, *args: str) -> subprocess.Popen[str]:
     env.update(AUDITLOG_DATA_DIR=str(tmp_path), AUDITLOG_CLICKHOUSE_URL=f"chdb://{tmp_path / 'chdb'}")
     if key is not None:
         env["AUDITLOG_STREAMS_KEY"] = key
-    return subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "stream", *args], env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", "stream", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

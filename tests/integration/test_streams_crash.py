@@ -33,9 +33,9 @@ from typing import Any
 import httpx
 import pytest
 
-from auditlog.broker import free_port
-from query_api.security.auth import mint_token
-from query_api.streams.keys import new_key_text
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.query_api.streams.keys import new_key_text
+from auditlogkit.server.broker import free_port
 from tests.factories import make_event
 from tests.integration.streams_helpers import TOPIC, Received, Receiver
 from tests.updemo import AUDITLOG, stop_up_demo_pid
@@ -49,12 +49,12 @@ HELD = 2  # each stream's 2nd request is held unanswered until the kill
 
 SETUP = """
 import json, sys
-from auditlog.db.migrations import migrate
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.streams.keys import streams_key
-from query_api.streams.store import StreamStore
-from schemas.catalog import get_catalog
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
+from auditlogkit.query_api.streams.keys import streams_key
+from auditlogkit.query_api.streams.store import StreamStore
+from auditlogkit.schemas.catalog import get_catalog
 from tests.integration.streams_helpers import put_events
 
 url, secret, placed = sys.argv[1], sys.argv[2], json.loads(open(sys.argv[3]).read())
@@ -73,11 +73,11 @@ print(json.dumps(ids))
 
 STATUS = """
 import json
-from auditlog.settings import Settings
-from auditlog.store import Store
-from query_api.streams.keys import streams_key
-from query_api.streams.store import StreamStore
-from schemas.catalog import get_catalog
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
+from auditlogkit.query_api.streams.keys import streams_key
+from auditlogkit.query_api.streams.store import StreamStore
+from auditlogkit.schemas.catalog import get_catalog
 
 s = Settings()
 assert s.streams_key is not None
@@ -106,7 +106,7 @@ def python(code: str, env: dict[str, str], *args: str) -> str:
 
 def stream_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as f:
-        return subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "stream"], env=env, cwd=ROOT,
+        return subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", "stream"], env=env, cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=f)
 
 

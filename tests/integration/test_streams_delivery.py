@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from auditlog.broker import free_port
-from auditlog.store import Store
-from query_api.streams.destinations.webhook import verify
-from query_api.streams.store import StreamStore
+from auditlogkit.query_api.streams.destinations.webhook import verify
+from auditlogkit.query_api.streams.store import StreamStore
+from auditlogkit.server.broker import free_port
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.streams_helpers import (
     Received,

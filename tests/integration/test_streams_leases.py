@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.store import Store
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.streams_helpers import (
     Receiver,

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.store import Store
-from query_api.streams import reader
-from query_api.streams.config import StreamConfigError
-from query_api.streams.keys import SecretBox, new_key_text, streams_key
-from query_api.streams.model import Lease
-from query_api.streams.store import StreamStore
-from schemas.catalog import get_catalog
-from schemas.tables import STREAM_LEASES_TABLE, STREAM_POSITIONS_TABLE, STREAMS_TABLE
+from auditlogkit.query_api.streams import reader
+from auditlogkit.query_api.streams.config import StreamConfigError
+from auditlogkit.query_api.streams.keys import SecretBox, new_key_text, streams_key
+from auditlogkit.query_api.streams.model import Lease
+from auditlogkit.query_api.streams.store import StreamStore
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.tables import STREAM_LEASES_TABLE, STREAM_POSITIONS_TABLE, STREAMS_TABLE
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.streams_helpers import TOPIC, put_events, repo_for, settings_for
 

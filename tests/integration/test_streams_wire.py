@@ -1,6 +1,6 @@
 """The destinations' wire formats against real servers: Splunk HEC and Datadog requests as a real local HTTP
 receiver sees them (Datadog split at 1,000 entries), and the s3 destination writing to the project's own
-S3-compatible server (``python -m auditlog.s3disk``) and to moto's (from PyPI): one gzip NDJSON object per batch
+S3-compatible server (``python -m auditlogkit.server.s3disk``) and to moto's (from PyPI): one gzip NDJSON object per batch
 under the org's and day's prefix, written once; a missing bucket failing until it exists; the owner's test send."""
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from auditlog.broker import free_port
-from auditlog.store import Store
-from query_api.streams.deliverer import send_test
-from query_api.streams.destinations import s3
-from query_api.streams.destinations.base import Context
+from auditlogkit.query_api.streams.deliverer import send_test
+from auditlogkit.query_api.streams.destinations import s3
+from auditlogkit.query_api.streams.destinations.base import Context
+from auditlogkit.server.broker import free_port
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.integration.streams_helpers import (
     Receiver,
@@ -88,7 +88,7 @@ async def test_datadog_requests_are_split_at_a_thousand_entries(store: Store, tm
 @pytest.fixture
 def s3disk(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.s3disk", "--root", str(tmp_path / "s3"), "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.s3disk", "--root", str(tmp_path / "s3"), "--port",
                              str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 15

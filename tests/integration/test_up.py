@@ -23,9 +23,10 @@ import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from auditlog.app.demo import DEMO_ADMIN_WORKSPACES
-from auditlog.broker import free_port
-from producers import AuditProducer, audit_context
+from auditlogkit import AuditProducer, audit_context
+from auditlogkit.server.app.demo import DEMO_ADMIN_WORKSPACES
+from auditlogkit.server.broker import free_port
+from tests.distribution import sdk_venv
 from tests.factories import make_event
 from tests.updemo import AUDITLOG, UpDemo, start_up_demo, stop_up_demo
 
@@ -228,6 +229,61 @@ def test_the_django_example_of_docs_sdk_md(up: UpDemo, data_dir: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+# ----- the SDK distribution alone, in a fresh virtualenv ---------------------------------------------------------
+SERVER_ONLY = ("chdb", "fastapi", "uvicorn", "pyarrow", "pandas", "clickhouse_connect", "structlog")
+
+
+@pytest.fixture(scope="module")
+def sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sdk_venv(tmp_path_factory.mktemp("sdk"))
+
+
+def site_packages_mb(python: Path) -> float:
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    tooling = ("pip", "setuptools", "_distutils_hack", "distutils-precedence.pth")  # the venv's own, not ours
+    return sum(f.stat().st_size for p in site.iterdir() if not p.name.startswith(tooling)
+               for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()) / 2**20
+
+
+def test_the_sdk_distribution_is_light_and_collides_with_nothing(sdk_python: Path, tmp_path: Path) -> None:
+    size = site_packages_mb(sdk_python)
+    print(f"SDK install with its dependencies: {size:.1f} MB")
+    assert size < 50
+    (tmp_path / "schemas.py").write_text("WHO = 'the service'\n")  # a service's own schemas.py ...
+    (tmp_path / "auditlog").mkdir()  # ... and django-auditlog's import name
+    (tmp_path / "auditlog" / "__init__.py").write_text("WHO = 'django-auditlog'\n")
+    script = ("import importlib.util, schemas, auditlog\n"
+              "from auditlogkit import AuditProducer, AuditEvent\n"
+              "assert (schemas.WHO, auditlog.WHO) == ('the service', 'django-auditlog')\n"
+              f"print(sorted(m for m in {SERVER_ONLY!r} if importlib.util.find_spec(m)))\n")
+    r = subprocess.run([str(sdk_python), "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", f"server dependencies installed with the SDK: {r.stdout}"
+    cli = subprocess.run([str(sdk_python.parent / "auditlog"), "up"], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 2 and "pip install 'auditlogkit[server]'" in cli.stderr  # says what to install
+
+
+@pytest.mark.parametrize("transport", ["kafka", "http"])
+def test_the_sdk_distribution_publishes_to_up(up: UpDemo, data_dir: Path, sdk_python: Path, transport: str,
+                                               tmp_path: Path) -> None:
+    event_id = str(uuid.uuid4())
+    script = ("import asyncio\n"
+              "from auditlogkit import AuditProducer, audit_context\n"
+              "async def main():\n"
+              "    async with AuditProducer.from_env() as audit:\n"
+              "        with audit_context(org_id='acme', actor_id='u-dist', actor_type='user'):\n"
+              "            await audit.send_and_wait(action='vm.delete', target={'type': 'vm', 'id': 'vm-dist'},\n"
+              f"                                      event_id='{event_id}')\n"
+              "asyncio.run(main())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITLOG_")} | sdk_env(up, data_dir, transport)
+    r = subprocess.run([str(sdk_python), "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ev = stored(up, event_id)
+    assert ev["actor"]["id"] == "u-dist" and ev["publisher"]["via"] == transport
 
 
 def test_restart_keeps_data_and_keeps_ingesting(up: UpDemo, data_dir: Path) -> None:

@@ -24,8 +24,8 @@ import pytest
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from auditlog.broker import free_port
-from query_api.security.auth import mint_token
+from auditlogkit.query_api.security.auth import mint_token
+from auditlogkit.server.broker import free_port
 from tests.factories import make_event
 from tests.updemo import AUDITLOG, stop_up_demo_pid
 
@@ -204,7 +204,7 @@ def _part_pids(up: Up) -> dict[str, int]:
             cmd = Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")
             if b"broker" in cmd and b"--storage-engine" in cmd:  # the Tansu binary's arguments
                 out["broker"] = int(c)
-            elif b"auditlog.s3disk" in cmd:
+            elif b"auditlogkit.server.s3disk" in cmd:
                 out["broker_storage"] = int(c)
     return out
 

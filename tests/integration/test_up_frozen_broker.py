@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from auditlog.broker import free_port
-from auditlog.settings import Settings
+from auditlogkit.server.broker import free_port
+from auditlogkit.server.settings import Settings
 from tests.updemo import UpDemo, start_up_demo, stop_up_demo
 
 ACK_TIMEOUT_S = Settings.model_fields["api_audit_ack_timeout_seconds"].default

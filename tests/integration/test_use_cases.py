@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from auditlog.broker import EmbeddedBroker, ensure_topics
-from auditlog.db.migrations import migrate
-from auditlog.settings import Settings
-from auditlog.store import Store
-from consumers.worker import ConsumerWorker
-from producers.producer import AuditProducer
-from query_api.core.app import create_app
-from schemas.rows import EVENTS_TABLE
+from auditlogkit.consumers.worker import ConsumerWorker
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.core.app import create_app
+from auditlogkit.schemas.rows import EVENTS_TABLE
+from auditlogkit.server.broker import EmbeddedBroker, ensure_topics
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import make_event, random_events
 from tests.integration.test_api_helpers import auth, token
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.broker import free_port
+from auditlogkit.server.broker import free_port
 
 ENV_EXAMPLE_JWT = "change-me-to-32-or-more-random-bytes"  # deploy/.env.example
 K8S_EXAMPLE_JWT = "change-me-0123456789abcdef0123456789abcdef"  # deploy/k8s/secret.example.yaml
@@ -21,7 +21,7 @@ def run(argv: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProc
     base = {k: v for k, v in os.environ.items() if not k.startswith("AUDITLOG_")}
     base.update({"AUDITLOG_DATA_DIR": str(tmp_path / "data"), "AUDITLOG_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
                  "AUDITLOG_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", **env})
-    return subprocess.run([sys.executable, "-m", "auditlog.app.cli", *argv], env=base, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "auditlogkit.server.app.cli", *argv], env=base, capture_output=True,
                           text=True, timeout=60)
 
 

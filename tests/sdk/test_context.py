@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from producers import AuditProducer, audit_context, bind
-from producers.context import current, fill
-from producers.middleware import AuditContextMiddleware, AuditContextWSGIMiddleware
-from producers.testing import FakeTransport, fake_producer
-from schemas.catalog import get_catalog
+from auditlogkit import AuditProducer, audit_context, bind
+from auditlogkit.context import current, fill
+from auditlogkit.middleware import AuditContextMiddleware, AuditContextWSGIMiddleware
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.testing import FakeTransport, fake_producer
 
 CAT = get_catalog()
 
@@ -109,3 +109,19 @@ def test_wsgi_middleware_believes_forwarded_for_only_from_a_trusted_proxy() -> N
         assert body == b"ok" and audit_events[-1].ip == expected and audit_events[-1].user_agent == "ua"
         assert ("X-Request-ID", audit_events[-1].request_id) in headers
     assert current() is None
+
+
+def test_the_sync_producer_over_the_fake_takes_the_callers_context() -> None:
+    from auditlogkit import AuditProducerSync
+
+    fake = FakeTransport()
+    audit = AuditProducerSync(transport=fake)
+    try:
+        with audit_context(org_id="acme", actor_id="u-sync", actor_type="user", request_id="r-9"):
+            audit.send_and_wait(action="vm.delete", target={"type": "vm", "id": "vm-1"})
+        with pytest.raises(ValueError, match="org_id"):  # outside the context: refused in the caller's thread
+            audit.send(action="vm.delete", actor={"id": "u", "type": "user"})
+    finally:
+        audit.close()
+    [ev] = fake.events
+    assert (ev.org_id, ev.actor.id, ev.request_id) == ("acme", "u-sync", "r-9")

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from producers import AuditProducer, DeliveryFailed, InvalidEvent, audit_context
-from producers.http import HttpTransport
-from producers.settings import ProducerSettings
+from auditlogkit import AuditProducer, DeliveryFailed, InvalidEvent, audit_context
+from auditlogkit.http import HttpTransport
+from auditlogkit.settings import ProducerSettings
 
 TOKEN = "svc-token-0123456789-abcdef"
 Reply = tuple[int, dict[str, str], dict[str, Any]]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from producers import AuditProducer
-from producers.settings import KafkaSettings, ProducerSettings
-from producers.transport import KafkaTransport
+from auditlogkit import AuditProducer
+from auditlogkit.settings import KafkaSettings, ProducerSettings
+from auditlogkit.transport import KafkaTransport
 
 
 async def test_kafka_tls_and_sasl_reach_the_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_broken_settings_are_refused_naming_the_variable(monkeypatch: pytest.Mon
 
 
 def test_the_server_reads_the_same_kafka_settings() -> None:
-    from auditlog.settings import Settings
+    from auditlogkit.server.settings import Settings
 
     assert issubclass(Settings, KafkaSettings)
     assert set(KafkaSettings.model_fields) <= set(Settings.model_fields)

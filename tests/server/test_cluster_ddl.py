@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.db.migration_sql import SHARD_KEY, cluster_statements, sharded_tables
-from auditlog.db.migrations import migrate
-from auditlog.store import Store
-from schemas.catalog import get_catalog
-from schemas.event import parse_event
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.server.db.migration_sql import SHARD_KEY, cluster_statements, sharded_tables
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.store import Store
 from tests.factories import random_events
 
 CLUSTER_DIR = Path(__file__).resolve().parents[2] / "deploy" / "cluster"

@@ -75,14 +75,14 @@ def test_compose_migrate_job_commands_parse(path: Path) -> None:
 
     import yaml
 
-    from auditlog.app.cli import build_parser
-    from auditlog.db import roles
+    from auditlogkit.server.app.cli import build_parser
+    from auditlogkit.server.db import roles
 
     command = yaml.safe_load(path.read_text())["services"]["migrate"]["command"]
     steps = [shlex.split(step) for step in " ".join(command).split("&&")]
     assert len(steps) >= 3
     for argv in steps:
-        if argv[:3] == ["python", "-m", "auditlog.db.roles"]:
+        if argv[:3] == ["python", "-m", "auditlogkit.server.db.roles"]:
             args = roles.build_parser().parse_args(argv[3:])
             assert args.apply, argv
         else:
@@ -113,8 +113,8 @@ def test_compose_clickhouse_credentials_outside_the_url(path: Path, monkeypatch:
 
     import yaml
 
-    from auditlog.settings import Settings
-    from auditlog.store import credentials
+    from auditlogkit.server.settings import Settings
+    from auditlogkit.server.store import credentials
 
     services = yaml.safe_load(path.read_text())["services"]
     servers = {n: s for n, s in services.items() if str(s.get("image", "")).startswith("clickhouse/clickhouse-server")}
@@ -187,7 +187,7 @@ def test_compose_secrets_token_claims_and_proxies(path: Path, monkeypatch: pytes
     import yaml
     from pydantic import ValidationError
 
-    from auditlog.settings import Settings
+    from auditlogkit.server.settings import Settings
 
     text = path.read_text()
     services = yaml.safe_load(text)["services"]

@@ -1,7 +1,7 @@
 """Least privilege on a real ClickHouse server (testcontainers; skipped without Docker).
 
 `auditlog migrate` with admin credentials creates the roles; service and analyst users come from
-auditlog.db.roles. Checked: the writer inserts events but cannot read them, read other tables, delete, alter
+auditlogkit.server.db.roles. Checked: the writer inserts events but cannot read them, read other tables, delete, alter
 or truncate; the reader (API) reads but cannot mutate; an analyst sees only its org, through the table, the
 flat view and the daily counts; an analyst user without an org sees nothing; migrate is idempotent with
 roles and skips cleanly for least-privilege users.
@@ -16,14 +16,14 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from auditlog.db import roles
-from auditlog.db.migrations import migrate
-from auditlog.store import Store
-from query_api.streams.keys import SecretBox
-from query_api.streams.ssrf import AllowList
-from schemas.catalog import get_catalog
-from schemas.event import parse_event
-from schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.query_api.streams.keys import SecretBox
+from auditlogkit.query_api.streams.ssrf import AllowList
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.event import parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE, event_row
+from auditlogkit.server.db import roles
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.store import Store
 from tests.factories import make_event
 from tests.server.conftest import user_url
 
@@ -80,7 +80,7 @@ def test_streams_user_runs_streams_but_cannot_touch_events(env: dict[str, Any]) 
     events, save a position, claim a lease) succeed; writing or altering the events is refused."""
     import os
 
-    from query_api.streams.store import StreamStore
+    from auditlogkit.query_api.streams.store import StreamStore
 
     server = env["server"]
     store = Store(user_url(server, f"s_{env['db']}", env["pw"]["s"]), env["db"])
@@ -138,8 +138,8 @@ def test_reader_queries_carry_limits_and_can_be_killed_by_their_tag(env: dict[st
     import threading
     import time
 
-    from auditlog.settings import Settings
-    from query_api.core.query_runner import QueryRunner, kill_tagged
+    from auditlogkit.query_api.core.query_runner import QueryRunner, kill_tagged
+    from auditlogkit.server.settings import Settings
 
     pw = env["pw"]["r"]
     url = user_url(env["server"], f"r_{env['db']}", pw)

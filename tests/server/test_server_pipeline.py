@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from auditlog.broker import ensure_topics
-from auditlog.db import roles
-from auditlog.db.migrations import migrate
-from auditlog.settings import Settings
-from auditlog.store import Store
-from producers.producer import AuditProducerSync
+from auditlogkit.producer import AuditProducerSync
+from auditlogkit.server.broker import ensure_topics
+from auditlogkit.server.db import roles
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 from tests.factories import random_events
 from tests.server.conftest import user_url
 
@@ -27,9 +27,9 @@ pytestmark = pytest.mark.server
 def test_produce_consume_query(clickhouse_server: dict[str, Any], kafka_server: str) -> None:
     from fastapi.testclient import TestClient
 
-    from consumers.worker import ConsumerWorker
-    from query_api.core.app import create_app
-    from query_api.security.auth import mint_token
+    from auditlogkit.consumers.worker import ConsumerWorker
+    from auditlogkit.query_api.core.app import create_app
+    from auditlogkit.query_api.security.auth import mint_token
 
     db = f"pl_{uuid.uuid4().hex[:8]}"
     migrate(Store(clickhouse_server["admin_url"], db))

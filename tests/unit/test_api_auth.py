@@ -20,15 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from auditlog.settings import Settings
-from auditlog.signing import ServerKeys
-from query_api.core.errors import ApiError, install_error_handlers
-from query_api.deps import ReadPrincipal
-from query_api.read import cursor
-from query_api.read.filters import SEARCH_EXPR, like_contains
-from query_api.security.auth import TokenVerifier, mint_token
-from query_api.security.principal import Principal
-from query_api.security.scoping import ScopedQuery
+from auditlogkit.query_api.core.errors import ApiError, install_error_handlers
+from auditlogkit.query_api.deps import ReadPrincipal
+from auditlogkit.query_api.read import cursor
+from auditlogkit.query_api.read.filters import SEARCH_EXPR, like_contains
+from auditlogkit.query_api.security.auth import TokenVerifier, mint_token
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.signing import ServerKeys
 
 CLAIMS = {"sub": "u1", "email": "u1@acme.example", "org_id": "acme", "role": "workspace_admin",
           "workspaces": ["w1"], "permissions": ["audit:read"]}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from auditlog.settings import Settings
-from query_api.cli import is_loopback, warn_unchecked_claims
+from auditlogkit.query_api.cli import is_loopback, warn_unchecked_claims
+from auditlogkit.server.settings import Settings
 
 
 @pytest.mark.parametrize(("host", "loopback"), [

@@ -7,7 +7,7 @@ import argparse
 import subprocess
 import sys
 
-from auditlog.app.cli import build_parser
+from auditlogkit.server.app.cli import build_parser
 
 
 def _undocumented(p: argparse.ArgumentParser, path: str) -> list[str]:
@@ -26,7 +26,7 @@ def test_every_flag_of_every_subcommand_has_help() -> None:
 
 
 def test_emit_help_names_the_fields_its_flags_set() -> None:
-    r = subprocess.run([sys.executable, "-m", "auditlog.app.cli", "emit", "--help"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "auditlogkit.server.app.cli", "emit", "--help"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
     for field in ("org_id", "actor.id", "target.type", "occurred_at", "event_id", "SUCCESS or FAILED"):

@@ -10,12 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from auditlog.db import content_hash as ch
-from query_api.models import EventOut
-from query_api.read.event_shape import EVENT_SHAPE, STORED
-from schemas.columns import BY_NAME, COLUMNS
-from schemas.event import AuditEvent, parse_event
-from schemas.rows import EVENT_COLUMNS, PROVENANCE_COLUMNS, event_row, event_values
+from auditlogkit.query_api.models import EventOut
+from auditlogkit.query_api.read.event_shape import EVENT_SHAPE, STORED
+from auditlogkit.schemas.columns import BY_NAME, COLUMNS
+from auditlogkit.schemas.event import AuditEvent, parse_event
+from auditlogkit.schemas.rows import EVENT_COLUMNS, PROVENANCE_COLUMNS, event_row, event_values
+from auditlogkit.server.db import content_hash as ch
 from tests.factories import make_event, random_events
 from tests.unit.test_event_shape import ddl_columns
 

@@ -1,5 +1,5 @@
-"""The composition root (:mod:`auditlog.app.compose`): the commands build their producers one way, from
-:class:`~producers.kafka.KafkaConnection`, so TLS / SASL reach every producer, with the linger of its role, and
+"""The composition root (:mod:`auditlogkit.server.app.compose`): the commands build their producers one way, from
+:class:`~auditlogkit.kafka.KafkaConnection`, so TLS / SASL reach every producer, with the linger of its role, and
 every part gets the operator's catalog. (The migrations with that catalog: tests/integration/test_compose.py.)"""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from auditlog.app.cli_api import REQUEST_TIMEOUT_MS, api_producers
-from auditlog.app.compose import INGEST_LINGER_MS, Composition
-from auditlog.settings import Settings
-from producers import AuditProducer
-from producers.transport import KafkaTransport
+from auditlogkit import AuditProducer
+from auditlogkit.server.app.cli_api import REQUEST_TIMEOUT_MS, api_producers
+from auditlogkit.server.app.compose import INGEST_LINGER_MS, Composition
+from auditlogkit.server.settings import Settings
+from auditlogkit.transport import KafkaTransport
 
 ROOT = Path(__file__).resolve().parents[2]
 SASL_SSL = {"kafka_bootstrap": "k1:9093,k2:9093", "kafka_security_protocol": "SASL_SSL",
@@ -50,7 +50,7 @@ def test_only_the_composition_root_constructs_producers() -> None:
 
 
 async def test_tls_and_sasl_reach_the_api_producers_with_their_lingers() -> None:
-    from query_api.security.self_audit import PRODUCER_LINGER_MS
+    from auditlogkit.query_api.security.self_audit import PRODUCER_LINGER_MS
 
     parts = Composition(Settings(**SASL_SSL))
     make_audit, make_ingest = api_producers(parts)

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from consumers.batch import FlushJob, PartitionBatch
-from consumers.cli import reason_class
-from consumers.decode.decoder import Chunk, DeadLetter, DecodedChunk, Decoder, dead_letter
-from consumers.fate import Fate, Watermarks, fate
-from consumers.kafka.dlq import (
+from auditlogkit.consumers.batch import FlushJob, PartitionBatch
+from auditlogkit.consumers.cli import reason_class
+from auditlogkit.consumers.decode.decoder import Chunk, DeadLetter, DecodedChunk, Decoder, dead_letter
+from auditlogkit.consumers.fate import Fate, Watermarks, fate
+from auditlogkit.consumers.kafka.dlq import (
     H_FIELD,
     H_OFFSET,
     H_PARTITION,
@@ -28,11 +28,11 @@ from consumers.kafka.dlq import (
     header,
     original_headers,
 )
-from consumers.partition import PartitionState
-from consumers.retry import backoff_delay
-from consumers.steps import Decoded, MessageRejected, Step
-from consumers.steps.batching import Batching
-from schemas.rows import EVENT_COLUMNS
+from auditlogkit.consumers.partition import PartitionState
+from auditlogkit.consumers.retry import backoff_delay
+from auditlogkit.consumers.steps import Decoded, MessageRejected, Step
+from auditlogkit.consumers.steps.batching import Batching
+from auditlogkit.schemas.rows import EVENT_COLUMNS
 from tests.factories import make_event
 
 

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from auditlog.signing import Purpose, ServerKeys
-from query_api.core.errors import ApiError
-from query_api.read import cursor
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.read import cursor
+from auditlogkit.server.signing import Purpose, ServerKeys
 
 KEYS = ServerKeys("cursor-test-secret-0123456789abcdef")
 

@@ -2,20 +2,20 @@
 kustomization.yaml lists exactly the manifests, and the manifests are cross-checked against the code so they
 cannot rot silently:
 
-- every ``AUDITLOG_*`` variable (ConfigMap, env) is a field of :class:`auditlog.settings.Settings`, and each
+- every ``AUDITLOG_*`` variable (ConfigMap, env) is a field of :class:`auditlogkit.server.settings.Settings`, and each
   container's environment (ConfigMap + Secret example + env, ``$(VAR)`` expanded as the kubelet does) builds
   valid Settings (also with the ConfigMap switched to Kafka SASL_SSL); other variables are used (``$(VAR)`` or ``--password-env``), Secret keys exist;
-- every container's command/args parse with the project's own parsers (``auditlog.app.cli.build_parser``, and
-  ``python -m auditlog.db.roles`` run with ``--apply`` against a fake ClickHouse client);
+- every container's command/args parse with the project's own parsers (``auditlogkit.server.app.cli.build_parser``, and
+  ``python -m auditlogkit.server.db.roles`` run with ``--apply`` against a fake ClickHouse client);
 - probes, ports and Prometheus annotations match the code: the API's paths are GET routes of
-  ``create_app``'s app, the consumer's are answered by ``consumers.health.HealthServer`` (run on loopback) and its liveness
+  ``create_app``'s app, the consumer's are answered by ``auditlogkit.consumers.health.HealthServer`` (run on loopback) and its liveness
   stays 200 for a worker that is merely behind; ports are the configured ones;
 - ``terminationGracePeriodSeconds`` exceeds ``AUDITLOG_CONSUMER_SHUTDOWN_TIMEOUT_S``;
 - every pod/container is non-root, read-only root filesystem, no privilege escalation, drops ALL capabilities;
 - the service users the migrate Job creates are those (and the passwords) the Deployments log in with
   (``AUDITLOG_CLICKHOUSE_USER``, and ``AUDITLOG_CLICKHOUSE_PASSWORD`` from the same Secret key); no
   ``AUDITLOG_CLICKHOUSE_URL`` carries credentials, and passwords full of URL-special characters reach the
-  ClickHouse client (and ``auditlog.db.roles``) unchanged;
+  ClickHouse client (and ``auditlogkit.server.db.roles``) unchanged;
 - the example Secret's ``jwt-secret`` / ``server-secret`` stop the API and the consumers (they are placeholders);
   both share ``server-secret``; the API checks ``aud``/``iss`` and believes ``X-Forwarded-For`` only from the
   ConfigMap's ingress pod CIDR;
@@ -43,10 +43,10 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from auditlog.app.cli import build_parser
-from auditlog.db import roles
-from auditlog.settings import Settings
-from auditlog.store import credentials
+from auditlogkit.server.app.cli import build_parser
+from auditlogkit.server.db import roles
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -67,7 +67,7 @@ OTHER_FILES = {"README.md"}
 #: Examples the operator copies; never kustomize resources (applying one would overwrite the real object).
 NOT_APPLIED = {"secret.example.yaml"}
 IMAGE = "auditlog:local"
-ROLES_COMMAND = ["python", "-m", "auditlog.db.roles"]
+ROLES_COMMAND = ["python", "-m", "auditlogkit.server.db.roles"]
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 #: what the operator puts in place of the example secrets, which the processes refuse (see
 #: test_the_example_secrets_stop_the_api_and_the_consumers)
@@ -360,7 +360,7 @@ AWKWARD = {"clickhouse-admin-password": "change-me a@b:c/d?e#f%41&g=h+i",
 
 def test_passwords_with_any_characters_reach_the_client(clean_env: pytest.MonkeyPatch) -> None:
     """The reason for AUDITLOG_CLICKHOUSE_PASSWORD: whatever the Secret holds is what the client sends and what
-    ``auditlog.db.roles`` hashes for the service users (no URL encoding, no expansion)."""
+    ``auditlogkit.server.db.roles`` hashes for the service users (no URL encoding, no expansion)."""
     awkward = {**secret_data(), **AWKWARD}
     clean_env.setattr(sys.modules[__name__], "secret_data", lambda: dict(awkward))
     for where, c in all_containers():
@@ -406,7 +406,7 @@ class _FakeClient:
 
 
 def run_roles(c: dict[str, Any], mp: pytest.MonkeyPatch) -> tuple[str, dict[str, Any], list[str]]:
-    """Run the container's ``python -m auditlog.db.roles ...`` with its environment, ClickHouse faked: the URL and
+    """Run the container's ``python -m auditlogkit.server.db.roles ...`` with its environment, ClickHouse faked: the URL and
     the keyword arguments (credentials) it connects with, and the statements it sends."""
     assert c["command"] == ROLES_COMMAND
     argv = [str(a) for a in c["args"]]
@@ -420,11 +420,11 @@ def run_roles(c: dict[str, Any], mp: pytest.MonkeyPatch) -> tuple[str, dict[str,
         logins.append(kwargs)
         return _FakeClient(sent)
 
-    mp.setattr("auditlog.store.connect", fake_connect)
+    mp.setattr("auditlogkit.server.store.connect", fake_connect)
     try:
         assert roles.main(argv) == 0
     except SystemExit as exc:
-        pytest.fail(f"`python -m auditlog.db.roles {' '.join(argv)}` exits {exc.code}")
+        pytest.fail(f"`python -m auditlogkit.server.db.roles {' '.join(argv)}` exits {exc.code}")
     assert len(urls) == 1 and sent, "with --apply the statements must be executed"
     return urls[0], logins[0], sent
 
@@ -481,7 +481,7 @@ def test_migrate_job_runs_what_compose_runs(clean_env: pytest.MonkeyPatch) -> No
 def test_the_api_and_the_deliverers_share_the_streams_key(clean_env: pytest.MonkeyPatch) -> None:
     """The destinations' secrets the API seals are opened by the deliverers: one Secret key; its example value is
     refused by both (the key checker, as at start)."""
-    from query_api.streams.keys import StreamsKeyError, streams_key
+    from auditlogkit.query_api.streams.keys import StreamsKeyError, streams_key
 
     refs = {component: env_entry(containers(workload(component))[0], "AUDITLOG_STREAMS_KEY")["valueFrom"]
             ["secretKeyRef"]["key"] for component in ("api", "stream")}
@@ -496,7 +496,7 @@ def test_the_api_and_the_deliverers_share_the_streams_key(clean_env: pytest.Monk
 
 # ----- consumer -----------------------------------------------------------------------------------------
 def consumer_settings(mp: pytest.MonkeyPatch) -> tuple[dict[str, Any], argparse.Namespace, Settings]:
-    from consumers.cli import settings_from_args as _settings
+    from auditlogkit.consumers.cli import settings_from_args as _settings
 
     (c,) = containers(workload("consumer"))
     args = auditlog_args(c)
@@ -514,7 +514,7 @@ def _get(url: str) -> int:
 
 
 def test_consumer_probes_and_metrics_match_its_health_server(clean_env: pytest.MonkeyPatch) -> None:
-    from consumers.health import HealthServer
+    from auditlogkit.consumers.health import HealthServer
 
     dep = workload("consumer")
     c, args, s = consumer_settings(clean_env)
@@ -563,9 +563,9 @@ def test_consumer_replicas_fit_the_partitions() -> None:
 
 # ----- API ----------------------------------------------------------------------------------------------
 def test_api_probes_are_routes_and_ports_match(clean_env: pytest.MonkeyPatch) -> None:
-    from auditlog.store import Store
-    from query_api.core.app import create_app
-    from query_api.security.auth import TokenVerifier
+    from auditlogkit.query_api.core.app import create_app
+    from auditlogkit.query_api.security.auth import TokenVerifier
+    from auditlogkit.server.store import Store
 
     dep = workload("api")
     (c,) = containers(dep)
@@ -670,7 +670,7 @@ def test_the_example_secrets_stop_the_api_and_the_consumers(clean_env: pytest.Mo
 
 def test_api_and_consumers_share_the_server_secret(clean_env: pytest.MonkeyPatch) -> None:
     """The API signs its own messages (self-audit, HTTP ingest) with the key the consumers check them with."""
-    from auditlog.signing import Purpose
+    from auditlogkit.server.signing import Purpose
 
     keys: dict[str, str] = {}
     macs: set[bytes] = set()
@@ -699,7 +699,7 @@ def test_api_checks_token_claims_and_believes_only_its_ingress(clean_env: pytest
     ConfigMap value that says what it is."""
     import ipaddress
 
-    from query_api.security.client_ip import proxy_options
+    from auditlogkit.query_api.security.client_ip import proxy_options
 
     (c,) = containers(workload("api"))
     apply_env(clean_env, container_env(c))

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from schemas import EventError, parse_event
-from schemas.catalog import Catalog
+from auditlogkit.schemas import EventError, parse_event
+from auditlogkit.schemas.catalog import Catalog
 from tests.factories import make_event
 
 
@@ -118,7 +118,7 @@ def test_empty_workspace_id_is_rejected() -> None:
 def test_format_ts_takes_naive_values_as_utc_whatever_the_local_zone(monkeypatch) -> None:
     import time
 
-    from schemas import format_ts
+    from auditlogkit.schemas import format_ts
 
     monkeypatch.setenv("TZ", "Asia/Seoul")
     time.tzset()

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from consumers.decode.decoder import Chunk, Decoder
-from schemas import EventError, parse_event
-from schemas.event import MAX_DETAIL_DEPTH
+from auditlogkit.consumers.decode.decoder import Chunk, Decoder
+from auditlogkit.schemas import EventError, parse_event
+from auditlogkit.schemas.event import MAX_DETAIL_DEPTH
 from tests.factories import make_event
 
 DEEP = "nested deeper than 32 levels"

@@ -15,12 +15,19 @@ from typing import Any, Literal, Union, get_args, get_origin
 import pytest
 from pydantic import BaseModel
 
-from query_api.models import EventOut
-from query_api.read import event_shape as es
-from query_api.read import export
-from query_api.read.event_shape import EVENT_SHAPE, STORED, catalog_labels, label_params, public_event, select_list
-from schemas.catalog import get_catalog
-from schemas.rows import EVENT_COLUMNS, PROVENANCE_COLUMNS
+from auditlogkit.query_api.models import EventOut
+from auditlogkit.query_api.read import event_shape as es
+from auditlogkit.query_api.read import export
+from auditlogkit.query_api.read.event_shape import (
+    EVENT_SHAPE,
+    STORED,
+    catalog_labels,
+    label_params,
+    public_event,
+    select_list,
+)
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.rows import EVENT_COLUMNS, PROVENANCE_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = get_catalog()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from query_api.cli import MAX_FILENAME, disposition_filename, safe_filename
+from auditlogkit.query_api.cli import MAX_FILENAME, disposition_filename, safe_filename
 
 
 @pytest.mark.parametrize(("suggested", "name"), [

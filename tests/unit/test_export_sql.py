@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from query_api.read.export import CSV_COLUMNS, CSV_LINE_SQL, NDJSON_LINE_SQL, export_sql, label_params
-from query_api.read.filters import parse_filters
-from query_api.security.principal import Principal
-from query_api.security.scoping import ScopedQuery
-from schemas.catalog import get_catalog
-from schemas.rows import EVENTS_TABLE
+from auditlogkit.query_api.read.export import CSV_COLUMNS, CSV_LINE_SQL, NDJSON_LINE_SQL, export_sql, label_params
+from auditlogkit.query_api.read.filters import parse_filters
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.rows import EVENTS_TABLE
 
 CATALOG = get_catalog()
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

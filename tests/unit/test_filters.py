@@ -1,4 +1,4 @@
-"""The one filter table (query_api.read.filters.FILTERS) and everything derived from it: the API's query parameters,
+"""The one filter table (auditlogkit.query_api.read.filters.FILTERS) and everything derived from it: the API's query parameters,
 the CLI's flags, the page's filter list (static/js/state.js, checked against the table), validation, the SQL."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 
-from query_api import cli
-from query_api.core import page_filters
-from query_api.core.errors import ApiError, install_error_handlers
-from query_api.read.filters import (
+from auditlogkit.query_api import cli
+from auditlogkit.query_api.core import page_filters
+from auditlogkit.query_api.core.errors import ApiError, install_error_handlers
+from auditlogkit.query_api.read.filters import (
     BY_NAME,
     DEFAULT_RANGE,
     FILTERS,
@@ -25,11 +25,11 @@ from query_api.read.filters import (
     FilterError,
     parse_filters,
 )
-from query_api.routes import events, stats
-from query_api.routes.page import STATIC_DIR
-from query_api.security.principal import Principal
-from query_api.security.scoping import ScopedQuery
-from schemas.catalog import get_catalog
+from auditlogkit.query_api.routes import events, stats
+from auditlogkit.query_api.routes.page import STATIC_DIR
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.schemas.catalog import get_catalog
 
 CATALOG = get_catalog()
 STATIC_JS = STATIC_DIR / "js"
@@ -137,9 +137,9 @@ def _block(src: str, start: str) -> str:
 
 def test_the_pages_filter_list_is_generated_from_the_table() -> None:
     """The page takes its filters (names, chip labels, widgets) from static/js/filter_table.js, which is the table
-    rendered (regenerate with ``python -m query_api.core.page_filters``); its own modules name no filter label."""
+    rendered (regenerate with ``python -m auditlogkit.query_api.core.page_filters``); its own modules name no filter label."""
     assert (STATIC_JS / "filter_table.js").read_text(encoding="utf-8") == page_filters.render(), (
-        "static/js/filter_table.js is stale: run python -m query_api.core.page_filters")
+        "static/js/filter_table.js is stale: run python -m auditlogkit.query_api.core.page_filters")
     assert {s.name for s in FILTERS if s.label} == {s.name for s in FILTERS if s.widget}
     state = (STATIC_JS / "state.js").read_text(encoding="utf-8")
     chips_js = (STATIC_JS / "chips.js").read_text(encoding="utf-8")

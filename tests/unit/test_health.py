@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
-from consumers.health import HealthServer
+from auditlogkit.consumers.health import HealthServer
 
 
 def _get(port: int, path: str) -> int:
@@ -55,7 +55,7 @@ def test_every_consumer_metric_is_documented_for_operators() -> None:
 
     from prometheus_client.metrics import MetricWrapperBase
 
-    from consumers import metrics
+    from auditlogkit.consumers import metrics
 
     defined = {}
     for obj in vars(metrics).values():

@@ -3,16 +3,16 @@ a cycle, and no folder grows too wide.
 
 Layers, bottom up: ``schemas`` (the event contract) <- ``producers`` (together the SDK a service installs);
 ``auditlog`` (the base: settings, logs, store, broker) imports nothing else of ours but the SDK's settings and Kafka
-connection (``producers.settings``, ``producers.kafka``: one definition of ``AUDITLOG_KAFKA_*``); ``auditlog.db`` (migrations, roles, content hash, integrity)
+connection (``auditlogkit.settings``, ``auditlogkit.kafka``: one definition of ``AUDITLOG_KAFKA_*``); ``auditlogkit.server.db`` (migrations, roles, content hash, integrity)
 only the base and ``schemas``; ``consumers`` / ``query_api`` (independent of each other) sit on those; and
-``auditlog.app`` (the command line and ``up``) puts everything together, imported by nothing. A subpackage is a
+``auditlogkit.server.app`` (the command line and ``up``) puts everything together, imported by nothing. A subpackage is a
 package of its own here. Every import counts, also one inside a function, and so does a module named by a dotted
-string (``importlib.import_module("consumers.cli")``).
+string (``importlib.import_module("auditlogkit.consumers.cli")``).
 
 No two modules of ours import each other, directly or through others (:func:`test_no_cycle_among_modules`). There
 every import statement counts, also one inside a function or under ``TYPE_CHECKING``: a deferred import is the
 usual way to hide a cycle, not to remove one. A dotted string does not count there: it names a module loaded by
-name, often in another process (``python -m consumers.decode.helper``), which is no import of the one naming it.
+name, often in another process (``python -m auditlogkit.consumers.decode.helper``), which is no import of the one naming it.
 
 In ``query_api``, only ``deps.py`` (per request) and the app factory (which sets it) touch ``app.state``
 (:func:`test_only_deps_and_the_factory_touch_app_state`); and no folder of our packages holds more than
@@ -27,15 +27,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TOP = ("auditlog", "consumers", "query_api", "schemas", "producers")
-PACKAGES = ("auditlog", "auditlog.db", "auditlog.app", "consumers", "query_api", "schemas", "producers")
+PACKAGES = ("auditlogkit.server", "auditlogkit.server.db", "auditlogkit.server.app", "auditlogkit.consumers", "auditlogkit.query_api", "auditlogkit.schemas", "auditlogkit")
 MAX_FLAT = 15  # Python files (``__init__.py`` included) directly in one folder
 #: the query_api modules that may touch ``app.state``: the per-request dependencies, the app factory that sets it,
 #: and the command line's composition root, which attaches the producers to the app it built
-APP_STATE_OWNERS = frozenset({"query_api.deps", "query_api.core.app", "query_api.cli"})
+APP_STATE_OWNERS = frozenset({"auditlogkit.query_api.deps", "auditlogkit.query_api.core.app", "auditlogkit.query_api.cli"})
+
+
+#: each folder of :data:`TOP` and the package it is installed as (auditlogkit/ links them)
+INSTALLED_AS = {"auditlog": "auditlogkit.server", "consumers": "auditlogkit.consumers",
+                "query_api": "auditlogkit.query_api", "schemas": "auditlogkit.schemas", "producers": "auditlogkit"}
 
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
+    parts = (*INSTALLED_AS[parts[0]].split("."), *parts[1:])
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -115,7 +121,7 @@ def _cycles(graph: dict[str, frozenset[str]]) -> list[list[str]]:
 
 
 def _package(mod: str) -> str:
-    """The package of ``mod``: its deepest package in :data:`PACKAGES` (``auditlog.db.roles`` -> ``auditlog.db``)."""
+    """The package of ``mod``: its deepest package in :data:`PACKAGES` (``auditlogkit.server.db.roles`` -> ``auditlogkit.server.db``)."""
     return max((p for p in PACKAGES if mod == p or mod.startswith(p + ".")), key=len)
 
 
@@ -124,12 +130,12 @@ def _edges() -> set[tuple[str, str]]:
 
 
 def test_the_graph_is_read() -> None:
-    assert "auditlog.store" in imports()["auditlog.db.migrations"]
-    assert "consumers.cli" in imports()["auditlog.app.cli"]  # a dotted string counts
-    assert "consumers.cli" not in import_statements()["auditlog.app.cli"]  # but is no import statement
-    assert _package("auditlog.db.roles") == "auditlog.db" and _package("auditlog.store") == "auditlog"
-    assert "schemas.event" in imports()["query_api.read.stats"]
-    assert "query_api.read.filters" in import_statements()["query_api.cli"]
+    assert "auditlogkit.server.store" in imports()["auditlogkit.server.db.migrations"]
+    assert "auditlogkit.consumers.cli" in imports()["auditlogkit.server.app.cli"]  # a dotted string counts
+    assert "auditlogkit.consumers.cli" not in import_statements()["auditlogkit.server.app.cli"]  # but is no import statement
+    assert _package("auditlogkit.server.db.roles") == "auditlogkit.server.db" and _package("auditlogkit.server.store") == "auditlogkit.server"
+    assert "auditlogkit.schemas.event" in imports()["auditlogkit.query_api.read.stats"]
+    assert "auditlogkit.query_api.read.filters" in import_statements()["auditlogkit.query_api.cli"]
 
 
 def test_the_cycle_finder_finds_cycles() -> None:
@@ -159,34 +165,34 @@ def test_no_cycle_among_packages() -> None:
 
 
 def test_schemas_imports_nothing_of_ours_outside_schemas() -> None:
-    bad = sorted((m, t) for m, t in _edges() if _package(m) == "schemas" and _package(t) != "schemas")
+    bad = sorted((m, t) for m, t in _edges() if _package(m) == "auditlogkit.schemas" and _package(t) != "auditlogkit.schemas")
     assert not bad
 
 
 def test_producers_import_only_schemas() -> None:
     bad = sorted((m, t) for m, t in _edges()
-                 if _package(m) == "producers" and _package(t) not in ("producers", "schemas"))
+                 if _package(m) == "auditlogkit" and _package(t) not in ("auditlogkit", "auditlogkit.schemas"))
     assert not bad
 
 
 def test_consumers_and_query_api_are_independent() -> None:
-    pair = {"consumers", "query_api"}
+    pair = {"auditlogkit.consumers", "auditlogkit.query_api"}
     bad = sorted((m, t) for m, t in _edges()
                  if {_package(m), _package(t)} == pair)
     assert not bad
 
 
 def test_the_base_imports_nothing_else_of_ours_but_the_sdks_connection_settings() -> None:
-    bad = sorted((m, t) for m, t in _edges() if _package(m) == "auditlog" and _package(t) != "auditlog"
-                 and t not in ("producers.settings", "producers.kafka"))
+    bad = sorted((m, t) for m, t in _edges() if _package(m) == "auditlogkit.server" and _package(t) != "auditlogkit.server"
+                 and t not in ("auditlogkit.settings", "auditlogkit.kafka"))
     assert not bad
 
 
 def test_the_database_owner_imports_only_the_base_and_schemas_without_a_cycle() -> None:
     bad = sorted((m, t) for m, t in _edges()
-                 if _package(m) == "auditlog.db" and _package(t) not in ("auditlog.db", "auditlog", "schemas"))
+                 if _package(m) == "auditlogkit.server.db" and _package(t) not in ("auditlogkit.server.db", "auditlogkit.server", "auditlogkit.schemas"))
     assert not bad
-    db = {m for m in modules() if _package(m) == "auditlog.db"}
+    db = {m for m in modules() if _package(m) == "auditlogkit.server.db"}
 
     def reaches(src: str, dst: str, seen: frozenset[str]) -> bool:
         return any(n == dst or (n not in seen and reaches(n, dst, seen | {n})) for n in imports()[src] & db)
@@ -195,18 +201,18 @@ def test_the_database_owner_imports_only_the_base_and_schemas_without_a_cycle() 
 
 
 def test_nothing_imports_the_application() -> None:
-    bad = sorted((m, t) for m, t in _edges() if _package(t) == "auditlog.app" and _package(m) != "auditlog.app")
+    bad = sorted((m, t) for m, t in _edges() if _package(t) == "auditlogkit.server.app" and _package(m) != "auditlogkit.server.app")
     assert not bad
 
 
 def test_shared_facts_live_low() -> None:
     """What the API's modules share lives in core/errors and models, not in one route module or the stats query;
     only the app factory includes the routes."""
-    assert "query_api.read.stats" not in imports()["query_api.models"]
-    routes = {m for m in modules() if m.startswith("query_api.routes.")}
+    assert "auditlogkit.query_api.read.stats" not in imports()["auditlogkit.query_api.models"]
+    routes = {m for m in modules() if m.startswith("auditlogkit.query_api.routes.")}
     assert len(routes) >= 8
     for m in modules():
-        if m != "query_api.core.app":
+        if m != "auditlogkit.query_api.core.app":
             assert not imports()[m] & routes, f"{m} imports a route module: {sorted(imports()[m] & routes)}"
 
 
@@ -231,12 +237,12 @@ def test_the_app_state_check_sees_every_form() -> None:
 
 
 def test_only_deps_and_the_factory_touch_app_state() -> None:
-    """The app-wide objects reach a request only through ``query_api.deps`` (module docstring)."""
+    """The app-wide objects reach a request only through ``auditlogkit.query_api.deps`` (module docstring)."""
     assert set(modules()) >= APP_STATE_OWNERS
-    bad = {m: lines for m in modules() if m.startswith("query_api.") and m not in APP_STATE_OWNERS
+    bad = {m: lines for m in modules() if m.startswith("auditlogkit.query_api.") and m not in APP_STATE_OWNERS
            and (lines := _touches_app_state(_tree(m)))}
     assert not bad, f"app.state outside {sorted(APP_STATE_OWNERS)} (module: lines): {bad}"
-    assert _touches_app_state(_tree("query_api.deps")) and _touches_app_state(_tree("query_api.core.app"))
+    assert _touches_app_state(_tree("auditlogkit.query_api.deps")) and _touches_app_state(_tree("auditlogkit.query_api.core.app"))
 
 
 def test_no_folder_is_too_wide() -> None:

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from query_api.core.errors import ApiError
-from query_api.core.ingest import Batch, media_type, parse_body, read_body
-from query_api.security.principal import ServicePrincipal
-from schemas.catalog import get_catalog
-from schemas.event import parse_event
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.core.ingest import Batch, media_type, parse_body, read_body
+from auditlogkit.query_api.security.principal import ServicePrincipal
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.event import parse_event
 from tests.factories import make_event
 
 ACME = ServicePrincipal(sub="svc", write_orgs=frozenset({"acme"}), permissions=frozenset({"audit:write"}))

@@ -7,16 +7,18 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("auditlog", "consumers", "query_api", "schemas", "producers")
+#: each folder and the package it is installed as (auditlogkit/ links them)
+INSTALLED_AS = {"auditlog": "auditlogkit.server", "consumers": "auditlogkit.consumers",
+                "query_api": "auditlogkit.query_api", "schemas": "auditlogkit.schemas", "producers": "auditlogkit"}
 LITERAL = re.compile(r"""get_logger\(\s*["']([\w.]+)["']\s*\)""")
 
 
 def test_every_logger_is_named_after_its_module() -> None:
     wrong = []
     seen = 0
-    for pkg in PACKAGES:
-        for path in (ROOT / pkg).rglob("*.py"):
-            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    for folder, package in INSTALLED_AS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            module = ".".join((package, *path.relative_to(ROOT / folder).with_suffix("").parts)).removesuffix(".__init__")
             for name in LITERAL.findall(path.read_text()):
                 seen += 1
                 if name != module:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.app.cli_migrate import _settings
-from auditlog.db.migrations import migrate
-from auditlog.store import Store
-from schemas.rows import EVENT_COLUMNS
+from auditlogkit.schemas.rows import EVENT_COLUMNS
+from auditlogkit.server.app.cli_migrate import _settings
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.store import Store
 
 
 def test_migrate_is_idempotent(store: Store) -> None:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from query_api.routes.page import STATIC_DIR as STATIC
+from auditlogkit.query_api.routes.page import STATIC_DIR as STATIC
 
 JS = STATIC / "js"
 MODULES = {p.name: p.read_text(encoding="utf-8") for p in sorted(JS.glob("*.js"))}

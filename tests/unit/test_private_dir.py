@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from auditlog.private_dir import chdb_directory, make_private, open_private_append
+from auditlogkit.server.private_dir import chdb_directory, make_private, open_private_append
 
 
 def mode(p: Path) -> int:

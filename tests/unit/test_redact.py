@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from auditlog.store import redact_text, redact_url
+from auditlogkit.server.store import redact_text, redact_url
 
 
 @pytest.mark.parametrize(("url", "safe"), [

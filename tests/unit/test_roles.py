@@ -1,4 +1,4 @@
-"""Least-privilege SQL of auditlog.db.roles: what it grants (and never grants), that ClickHouse's own parser
+"""Least-privilege SQL of auditlogkit.server.db.roles: what it grants (and never grants), that ClickHouse's own parser
 accepts every statement, and what the embedded engine (chDB) can and cannot execute.
 
 Measured on chDB 4.4 / ClickHouse 26.9 (embedded): no writable access storage (``system.user_directories``
@@ -16,10 +16,10 @@ import re
 import clickhouse_connect
 import pytest
 
-from auditlog.db import roles
-from auditlog.db.migrations import migrate
-from auditlog.store import Store
-from schemas.rows import EVENTS_TABLE
+from auditlogkit.schemas.rows import EVENTS_TABLE
+from auditlogkit.server.db import roles
+from auditlogkit.server.db.migrations import migrate
+from auditlogkit.server.store import Store
 
 
 def test_writer_may_only_insert_events_and_conflicts_and_read_what_the_first_write_check_needs() -> None:

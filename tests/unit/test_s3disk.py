@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from auditlog.s3disk.server import S3Server
-from auditlog.s3disk.store import DiskStore, InvalidKey, KeyConflict, etag_of
-from auditlog.s3disk.tansu import Holes, Janitor
-from auditlog.s3disk.wire import BadRequest, Request, read_request
+from auditlogkit.server.s3disk.server import S3Server
+from auditlogkit.server.s3disk.store import DiskStore, InvalidKey, KeyConflict, etag_of
+from auditlogkit.server.s3disk.tansu import Holes, Janitor
+from auditlogkit.server.s3disk.wire import BadRequest, Request, read_request
 
 PART = "clusters/c/topics/t/partitions/0000000000"
 
@@ -252,7 +252,7 @@ def test_holes_a_restart_forgot_are_found_again_and_dropped_when_tansu_starts(tm
 
 
 def test_a_batch_written_after_a_later_one_gets_an_older_mtime(tmp_path: Path) -> None:
-    from auditlog.s3disk.tansu import batch_mtime
+    from auditlogkit.server.s3disk.tansu import batch_mtime
 
     st = DiskStore(str(tmp_path))
     later = st.path("tansu", f"{PART}/records/{5:020d}.batch")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from schemas.catalog import get_catalog
-from schemas.jsonschema import SCHEMA_PATH, render
+from auditlogkit.schemas.catalog import get_catalog
+from auditlogkit.schemas.jsonschema import SCHEMA_PATH, render
 
 
 def test_committed_json_schema_is_current() -> None:
     assert SCHEMA_PATH.read_text(encoding="utf-8") == render(), (
-        "schemas/event.schema.json is stale: run `python -m schemas.jsonschema` and commit it"
+        "schemas/event.schema.json is stale: run `python -m auditlogkit.schemas.jsonschema` and commit it"
     )
 
 

@@ -11,8 +11,8 @@ import jwt
 import pytest
 from pydantic import ValidationError
 
-from auditlog.settings import Settings
-from auditlog.signing import EXAMPLE_SECRETS, weak_secret
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.signing import EXAMPLE_SECRETS, weak_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 STRONG = "a-strong-test-secret-0123456789abcdef0123"
@@ -86,8 +86,8 @@ def _claims(tok: str) -> dict[str, object]:
 
 def test_auditlog_token_sets_aud_and_iss_when_configured(monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from auditlog.app.cli import main
-    from query_api.security.auth import TokenVerifier
+    from auditlogkit.query_api.security.auth import TokenVerifier
+    from auditlogkit.server.app.cli import main
 
     for k in ("AUDITLOG_JWT_AUDIENCE", "AUDITLOG_JWT_ISSUER", "AUDITLOG_JWT_SECRET"):
         monkeypatch.delenv(k, raising=False)
@@ -110,8 +110,8 @@ def test_auditlog_token_sets_aud_and_iss_when_configured(monkeypatch: pytest.Mon
 
 
 def test_demo_tokens_carry_aud_and_iss_when_configured() -> None:
-    from auditlog.app.embedded import demo_tokens
-    from query_api.security.auth import TokenVerifier
+    from auditlogkit.query_api.security.auth import TokenVerifier
+    from auditlogkit.server.app.embedded import demo_tokens
 
     server = TokenVerifier(Settings(jwt_secret=STRONG, jwt_audience=AUD, jwt_issuer=ISS))
     tokens = demo_tokens(STRONG, audience=AUD, issuer=ISS)
@@ -136,7 +136,7 @@ def test_jwks_url_refused_unless_https_or_loopback(url: str) -> None:
 
 # ----- proxies whose X-Forwarded-For is believed --------------------------------------------------------
 def test_forwarded_allow_ips_default_is_none() -> None:
-    from query_api.security.client_ip import proxy_options
+    from auditlogkit.query_api.security.client_ip import proxy_options
 
     s = Settings()
     assert s.forwarded_allow_ips == []
@@ -144,7 +144,7 @@ def test_forwarded_allow_ips_default_is_none() -> None:
 
 
 def test_forwarded_allow_ips_addresses_and_cidrs() -> None:
-    from query_api.security.client_ip import proxy_options
+    from auditlogkit.query_api.security.client_ip import proxy_options
 
     s = Settings(api_forwarded_allow_ips=" 10.0.0.5, 10.244.0.0/16 ,fd00::/8,::1 ")
     assert s.forwarded_allow_ips == ["10.0.0.5", "10.244.0.0/16", "fd00::/8", "::1"]

@@ -11,10 +11,10 @@ from typing import Any, cast
 import pytest
 from starlette.requests import Request
 
-from producers.producer import AuditProducer
-from query_api.core.errors import ApiError
-from query_api.security.principal import Principal
-from query_api.security.self_audit import ReadAuditor, SelfAuditState, view_key
+from auditlogkit.producer import AuditProducer
+from auditlogkit.query_api.core.errors import ApiError
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.query_api.security.self_audit import ReadAuditor, SelfAuditState, view_key
 
 
 def principal(sub: str = "u1", org: str = "acme") -> Principal:

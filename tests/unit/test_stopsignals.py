@@ -9,7 +9,7 @@ import sys
 
 CHILD = r"""
 import asyncio, os, signal, sys
-from auditlog.stopsignals import stop_signals
+from auditlogkit.server.stopsignals import stop_signals
 
 stops = stop_signals()
 print("handled", sorted(s.name for s in stops.signals))

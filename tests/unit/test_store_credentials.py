@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from auditlog.settings import Settings
-from auditlog.store import Store
+from auditlogkit.server.settings import Settings
+from auditlogkit.server.store import Store
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_settings_credentials_reach_the_server(recorder: tuple[int, list[dict[st
 def test_the_streams_repository_logs_in_as_the_streams_user(recorder: tuple[int, list[dict[str, str]]]) -> None:
     """The API's own user is read-only: stream configuration is read and written as AUDITLOG_STREAMS_CLICKHOUSE_USER
     (role auditlog_streams) on the same server; without it, and always on chDB, as the API's own user."""
-    from query_api.core.app import streams_store
+    from auditlogkit.query_api.core.app import streams_store
 
     port, seen = recorder
     s = Settings(clickhouse_url=f"http://127.0.0.1:{port}", clickhouse_user="auditlog_api", clickhouse_password="a",

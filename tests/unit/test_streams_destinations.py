@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import httpx
 
-from query_api.streams.destinations import datadog, destinations, s3, splunk_hec, webhook
-from query_api.streams.destinations.base import Context, Outcome
-from query_api.streams.destinations.http import outcome, retry_after
-from query_api.streams.worker import backoff, batch_id
+from auditlogkit.query_api.streams.destinations import datadog, destinations, s3, splunk_hec, webhook
+from auditlogkit.query_api.streams.destinations.base import Context, Outcome
+from auditlogkit.query_api.streams.destinations.http import outcome, retry_after
+from auditlogkit.query_api.streams.worker import backoff, batch_id
 
 EVENT = {"event_id": "e-1", "occurred_at": "2026-11-21T09:14:03.512Z", "org_id": "acme", "category": "vm",
          "action": "vm.delete", "status": "SUCCESS", "description": "Deleted VM ü"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from query_api.streams.keys import (
+from auditlogkit.query_api.streams.keys import (
     SecretBox,
     StreamsKeyError,
     ensure_streams_key,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from query_api.streams.ssrf import AllowList, SsrfError, check_url, is_public, resolve
+from auditlogkit.query_api.streams.ssrf import AllowList, SsrfError, check_url, is_public, resolve
 
 NAMES = {"hooks.example.com": ["93.184.215.14"], "loop.test": ["127.0.0.1"], "ten.test": ["10.1.2.3"],
          "meta.test": ["169.254.169.254"], "mixed.test": ["93.184.215.14", "10.0.0.1"], "v6.test": ["::ffff:10.0.0.7"]}

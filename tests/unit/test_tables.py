@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from schemas import tables
+from auditlogkit.schemas import tables
 
 MIGRATIONS = Path(tables.__file__).parent / "migrations"
 _CREATE = re.compile(r"CREATE (?:OR REPLACE )?(?:TABLE|VIEW) (?:IF NOT EXISTS )?\{db\}\.(\w+)")

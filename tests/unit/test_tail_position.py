@@ -7,8 +7,8 @@ import base64
 
 import pytest
 
-from auditlog.signing import Purpose, ServerKeys
-from query_api.read import tail_position
+from auditlogkit.query_api.read import tail_position
+from auditlogkit.server.signing import Purpose, ServerKeys
 
 KEYS = ServerKeys("tail-position-test-secret-0123456789abcdef")
 TOPIC = "audit.events"

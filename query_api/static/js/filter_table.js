@@ -1,4 +1,4 @@
-// Generated from FILTERS in query_api/read/filters.py by `python -m query_api.core.page_filters`; do not edit.
+// Generated from FILTERS in query_api/read/filters.py by `python -m auditlogkit.query_api.core.page_filters`; do not edit.
 
 /** The API's filters that the page offers, in table order: [query parameter, chip label, widget]. */
 export const FILTERS = [

@@ -12,7 +12,7 @@ import pkgutil
 from functools import cache
 from typing import Any, cast
 
-from query_api.streams.destinations.base import Destination
+from auditlogkit.query_api.streams.destinations.base import Destination
 
 
 @cache

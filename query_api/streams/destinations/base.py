@@ -2,8 +2,8 @@
 
 Contract:
 - a destination module names its :data:`TYPE` and its :data:`FIELDS` (:class:`Field`: required or not, secret or
-  not, a URL or not); :mod:`query_api.streams.config` validates a configuration against them (URLs with
-  :func:`query_api.streams.ssrf.check_url`) and :mod:`query_api.streams.store` keeps the secret ones sealed;
+  not, a URL or not); :mod:`auditlogkit.query_api.streams.config` validates a configuration against them (URLs with
+  :func:`auditlogkit.query_api.streams.ssrf.check_url`) and :mod:`auditlogkit.query_api.streams.store` keeps the secret ones sealed;
 - ``send(batch, ctx)`` delivers one batch (events as the list returns them, in order) and says how it went as an
   :class:`Outcome`; it never raises for a destination's failure. It gets the same :attr:`Context.batch_id` on
   every retry of a batch, and :attr:`Context.state` keeps what it wants to remember between those retries;
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from auditlog.store import redact_text
-from query_api.streams.keys import mask
-from query_api.streams.ssrf import AllowList, Resolver, system_resolver
+from auditlogkit.query_api.streams.keys import mask
+from auditlogkit.query_api.streams.ssrf import AllowList, Resolver, system_resolver
+from auditlogkit.server.store import redact_text
 
 MESSAGE_CHARS = 300
 
@@ -85,7 +85,7 @@ class Context:
     test: bool = False
     """A test send of one synthetic event (``POST /v1/streams/{id}/test``), not a batch of the log."""
     clients: Any = None
-    """The stream's HTTP clients (:class:`query_api.streams.destinations.http.Clients`)."""
+    """The stream's HTTP clients (:class:`auditlogkit.query_api.streams.destinations.http.Clients`)."""
 
     def scrub(self, text: str) -> str:
         """``text`` without any of this stream's secrets (masked) or URL credentials, shortened."""

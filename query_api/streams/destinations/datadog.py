@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from query_api.streams.destinations.base import Context, Field, Outcome, delivered
-from query_api.streams.destinations.http import post
+from auditlogkit.query_api.streams.destinations.base import Context, Field, Outcome, delivered
+from auditlogkit.query_api.streams.destinations.http import post
 
 TYPE = "datadog"
 FIELDS = (Field("url", url=True), Field("api_key", secret=True, max_chars=512), Field("service", required=False))

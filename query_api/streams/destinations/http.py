@@ -1,7 +1,7 @@
 """One HTTP request of a destination, to a checked address, and what its reply means.
 
 Contract:
-- :func:`post` checks the URL again at send time (:func:`query_api.streams.ssrf.resolve`) and connects to the
+- :func:`post` checks the URL again at send time (:func:`auditlogkit.query_api.streams.ssrf.resolve`) and connects to the
   checked address only (the URL's host stays the ``Host`` header and the TLS server name, so certificates are
   verified against it); redirects are not followed (a 3xx is a refusal), proxies from the environment are not
   used, every request has the stream's timeout;
@@ -20,8 +20,8 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from query_api.streams.destinations.base import Context, Outcome, delivered, failed, refused
-from query_api.streams.ssrf import SsrfError, resolve
+from auditlogkit.query_api.streams.destinations.base import Context, Outcome, delivered, failed, refused
+from auditlogkit.query_api.streams.ssrf import SsrfError, resolve
 
 RETRYABLE = frozenset({408, 429})
 logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry request URLs: not ours to log

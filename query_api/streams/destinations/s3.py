@@ -9,7 +9,7 @@ Contract:
   retried batch that had been stored, so it counts as delivered;
 - the client uses the stream's credentials only (never the environment's: a credential provider, the endpoint set
   explicitly), no retries of its own (the deliverer retries), the stream's timeout, no multipart. The endpoint
-  (default ``https://<bucket>.s3.<region>.amazonaws.com``) passes :func:`query_api.streams.ssrf.resolve` before each
+  (default ``https://<bucket>.s3.<region>.amazonaws.com``) passes :func:`auditlogkit.query_api.streams.ssrf.resolve` before each
   write; obstore connects by itself, so the address is checked, not pinned;
 - replies: 401/403 and a missing bucket are refusals; a timeout, a refused connection and 5xx are retryable.
 """
@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from query_api.streams.destinations.base import Context, Field, Outcome, delivered, failed, refused
-from query_api.streams.destinations.webhook import ndjson
-from query_api.streams.ssrf import SsrfError, resolve
+from auditlogkit.query_api.streams.destinations.base import Context, Field, Outcome, delivered, failed, refused
+from auditlogkit.query_api.streams.destinations.webhook import ndjson
+from auditlogkit.query_api.streams.ssrf import SsrfError, resolve
 
 TYPE = "s3"
 FIELDS = (Field("bucket", max_chars=63, pattern=r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"),

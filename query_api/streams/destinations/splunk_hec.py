@@ -12,8 +12,8 @@ import json
 from datetime import datetime
 from typing import Any
 
-from query_api.streams.destinations.base import Context, Field, Outcome
-from query_api.streams.destinations.http import post
+from auditlogkit.query_api.streams.destinations.base import Context, Field, Outcome
+from auditlogkit.query_api.streams.destinations.http import post
 
 TYPE = "splunk_hec"
 FIELDS = (Field("url", url=True), Field("token", secret=True, max_chars=512), Field("index", required=False),

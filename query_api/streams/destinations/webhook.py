@@ -14,8 +14,8 @@ import json
 import time
 from typing import Any
 
-from query_api.streams.destinations.base import Context, Field, Outcome
-from query_api.streams.destinations.http import post
+from auditlogkit.query_api.streams.destinations.base import Context, Field, Outcome
+from auditlogkit.query_api.streams.destinations.http import post
 
 TYPE = "webhook"
 FIELDS = (Field("url", url=True), Field("secret", secret=True, max_chars=512))

@@ -1,0 +1,1 @@
+../producers/__init__.py

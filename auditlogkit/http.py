@@ -1,0 +1,1 @@
+../producers/http.py
