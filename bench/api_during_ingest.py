@@ -32,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from aiokafka import AIOKafkaProducer
-from common import ROOT, machine, percentile, write_result
+from common import ROOT, machine, percentile, tree_pythonpath, write_result
 
 from auditlogkit.query_api.security.auth import mint_token
 from auditlogkit.server.broker import free_port
@@ -40,7 +40,7 @@ from tests.factories import random_events
 
 
 def start_up(tree: Path, data: Path, port: int, kafka_port: int, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(tree), "AUDITLOG_API_RATE_PER_SECOND": "0", "AUDITLOG_LOG_LEVEL": "warning"}
+    env = {**os.environ, "PYTHONPATH": tree_pythonpath(tree), "AUDITLOG_API_RATE_PER_SECOND": "0", "AUDITLOG_LOG_LEVEL": "warning"}
     proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", "up", "--port", str(port), "--kafka-port",
                              str(kafka_port), "--data", str(data), *extra], cwd=tree, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -178,7 +178,7 @@ def main() -> int:
                              capture_output=True, text=True).stdout.strip()
     commit += "+dirty" if changed else ""
     broker = "memory" if args.ephemeral or "--ephemeral" not in subprocess.run(
-        [sys.executable, "-m", "auditlogkit.server.app.cli", "up", "--help"], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+        [sys.executable, "-m", "auditlogkit.server.app.cli", "up", "--help"], cwd=tree, env={**os.environ, "PYTHONPATH": tree_pythonpath(tree)},
         capture_output=True, text=True).stdout else "durable"
     result = {"tree": str(tree), "commit": commit, "broker": broker, "events": args.n, "readers": args.readers, "idle": idle,
               "during_ingest": during, "ingest_events_per_s": round(args.n / took), "consumer_after": final, "target": "p95 during <= 100 ms",

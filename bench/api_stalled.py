@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
-from common import ROOT, machine, percentile, write_result
+from common import ROOT, machine, percentile, tree_pythonpath, write_result
 
 from auditlogkit.query_api.security.auth import mint_token
 
@@ -61,7 +61,7 @@ def load(data: Path, rows: int) -> None:
 
 
 def serve(tree: Path, data: Path, bootstrap: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(tree), "AUDITLOG_CLICKHOUSE_URL": f"chdb://{data}",
+    env = {**os.environ, "PYTHONPATH": tree_pythonpath(tree), "AUDITLOG_CLICKHOUSE_URL": f"chdb://{data}",
            "AUDITLOG_JWT_SECRET": SECRET, "AUDITLOG_KAFKA_BOOTSTRAP": bootstrap, "AUDITLOG_TOPIC": "bench.audit",
            "AUDITLOG_API_EXPORTS_TOTAL": "12", "AUDITLOG_API_EXPORTS_PER_CALLER": "12",
            "AUDITLOG_API_RATE_PER_SECOND": "0", "AUDITLOG_LOG_LEVEL": "warning"}

@@ -1,11 +1,14 @@
-"""Shared bits of the benchmarks: repo on ``sys.path``, machine facts, results as JSON in ``bench/results/``."""
+"""Shared bits of the benchmarks: repo on ``sys.path``, machine facts, results as JSON in ``bench/results/``, and
+:func:`tree_pythonpath` (a tree under test importable as ``auditlogkit``, also one from before that package)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,24 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def tree_pythonpath(tree: Path) -> str:
+    """``PYTHONPATH`` that makes ``auditlogkit`` the code of ``tree``: the tree itself (its ``auditlogkit/`` links its
+    folders), or, for a tree from before that package existed (side-by-side runs against an older commit), a
+    directory of such links made here, then the tree (whose code imports itself by the folders' names)."""
+    if (tree / "auditlogkit").is_dir():
+        return str(tree)
+    farm = Path(tempfile.gettempdir()) / f"auditlogkit-links-{hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:12]}"
+    kit = farm / "auditlogkit"
+    if not kit.is_dir():
+        kit.mkdir(parents=True)
+        for f in (tree / "producers").glob("*.py"):
+            (kit / f.name).symlink_to(f.resolve())
+        for name, folder in (("schemas", "schemas"), ("consumers", "consumers"), ("query_api", "query_api"),
+                             ("server", "auditlog")):
+            (kit / name).symlink_to((tree / folder).resolve())
+    return f"{farm}{os.pathsep}{tree}"
 
 
 def machine() -> dict[str, Any]:
@@ -63,7 +84,7 @@ def start_up(data: Path, port: int, kafka_port: int, env: dict[str, str] | None 
     import threading
 
     full = {**os.environ, "PYTHONPATH": str(ROOT), "AUDITLOG_LOG_LEVEL": "warning", **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.app.cli", "up", "--port", str(port), "--kafka-port",
+    proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.app.cli", "up", "--port", str(port), "--kafka-port",
                              str(kafka_port), "--data", str(data), *extra], cwd=ROOT, env=full, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None
@@ -107,7 +128,7 @@ def stop_proc(proc: Any, grace: float = 30.0) -> None:
 def up_token(data: Path, sub: str, org: str = "acme", permissions: tuple[str, ...] = ("audit:read",),
              role: str = "org_owner", ttl_seconds: int = 3600) -> str:
     """A token for ``up`` on ``data``, signed with the JWT secret it generated there."""
-    from query_api.security.auth import mint_token
+    from auditlogkit.query_api.security.auth import mint_token
 
     return mint_token((data / "jwt-secret").read_text().strip(), sub=sub, email=f"{sub}@{org}.example", org_id=org,
                       role=role, permissions=permissions, ttl_seconds=ttl_seconds)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from common import ROOT, machine, write_result
+from common import ROOT, machine, tree_pythonpath, write_result
 
 from auditlogkit.server import logs
 from auditlogkit.server.broker import EmbeddedBroker, ensure_topics
@@ -71,7 +71,7 @@ def driver(tree: Path, mode: str, timeout: float, **opts: Any) -> dict[str, Any]
     cmd = [sys.executable, str(DRIVER), "--mode", mode, "--timeout", str(timeout)]
     for k, v in opts.items():
         cmd += [f"--{k.replace('_', '-')}" if len(k) > 1 else f"-{k}", str(v)]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": tree_pythonpath(tree)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

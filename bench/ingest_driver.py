@@ -66,7 +66,8 @@ def cpu_delta(before: dict[str, Any], after: dict[str, Any], n: int) -> dict[str
 
 def origins() -> dict[str, str]:
     """Where the project's packages were imported from (the tree under test)."""
-    return {name: str(sys.modules[name].__file__) for name in ("auditlog", "consumers", "schemas")
+    return {name: str(sys.modules[name].__file__) for name in ("auditlogkit.server", "auditlogkit.consumers",
+                                                               "auditlogkit.schemas", "auditlog", "consumers", "schemas")
             if name in sys.modules}
 
 

@@ -6,8 +6,8 @@ Processes (the server's work, the producer's, the receivers' and this process's 
   and log level ``warning``; its streams key is the one ``up`` generates into its data directory;
 - the receivers: one HTTP receiver (this file with ``--receive``, a small asyncio HTTP/1.1 server) for the webhook,
   Splunk HEC and Datadog streams, which appends every request (arrival time, path, body) to a file and answers
-  200 / 202 at once; ``python -m auditlog.s3disk`` for the S3 streams (an object's arrival is its file's mtime);
-- the producer (this file with ``--produce``): ``producers.producer.AuditProducer`` publishing ``--rate`` events/s
+  200 / 202 at once; ``python -m auditlogkit.server.s3disk`` for the S3 streams (an object's arrival is its file's mtime);
+- the producer (this file with ``--produce``): ``auditlogkit.producer.AuditProducer`` publishing ``--rate`` events/s
   for ``--seconds`` in bursts every 50 ms over the orgs of the ``--plan``: random catalog actions, 10 % FAILED, each
   event carrying its send time (``detail``: ``{"bench": <run>-<phase>, "sent_at": time.time()}``; occurred_at the
   same moment). The events are validated with its ``coerce_event`` before the clock starts and sent with
@@ -75,8 +75,8 @@ from common import (
     write_result,
 )
 
-from auditlog.broker import free_port
-from auditlog.settings import Settings
+from auditlogkit.server.broker import free_port
+from auditlogkit.server.settings import Settings
 
 WORKSPACES = ("ml-research", "inference-prod", "data-platform")
 S3_BUCKET = "bench-streams"
@@ -148,8 +148,8 @@ async def produce(a: argparse.Namespace) -> None:
     """Every event is built and validated (the producer's own ``coerce_event``) before START; sending one is two
     byte replacements (send time, occurred_at: now) and ``AuditProducer.send_raw``, so that the producer's CPU,
     which shares the machine, stays small."""
-    from producers.producer import AuditProducer, coerce_event
-    from schemas.catalog import get_catalog
+    from auditlogkit.producer import AuditProducer, coerce_event
+    from auditlogkit.schemas.catalog import get_catalog
     from tests.factories import make_event
 
     catalog = get_catalog()
@@ -274,7 +274,7 @@ def start_receiver(out: Path, marker: str) -> tuple[subprocess.Popen[str], int]:
 
 def start_s3disk(root: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "auditlog.s3disk", "--root", str(root), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "auditlogkit.server.s3disk", "--root", str(root), "--port", str(port),
                              "--janitor-seconds", "0"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 30
