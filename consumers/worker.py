@@ -57,8 +57,11 @@ class ConsumerWorker:
     """One member of the consumer group. ``await run()`` until :meth:`request_stop`."""
 
     def __init__(self, settings: Settings, store: Store, *, catalog: Catalog | None = None, name: str | None = None,
-                 retry_base_s: float = 0.1, wrap_dlq: Callable[[DlqSender], Any] | None = None) -> None:
-        """``wrap_dlq`` (tests only) may wrap the DLQ sender, e.g. to make the DLQ unwritable for a while."""
+                 retry_base_s: float = 0.1, wrap_dlq: Callable[[DlqSender], Any] | None = None,
+                 on_stored: Callable[[int], None] | None = None) -> None:
+        """``wrap_dlq`` (tests only) may wrap the DLQ sender, e.g. to make the DLQ unwritable for a while;
+        ``on_stored(rows)`` is called on the worker's loop after each insert (before the commit)."""
+        self.on_stored = on_stored
         self.settings = settings
         self.store = store
         self.name = name or f"{settings.consumer_group}-{os.getpid()}-{next(_ids)}"
@@ -196,7 +199,7 @@ class ConsumerWorker:
         assert self._inserter is not None and self._pool is not None
         committing = Committing(consumer, self._committed, self.name)
         flushing = Flushing(committing, self._inserter, self._dlq.send, self._dlq_watermark, self.retry, self.stats,
-                            self.name, self._guard)
+                            self.name, self._guard, on_stored=self.on_stored)
         batching = Batching(states, flushing, self.limit, self.stats, max_rows=s.batch_max_rows,
                             max_seconds=s.batch_max_seconds, min_seconds=s.batch_min_seconds)
         decoding = Decoding(self._pool, batching, keys=self._keys)

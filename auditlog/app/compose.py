@@ -113,11 +113,13 @@ class Composition:
                           audit_producer=audit_producer, consumer_status=consumer_status, parts_status=parts_status,
                           streams_key=streams_key)
 
-    def consumer_worker(self, store: Store, settings: Settings | None = None) -> ConsumerWorker:
-        """A consumer worker storing into ``store`` (``settings``: this process's, adjusted, e.g. by ``up``)."""
+    def consumer_worker(self, store: Store, settings: Settings | None = None, *,
+                        on_stored: Callable[[int], None] | None = None) -> ConsumerWorker:
+        """A consumer worker storing into ``store`` (``settings``: this process's, adjusted, e.g. by ``up``;
+        ``on_stored(rows)``: told on its loop after each insert, e.g. ``up``'s log streams)."""
         from auditlogkit.consumers.worker import ConsumerWorker
 
-        return ConsumerWorker(settings or self.settings, store, catalog=self.catalog)
+        return ConsumerWorker(settings or self.settings, store, catalog=self.catalog, on_stored=on_stored)
 
     def stream_deliverer(self, store: Store, key: bytes) -> Deliverer:
         """The log streams' deliverer over ``store``, with the streams ``key`` (``auditlog stream``, ``up``)."""

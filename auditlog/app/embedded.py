@@ -92,10 +92,10 @@ class EmbeddedStack:
         # the API shares this process: ingest runs at a lower CPU priority, its decoding in a helper when auto
         ws = s.with_overrides(consumer_nice=max(10, s.consumer_nice), consumer_decode_processes=(
             s.consumer_decode_processes if s.consumer_decode_processes >= 0 else max(1, s.decode_processes())))
-        self.worker = self.parts.consumer_worker(self.store, ws)
-        self._tasks.append(asyncio.create_task(self.worker.run(), name="consumer"))
         key = ensure_streams_key(s.data_dir, s.streams_key.get_secret_value() if s.streams_key else None)
         self.deliverer = self.parts.stream_deliverer(self.store, key)
+        self.worker = self.parts.consumer_worker(self.store, ws, on_stored=self.deliverer.stored)  # streams wake
+        self._tasks.append(asyncio.create_task(self.worker.run(), name="consumer"))
         self._tasks.append(asyncio.create_task(self.deliverer.run(), name="streams"))
         app = self.parts.api_app(self.store, producer=self.producer, audit_producer=self.audit_producer,
                                  consumer_status=self.worker.status, parts_status=self.broker.parts,

@@ -33,7 +33,8 @@ log = get_logger("auditlogkit.consumers.steps.flushing")
 class Flushing:
     def __init__(self, next_step: Committing, inserter: Inserter, send_dead: Callable[[Sequence[DeadLetter]], Awaitable[None]],
                  dlq_watermark: Callable[[TopicPartition], Awaitable[int]], retry: Retry, stats: dict[str, int],
-                 worker: str, guard: FirstWriteGuard | None = None) -> None:
+                 worker: str, guard: FirstWriteGuard | None = None,
+                 on_stored: Callable[[int], None] | None = None) -> None:
         self.next = next_step
         self.inserter = inserter
         self.guard = guard
@@ -42,6 +43,7 @@ class Flushing:
         self.retry = retry
         self.stats = stats
         self.worker = worker
+        self.on_stored = on_stored
         self._job: FlushJob | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -96,6 +98,8 @@ class Flushing:
                 conflicts, retries = len(checked.conflicts), checked.retries
             if rows:
                 await self.retry.run("store", lambda _a: self.inserter.insert(blocks, rows, token))
+                if self.on_stored is not None:
+                    self.on_stored(rows)
             if guard is not None:
                 guard.stored(checked.keys, job)
         secs = time.perf_counter() - t0

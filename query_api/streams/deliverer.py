@@ -77,6 +77,12 @@ class Deliverer:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def stored(self, rows: int = 0) -> None:
+        """New events were stored (the consumer in the same process says so after each insert): the caught-up
+        streams read again without waiting out their pause. Call on this deliverer's event loop."""
+        for w in self.workers.values():
+            w.wake()
+
     async def run(self) -> None:
         log.info("deliverer.started", holder=self.holder, lease_s=self.leases.seconds)
         try:

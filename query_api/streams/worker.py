@@ -3,7 +3,8 @@
 Contract of :class:`StreamWorker`:
 - it starts from the stream's saved position (read after the lease was won) and repeats: the next batch
   (:func:`auditlogkit.query_api.streams.reader.next_batch`: at most ``streams_batch_max_events``, read again at once when more
-  is waiting, else after ``streams_batch_seconds``), send it, and only once it is delivered save the position
+  is waiting, else after ``streams_batch_seconds``, or sooner once :meth:`~StreamWorker.wake` says new events
+  were stored, at most every quarter of that), send it, and only once it is delivered save the position
   after it (:meth:`~auditlogkit.query_api.streams.store.StreamStore.save_position`): at least once, nothing skipped;
 - a failed send is retried, the same batch with the same batch id, after a backoff (:func:`backoff`: exponential
   with jitter from 1 s, ``Retry-After`` honoured, at most ``streams_backoff_max_seconds``; a refusal such as a 4xx
@@ -80,11 +81,35 @@ class StreamWorker:
         self.tuning = tuning
         self.resolver = resolver
         self._stop = asyncio.Event()
+        self._stored = asyncio.Event()  # new events were stored since the last read (:meth:`wake`)
         self._seq = 0
         self.release_on_exit = True
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def wake(self) -> None:
+        """New events were stored: a caught-up stream reads again without waiting out its pause."""
+        self._stored.set()
+
+    async def _await_events(self, since: float) -> bool:
+        """A caught-up stream's pause: until ``streams_batch_seconds`` after ``since`` (its last read), or a
+        :meth:`wake` (no sooner than a quarter of that after it, so a busy consumer's flushes do not turn into a
+        read each); False when a stop came first."""
+        pause = self.tuning.batch_seconds
+        stored = asyncio.ensure_future(self._stored.wait())
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({stored, stop}, timeout=max(0.0, since + pause - time.monotonic()),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stored.cancel()
+            stop.cancel()
+        if self.stopping:
+            return False
+        if self._stored.is_set():
+            return await self._pause(since + pause / 4 - time.monotonic())
+        return True
 
     @property
     def stopping(self) -> bool:
@@ -115,6 +140,8 @@ class StreamWorker:
         idle_saved = time.monotonic()
         try:
             while not self.stopping and self.lease is not None:
+                read_at = time.monotonic()
+                self._stored.clear()  # what is stored from now on is for the next read
                 batch = await asyncio.to_thread(
                     reader.next_batch, self.repo.store, self.repo.topic, self.stream, position, self.repo.catalog,
                     limit=self.tuning.batch_max_events, detail_max=self.repo.detail_max, recent=recent)
@@ -132,7 +159,7 @@ class StreamWorker:
                     delivery = await asyncio.to_thread(self.repo.save_position, sid, delivery, position, 0,
                                                        self._version())
                     idle_saved = time.monotonic()
-                if not batch.more and not await self._pause(self.tuning.batch_seconds):
+                if not batch.more and not await self._await_events(read_at):
                     break
             if self.lease is not None and position != delivery.position:
                 await asyncio.to_thread(self.repo.save_position, sid, delivery, position, 0, self._version())

@@ -83,9 +83,11 @@ async def test_plain_kafka_python_client(settings: Settings, store: Store) -> No
     prod.send(settings.topic, b"not json at all")
     prod.flush(10)
     prod.close()
-    async with BackgroundWorker(ConsumerWorker(settings, store)) as bw:
+    told: list[int] = []  # on_stored: what up's log streams are woken by
+    async with BackgroundWorker(ConsumerWorker(settings, store, on_stored=told.append)) as bw:
         await bw.until(lambda s: s["stored"] == 20 and s["dead_lettered"] == 1, 60)
     assert count_events(store) == 20
+    assert sum(told) == 20 and all(n > 0 for n in told)
 
 
 async def test_new_log_with_old_watermarks_loses_nothing(settings: Settings, store: Store) -> None:

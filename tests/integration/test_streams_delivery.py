@@ -375,3 +375,28 @@ async def test_redirects_are_not_followed(store: Store, tmp_path: Path, rx: Rece
     error = shown.public()["last_error"]
     assert error["http_status"] == code and "redirects are not followed" in error["message"]
     assert repo.lag_seconds(shown) > 0
+
+
+async def test_a_wake_after_an_insert_cuts_a_caught_up_streams_pause(store: Store, tmp_path: Path,
+                                                                       rx: Receiver) -> None:
+    """In ``up`` the consumer tells the deliverer after each insert (``Deliverer.stored``): a caught-up stream reads
+    again within a quarter of its pause instead of waiting all of it."""
+    import time
+
+    s = settings_for(store, tmp_path, streams_batch_seconds=8.0)
+    repo = repo_for(store, s)
+    repo.create("acme", "all", hook(rx))
+    d = deliverer_for(store, s, "A")
+    async with running(d):
+        await wait_for(lambda: len(d.held) == 1, what="the stream's worker")
+        await asyncio.sleep(0.5)  # it read once (nothing) and pauses for 8 s
+        put_events(store, [make_event() for _ in range(3)])
+        t0 = time.monotonic()
+        d.stored(3)
+        await wait_for(lambda: len(rx.events()) >= 3, timeout=6, what="the events after the wake")
+        woken = time.monotonic() - t0
+        put_events(store, [make_event() for _ in range(2)])  # no wake: the full pause
+        t1 = time.monotonic()
+        await wait_for(lambda: len(rx.events()) >= 5, timeout=12, what="the events after the pause")
+        paused = time.monotonic() - t1
+    assert woken < 3.5 and paused > 4.0, (woken, paused)
