@@ -271,6 +271,7 @@ def test_actors_autocomplete(api: TestClient, store: Store, owner: dict[str, str
 def test_stats_buckets_are_dense_and_add_up(api: TestClient, store: Store, owner: dict[str, str]) -> None:
     evs = random_events(120, seed=4, orgs=("acme",), days=3)
     store_events(store, evs)
+    store_events(store, random_events(30, seed=5, orgs=("globex",), days=3))  # another tenant's: never counted
     start, end = _ts(60 * 24 * 3 + 60), _ts(0)
     r = api.get("/v1/stats", params={"interval": "hour", "start": start, "end": end}, headers=owner).json()
     assert len(r["buckets"]) in (74, 75)
