@@ -132,3 +132,20 @@ def up_token(data: Path, sub: str, org: str = "acme", permissions: tuple[str, ..
 
     return mint_token((data / "jwt-secret").read_text().strip(), sub=sub, email=f"{sub}@{org}.example", org_id=org,
                       role=role, permissions=permissions, ttl_seconds=ttl_seconds)
+
+
+def thread_cpu(pid: int, main: str = "main") -> dict[str, float]:
+    """CPU seconds (user + system) per thread name of ``pid``, its main thread named ``main`` (Python threads share
+    the process's name)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        key = main if int(tid) == pid else comm
+        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out

@@ -71,6 +71,7 @@ from common import (
     percentile,
     start_up,
     stop_proc,
+    thread_cpu,
     up_token,
     write_result,
 )
@@ -466,22 +467,6 @@ class Probe:
         return self.samples
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread name of ``pid`` (its main thread as ``main``)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        key = "main (event loop)" if int(tid) == pid else comm
-        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 class Cpu:
     """CPU seconds (user + system, psutil) of ``up`` with its child processes, and of the other processes."""
 
@@ -502,7 +487,7 @@ class Cpu:
         for k, p in self.others.items():
             with contextlib.suppress(psutil.Error):
                 out[k] = cpu_seconds_of(p)
-        out["threads"] = thread_cpu(self.up.pid)
+        out["threads"] = thread_cpu(self.up.pid, main="main (event loop)")
         host = psutil.cpu_times()
         out["host_busy"] = float(sum(host)) - host.idle - getattr(host, "iowait", 0.0)
         return out

@@ -44,7 +44,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -59,7 +58,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 import psutil
-from common import ROOT, cpu_seconds_of, machine, percentile, write_result
+from common import ROOT, cpu_seconds_of, machine, percentile, stop_proc, thread_cpu, write_result
 
 from auditlogkit.query_api.security.auth import mint_token
 from auditlogkit.server.broker import free_port
@@ -146,15 +145,7 @@ def start_up(data: Path, port: int, kafka_port: int, env_over: dict[str, str]) -
     raise RuntimeError("auditlog up exited before READY:\n" + "".join(out))
 
 
-def stop_proc(proc: subprocess.Popen[Any], grace: float = 30) -> None:
-    if proc.poll() is not None:
-        return
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+
 
 
 def metric_sums(text: str, names: tuple[str, ...]) -> dict[str, float]:
@@ -176,23 +167,6 @@ METRICS = ("auditlog_consumer_events_stored_total", "auditlog_consumer_flush_sec
 
 
 # ----- CPU --------------------------------------------------------------------------------------------------
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread name of ``pid`` (the main thread as ``main``; Python threads share the process's
-    name)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        key = "main" if int(tid) == pid else comm
-        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 class CpuWatch:
     """CPU seconds of the processes of the run, sampled every second (and at start/stop of the window)."""
 

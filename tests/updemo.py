@@ -125,3 +125,24 @@ def stop_up_demo_pid(proc: subprocess.Popen[str], grace_s: float = 30.0) -> int:
 def stop_up_demo(up: UpDemo) -> int:
     """Stop it; the exit code (0 after a clean stop), or 0 when it was never started."""
     return stop_up_demo_pid(up.proc) if up.proc is not None else 0
+
+
+def wait_ready(proc: subprocess.Popen[str], timeout: float) -> list[str]:
+    """The lines ``up`` (started by the caller, output piped) printed until READY; its output keeps being drained
+    into the returned list afterwards. Stops it by PID and raises with the output if it ends or takes longer."""
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("READY"):
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not ready.wait(timeout) or proc.poll() is not None:
+        stop_up_demo_pid(proc, 5)
+        raise AssertionError("up did not start:\n" + "".join(lines))
+    return lines

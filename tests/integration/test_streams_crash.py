@@ -38,7 +38,7 @@ from auditlogkit.query_api.streams.keys import new_key_text
 from auditlogkit.server.broker import free_port
 from tests.factories import make_event
 from tests.integration.streams_helpers import TOPIC, Received, Receiver
-from tests.updemo import AUDITLOG, stop_up_demo_pid
+from tests.updemo import AUDITLOG, stop_up_demo_pid, wait_ready
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,21 +216,7 @@ def start_up(data: Path, port: int, kafka_port: int, extra: dict[str, str], time
                                  "AUDITLOG_JWT_SECRET": JWT, "AUDITLOG_SESSION_TIMEOUT_MS": "3000",
                                  "AUDITLOG_API_RATE_PER_SECOND": "0", "AUDITLOG_API_INGEST_RATE_PER_SECOND": "0",
                                  **extra})
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("READY"):
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if not ready.wait(timeout) or proc.poll() is not None:
-        stop_up_demo_pid(proc, 5)
-        raise AssertionError("up did not start:\n" + "".join(lines))
+    lines = wait_ready(proc, timeout)
     url = re.search(r"Page\s+(\S+)", "".join(lines))
     assert url, "".join(lines)
     return Up(proc, url.group(1).rstrip("/"), lines)

@@ -27,7 +27,7 @@ from kafka.errors import KafkaError
 from auditlogkit.query_api.security.auth import mint_token
 from auditlogkit.server.broker import free_port
 from tests.factories import make_event
-from tests.updemo import AUDITLOG, stop_up_demo_pid
+from tests.updemo import AUDITLOG, stop_up_demo_pid, wait_ready
 
 pytestmark = pytest.mark.slow
 SECRET = "durable-test-secret-0123456789abcdef0123"
@@ -51,21 +51,7 @@ def start_up(data: Path, port: int, kafka_port: int, timeout: float = 90) -> Up:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, "AUDITLOG_JWT_SECRET": SECRET, "AUDITLOG_SESSION_TIMEOUT_MS": "3000",
              "AUDITLOG_API_RATE_PER_SECOND": "0", "AUDITLOG_API_INGEST_RATE_PER_SECOND": "0"})
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("READY"):
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if not ready.wait(timeout) or proc.poll() is not None:
-        stop_up_demo_pid(proc, 5)
-        raise AssertionError("up did not start:\n" + "".join(lines))
+    lines = wait_ready(proc, timeout)
     text = "".join(lines)
     url = re.search(r"Page\s+(\S+)", text)
     broker = re.search(r"Broker\s+(\S+)\s+topics: ([^,]+),", text)
