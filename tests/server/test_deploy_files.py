@@ -56,6 +56,11 @@ def test_dockerfile_multistage_nonroot_same_install() -> None:
     assert re.search(r"^FROM python:\S+-slim", text, re.M)
     assert re.search(r"^RUN pip install -c requirements.lock '\.\[server\]'$", text, re.M), "the locked server install"
     assert re.search(r"^USER 10001", text, re.M)
+    from tests.distribution import INSTALLED_AT  # every folder the wheel is built from, and the links
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", text, re.M))
+    assert copied >= {*INSTALLED_AT, "auditlogkit"}, sorted({*INSTALLED_AT, "auditlogkit"} - copied)
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text()
+    assert all(f"!{d}/**" in ignore for d in (*INSTALLED_AT, "auditlogkit")) and "!requirements.lock" in ignore
     readme = ROOT / "README.md"
     if readme.exists():
         assert "pip install -c requirements.lock '.[server]'" in readme.read_text(), \
