@@ -11,9 +11,10 @@ tokens or whole payloads.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
-from typing import Literal, TextIO
+from typing import Literal, TextIO, cast
 
 import structlog
 
@@ -25,7 +26,7 @@ def configure(level: str = "info", json: bool | None = None, file: TextIO | None
               fmt: Format = "auto") -> None:
     """Route structlog and stdlib logging to ``file`` (default stderr) at ``level``; ``json`` (or ``fmt``) picks the
     format (default: JSON unless ``file`` is a terminal)."""
-    out = file or sys.stderr
+    out: TextIO = file or cast(TextIO, _Stderr())
     lvl = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     if json is None:
         json = fmt == "json" or (fmt == "auto" and not _is_tty(out))
@@ -59,6 +60,20 @@ def configure(level: str = "info", json: bool | None = None, file: TextIO | None
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
+
+
+class _Stderr(io.TextIOBase):
+    """Whatever ``sys.stderr`` is when a line is written (a test runner swaps and closes its captures; a thread that
+    logs later must not write into a closed one)."""
+
+    def write(self, s: str) -> int:
+        return sys.stderr.write(s)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 def _is_tty(stream: TextIO) -> bool:

@@ -77,3 +77,19 @@ def test_stdlib_records_come_out_in_the_same_format_with_logger_names() -> None:
         logs.configure("warning")
     text = console.getvalue()
     assert "Started" in text and "uvicorn.error" in text and not text.lstrip().startswith("{")
+
+
+def test_lines_go_to_the_stderr_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library thread that logs after a test runner closed its capture of stderr must not hit the closed stream
+    (it printed '--- Logging error ---' tracebacks at the end of the suite)."""
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    logs.configure("info", json=True)
+    try:
+        logging.getLogger("kafka.cluster").warning("before")
+        monkeypatch.setattr("sys.stderr", second)
+        first.close()
+        logging.getLogger("kafka.cluster").warning("after")
+    finally:
+        logs.configure("warning")
+    assert json.loads(second.getvalue())["event"] == "after"
