@@ -149,3 +149,15 @@ def thread_cpu(pid: int, main: str = "main") -> dict[str, float]:
         key = main if int(tid) == pid else comm
         out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def latency_ms(values: list[float], *, mean: bool = False) -> dict[str, Any]:
+    """n, p50/p95/p99/max (and the mean) in ms of ``values`` given in seconds; ``{"n": 0}`` for none."""
+    if not values:
+        return {"n": 0}
+    out = {"n": len(values), "p50_ms": round(percentile(values, 50) * 1000, 1),
+           "p95_ms": round(percentile(values, 95) * 1000, 1), "p99_ms": round(percentile(values, 99) * 1000, 1),
+           "max_ms": round(max(values) * 1000, 1)}
+    if mean:
+        out["mean_ms"] = round(sum(values) / len(values) * 1000, 1)
+    return out

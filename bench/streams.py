@@ -67,6 +67,7 @@ from common import (
     ROOT,
     cpu_seconds_of,
     git_rev,
+    latency_ms,
     machine,
     percentile,
     start_up,
@@ -423,7 +424,7 @@ class Readers:
         self._stop.set()
         for t in self._threads:
             t.join(35)
-        return {"requests": len(self.lat), "errors": self.errors, **pct_ms(self.lat)}
+        return {"requests": len(self.lat), "errors": self.errors, **latency_ms(self.lat)}
 
 
 def metric_values(text: str, name: str) -> dict[str, float]:
@@ -530,14 +531,6 @@ def stored_estimate(ph: dict[str, Any]) -> dict[str, float]:
 
 
 # ----- helpers ----------------------------------------------------------------------------------------------
-def pct_ms(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0}
-    return {"n": len(values), "p50_ms": round(percentile(values, 50) * 1000, 1),
-            "p95_ms": round(percentile(values, 95) * 1000, 1), "p99_ms": round(percentile(values, 99) * 1000, 1),
-            "max_ms": round(max(values) * 1000, 1)}
-
-
 def consumer_status(c: httpx.Client, url: str) -> dict[str, Any]:
     return dict(c.get(url + "/readyz").json().get("consumer", {}))
 
@@ -817,7 +810,7 @@ def analyse(plan: dict[str, Spec], pa: dict[str, Any], pb: dict[str, Any], c_a_e
                "requests": len(reqs), "events_per_request": round(sum(r[1] for r in reqs) / len(reqs), 1)
                if reqs else None, "request_gap_p50_ms": round(percentile(gaps, 50) * 1000) if gaps else None,
                "server_delivered": int(delivered1.get(sid, 0) - delivered0.get(sid, 0)),
-               "server_failures": int(failures.get(sid, 0)), **pct_ms(lat), "_gaps": gaps}
+               "server_failures": int(failures.get(sid, 0)), **latency_ms(lat), "_gaps": gaps}
         per.append(row)
         total_received += received
         total_dup += dups
@@ -867,18 +860,18 @@ def analyse(plan: dict[str, Spec], pa: dict[str, Any], pb: dict[str, Any], c_a_e
                    "phase_B": {"sent": len(pb["doc"]["events"]), "acked": n_b,
                                "rate_achieved": round(n_b / pb["doc"]["produce_s"]),
                                "burst_late_p99_ms": pb["doc"]["late_p99_ms"]}},
-        "latency": pct_ms(all_lat),
+        "latency": latency_ms(all_lat),
         "latency_by_10s_of_sending": slices,
         "per_stream": per,
         "delivery": {"expected": sum(expected.values()), "received": total_received, "missing": total_missing,
                      "duplicates": total_dup, "unexpected": total_unexpected,
                      "delivered_per_s_while_producing": in_window_total,
                      "demand_per_s": round(sum(expected.values()) / (t1 - t0))},
-        "ingest_phase_A_produce_to_stored_estimate": pct_ms([t - sent_a[e] for e, t in stored_a.items()]),
-        "breakdown": {"produce_to_fetched": pct_ms(to_fetch), "produce_to_stored_estimate": pct_ms(stored_lat),
-                      "fetched_to_received": pct_ms(fetch_to_recv),
-                      "stored_estimate_to_received": pct_ms(stored_to_recv),
-                      "deliverer_request_gap": pct_ms(gaps_all),
+        "ingest_phase_A_produce_to_stored_estimate": latency_ms([t - sent_a[e] for e, t in stored_a.items()]),
+        "breakdown": {"produce_to_fetched": latency_ms(to_fetch), "produce_to_stored_estimate": latency_ms(stored_lat),
+                      "fetched_to_received": latency_ms(fetch_to_recv),
+                      "stored_estimate_to_received": latency_ms(stored_to_recv),
+                      "deliverer_request_gap": latency_ms(gaps_all),
                       "note": "fetched = the event's received_at (the consumer fetched it from the broker); stored = "
                               "the consumer's stored count (probe every 100 ms) reached the event's place in send "
                               "order; received = the receiver's clock; the rest of produce -> received after "

@@ -58,7 +58,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 import psutil
-from common import ROOT, cpu_seconds_of, machine, percentile, stop_proc, thread_cpu, write_result
+from common import ROOT, cpu_seconds_of, latency_ms, machine, percentile, stop_proc, thread_cpu, write_result
 
 from auditlogkit.query_api.security.auth import mint_token
 from auditlogkit.server.broker import free_port
@@ -373,14 +373,6 @@ def recv(conn: Any, want: str, timeout: float) -> Any:
     return msg
 
 
-def pct(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0}
-    return {"n": len(values), "p50_ms": round(percentile(values, 50) * 1000, 1),
-            "p95_ms": round(percentile(values, 95) * 1000, 1), "p99_ms": round(percentile(values, 99) * 1000, 1),
-            "max_ms": round(max(values) * 1000, 1), "mean_ms": round(sum(values) / len(values) * 1000, 1)}
-
-
 class Probe:
     """``/metrics`` every ``period`` s: (time of the read, consumer's stored-events count)."""
 
@@ -591,14 +583,14 @@ def analyse(a: argparse.Namespace, results: list[dict[str, Any]], sent_doc: dict
                    "produce_s": round(produce_s, 2), "rate_achieved": round(len(recs) / produce_s),
                    "burst_size": sent_doc["burst_size"], "burst_late_p99_ms": sent_doc["burst_late_p99_ms"],
                    "burst_late_max_ms": sent_doc["burst_late_max_ms"]},
-        "latency": pct(all_lat),
-        "latency_by_kind": {k: pct(v) for k, v in by_kind.items()},
+        "latency": latency_ms(all_lat, mean=True),
+        "latency_by_kind": {k: latency_ms(v, mean=True) for k, v in by_kind.items()},
         "latency_by_send_second_ms": {k: {str(sec): [round(percentile(v, 50) * 1000), round(max(v) * 1000)]
                                           for sec, v in sorted(secs.items())} for k, secs in by_second.items()},
         "latency_by_send_second_note": "per kind of stream: second of sending -> [p50, max] ms",
-        "first_receipt": pct([first[i] - sent[i] for i in first]),
-        "stored_estimate": {**pct(stored_lat), "resolution_ms": a.probe_ms},
-        "fanout_spread": pct([last[i] - first[i] for i in first]),
+        "first_receipt": latency_ms([first[i] - sent[i] for i in first], mean=True),
+        "stored_estimate": {**latency_ms(stored_lat, mean=True), "resolution_ms": a.probe_ms},
+        "fanout_spread": latency_ms([last[i] - first[i] for i in first], mean=True),
         "delivery": {**totals, "streams": len(per_stream),
                      "streams_complete": sum(1 for s in per_stream if s["missing"] == 0 and s["duplicates"] == 0
                                              and s["unexpected"] == 0),
