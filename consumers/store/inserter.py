@@ -36,8 +36,9 @@ import numpy as np
 
 from auditlogkit.consumers.store.first_write import FINGERPRINT_SQL, Conflict
 from auditlogkit.schemas.rows import EVENT_COLUMNS
-from auditlogkit.schemas.tables import CONFLICTS_TABLE, DIGESTS_TABLE, EVENTS_TABLE, OFFSETS_TABLE
+from auditlogkit.schemas.tables import CONFLICTS_TABLE, DIGESTS_TABLE, EVENTS_TABLE
 from auditlogkit.server.db.content_hash import CONTENT_SHA256_SQL
+from auditlogkit.server.db.offsets import stored_watermarks
 from auditlogkit.server.logs import get_logger
 from auditlogkit.server.store import Store
 
@@ -125,12 +126,7 @@ class Inserter:
         return dict(await self._run(self._watermarks, topic))
 
     def _watermarks(self, topic: str) -> dict[int, int]:
-        res = self.store.client().query(
-            f"SELECT kafka_partition, max(max_offset) FROM {OFFSETS_TABLE} "
-            "WHERE kafka_topic = {topic:String} GROUP BY kafka_partition",
-            parameters={"topic": topic},
-        )
-        return {int(p): int(o) for p, o in res.result_rows}
+        return stored_watermarks(self.store.client(), topic)
 
     async def stored_at(self, topic: str, partition: int, offset: int, event_id: str) -> bool:
         """Whether ``audit_events`` holds ``event_id`` from exactly this topic, partition and offset."""

@@ -39,7 +39,8 @@ from auditlogkit.query_api.read.events import public_row, utc_row
 from auditlogkit.query_api.read.tail_position import Position
 from auditlogkit.query_api.security.scoping import ScopedQuery
 from auditlogkit.schemas.catalog import Catalog
-from auditlogkit.schemas.tables import EVENTS_TABLE, OFFSETS_TABLE
+from auditlogkit.schemas.tables import EVENTS_TABLE
+from auditlogkit.server.db.offsets import stored_watermarks
 from auditlogkit.server.logs import get_logger
 from auditlogkit.server.settings import Settings
 from auditlogkit.server.signing import ServerKeys
@@ -293,9 +294,7 @@ class TailHub:
 
     def _stored_position(self) -> Position:
         """Where the stored log ends now: the consumer's per-partition watermarks (a tiny table)."""
-        sql = (f"SELECT kafka_partition, max(max_offset) FROM {OFFSETS_TABLE} "
-               "WHERE kafka_topic = {t:String} GROUP BY kafka_partition")
-        return {int(p): int(o) for p, o in self.store.client().query(sql, parameters={"t": self.topic}).result_rows}
+        return stored_watermarks(self.store.client(), self.topic)
 
     # ----- one resumed stream --------------------------------------------------------------------------------
     async def catch_up(self, sq: ScopedQuery, since: Position, upto: Position) -> AsyncIterator[CatchUpPage]:

@@ -122,10 +122,6 @@ class Leases:
                 out[lease.stream_id] = self._lease(lease.stream_id, lease.term, lease.holder, t0)
         return out
 
-    def renew(self, lease: Lease) -> Lease | None:
-        """:meth:`renew_all` of one lease."""
-        return self.renew_all([lease])[lease.stream_id]
-
     def release(self, lease: Lease) -> None:
         """Free ``lease`` at once (when it is still this holder's term)."""
         cur = self.current([lease.stream_id]).get(lease.stream_id)

@@ -37,7 +37,8 @@ from auditlogkit.query_api.security.principal import READ, Principal
 from auditlogkit.query_api.security.scoping import ScopedQuery
 from auditlogkit.query_api.streams.model import Stream
 from auditlogkit.schemas.catalog import Catalog
-from auditlogkit.schemas.tables import EVENTS_TABLE, OFFSETS_TABLE
+from auditlogkit.schemas.tables import EVENTS_TABLE
+from auditlogkit.server.db.offsets import stored_watermarks
 from auditlogkit.server.store import Store
 
 RECENT_IDS = 10_000
@@ -83,9 +84,7 @@ def scoped(stream: Stream, catalog: Catalog) -> ScopedQuery:
 
 def stored_position(store: Store, topic: str) -> Position:
     """Where the stored log of ``topic`` ends now (the consumer's per-partition watermarks)."""
-    sql = (f"SELECT kafka_partition, max(max_offset) FROM {OFFSETS_TABLE} "
-           "WHERE kafka_topic = {t:String} GROUP BY kafka_partition")
-    return {int(p): int(o) for p, o in store.client().query(sql, parameters={"t": topic}).result_rows}
+    return stored_watermarks(store.client(), topic)
 
 
 def first_offsets(store: Store, topic: str, partitions: list[int]) -> Position:
