@@ -80,6 +80,7 @@ class Deliverer:
     def stored(self, rows: int = 0) -> None:
         """New events were stored (the consumer in the same process says so after each insert): the caught-up
         streams read again without waiting out their pause. Call on this deliverer's event loop."""
+        self.repo.stored_end.stored()
         for w in self.workers.values():
             w.wake()
 

@@ -15,12 +15,18 @@ Contract:
   after a row not in the batch is ever passed, so saving it after delivery skips nothing;
 - an ``(org_id, event_id)`` among the ``recent`` ones (a retried send stored twice) is passed without being
   delivered again;
-- :func:`lag_seconds`: the age of the oldest stored event the stream has not delivered (0 when caught up).
+- :func:`lag_seconds`: the age of the oldest stored event the stream has not delivered (0 when caught up);
+- :class:`StoredEnd` is where the stored log ends, read once for all the streams of a process: a reading is reused
+  for at most ``max_age`` seconds and never after :meth:`StoredEnd.stored` (an insert since), so a stream never
+  reads less than what was stored before its read began, except for at most ``max_age`` where no one calls
+  :meth:`StoredEnd.stored` (``auditlog stream``, a process of its own).
 """
 
 from __future__ import annotations
 
 import heapq
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,6 +93,30 @@ def stored_position(store: Store, topic: str) -> Position:
     return stored_watermarks(store.client(), topic)
 
 
+class StoredEnd:
+    """Where the stored log of ``topic`` ends, shared by the streams of one process (module contract)."""
+
+    def __init__(self, store: Store, topic: str, max_age: float = 0.1) -> None:
+        self.store, self.topic, self.max_age = store, topic, max_age
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped by every stored(): a reading taken before it is stale
+        self._reading: tuple[int, float, Position] | None = None
+
+    def stored(self) -> None:
+        """New events were stored: the next :meth:`get` reads again."""
+        self._generation += 1
+
+    def get(self) -> Position:
+        with self._lock:  # callers that come together share one query
+            gen, r = self._generation, self._reading
+            if r is not None and r[0] == gen and time.monotonic() - r[1] <= self.max_age:
+                return dict(r[2])
+            taken = time.monotonic()
+            end = stored_position(self.store, self.topic)
+            self._reading = (gen, taken, end)
+            return dict(end)
+
+
 def first_offsets(store: Store, topic: str, partitions: list[int]) -> Position:
     """Per partition the offset just below its first stored row (nothing at or below it is stored, nor will be)."""
     sql = (f"SELECT kafka_partition, min(kafka_offset) FROM {EVENTS_TABLE} WHERE kafka_topic = {{t:String}} "
@@ -107,9 +137,10 @@ def _fetch(store: Store, topic: str, sq: ScopedQuery, low: Position, high: Posit
 
 
 def next_batch(store: Store, topic: str, stream: Stream, position: Position, catalog: Catalog, *, limit: int,
-               detail_max: int, recent: OrderedDict[tuple[str, str], None] | None = None) -> Batch:
+               detail_max: int, recent: OrderedDict[tuple[str, str], None] | None = None,
+               stored_end: StoredEnd | None = None) -> Batch:
     """The stream's next batch after ``position`` (module contract)."""
-    end = stored_position(store, topic)
+    end = stored_end.get() if stored_end is not None else stored_position(store, topic)
     low = dict(position)
     unnamed = [p for p in end if p not in low]
     if unnamed:  # where such a partition's stored rows begin (a backfill; the retention may have deleted many)

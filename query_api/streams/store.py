@@ -83,6 +83,8 @@ class StreamStore:
         self.resolver = resolver
         self.detail_max = detail_max
         self.leases = Leases(store, lease_seconds)
+        self.stored_end = reader.StoredEnd(store, topic)
+        """Where the stored log ends, one reading shared by this process's stream workers."""
         self._unreadable: set[tuple[str, int]] = set()
 
     @classmethod

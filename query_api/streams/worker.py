@@ -144,7 +144,8 @@ class StreamWorker:
                 self._stored.clear()  # what is stored from now on is for the next read
                 batch = await asyncio.to_thread(
                     reader.next_batch, self.repo.store, self.repo.topic, self.stream, position, self.repo.catalog,
-                    limit=self.tuning.batch_max_events, detail_max=self.repo.detail_max, recent=recent)
+                    limit=self.tuning.batch_max_events, detail_max=self.repo.detail_max, recent=recent,
+                    stored_end=self.repo.stored_end)
                 if batch.events:
                     LAG.labels(sid).set(_age(batch.received[0]))
                     saved = await self._deliver(batch, position, delivery, clients)

@@ -164,3 +164,38 @@ def test_exactly_one_concurrent_claim_of_a_lease_wins(repo: StreamStore) -> None
 def lease_of(repo: StreamStore, stream_id: str, holder: str) -> Lease:
     term = repo.leases.current([stream_id])[stream_id].term
     return Lease(stream_id, term, holder, time.monotonic() + 5)
+
+
+def test_the_shared_stored_end_is_read_again_after_an_insert_or_its_age(store: Store) -> None:
+    end = reader.StoredEnd(store, TOPIC, max_age=0.3)
+    put_events(store, [make_event()], 0)
+    first = end.get()
+    put_events(store, [make_event()], 0)  # stored, but no one said so: the reading is reused within its age
+    assert end.get() == first
+    end.stored()
+    second = end.get()
+    assert second[0] == first[0] + 1
+    put_events(store, [make_event()], 0)
+    time.sleep(0.35)  # past its age: read again (``auditlog stream`` hears of no insert)
+    assert end.get()[0] == second[0] + 1
+
+
+def test_streams_reading_together_share_one_query_of_the_stored_end(repo: StreamStore, store: Store,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    put_events(store, [make_event(org_id="acme")], 0)
+    streams = [repo.create("acme", f"s{i}", HOOK, start=(datetime.now(UTC) - timedelta(minutes=5)).isoformat())
+               for i in range(3)]
+    calls = []
+    real = reader.stored_position
+    monkeypatch.setattr(reader, "stored_position", lambda st, t: calls.append(t) or real(st, t))
+    shared = reader.StoredEnd(store, TOPIC, max_age=60)
+    for stream in streams:
+        s = repo.get("acme", stream.id)
+        assert s is not None and s.delivery is not None
+        batch = reader.next_batch(store, TOPIC, s, s.delivery.position, repo.catalog, limit=10, detail_max=8192,
+                                  stored_end=shared)
+        assert len(batch.events) == 1
+    assert len(calls) == 1
+    put_events(store, [make_event(org_id="acme")], 0)
+    shared.stored()
+    assert shared.get()[0] == real(store, TOPIC)[0] and len(calls) == 2
