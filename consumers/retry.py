@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -32,12 +33,12 @@ class Stopping(Exception):
 
 class Retry:
     def __init__(self, worker: str, base_s: float, cap_s: float, should_stop: Callable[[], bool],
-                 counts: dict[str, int]) -> None:
+                 counts: Counter[str]) -> None:
         self.worker = worker
         self.base_s = base_s
         self.cap_s = cap_s
         self.should_stop = should_stop
-        self.counts = counts  # the worker's stats: "<step>_retries" is incremented here
+        self.counts = counts  # its own: "<step>_retries"
         self.failing: dict[str, bool] = {"store": False, "dlq": False}
 
     async def run(self, step: str, fn: Callable[[int], Awaitable[T]], stoppable: bool = False) -> T:
@@ -52,7 +53,7 @@ class Retry:
             except Exception as exc:  # any store/broker failure is retried, never committed
                 self.failing[step] = True
                 delay = backoff_delay(attempt, self.base_s, self.cap_s)
-                self.counts[f"{step}_retries"] = self.counts.get(f"{step}_retries", 0) + 1
+                self.counts[f"{step}_retries"] += 1
                 m.RETRIES.labels(step).inc()
                 log.warning(f"{step}.retry", worker=self.worker, attempt=attempt + 1, delay_s=round(delay, 3),
                             error=f"{type(exc).__name__}: {str(exc)[:300]}")

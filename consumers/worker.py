@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from itertools import count
 from typing import Any
@@ -69,8 +70,10 @@ class ConsumerWorker:
         self.dedup = settings.consumer_dedup
         self._kafka = KafkaConnection.from_settings(settings)
         self._wrap_dlq = wrap_dlq
-        self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
-        self.retry = Retry(self.name, retry_base_s, settings.consumer_retry_max_seconds, self._stop_requested, self.stats)
+        # counters per step, kept across assignments (each chain's steps count into their own)
+        self.counts: dict[str, Counter[str]] = {k: Counter() for k in ("batching", "flushing", "retry", "worker")}
+        self.retry = Retry(self.name, retry_base_s, settings.consumer_retry_max_seconds, self._stop_requested,
+                           self.counts["retry"])
         self.limit = DlqLimit(settings.dlq_limit_ratio, settings.dlq_limit_window)
         self._stop = False
         self._started = False
@@ -198,17 +201,26 @@ class ConsumerWorker:
         s = self.settings
         assert self._inserter is not None and self._pool is not None
         committing = Committing(consumer, self._committed, self.name)
-        flushing = Flushing(committing, self._inserter, self._dlq.send, self._dlq_watermark, self.retry, self.stats,
+        flushing = Flushing(committing, self._inserter, self._dlq.send, self._dlq_watermark, self.retry,
+                            self.counts["flushing"],
                             self.name, self._guard, on_stored=self.on_stored)
-        batching = Batching(states, flushing, self.limit, self.stats, max_rows=s.batch_max_rows,
+        batching = Batching(states, flushing, self.limit, self.counts["batching"], max_rows=s.batch_max_rows,
                             max_seconds=s.batch_max_seconds, min_seconds=s.batch_min_seconds)
         decoding = Decoding(self._pool, batching, keys=self._keys)
         batching.upstream_busy = lambda: decoding.busy
         return decoding
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """Every step's counters and the worker's own, one dict (a copy)."""
+        out = dict.fromkeys(_STATS, 0)
+        for c in self.counts.values():
+            out.update(c)
+        return out
+
     def _sync_stats(self, p: StreamProcessor) -> None:
-        self.stats["max_held"] = p.most_held
-        self.stats["rebalances"] = p.rebalances
+        self.counts["worker"]["max_held"] = p.most_held
+        self.counts["worker"]["rebalances"] = p.rebalances
 
     def _tick(self) -> None:
         if self._processor is not None:
@@ -222,7 +234,7 @@ class ConsumerWorker:
             st = p.partitions.get(tp) if p is not None else None
             if st is not None:
                 st.committed = o
-        self.stats["commits"] += 1
+        self.counts["worker"]["commits"] += 1
         self._last_commit = time.monotonic()
         self._lag_at_commit = sum(p.lag().values()) if p is not None else 0
 

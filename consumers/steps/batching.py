@@ -13,6 +13,7 @@ sustained load still makes few large inserts. The DLQ-rate guard sees every deco
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from aiokafka import TopicPartition
@@ -30,12 +31,12 @@ log = get_logger("auditlogkit.consumers.steps.batching")
 
 class Batching:
     def __init__(self, states: dict[TopicPartition, PartitionState], next_step: Step[FlushJob], limit: DlqLimit,
-                 stats: dict[str, int], *, max_rows: int, max_seconds: float, min_seconds: float,
+                 counts: Counter[str], *, max_rows: int, max_seconds: float, min_seconds: float,
                  upstream_busy: Callable[[], bool] = lambda: False) -> None:
         self.states = states
         self.next = next_step
         self.limit = limit
-        self.stats = stats
+        self.counts = counts  # this step's own: consumed, skipped_stored, skipped_dlq
         self.max_rows = max_rows
         self.max_seconds = max_seconds
         self.min_seconds = min_seconds
@@ -60,11 +61,11 @@ class Batching:
             b.add_fingerprint(res.fingerprint)
             base += len(chunk.offsets)
         topic = item.state.tp.topic
-        self.stats["consumed"] += len(recs)
+        self.counts["consumed"] += len(recs)
         m.CONSUMED.labels(topic).inc(len(recs))
         if stored or dead:
-            self.stats["skipped_stored"] += stored
-            self.stats["skipped_dlq"] += dead
+            self.counts["skipped_stored"] += stored
+            self.counts["skipped_dlq"] += dead
             m.SKIPPED.labels(topic, "stored").inc(stored)
             m.SKIPPED.labels(topic, "dead_lettered").inc(dead)
             log.info("messages.skipped_redelivered", partition=item.state.tp.partition, first=recs[0].offset,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
@@ -32,7 +33,7 @@ log = get_logger("auditlogkit.consumers.steps.flushing")
 
 class Flushing:
     def __init__(self, next_step: Committing, inserter: Inserter, send_dead: Callable[[Sequence[DeadLetter]], Awaitable[None]],
-                 dlq_watermark: Callable[[TopicPartition], Awaitable[int]], retry: Retry, stats: dict[str, int],
+                 dlq_watermark: Callable[[TopicPartition], Awaitable[int]], retry: Retry, counts: Counter[str],
                  worker: str, guard: FirstWriteGuard | None = None,
                  on_stored: Callable[[int], None] | None = None) -> None:
         self.next = next_step
@@ -41,7 +42,7 @@ class Flushing:
         self.send_dead = send_dead
         self.dlq_watermark = dlq_watermark
         self.retry = retry
-        self.stats = stats
+        self.counts = counts  # this step's own: flushes, stored, dead_lettered, conflicts, retries_dropped
         self.worker = worker
         self.on_stored = on_stored
         self._job: FlushJob | None = None
@@ -104,12 +105,12 @@ class Flushing:
                 guard.stored(checked.keys, job)
         secs = time.perf_counter() - t0
         dead = sum(len(b.dead) for b in job.batches)
-        self.stats["flushes"] += 1
-        self.stats["stored"] += rows
-        self.stats["dead_lettered"] += dead
+        self.counts["flushes"] += 1
+        self.counts["stored"] += rows
+        self.counts["dead_lettered"] += dead
         if conflicts or retries:
-            self.stats["conflicts"] += conflicts
-            self.stats["retries_dropped"] += retries
+            self.counts["conflicts"] += conflicts
+            self.counts["retries_dropped"] += retries
             m.CONFLICTS.labels(job.batches[0].tp.topic).inc(conflicts)
             m.RETRIES_DROPPED.labels(job.batches[0].tp.topic).inc(retries)
             if conflicts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -206,7 +206,8 @@ def test_batching_feeds_any_step_through_the_protocol_and_respects_rejection() -
     st0, st1 = states.values()
     nxt = RecordingStep()
     step: Step[FlushJob] = nxt  # the protocol is all Batching needs of its next step
-    batching = Batching(states, step, DlqLimit(1.0, 10), defaultdict(int), max_rows=4, max_seconds=3600,
+    counts: Counter[str] = Counter()
+    batching = Batching(states, step, DlqLimit(1.0, 10), counts, max_rows=4, max_seconds=3600,
                         min_seconds=3600)
 
     batching.submit(_decoded(st0, 10))
@@ -231,3 +232,4 @@ def test_batching_feeds_any_step_through_the_protocol_and_respects_rejection() -
     assert asyncio.run(batching.join(1.0))  # rejected first, then the next step's join makes room
     assert [(b.tp.partition, b.first) for b in nxt.received[2].batches] == [(1, 6)]
     assert batching.held() == 0
+    assert counts == {"consumed": 4}  # its own counters: what it saw, nothing of the next step's
