@@ -42,6 +42,7 @@ from auditlogkit.query_api.read.tail_position import Position
 from auditlogkit.query_api.security.principal import READ, Principal
 from auditlogkit.query_api.security.scoping import ScopedQuery
 from auditlogkit.query_api.streams.model import Stream
+from auditlogkit.query_api.streams.shared_read import SharedRead
 from auditlogkit.schemas.catalog import Catalog
 from auditlogkit.schemas.tables import EVENTS_TABLE
 from auditlogkit.server.db.offsets import stored_watermarks
@@ -138,8 +139,9 @@ def _fetch(store: Store, topic: str, sq: ScopedQuery, low: Position, high: Posit
 
 def next_batch(store: Store, topic: str, stream: Stream, position: Position, catalog: Catalog, *, limit: int,
                detail_max: int, recent: OrderedDict[tuple[str, str], None] | None = None,
-               stored_end: StoredEnd | None = None) -> Batch:
-    """The stream's next batch after ``position`` (module contract)."""
+               stored_end: StoredEnd | None = None, shared: SharedRead | None = None) -> Batch:
+    """The stream's next batch after ``position`` (module contract); ``shared``: read with the other streams of the
+    process when it covers this one (:class:`~auditlogkit.query_api.streams.shared_read.SharedRead`)."""
     end = stored_end.get() if stored_end is not None else stored_position(store, topic)
     low = dict(position)
     unnamed = [p for p in end if p not in low]
@@ -147,7 +149,9 @@ def next_batch(store: Store, topic: str, stream: Stream, position: Position, cat
         low.update(first_offsets(store, topic, unnamed))
     high = {p: min(hi, low.get(p, -1) + WINDOW) for p, hi in end.items()}
     cap = limit * FETCH_FACTOR
-    rows = _fetch(store, topic, scoped(stream, catalog), position, high, limit, cap, detail_max)
+    rows = shared.rows(stream, position, high, limit, cap) if shared is not None and high == end else None
+    if rows is None:
+        rows = _fetch(store, topic, scoped(stream, catalog), position, high, limit, cap, detail_max)
     parts: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
         parts.setdefault(int(r["tail_p"]), []).append(r)

@@ -39,6 +39,7 @@ from auditlogkit.query_api.streams.config import (
 from auditlogkit.query_api.streams.keys import SecretBox, StreamsKeyError
 from auditlogkit.query_api.streams.leases import Leases
 from auditlogkit.query_api.streams.model import Delivery, Stream
+from auditlogkit.query_api.streams.shared_read import SharedRead
 from auditlogkit.query_api.streams.ssrf import AllowList, Resolver, system_resolver
 from auditlogkit.schemas.catalog import Catalog
 from auditlogkit.schemas.tables import STREAM_POSITIONS_TABLE as POSITIONS_TABLE
@@ -85,6 +86,9 @@ class StreamStore:
         self.leases = Leases(store, lease_seconds)
         self.stored_end = reader.StoredEnd(store, topic)
         """Where the stored log ends, one reading shared by this process's stream workers."""
+        self.shared_read = SharedRead(store, topic, catalog, reader.scoped, detail_max=detail_max,
+                                      window=reader.WINDOW)
+        """The caught-up streams' new rows, one read for all of this process's stream workers."""
         self._unreadable: set[tuple[str, int]] = set()
 
     @classmethod

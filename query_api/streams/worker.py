@@ -145,7 +145,7 @@ class StreamWorker:
                 batch = await asyncio.to_thread(
                     reader.next_batch, self.repo.store, self.repo.topic, self.stream, position, self.repo.catalog,
                     limit=self.tuning.batch_max_events, detail_max=self.repo.detail_max, recent=recent,
-                    stored_end=self.repo.stored_end)
+                    stored_end=self.repo.stored_end, shared=self.repo.shared_read)
                 if batch.events:
                     LAG.labels(sid).set(_age(batch.received[0]))
                     saved = await self._deliver(batch, position, delivery, clients)

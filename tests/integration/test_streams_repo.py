@@ -16,6 +16,7 @@ from auditlogkit.query_api.streams import reader
 from auditlogkit.query_api.streams.config import StreamConfigError
 from auditlogkit.query_api.streams.keys import SecretBox, new_key_text, streams_key
 from auditlogkit.query_api.streams.model import Lease
+from auditlogkit.query_api.streams.shared_read import SharedRead
 from auditlogkit.query_api.streams.store import StreamStore
 from auditlogkit.schemas.catalog import get_catalog
 from auditlogkit.schemas.tables import STREAM_LEASES_TABLE, STREAM_POSITIONS_TABLE, STREAMS_TABLE
@@ -199,3 +200,76 @@ def test_streams_reading_together_share_one_query_of_the_stored_end(repo: Stream
     put_events(store, [make_event(org_id="acme")], 0)
     shared.stored()
     assert shared.get()[0] == real(store, TOPIC)[0] and len(calls) == 2
+
+
+def test_a_shared_read_gives_each_stream_what_its_own_read_gives_with_one_query(repo: StreamStore,
+                                                                                 store: Store) -> None:
+    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    streams = [repo.create("acme", "all", HOOK, start=past),
+               repo.create("acme", "failed", HOOK, {"status": "FAILED"}, start=past),
+               repo.create("globex", "all", HOOK, start=past),
+               repo.create("acme", "ws-b", HOOK, {"workspace_id": "ws-b"}, start=past)]
+    sent = [make_event(org_id=("acme", "globex", "initech")[i % 3], workspace_id=("ws-a", "ws-b")[i % 2],
+                       status=("SUCCESS", "FAILED")[i % 5 == 0]) for i in range(120)]
+    for p in (0, 1, 2):
+        put_events(store, sent[p * 40:(p + 1) * 40], p)
+    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, window=reader.WINDOW)
+    end = reader.StoredEnd(store, TOPIC, max_age=600)
+    alone: dict[str, list[tuple[int, str]]] = {}
+    together: dict[str, list[tuple[int, str]]] = {s.id: [] for s in streams}
+    for stream in streams:
+        s = repo.get(stream.org_id, stream.id)
+        assert s is not None and s.delivery is not None
+        pos, got = dict(s.delivery.position), []
+        while True:  # small batches: the per-partition limit and the cap as the stream's own read applies them
+            b = reader.next_batch(store, TOPIC, s, pos, repo.catalog, limit=7, detail_max=8192, stored_end=end)
+            got += [(p, e["event_id"]) for (p, _), e in zip(b.places, b.events, strict=True)]
+            pos = b.after
+            if not b.more:
+                break
+        alone[s.id] = got
+    positions = {s.id: dict(s.delivery.position) for s in (repo.get(x.org_id, x.id) for x in streams) if s and s.delivery}
+    for _ in range(40):  # the streams in turns, as the deliverer's workers ask
+        for stream in streams:
+            s = repo.get(stream.org_id, stream.id)
+            assert s is not None
+            b = reader.next_batch(store, TOPIC, s, positions[s.id], repo.catalog, limit=7, detail_max=8192,
+                                  stored_end=end, shared=shared)
+            together[s.id] += [(p, e["event_id"]) for (p, _), e in zip(b.places, b.events, strict=True)]
+            positions[s.id] = b.after
+    assert together == alone
+    def ids(**match: str) -> set[str]:
+        return {str(e["event_id"]) for e in sent if all(e[k] == v for k, v in match.items())}
+
+    assert {e for _, e in alone[streams[0].id]} == ids(org_id="acme")  # each org's own events only
+    assert {e for _, e in alone[streams[1].id]} == ids(org_id="acme", status="FAILED")
+    assert {e for _, e in alone[streams[2].id]} == ids(org_id="globex")
+    assert {e for _, e in alone[streams[3].id]} == ids(org_id="acme", workspace_id="ws-b")
+    assert shared.queries == len(streams)  # the first round: each newcomer joins the read
+    more = [make_event(org_id="acme") for _ in range(5)]
+    put_events(store, more, 1)
+    end.stored()
+    before = shared.queries
+    for stream in streams:  # once all have asked: one read for all of them per stored end
+        s = repo.get(stream.org_id, stream.id)
+        assert s is not None
+        b = reader.next_batch(store, TOPIC, s, positions[s.id], repo.catalog, limit=7, detail_max=8192,
+                              stored_end=end, shared=shared)
+        assert [e["event_id"] for e in b.events] == ([str(e["event_id"]) for e in more]
+                                                     if s.id in (streams[0].id,) else [])
+    assert shared.queries == before + 1
+
+
+def test_a_shared_read_is_not_used_for_a_stream_whose_filters_changed_since(repo: StreamStore, store: Store) -> None:
+    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    stream = repo.create("acme", "x", HOOK, start=past)
+    put_events(store, [make_event(org_id="acme", status="FAILED"), make_event(org_id="acme")], 0)
+    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, window=reader.WINDOW)
+    s = repo.get("acme", stream.id)
+    assert s is not None and s.delivery is not None
+    end = reader.stored_position(store, TOPIC)
+    assert len(shared.rows(s, s.delivery.position, end, 100, 400) or []) == 2
+    changed = repo.update("acme", stream.id, filters={"status": "FAILED"})
+    assert changed is not None
+    rows = shared.rows(changed, s.delivery.position, end, 100, 400)
+    assert rows is not None and [r["status"] for r in rows] == ["FAILED"] and shared.queries == 2
