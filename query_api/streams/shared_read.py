@@ -2,10 +2,11 @@
 
 Contract of :class:`SharedRead`:
 - :meth:`~SharedRead.rows` gives a stream exactly the rows a read of its own would give it
-  (:func:`auditlogkit.query_api.streams.reader.next_batch`) between its position and the stored end (what the stream may see, in (partition, offset)
-  order, at most ``per`` a partition and ``cap`` in all), or None when the shared read does not cover it (the
-  caller then reads alone): a stream more than :data:`~auditlogkit.query_api.streams.reader.WINDOW` offsets
-  behind, one whose configuration changed since the read, a read that hit :attr:`SharedRead.max_rows`;
+  (:func:`auditlogkit.query_api.streams.reader.next_batch`) between its position and the stored end (what the
+  stream may see, in (partition, offset) order, at most ``per`` a partition and ``cap`` in all), or None when the
+  shared read does not cover it (the caller then reads alone): a stream more than ``near`` offsets behind the end
+  in a partition (a backfill, a destination back from an outage: it must not drag every other stream's read back
+  with it), one whose configuration changed since the read, a read that hit :attr:`SharedRead.max_rows`;
 - one query serves every stream asking about the same stored end: the rows after the lowest position of the
   streams that asked recently (:attr:`SharedRead.forget_seconds`), matching any of their conditions (each stream's
   own :func:`~auditlogkit.query_api.streams.reader.scoped` conditions, so another org's rows never reach it),
@@ -60,10 +61,10 @@ class SharedRead:
     """The shared read (module contract)."""
 
     def __init__(self, store: Store, topic: str, catalog: Catalog, scope: Callable[[Stream, Catalog], ScopedQuery], *,
-                 detail_max: int, window: int, max_rows: int = 50_000, forget_seconds: float = 30.0) -> None:
+                 detail_max: int, near: int = 5_000, max_rows: int = 50_000, forget_seconds: float = 5.0) -> None:
         """``scope``: what a stream may see (:func:`auditlogkit.query_api.streams.reader.scoped`)."""
         self.store, self.topic, self.catalog, self.scope = store, topic, catalog, scope
-        self.detail_max, self.window, self.max_rows, self.forget_seconds = detail_max, window, max_rows, forget_seconds
+        self.detail_max, self.near, self.max_rows, self.forget_seconds = detail_max, near, max_rows, forget_seconds
         self._lock = threading.Lock()
         self._asking: dict[str, tuple[Stream, Position, float]] = {}
         self._read: _Read | None = None
@@ -72,7 +73,7 @@ class SharedRead:
 
     def rows(self, stream: Stream, position: Position, end: Position, per: int, cap: int) -> list[Row] | None:
         """The stream's rows after ``position`` up to ``end`` (module contract)."""
-        if any(hi - position.get(p, -1) > self.window for p, hi in end.items()) or set(position) - set(end):
+        if any(hi - position.get(p, -1) > self.near for p, hi in end.items()) or set(position) - set(end):
             return None
         with self._lock:
             now = time.monotonic()

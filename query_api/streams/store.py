@@ -86,8 +86,7 @@ class StreamStore:
         self.leases = Leases(store, lease_seconds)
         self.stored_end = reader.StoredEnd(store, topic)
         """Where the stored log ends, one reading shared by this process's stream workers."""
-        self.shared_read = SharedRead(store, topic, catalog, reader.scoped, detail_max=detail_max,
-                                      window=reader.WINDOW)
+        self.shared_read = SharedRead(store, topic, catalog, reader.scoped, detail_max=detail_max)
         """The caught-up streams' new rows, one read for all of this process's stream workers."""
         self._unreadable: set[tuple[str, int]] = set()
 

@@ -213,7 +213,7 @@ def test_a_shared_read_gives_each_stream_what_its_own_read_gives_with_one_query(
                        status=("SUCCESS", "FAILED")[i % 5 == 0]) for i in range(120)]
     for p in (0, 1, 2):
         put_events(store, sent[p * 40:(p + 1) * 40], p)
-    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, window=reader.WINDOW)
+    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192)
     end = reader.StoredEnd(store, TOPIC, max_age=600)
     alone: dict[str, list[tuple[int, str]]] = {}
     together: dict[str, list[tuple[int, str]]] = {s.id: [] for s in streams}
@@ -264,7 +264,7 @@ def test_a_shared_read_is_not_used_for_a_stream_whose_filters_changed_since(repo
     past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     stream = repo.create("acme", "x", HOOK, start=past)
     put_events(store, [make_event(org_id="acme", status="FAILED"), make_event(org_id="acme")], 0)
-    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, window=reader.WINDOW)
+    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192)
     s = repo.get("acme", stream.id)
     assert s is not None and s.delivery is not None
     end = reader.stored_position(store, TOPIC)
@@ -273,3 +273,18 @@ def test_a_shared_read_is_not_used_for_a_stream_whose_filters_changed_since(repo
     assert changed is not None
     rows = shared.rows(changed, s.delivery.position, end, 100, 400)
     assert rows is not None and [r["status"] for r in rows] == ["FAILED"] and shared.queries == 2
+
+
+def test_a_stream_far_behind_reads_alone_and_does_not_drag_the_shared_read_back(repo: StreamStore,
+                                                                                  store: Store) -> None:
+    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    old, fresh = repo.create("acme", "behind", HOOK, start=past), repo.create("acme", "caught-up", HOOK, start=past)
+    put_events(store, [make_event(org_id="acme") for _ in range(30)], 2)
+    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, near=10)
+    end = reader.stored_position(store, TOPIC)
+    s_old, s_fresh = repo.get("acme", old.id), repo.get("acme", fresh.id)
+    assert s_old is not None and s_fresh is not None
+    assert shared.rows(s_old, {**end, 2: end[2] - 30}, end, 100, 400) is None  # 30 behind > near: alone
+    assert shared.queries == 0
+    rows = shared.rows(s_fresh, {**end, 2: end[2] - 5}, end, 100, 400)
+    assert rows is not None and len(rows) == 5 and shared.queries == 1
