@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from auditlogkit.producer import AuditProducer
 from auditlogkit.query_api.core.errors import ApiError
 from auditlogkit.query_api.core.query_runner import QueryRunner
-from auditlogkit.query_api.read.filters import FILTERS, EventFilters, parse_filters
+from auditlogkit.query_api.read.filters import FILTERS, EventFilters, FilterError, parse_filters
 from auditlogkit.query_api.read.integrity import IntegrityRuns
 from auditlogkit.query_api.read.tail import TailHub
 from auditlogkit.query_api.security.auth import TokenVerifier, unauthorized
@@ -157,15 +157,40 @@ StreamPrincipal = Annotated[Principal, Depends(_require_stream_owner)]
 
 
 # ----- the request's filters and the caller's scope ------------------------------------------------------------
-def event_filters(catalog: CatalogDep, **raw: Any) -> EventFilters:
+def declared_query_parameters(route: Any) -> frozenset[str]:
+    """The query parameters ``route`` takes: its own and those of every dependency (kept on the route)."""
+    names: frozenset[str] | None = getattr(route, "_auditlog_query_names", None)
+    if names is None:
+        found: set[str] = set()
+        todo = [route.dependant]
+        while todo:
+            d = todo.pop()
+            found.update(f.alias for f in d.query_params)
+            todo.extend(d.dependencies)
+        names = frozenset(found)
+        route._auditlog_query_names = names
+    return names
+
+
+def event_filters(request: Request, catalog: CatalogDep, **raw: Any) -> EventFilters:
     """Dependency: :func:`~auditlogkit.query_api.read.filters.parse_filters` of the request's query parameters, one per entry of
     :data:`~auditlogkit.query_api.read.filters.FILTERS` (its signature is built from the table below). A
-    :class:`~auditlogkit.query_api.read.filters.FilterError` becomes the usual 422/403 body (:mod:`auditlogkit.query_api.core.errors`)."""
+    :class:`~auditlogkit.query_api.read.filters.FilterError` becomes the usual 422/403 body (:mod:`auditlogkit.query_api.core.errors`).
+    A query parameter the route does not take is a 422 naming it: a misspelt filter (``target_id`` for ``target``)
+    must not silently widen the answer."""
+    route = request.scope.get("route")
+    if route is not None:
+        takes = declared_query_parameters(route)
+        unknown = sorted(set(request.query_params) - takes)
+        if unknown:
+            raise FilterError(unknown[0], f"unknown query parameter {unknown[0]!r}; this endpoint takes: "
+                                          f"{', '.join(sorted(takes))}")
     return parse_filters(catalog, raw)
 
 
 event_filters.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [inspect.Parameter("catalog", inspect.Parameter.KEYWORD_ONLY, annotation=CatalogDep),
+    [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
+     inspect.Parameter("catalog", inspect.Parameter.KEYWORD_ONLY, annotation=CatalogDep),
      *(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                          annotation=Annotated[spec.type | None, Query(description=spec.help)]) for spec in FILTERS)],
     return_annotation=EventFilters)

@@ -394,3 +394,20 @@ def test_ip_filter_matches_whatever_spelling_of_the_address(api: TestClient, set
         assert r.status_code == 200 and _ids(r) == [expected["event_id"]], (spelling, r.text)
     bad = api.get("/v1/events", params={"ip": "2001:db8::1%eth0"}, headers=h)
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "ip"
+
+
+@pytest.mark.parametrize(("path", "params", "name"), [
+    ("/v1/events", {"target_id": "vm-1"}, "target_id"),  # the filter is "target": misspelt, it would filter nothing
+    ("/v1/events", {"status": "FAILED", "statuss": "x"}, "statuss"),
+    ("/v1/events/export", {"format": "csv", "org": "globex"}, "org"),
+    ("/v1/stats", {"interval": "day", "scope_id": "service"}, "scope_id"),
+])
+def test_an_unknown_query_parameter_is_422_not_silently_ignored(shared_api: tuple[TestClient, dict[str, str]],
+                                                                 path: str, params: dict[str, Any], name: str) -> None:
+    api, owner = shared_api
+    r = api.get(path, params=params, headers=owner)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["field"] == name and "unknown query parameter" in err["message"] and "target" in err["message"], err
+    assert api.get(path, params={k: v for k, v in params.items() if k != name}, headers=owner).status_code == 200
+    assert api.get(path, params=params).status_code == 401  # no token: refused before anything is said of it
