@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from auditlogkit.producer import AuditProducer
 from auditlogkit.query_api.core.errors import ApiError
 from auditlogkit.query_api.core.query_runner import QueryRunner
-from auditlogkit.query_api.read.filters import FILTERS, EventFilters, FilterError, parse_filters
+from auditlogkit.query_api.read.filters import FILTERS, EventFilters, parse_filters
 from auditlogkit.query_api.read.integrity import IntegrityRuns
 from auditlogkit.query_api.read.tail import TailHub
 from auditlogkit.query_api.security.auth import TokenVerifier, unauthorized
@@ -110,12 +110,14 @@ def current_principal(request: Request, creds: Credentials, verifier: VerifierDe
     return principal
 
 
-def require(permission: str) -> Callable[[Principal], Principal]:
-    """A dependency that lets the caller through only with ``permission`` (403 otherwise)."""
+def require(permission: str) -> Callable[..., Principal]:
+    """A dependency that lets the caller through only with ``permission`` (403 otherwise), and then only with query
+    parameters the route takes (:func:`known_query_parameters`)."""
 
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    def check(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.can(permission):
             raise ApiError(403, f"this token lacks the permission {permission!r}")
+        known_query_parameters(request)
         return principal
 
     check.__name__ = f"require_{permission.replace(':', '_')}"
@@ -157,6 +159,20 @@ StreamPrincipal = Annotated[Principal, Depends(_require_stream_owner)]
 
 
 # ----- the request's filters and the caller's scope ------------------------------------------------------------
+def known_query_parameters(request: Request) -> None:
+    """422 naming a query parameter the route does not take: a misspelt filter (``target_id`` for ``target``) must
+    not silently widen an answer. Run after authentication (by :func:`require`), so an anonymous caller learns
+    nothing first."""
+    route = request.scope.get("route")
+    if route is None:
+        return
+    takes = declared_query_parameters(route)
+    unknown = sorted(set(request.query_params) - takes)
+    if unknown:
+        raise ApiError(422, f"unknown query parameter {unknown[0]!r}; this endpoint takes: "
+                            f"{', '.join(sorted(takes)) or 'none'}", field=unknown[0])
+
+
 def declared_query_parameters(route: Any) -> frozenset[str]:
     """The query parameters ``route`` takes: its own and those of every dependency (kept on the route)."""
     names: frozenset[str] | None = getattr(route, "_auditlog_query_names", None)
@@ -172,25 +188,15 @@ def declared_query_parameters(route: Any) -> frozenset[str]:
     return names
 
 
-def event_filters(request: Request, catalog: CatalogDep, **raw: Any) -> EventFilters:
+def event_filters(catalog: CatalogDep, **raw: Any) -> EventFilters:
     """Dependency: :func:`~auditlogkit.query_api.read.filters.parse_filters` of the request's query parameters, one per entry of
     :data:`~auditlogkit.query_api.read.filters.FILTERS` (its signature is built from the table below). A
-    :class:`~auditlogkit.query_api.read.filters.FilterError` becomes the usual 422/403 body (:mod:`auditlogkit.query_api.core.errors`).
-    A query parameter the route does not take is a 422 naming it: a misspelt filter (``target_id`` for ``target``)
-    must not silently widen the answer."""
-    route = request.scope.get("route")
-    if route is not None:
-        takes = declared_query_parameters(route)
-        unknown = sorted(set(request.query_params) - takes)
-        if unknown:
-            raise FilterError(unknown[0], f"unknown query parameter {unknown[0]!r}; this endpoint takes: "
-                                          f"{', '.join(sorted(takes))}")
+    :class:`~auditlogkit.query_api.read.filters.FilterError` becomes the usual 422/403 body (:mod:`auditlogkit.query_api.core.errors`)."""
     return parse_filters(catalog, raw)
 
 
 event_filters.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
-     inspect.Parameter("catalog", inspect.Parameter.KEYWORD_ONLY, annotation=CatalogDep),
+    [inspect.Parameter("catalog", inspect.Parameter.KEYWORD_ONLY, annotation=CatalogDep),
      *(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                          annotation=Annotated[spec.type | None, Query(description=spec.help)]) for spec in FILTERS)],
     return_annotation=EventFilters)
