@@ -245,7 +245,7 @@ def test_a_shared_read_gives_each_stream_what_its_own_read_gives_with_one_query(
     assert {e for _, e in alone[streams[1].id]} == ids(org_id="acme", status="FAILED")
     assert {e for _, e in alone[streams[2].id]} == ids(org_id="globex")
     assert {e for _, e in alone[streams[3].id]} == ids(org_id="acme", workspace_id="ws-b")
-    assert shared.queries == len(streams)  # the first round: each newcomer joins the read
+    assert shared.queries == 1  # the first to ask reads; the others read alone until the next stored end
     more = [make_event(org_id="acme") for _ in range(5)]
     put_events(store, more, 1)
     end.stored()
@@ -271,8 +271,11 @@ def test_a_shared_read_is_not_used_for_a_stream_whose_filters_changed_since(repo
     assert len(shared.rows(s, s.delivery.position, end, 100, 400) or []) == 2
     changed = repo.update("acme", stream.id, filters={"status": "FAILED"})
     assert changed is not None
+    assert shared.rows(changed, s.delivery.position, end, 100, 400) is None  # read alone: the read had its old filters
+    put_events(store, [make_event(org_id="acme", status="FAILED")], 0)
+    end = reader.stored_position(store, TOPIC)
     rows = shared.rows(changed, s.delivery.position, end, 100, 400)
-    assert rows is not None and [r["status"] for r in rows] == ["FAILED"] and shared.queries == 2
+    assert rows is not None and [r["status"] for r in rows] == ["FAILED", "FAILED"] and shared.queries == 2
 
 
 def test_a_stream_far_behind_reads_alone_and_does_not_drag_the_shared_read_back(repo: StreamStore,
@@ -288,3 +291,52 @@ def test_a_stream_far_behind_reads_alone_and_does_not_drag_the_shared_read_back(
     assert shared.queries == 0
     rows = shared.rows(s_fresh, {**end, 2: end[2] - 5}, end, 100, 400)
     assert rows is not None and len(rows) == 5 and shared.queries == 1
+
+
+def test_a_shared_read_over_its_row_cap_is_not_made_again_for_the_same_end(repo: StreamStore, store: Store) -> None:
+    stream = repo.create("acme", "x", HOOK, start=(datetime.now(UTC) - timedelta(minutes=5)).isoformat())
+    put_events(store, [make_event(org_id="acme") for _ in range(5)], 3)
+    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, max_rows=2)
+    shared.near = 100  # (near is at most half the cap, so one stream alone never overflows: force it here)
+    s = repo.get("acme", stream.id)
+    assert s is not None
+    end = reader.stored_position(store, TOPIC)
+    below = {**end, 3: end[3] - 5}
+    assert shared.rows(s, below, end, 100, 400) is None and shared.queries == 1  # 5 rows > 2: the stream reads alone
+    assert shared.rows(s, below, end, 100, 400) is None and shared.queries == 1  # and no second try at this end
+
+
+def test_many_streams_share_in_bounded_groups_and_a_failed_read_leaves_each_to_read_alone(
+        repo: StreamStore, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    streams = [repo.create(("acme", "globex")[i % 2], f"s{i}", HOOK, {"status": "FAILED"} if i % 3 else None,
+                           start=past) for i in range(12)]
+    put_events(store, [make_event(org_id=("acme", "globex")[i % 2], status=("SUCCESS", "FAILED")[i % 2])
+                       for i in range(20)], 4)
+    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, group_size=4)
+    got = {}
+    for stream in streams:  # everyone asks once (the first of each group reads), then a new end: one read a group
+        s = repo.get(stream.org_id, stream.id)
+        assert s is not None and s.delivery is not None
+        shared.rows(s, s.delivery.position, reader.stored_position(store, TOPIC), 100, 400)
+    put_events(store, [make_event(org_id="acme", status="FAILED")], 4)
+    end = reader.stored_position(store, TOPIC)
+    before = shared.queries
+    for stream in streams:
+        s = repo.get(stream.org_id, stream.id)
+        assert s is not None and s.delivery is not None
+        got[s.id] = shared.rows(s, s.delivery.position, end, 100, 400)
+        own = reader.next_batch(store, TOPIC, s, s.delivery.position, repo.catalog, limit=100, detail_max=8192)
+        assert got[s.id] is not None and [str(r["event_id"]) for r in got[s.id]] == [e["event_id"] for e in own.events]
+    groups = {shared._group(x.id) for x in streams}  # 12 streams in groups of about 4: 4 groups (16 >= 12 > 8)
+    assert 1 < len(groups) <= 4 and shared.queries - before == len(groups)  # one read per group, not per stream
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("Max query size exceeded")
+
+    put_events(store, [make_event(org_id="acme")], 4)
+    end = reader.stored_position(store, TOPIC)
+    s = repo.get("acme", streams[0].id)
+    assert s is not None and s.delivery is not None
+    monkeypatch.setattr(store, "client", lambda: type("C", (), {"query": broken})())
+    assert shared.rows(s, s.delivery.position, end, 100, 400) is None  # the stream reads alone; nothing raised
