@@ -6,7 +6,8 @@ Contract of :class:`SharedRead`:
   stream may see, in (partition, offset) order, at most ``per`` a partition and ``cap`` in all), or None when the
   shared read does not cover it (the caller then reads alone): a stream more than ``near`` offsets behind the end
   in all (a backfill, a destination back from an outage: it must not drag the others' read back with it), one
-  that joined or changed its configuration since the read (it joins the next one), the members of a read that
+  that joined or changed its configuration since the read (it joins the group's next read: at a new stored end, or
+  ``rejoin_seconds`` after the last, so a burst of newcomers is not a read each), the members of a read that
   hit :attr:`SharedRead.max_rows` or failed (logged ``streams.shared_read_failed``);
 - the streams are split into groups of about ``group_size`` (the query grows with its streams); one query per
   group serves every member asking about the same stored end or an earlier one: the rows after the lowest
@@ -57,6 +58,8 @@ class _Read:
     """stream id -> the rows it may see, in (partition, offset) order (empty when not ``complete``)."""
     complete: bool
     """False: more rows than one read holds, or the query failed; its members read alone for this end."""
+    made: float = 0.0
+    """``time.monotonic()`` of the query."""
 
 
 def _config(stream: Stream) -> tuple[Any, ...]:
@@ -72,7 +75,7 @@ class SharedRead:
 
     def __init__(self, store: Store, topic: str, catalog: Catalog, scope: Callable[[Stream, Catalog], ScopedQuery], *,
                  detail_max: int, near: int = 5_000, max_rows: int = 50_000, group_size: int = 32,
-                 forget_seconds: float = 5.0) -> None:
+                 forget_seconds: float = 5.0, rejoin_seconds: float = 1.0) -> None:
         """``scope``: what a stream may see (:func:`auditlogkit.query_api.streams.reader.scoped`); ``near``: how
         many offsets behind the end, summed over the partitions, a stream may be to share (at most half of
         ``max_rows``); ``group_size``: streams per shared query (the query's size grows with its streams)."""
@@ -80,6 +83,7 @@ class SharedRead:
         self.detail_max, self.max_rows, self.forget_seconds = detail_max, max_rows, forget_seconds
         self.near = min(near, max_rows // 2)
         self.group_size = group_size
+        self.rejoin_seconds = rejoin_seconds
         self._lock = threading.Lock()
         self._asking: dict[str, tuple[Stream, Position, float]] = {}
         self._reads: dict[int, _Read] = {}
@@ -98,16 +102,16 @@ class SharedRead:
             return None
         with self._lock:
             now = time.monotonic()
-            joined = stream.id not in self._asking
             self._asking[stream.id] = (stream, dict(position), now)
             for sid in [sid for sid, (_, _, t) in self._asking.items() if now - t > self.forget_seconds]:
                 del self._asking[sid]
             g = self._group(stream.id)
             r = self._reads.get(g)
-            if r is None or _newer(end, r.end):
+            member = r is not None and r.members.get(stream.id) == _config(stream)
+            if r is None or _newer(end, r.end) or (not member and now - r.made >= self.rejoin_seconds):
                 r = self._reads[g] = self._query(g, end)
-            elif joined or r.members.get(stream.id) != _config(stream):
-                return None  # read alone this once: the next end's read includes it
+            elif not member:
+                return None  # read alone for now: the group's next read (new end, or after rejoin_seconds) has it
             if not self._covers(r, stream, position, end):
                 return None
         out: list[Row] = []
@@ -146,7 +150,7 @@ class SharedRead:
                 lo = position.get(p, -1)
                 low[p] = min(low.get(p, lo), lo)
         if not ids:
-            return _Read(dict(end), low, members, {}, False)
+            return _Read(dict(end), low, members, {}, False, time.monotonic())
         between, bparams = tail_position.between_sql(low, end, "sb")
         params.update(bparams, sr_topic=self.topic, sr_cap=self.max_rows, d_max=self.detail_max)
         sql = (f"SELECT {select_list(cap_detail=True)}, kafka_partition AS tail_p, kafka_offset AS tail_o, "
@@ -158,16 +162,16 @@ class SharedRead:
             raw = list(self.store.client().query(sql, parameters=params).named_results())
         except Exception as exc:  # its members read alone for this end; the next end tries again
             log.warning("streams.shared_read_failed", streams=len(ids), error=repr(exc)[:300])
-            return _Read(dict(end), low, members, {}, False)
+            return _Read(dict(end), low, members, {}, False, time.monotonic())
         if len(raw) >= self.max_rows:
-            return _Read(dict(end), low, members, {}, False)
+            return _Read(dict(end), low, members, {}, False, time.monotonic())
         rows_of: dict[str, list[Row]] = {sid: [] for sid in ids}
         for row in raw:
             hits = row.pop("sr_hits")
             for sid, h in zip(ids, hits, strict=True):
                 if h:
                     rows_of[sid].append(row)
-        return _Read(dict(end), low, members, rows_of, True)
+        return _Read(dict(end), low, members, rows_of, True, time.monotonic())
 
 
 def _newer(end: Position, than: Position) -> bool:

@@ -213,7 +213,7 @@ def test_a_shared_read_gives_each_stream_what_its_own_read_gives_with_one_query(
                        status=("SUCCESS", "FAILED")[i % 5 == 0]) for i in range(120)]
     for p in (0, 1, 2):
         put_events(store, sent[p * 40:(p + 1) * 40], p)
-    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192)
+    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, rejoin_seconds=3600)
     end = reader.StoredEnd(store, TOPIC, max_age=600)
     alone: dict[str, list[tuple[int, str]]] = {}
     together: dict[str, list[tuple[int, str]]] = {s.id: [] for s in streams}
@@ -264,7 +264,7 @@ def test_a_shared_read_is_not_used_for_a_stream_whose_filters_changed_since(repo
     past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     stream = repo.create("acme", "x", HOOK, start=past)
     put_events(store, [make_event(org_id="acme", status="FAILED"), make_event(org_id="acme")], 0)
-    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192)
+    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, rejoin_seconds=3600)
     s = repo.get("acme", stream.id)
     assert s is not None and s.delivery is not None
     end = reader.stored_position(store, TOPIC)
@@ -313,7 +313,7 @@ def test_many_streams_share_in_bounded_groups_and_a_failed_read_leaves_each_to_r
                            start=past) for i in range(12)]
     put_events(store, [make_event(org_id=("acme", "globex")[i % 2], status=("SUCCESS", "FAILED")[i % 2])
                        for i in range(20)], 4)
-    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, group_size=4)
+    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, group_size=4, rejoin_seconds=3600)
     got = {}
     for stream in streams:  # everyone asks once (the first of each group reads), then a new end: one read a group
         s = repo.get(stream.org_id, stream.id)
@@ -340,3 +340,21 @@ def test_many_streams_share_in_bounded_groups_and_a_failed_read_leaves_each_to_r
     assert s is not None and s.delivery is not None
     monkeypatch.setattr(store, "client", lambda: type("C", (), {"query": broken})())
     assert shared.rows(s, s.delivery.position, end, 100, 400) is None  # the stream reads alone; nothing raised
+
+
+def test_a_newcomer_joins_the_shared_read_after_rejoin_seconds_without_a_new_end(repo: StreamStore,
+                                                                                  store: Store) -> None:
+    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    a, b = repo.create("acme", "a", HOOK, start=past), repo.create("acme", "b", HOOK, start=past)
+    put_events(store, [make_event(org_id="acme") for _ in range(3)], 5)
+    shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, rejoin_seconds=0.3)
+    end = reader.stored_position(store, TOPIC)
+    sa, sb = repo.get("acme", a.id), repo.get("acme", b.id)
+    assert sa is not None and sb is not None
+    here = {**end, 5: end[5] - 3}
+    assert shared.rows(sa, here, end, 100, 400) is not None and shared.queries == 1
+    assert shared.rows(sb, here, end, 100, 400) is None and shared.queries == 1  # a newcomer reads alone at first
+    time.sleep(0.35)  # nothing new is stored (an idle stream), yet it joins the read
+    rows = shared.rows(sb, here, end, 100, 400)
+    assert rows is not None and len(rows) == 3 and shared.queries == 2
+    assert len(shared.rows(sa, here, end, 100, 400) or []) == 3 and shared.queries == 2  # both now share it
