@@ -110,3 +110,9 @@ class ScopedQuery:
     @property
     def params(self) -> dict[str, Any]:
         return dict(self._params)
+
+    def suffixed(self, suffix: str) -> tuple[str, dict[str, Any]]:
+        """:meth:`where` and :attr:`params` with every placeholder renamed ``<name>_<suffix>``, so several scoped
+        conditions can sit in one query apart (the log streams' shared read)."""
+        where = _PARAM.sub(lambda m: "{" + f"{m.group(1)}_{suffix}:", self.where())
+        return where, {f"{k}_{suffix}": v for k, v in self._params.items()}

@@ -20,7 +20,6 @@ Contract of :class:`SharedRead`:
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import zlib
@@ -39,13 +38,7 @@ from auditlogkit.server.logs import get_logger
 from auditlogkit.server.store import Store
 
 log = get_logger("auditlogkit.query_api.streams.shared_read")
-_PARAM = re.compile(r"\{([a-z_][a-z0-9_]*):")
 Row = dict[str, Any]
-
-
-def _suffixed(where: str, i: int) -> str:
-    """``where`` with every ``{name:`` placeholder renamed ``{name_i:`` (each stream's parameters apart)."""
-    return _PARAM.sub(lambda m: "{" + f"{m.group(1)}_{i}:", where)
 
 
 @dataclass(frozen=True)
@@ -141,9 +134,9 @@ class SharedRead:
             if self._group(sid) != group or set(position) - set(end) or _behind(position, end) > self.near:
                 continue
             i = len(ids)
-            sq = self.scope(stream, self.catalog)
-            conds.append(f"({_suffixed(sq.where(), i)})")
-            params.update({f"{k}_{i}": v for k, v in sq.params.items()})
+            where, own = self.scope(stream, self.catalog).suffixed(str(i))
+            conds.append(f"({where})")
+            params.update(own)
             members[sid] = _config(stream)
             ids.append(sid)
             for p in end:
