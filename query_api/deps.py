@@ -169,8 +169,9 @@ def known_query_parameters(request: Request) -> None:
     takes = declared_query_parameters(route)
     unknown = sorted(set(request.query_params) - takes)
     if unknown:
-        raise ApiError(422, f"unknown query parameter {unknown[0]!r}; this endpoint takes: "
-                            f"{', '.join(sorted(takes)) or 'none'}", field=unknown[0])
+        name = unknown[0] if len(unknown[0]) <= 64 else unknown[0][:64] + "…"  # echoed: bounded
+        raise ApiError(422, f"unknown query parameter {name!r}; this endpoint takes: "
+                            f"{', '.join(sorted(takes)) or 'none'}", field=name)
 
 
 def declared_query_parameters(route: Any) -> frozenset[str]:

@@ -415,3 +415,12 @@ def test_an_unknown_query_parameter_is_422_not_silently_ignored(shared_api: tupl
     assert err["code"] == "invalid_parameter"
     assert api.get(path, params={k: v for k, v in params.items() if k != name}, headers=owner).status_code == 200
     assert api.get(path, params=params).status_code == 401  # no token: refused before anything is said of it
+
+
+def test_a_hostile_unknown_query_parameter_is_422_with_a_bounded_echo(shared_api: tuple[TestClient, dict[str, str]]
+                                                                      ) -> None:
+    api, owner = shared_api
+    for raw in ("x" * 20_000 + "=1", "%ff%fe=1", "%00=1", "&".join(f"p{i}=1" for i in range(2_000))):
+        r = api.get(f"/v1/events?{raw}", headers=owner)
+        assert r.status_code == 422, (raw[:40], r.text[:300])
+        assert len(r.content) < 2_000 and r.json()["error"]["code"] == "invalid_parameter"
