@@ -15,7 +15,7 @@ import pytest
 from auditlogkit.query_api.streams import reader
 from auditlogkit.query_api.streams.config import StreamConfigError
 from auditlogkit.query_api.streams.keys import SecretBox, new_key_text, streams_key
-from auditlogkit.query_api.streams.model import Lease
+from auditlogkit.query_api.streams.model import Lease, Stream
 from auditlogkit.query_api.streams.shared_read import SharedRead
 from auditlogkit.query_api.streams.store import StreamStore
 from auditlogkit.schemas.catalog import get_catalog
@@ -202,6 +202,17 @@ def test_streams_reading_together_share_one_query_of_the_stored_end(repo: Stream
     assert shared.get()[0] == real(store, TOPIC)[0] and len(calls) == 2
 
 
+def _acme_streams(repo: StreamStore, store: Store, names: tuple[str, ...], *, events: int,
+                  partition: int) -> list[Stream]:
+    """Streams of acme from 5 minutes ago (as read back, with their positions), then ``events`` of acme stored."""
+    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    made = [repo.create("acme", name, HOOK, start=past) for name in names]
+    put_events(store, [make_event(org_id="acme") for _ in range(events)], partition)
+    out = [repo.get("acme", m.id) for m in made]
+    assert all(s is not None for s in out)
+    return [s for s in out if s is not None]
+
+
 def test_a_shared_read_gives_each_stream_what_its_own_read_gives_with_one_query(repo: StreamStore,
                                                                                  store: Store) -> None:
     past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
@@ -280,13 +291,9 @@ def test_a_shared_read_is_not_used_for_a_stream_whose_filters_changed_since(repo
 
 def test_a_stream_far_behind_reads_alone_and_does_not_drag_the_shared_read_back(repo: StreamStore,
                                                                                   store: Store) -> None:
-    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
-    old, fresh = repo.create("acme", "behind", HOOK, start=past), repo.create("acme", "caught-up", HOOK, start=past)
-    put_events(store, [make_event(org_id="acme") for _ in range(30)], 2)
+    s_old, s_fresh = _acme_streams(repo, store, ("behind", "caught-up"), events=30, partition=2)
     shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, near=10)
     end = reader.stored_position(store, TOPIC)
-    s_old, s_fresh = repo.get("acme", old.id), repo.get("acme", fresh.id)
-    assert s_old is not None and s_fresh is not None
     assert shared.rows(s_old, {**end, 2: end[2] - 30}, end, 100, 400) is None  # 30 behind > near: alone
     assert shared.queries == 0
     rows = shared.rows(s_fresh, {**end, 2: end[2] - 5}, end, 100, 400)
@@ -344,13 +351,9 @@ def test_many_streams_share_in_bounded_groups_and_a_failed_read_leaves_each_to_r
 
 def test_a_newcomer_joins_the_shared_read_after_rejoin_seconds_without_a_new_end(repo: StreamStore,
                                                                                   store: Store) -> None:
-    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
-    a, b = repo.create("acme", "a", HOOK, start=past), repo.create("acme", "b", HOOK, start=past)
-    put_events(store, [make_event(org_id="acme") for _ in range(3)], 5)
+    sa, sb = _acme_streams(repo, store, ("a", "b"), events=3, partition=5)
     shared = SharedRead(store, TOPIC, repo.catalog, reader.scoped, detail_max=8192, rejoin_seconds=0.3)
     end = reader.stored_position(store, TOPIC)
-    sa, sb = repo.get("acme", a.id), repo.get("acme", b.id)
-    assert sa is not None and sb is not None
     here = {**end, 5: end[5] - 3}
     assert shared.rows(sa, here, end, 100, 400) is not None and shared.queries == 1
     assert shared.rows(sb, here, end, 100, 400) is None and shared.queries == 1  # a newcomer reads alone at first
