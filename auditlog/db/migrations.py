@@ -195,7 +195,8 @@ class _Migrator:
             return False
         rows = self.c.query(
             f"SELECT attempt, owner, dateDiff('millisecond', claimed_at, now64(3)) / 1000.0 "
-            f"FROM {self.db}.{CLAIMS_TABLE} WHERE version = {{v:UInt32}} ORDER BY attempt DESC LIMIT 1",
+            f"FROM {self.db}.{CLAIMS_TABLE} WHERE version = {{v:UInt32}} "
+            "ORDER BY attempt DESC, claimed_at, owner LIMIT 1",
             parameters={"v": version},
         ).result_rows
         if rows:
@@ -211,10 +212,12 @@ class _Migrator:
         self._insert_claim(version, attempt, self.owner)
         winner = self.c.query(
             f"SELECT owner FROM {self.db}.{CLAIMS_TABLE} WHERE version = {{v:UInt32}} AND attempt = {{a:UInt32}} "
-            "ORDER BY claimed_at LIMIT 1",
+            "ORDER BY claimed_at, owner LIMIT 1",
             parameters={"v": version, "a": attempt},
         ).result_rows
-        return bool(winner) and winner[0][0] == self.owner
+        if winner and winner[0][0] == self.owner:
+            return True
+        return None  # lost the race for this attempt: another live migrator holds it (not "done")
 
     # --- versioned migrations ------------------------------------------------------------------------
     def apply_versions(self, target: int | None) -> list[str]:

@@ -158,6 +158,31 @@ def test_live_claim_is_waited_for_then_reported(fresh: Store) -> None:
         migrate(fresh, lease_seconds=600, wait_seconds=0.5)
 
 
+def test_a_migrator_that_loses_the_claim_race_waits_instead_of_moving_on(
+    fresh: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two migrators both see no claim and both insert attempt 0; the loser must wait for the winner's
+    version, never treat it as done and run the next one (which then fails on a table not yet created)."""
+    migrate(fresh, target=1)
+    later = [m for m in migration_files() if m.version > 1]
+    nxt = later[0]
+    real = store_mod._Migrator._insert_claim
+
+    def rival_first(self: store_mod._Migrator, version: int, attempt: int, owner: str, stale: bool = False) -> None:
+        if version == nxt.version and not stale:  # the rival's insert lands between our read and our insert
+            self.c.command(
+                f"INSERT INTO {self.db}.schema_migration_claims SELECT {{v:UInt32}}, {{a:UInt32}}, 'rival:1:1:x', "
+                "now64(3) - INTERVAL 1 SECOND",
+                parameters={"v": version, "a": attempt},
+            )
+        real(self, version, attempt, owner, stale)
+
+    monkeypatch.setattr(store_mod._Migrator, "_insert_claim", rival_first)
+    with pytest.raises(MigrationError, match=f"{nxt.label} is being applied by another migrator"):
+        migrate(fresh, lease_seconds=600, wait_seconds=0.5)
+    assert _recorded(fresh) == [1]  # nothing after the rival's version ran
+
+
 def test_failed_migration_releases_its_claim(fresh: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     migrate(fresh)
     broken = Migration(9999, "broken", "CREATE TABLE IF NOT EXISTS {db}.x (a UInt8) ENGINE = NoSuchEngine;")
