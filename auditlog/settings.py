@@ -112,6 +112,8 @@ class Settings(KafkaSettings):
     api_query_max_memory: int = Field(2 << 30, ge=1 << 20, description="API: max_memory_usage (bytes) of every store query.")
     api_audit_ack_timeout_seconds: float = Field(2.0, gt=0, description="API: most time to wait for the broker to acknowledge a read's audit event (then 503).")
     api_list_detail_max_bytes: int = Field(8192, ge=0, description="API: list rows leave out a detail larger than this (detail_omitted: true); /v1/events/{id} serves it whole.")
+    api_page_window_rows: int = Field(2000, ge=0, le=100_000, description="API: the newest events of each organization whose pages are read, held in memory so that a list page within them is answered without a store query (0: off; a page beyond them, or with a non-ASCII keyword, asks the store).")
+    api_page_window_mib: int = Field(64, ge=1, description="API: most memory (MiB, estimated) the page window holds; the organizations read least recently are dropped first.")
     api_integrity_cache_seconds: float = Field(60.0, ge=0, description="API: /v1/integrity answers from a run this recent (one run at a time per org).")
     integrity_recheck_seconds: float = Field(10.0, ge=0, description="verify and /v1/integrity: how long an event found deleted or unrecorded is looked at again before it counts (an insert in progress shows its row and its digest at different moments).")
     api_ingest_max_events: int = Field(10_000, ge=1, description="API: most events in one POST /v1/ingest (more: 413).")

@@ -32,6 +32,7 @@ from auditlogkit.query_api.core.errors import ApiError
 from auditlogkit.query_api.core.query_runner import QueryRunner
 from auditlogkit.query_api.read.filters import FILTERS, EventFilters, parse_filters
 from auditlogkit.query_api.read.integrity import IntegrityRuns
+from auditlogkit.query_api.read.recent import PageWindow
 from auditlogkit.query_api.read.tail import TailHub
 from auditlogkit.query_api.security.auth import TokenVerifier, unauthorized
 from auditlogkit.query_api.security.principal import EXPORT, READ, STREAM, WRITE, Principal, ServicePrincipal
@@ -62,6 +63,7 @@ SettingsDep = Annotated[Settings, Depends(from_state("settings"))]
 ServerKeysDep = Annotated[ServerKeys, Depends(from_state("server_keys"))]
 AuditorDep = Annotated[ReadAuditor, Depends(from_state("auditor"))]
 RunnerDep = Annotated[QueryRunner, Depends(from_state("runner"))]
+PageWindowDep = Annotated[PageWindow | None, Depends(from_state("page_window"))]
 VerifierDep = Annotated[TokenVerifier, Depends(from_state("verifier"))]
 RateLimiterDep = Annotated[RateLimiter, Depends(from_state("rate_limiter"))]
 IngestRateLimiterDep = Annotated[RateLimiter, Depends(from_state("ingest_rate_limiter"))]

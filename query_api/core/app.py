@@ -40,6 +40,7 @@ from auditlogkit.query_api.core.errors import install_error_handlers
 from auditlogkit.query_api.core.observability import AccessLogMiddleware
 from auditlogkit.query_api.core.query_runner import QueryRunner
 from auditlogkit.query_api.read.integrity import IntegrityRuns
+from auditlogkit.query_api.read.recent import window_for
 from auditlogkit.query_api.read.tail import TailHub
 from auditlogkit.query_api.routes import actors, events, health, ingest, integrity, page, stats, streams
 from auditlogkit.query_api.routes import catalog as catalog_routes
@@ -113,6 +114,10 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     app.state.auditor = auditor  # auditlogkit.query_api.cli attaches the producers later ("connecting" until then)
     app.state.ingest_producer = producer
     app.state.runner = runner
+    app.state.page_window = window_for(store, rows_per_org=settings.api_page_window_rows,
+                                       max_bytes=settings.api_page_window_mib << 20,
+                                       detail_max=settings.api_list_detail_max_bytes,
+                                       retention_days=settings.retention_days)
     app.state.rate_limiter = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)
     app.state.ingest_rate_limiter = RateLimiter(settings.api_ingest_rate_per_second, settings.api_ingest_rate_burst)
     app.state.ingest_pool = ingest_pool

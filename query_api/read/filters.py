@@ -20,6 +20,7 @@ text. Tenant checks (another org or workspace named: ``forbidden``) happen in :m
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ Parser = Callable[[str, Any, Catalog, Mapping[str, Any]], Any]
 """(name, raw value, catalog, the filters parsed before it) -> the validated value, or None (not set)."""
 Condition = Callable[[Any, Catalog], tuple[str, dict[str, Any]]]
 """(validated value, catalog) -> (SQL condition with ``{name:Type}`` placeholders, their values)."""
+RowTest = Callable[[Mapping[str, Any]], bool]
+Match = Callable[[Any, Catalog], RowTest | None]
+"""(validated value, catalog) -> the same condition as a test of one stored row (a dict by column, datetimes
+aware UTC), true exactly when ClickHouse's condition is; None: this value is left to ClickHouse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,8 @@ class FilterSpec:
     """The OpenAPI description and the CLI help."""
     parse: Parser
     condition: Condition
+    match: Match | None = None
+    """The condition as a row test (the page window, :mod:`auditlogkit.query_api.read.recent`); None: none."""
     label: str | None = None
     """Its chip label on the page; None: not on the page."""
     widget: str | None = None
@@ -215,35 +222,86 @@ def keyword_condition(value: Any, catalog: Catalog) -> tuple[str, dict[str, Any]
     return text_cond, {"f_q": like_contains(value)}
 
 
+# ----- the same conditions as row tests ----------------------------------------------------------------------
+def ms(ts: datetime) -> datetime:
+    """``ts`` as ClickHouse binds it to a ``DateTime64(3)`` parameter: cut to the millisecond."""
+    return ts.replace(microsecond=ts.microsecond - ts.microsecond % 1000)
+
+
+def equals(column: str) -> Match:
+    """``column = value`` (a NULL column equals nothing)."""
+    def match(value: Any, _catalog: Catalog) -> RowTest:
+        return lambda row: row[column] == value
+    return match
+
+
+def time_bound(op: Callable[[Any, Any], bool]) -> Match:
+    """``occurred_at <op> value`` with the value cut to the millisecond, as bound."""
+    def match(value: Any, _catalog: Catalog) -> RowTest:
+        bound = ms(value)
+        return lambda row: op(row["occurred_at"], bound)
+    return match
+
+
+def _actions_match(value: Any, _catalog: Catalog) -> RowTest:
+    wanted = frozenset(value)
+    return lambda row: row["action"] in wanted
+
+
+def _target_match(value: Any, _catalog: Catalog) -> RowTest:
+    return lambda row: row["target_id"] == value or row["target_name"] == value
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def search_text(row: Mapping[str, Any]) -> str:
+    """:data:`SEARCH_EXPR` of a row with only A-Z lowered: for an ASCII needle, ``lowerUTF8(...) LIKE`` finds it
+    exactly where this text contains the lowered needle (ClickHouse lowers a character only into one of the
+    same UTF-8 length, so no other character lowers into ASCII)."""
+    return (f"{row['actor_email'] or ''} {row['target_id'] or ''} {row['target_name'] or ''} "
+            f"{row['description']}").translate(_ASCII_LOWER)
+
+
+def keyword_match(value: Any, catalog: Catalog) -> RowTest | None:
+    """:func:`keyword_condition` as a row test, for an ASCII keyword (any other is left to ClickHouse)."""
+    if not value.isascii():
+        return None
+    needle = value.translate(_ASCII_LOWER)
+    pairs = frozenset(catalog.actions_matching(value))
+    return lambda row: needle in search_text(row) or (row["scope"], row["action"]) in pairs
+
+
 # ----- THE filter table -----------------------------------------------------------------------------------------
 _TS = "DateTime64(3, 'UTC')"
 FILTERS: tuple[FilterSpec, ...] = (
     FilterSpec("start", datetime, "RFC 3339; default end - 7 days", parse_time,
-               cond(f"occurred_at >= {{f_start:{_TS}}}"), label="Period", widget="period"),
+               cond(f"occurred_at >= {{f_start:{_TS}}}"), time_bound(operator.ge), label="Period", widget="period"),
     FilterSpec("end", datetime, "RFC 3339; default now", parse_time,
-               cond(f"occurred_at <= {{f_end:{_TS}}}"), label="Period", widget="period"),
+               cond(f"occurred_at <= {{f_end:{_TS}}}"), time_bound(operator.le), label="Period", widget="period"),
     FilterSpec("scope", str, "catalog scope code", parse_scope,
-               cond("scope = {f_scope:String}"), label="Scope", widget="scope"),
+               cond("scope = {f_scope:String}"), equals("scope"), label="Scope", widget="scope"),
     FilterSpec("category", str, "catalog category code (of the scope when given)", parse_category,
-               cond("category = {f_category:String}"), label="Category", widget="category"),
+               cond("category = {f_category:String}"), equals("category"), label="Category", widget="category"),
     FilterSpec("action", list[str], "catalog action code; repeatable", parse_actions,
-               cond("action IN {f_action:Array(String)}", list), label="Action", widget="action"),
+               cond("action IN {f_action:Array(String)}", list), _actions_match, label="Action", widget="action"),
     FilterSpec("status", Status, "SUCCESS or FAILED", parse_status,
-               cond("status = {f_status:String}"), label="Status", widget="status"),
+               cond("status = {f_status:String}"), equals("status"), label="Status", widget="status"),
     FilterSpec("actor_email", str, "exact e-mail of the actor", parse_text,
-               cond("actor_email = {f_actor_email:String}"), label="User", widget="text"),
+               cond("actor_email = {f_actor_email:String}"), equals("actor_email"), label="User", widget="text"),
     FilterSpec("actor_id", str, "exact actor id", parse_text,
-               cond("actor_id = {f_actor_id:String}"), label="User ID", widget="text"),
+               cond("actor_id = {f_actor_id:String}"), equals("actor_id"), label="User ID", widget="text"),
     FilterSpec("ip", str, "exact client IP (IPv4 or IPv6)", parse_ip,
-               cond("actor_ip = {f_ip:String}"), label="IP address", widget="text"),
+               cond("actor_ip = {f_ip:String}"), equals("actor_ip"), label="IP address", widget="text"),
     FilterSpec("workspace_id", str, "exact workspace id (must be one you may see)", parse_text,
-               cond("workspace_id = {f_workspace_id:String}"), label="Workspace", widget="text"),
+               cond("workspace_id = {f_workspace_id:String}"), equals("workspace_id"), label="Workspace", widget="text"),
     FilterSpec("target", str, "exact target id or name", parse_text,
-               cond("(target_id = {f_target:String} OR target_name = {f_target2:String})"), label="Target", widget="text"),
+               cond("(target_id = {f_target:String} OR target_name = {f_target2:String})"),
+               _target_match, label="Target", widget="text"),
     FilterSpec("q", str, "keyword, case-insensitive: scope/category/action codes and labels, e-mail, target "
-                         "id/name, description", parse_text, keyword_condition, label="Search", widget="search"),
+                         "id/name, description", parse_text, keyword_condition, keyword_match, label="Search", widget="search"),
     FilterSpec("org_id", str, "your own org id (another org is a 403)", parse_text,
-               cond("org_id = {f_org_id:String}")),
+               cond("org_id = {f_org_id:String}"), equals("org_id")),
 )
 """Every filter, in parameter order. A validator sees the filters before it (category sees scope)."""
 BY_NAME: Mapping[str, FilterSpec] = MappingProxyType({s.name: s for s in FILTERS})
@@ -277,6 +335,17 @@ class EventFilters:
     def conditions(self, catalog: Catalog) -> list[tuple[str, dict[str, Any]]]:
         """(SQL condition, bound parameters) of every filter that is set, in table order."""
         return [BY_NAME[name].condition(v, catalog) for name, v in self.values.items()]
+
+    def row_tests(self, catalog: Catalog) -> list[RowTest] | None:
+        """:meth:`conditions` as row tests (every one must hold), or None when one is left to ClickHouse."""
+        tests = []
+        for name, v in self.values.items():
+            match = BY_NAME[name].match
+            test = match(v, catalog) if match is not None else None
+            if test is None:
+                return None
+            tests.append(test)
+        return tests
 
 
 def _json(v: Any) -> object:

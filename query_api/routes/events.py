@@ -47,6 +47,7 @@ from auditlogkit.query_api.deps import (
     ExportScope,
     ExportSlotsDep,
     Filters,
+    PageWindowDep,
     ReadPrincipal,
     RunnerDep,
     ScopedFilters,
@@ -60,7 +61,7 @@ from auditlogkit.query_api.deps import (
 from auditlogkit.query_api.models import ERRORS, ErrorBody, EventOut, EventPage
 from auditlogkit.query_api.read import cursor as cursors
 from auditlogkit.query_api.read import events as events_read
-from auditlogkit.query_api.read import tail_position
+from auditlogkit.query_api.read import recent, tail_position
 from auditlogkit.query_api.read.export import MEDIA_TYPES, ExportStream, export_filename
 from auditlogkit.query_api.read.filters import EventFilters
 from auditlogkit.query_api.read.tail import CatchUpPage
@@ -78,15 +79,15 @@ RETRY_MS = 3000
                                        "description": "a cursor this server did not issue (invalid_cursor)"}})
 async def list_events(
     request: Request, sq: ScopedFilters, filters: Filters, catalog: CatalogDep, runner: RunnerDep,
-    auditor: AuditorDep, settings: SettingsDep, keys: ServerKeysDep,
+    auditor: AuditorDep, settings: SettingsDep, keys: ServerKeysDep, window: PageWindowDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="page size, 1-1000")] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page, unchanged (anything "
                                                     "else: 400 invalid_cursor)")] = None,
 ) -> dict[str, object]:
-    if cursor:
-        ts, eid = cursors.decode(cursor, keys)
-        sq.after(ts, eid)
-    data, last = await runner.run(request, events_read.list_page, runner.store, sq, catalog, limit,
+    after = cursors.decode(cursor, keys) if cursor else None
+    if after is not None:
+        sq.after(*after)
+    data, last = await runner.run(request, recent.read_page, window, runner.store, sq, filters, catalog, limit, after,
                                   settings.api_list_detail_max_bytes)
     await auditor.record_list(request, sq.principal, filters.describe(), len(data), page=bool(cursor))
     return {"data": data, "next_cursor": cursors.encode(*last, keys) if last else None}

@@ -1,0 +1,304 @@
+"""The page window: the newest stored events of the organizations whose pages are read, held in memory.
+
+Contract of :class:`PageWindow`:
+- per organization, once a page of it was asked for, it holds every stored row whose key (occurred_at, event_id)
+  is at or above the org's floor (the key of the oldest row it keeps), each once; an org with fewer stored rows
+  than ``rows_per_org`` has no floor. The rows are those :func:`~auditlogkit.query_api.read.events.list_page`
+  selects (the detail capped at ``detail_max`` bytes);
+- :meth:`PageWindow.page` answers a list page exactly as ``list_page`` would (the same events in the same order,
+  ClickHouse's order of UUIDs included, and the same next position), or None when it cannot, and the caller asks
+  ClickHouse: a filter without a row test (a non-ASCII keyword), a page reaching below the floor or before the
+  retention, a page larger than the window, another detail cap;
+- it never answers from a stale window: before each answer it reads the rows stored since its last look, from
+  the parts whose block numbers are newer than the newest it has seen (ClickHouse numbers blocks as they are
+  committed). Whether anything was stored is, on the embedded engine, whether the table's directory changed (a
+  ``stat``, no query) once that directory has been still for :data:`SETTLED_SECONDS`; else one query of
+  ``system.parts``;
+- memory is bounded: the rows held are estimated at most ``max_bytes`` (:func:`row_bytes`); the organizations read
+  least recently go first;
+- it only serves a plain (Replacing)MergeTree table: block numbers of replicated or distributed tables are not one
+  sequence (:func:`window_for` returns None there).
+Thread-safe; one lock orders the looks, the fills and the answers (an answer is a few microseconds of Python).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from auditlogkit.query_api.read.event_shape import select_list
+from auditlogkit.query_api.read.events import ORDER, list_page, public_row, utc_row
+from auditlogkit.query_api.read.filters import EventFilters, RowTest, ms
+from auditlogkit.query_api.security.principal import Principal
+from auditlogkit.query_api.security.scoping import ScopedQuery
+from auditlogkit.schemas.catalog import Catalog
+from auditlogkit.schemas.tables import EVENTS_TABLE
+from auditlogkit.server.store import Store
+
+log = structlog.get_logger(__name__)
+
+SETTLED_SECONDS = 1.0
+"""A directory reading is trusted once its last change is this old (kernel timestamps are coarse: two changes in
+one tick look like one, and a part is committed just after its directory is renamed)."""
+_MASK64 = (1 << 64) - 1
+Key = tuple[datetime, tuple[int, int]]
+_TOP = (_MASK64, _MASK64)
+_BLOCK = "toUInt64(splitByChar('_', _part)[3])"  # a part's newest block number, from its name
+ROW_OVERHEAD = 1600
+"""Bytes of a held row besides its text: the dict, its datetimes, UUID and small values (measured in
+bench/query_vs_postgres.py's page window figures)."""
+
+
+def row_bytes(row: Mapping[str, Any]) -> int:
+    """The estimated memory of a held row."""
+    return ROW_OVERHEAD + sum(len(v) for v in row.values() if isinstance(v, str))
+
+
+def key_of(occurred_at: datetime, event_id: uuid.UUID) -> Key:
+    """The sort key of ``ORDER BY occurred_at, event_id`` in ClickHouse, which compares a UUID's second half
+    first."""
+    n = event_id.int
+    return occurred_at, (n & _MASK64, n >> 64)
+
+
+@dataclass(slots=True)
+class _Org:
+    keys: list[Key] = field(default_factory=list)  # ascending
+    rows: list[dict[str, Any]] = field(default_factory=list)  # in the order of keys
+    floor: Key | None = None  # complete for keys >= floor; None: complete
+    size: int = 0  # estimated bytes (row_bytes)
+
+    def add(self, row: dict[str, Any]) -> None:
+        k = key_of(row["occurred_at"], row["event_id"])
+        if self.floor is not None and k < self.floor:
+            return
+        i = bisect.bisect_left(self.keys, k)
+        if i < len(self.keys) and self.keys[i] == k:  # a re-sent copy: same content, a later receipt
+            if row["received_at"] > self.rows[i]["received_at"]:
+                self.size += row_bytes(row) - row_bytes(self.rows[i])
+                self.rows[i] = row  # the copy ReplacingMergeTree keeps
+            return
+        self.keys.insert(i, k)
+        self.rows.insert(i, row)
+        self.size += row_bytes(row)
+
+    def trim(self, keep: int) -> None:
+        """Keep the ``keep`` newest rows; the floor rises to the oldest kept."""
+        cut = len(self.keys) - keep
+        if cut <= 0:
+            return
+        self.size -= sum(row_bytes(r) for r in self.rows[:cut])
+        del self.keys[:cut], self.rows[:cut]
+        self.floor = self.keys[0] if self.keys else None
+
+
+class TableChanges:
+    """Whether the embedded table's directories changed: a reading is their modification times."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def reading(self) -> tuple[tuple[int, ...], float] | None:
+        """(the times, seconds since the newest change), or None when a directory cannot be read."""
+        try:
+            times = tuple(os.stat(p).st_mtime_ns for p in self.paths)
+        except OSError:
+            return None
+        return times, time.time() - max(times) / 1e9
+
+
+class PageWindow:
+    """The newest rows of the organizations read (module contract)."""
+
+    def __init__(self, store: Store, *, rows_per_org: int, max_bytes: int, detail_max: int, retention_days: int,
+                 changes: TableChanges | None = None) -> None:
+        self.store = store
+        self.rows_per_org = rows_per_org
+        self.max_bytes = max_bytes
+        self.detail_max = detail_max
+        self.retention = timedelta(days=retention_days)
+        self.changes = changes
+        self._orgs: OrderedDict[str, _Org] = OrderedDict()
+        self._block: int | None = None  # newest block number looked at
+        self._settled: tuple[int, ...] | None = None  # a trusted directory reading taken at the last look
+        self._looked_at = 0.0  # monotonic start of the last completed look
+        self._lock = threading.Lock()
+        self.stats = {"served": 0, "declined": 0, "fills": 0, "looks": 0, "queries": 0}
+
+    @property
+    def held_bytes(self) -> int:
+        return sum(o.size for o in self._orgs.values())
+
+    @property
+    def held_rows(self) -> int:
+        return sum(len(o.keys) for o in self._orgs.values())
+
+    # ----- answering ------------------------------------------------------------------------------------------
+    def page(self, principal: Principal, filters: EventFilters, catalog: Catalog, limit: int,
+             after: tuple[datetime, uuid.UUID] | None, detail_max: int | None, now: datetime
+             ) -> tuple[list[dict[str, Any]], tuple[datetime, uuid.UUID] | None] | None:
+        """The page ``list_page`` would return for this caller, filters and position, or None (module contract)."""
+        asked = time.monotonic()
+        tests = filters.row_tests(catalog)
+        start = ms(filters.start)
+        if (tests is None or detail_max != self.detail_max or limit >= self.rows_per_org
+                or start < now - self.retention):
+            self.stats["declined"] += 1
+            return None
+        if not principal.is_owner:
+            seen = frozenset(w for w in principal.workspaces if w)
+            tests.append(lambda row: row["workspace_id"] in seen)
+        with self._lock:
+            self._look(asked)
+            org = self._orgs.get(principal.org_id)
+            if org is None:
+                org = self._fill(principal.org_id)
+            self._orgs.move_to_end(principal.org_id)
+            found = self._scan(org, tests, start, ms(filters.end), after, limit + 1)
+            if found is None:
+                self.stats["declined"] += 1
+                return None
+            self.stats["served"] += 1
+            rows = [dict(r) for r in found]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = (rows[-1]["occurred_at"], rows[-1]["event_id"]) if more and rows else None
+        return [public_row(r, catalog) for r in rows], last
+
+    @staticmethod
+    def _scan(org: _Org, tests: list[RowTest], start: datetime, end: datetime,
+              after: tuple[datetime, uuid.UUID] | None, want: int) -> list[dict[str, Any]] | None:
+        i = bisect.bisect_right(org.keys, (end, _TOP))
+        if after is not None:
+            i = min(i, bisect.bisect_left(org.keys, key_of(*after)))
+        out: list[dict[str, Any]] = []
+        rows = org.rows
+        while i > 0:
+            i -= 1
+            row = rows[i]
+            if row["occurred_at"] < start:
+                return out  # every row of the range lies above this one, inside the window
+            if all(t(row) for t in tests):
+                out.append(row)
+                if len(out) == want:
+                    return out
+        if org.floor is None or start > org.floor[0]:
+            return out
+        return None  # older matching rows may lie below the floor
+
+    # ----- keeping up with the store ----------------------------------------------------------------------------
+    def _look(self, asked: float) -> None:
+        """Bring every held org up to date with what was stored before ``asked`` (lock held)."""
+        if self._looked_at >= asked:
+            return  # a look that began after this request arrived
+        began = time.monotonic()
+        reading = self.changes.reading() if self.changes is not None else None
+        if reading is not None and self._settled is not None and reading[0] == self._settled:
+            return
+        self.stats["looks"] += 1
+        newest = self._newest_block()
+        if self._block is None or not self._orgs:
+            self._block = newest
+        elif newest != self._block:
+            self._read_since(self._block)
+            self._block = newest
+        self._settled = reading[0] if reading is not None and reading[1] > SETTLED_SECONDS else None
+        self._looked_at = began
+
+    def _newest_block(self) -> int:
+        self.stats["queries"] += 1
+        rows = self.store.client().query(
+            "SELECT max(max_block_number) FROM system.parts WHERE database = {db:String} AND table = {t:String} "
+            "AND active", parameters={"db": self.store.database, "t": EVENTS_TABLE}).result_rows
+        return int(rows[0][0] or 0) if rows else 0
+
+    def _select(self, where: str, params: Mapping[str, Any], tail: str) -> list[dict[str, Any]]:
+        self.stats["queries"] += 1
+        sql = f"SELECT {select_list(cap_detail=True)} FROM {EVENTS_TABLE} WHERE {where} {tail}"
+        result = self.store.client().query(sql, parameters={**params, "d_max": self.detail_max})
+        return [utc_row(r) for r in result.named_results()]
+
+    def _read_since(self, block: int) -> None:
+        orgs = list(self._orgs)
+        floors = [o.floor[0] for o in self._orgs.values() if o.floor is not None]
+        where = f"org_id IN {{orgs:Array(String)}} AND {_BLOCK} > {{b:UInt64}}"
+        params: dict[str, Any] = {"orgs": orgs, "b": block}
+        if len(floors) == len(orgs):  # a merged part can hold old rows too: read none below every floor
+            where += " AND occurred_at >= {low:DateTime64(3, 'UTC')}"
+            params["low"] = min(floors)
+        cap = 2 * self.rows_per_org * len(orgs)
+        rows = self._select(where, {**params, "cap": cap + 1}, "LIMIT {cap:UInt32}")
+        if len(rows) > cap:  # more new rows than the window holds: start again from the store
+            log.info("page_window.dropped", reason="burst", rows=len(rows))
+            self._orgs.clear()
+            return
+        for r in rows:
+            org = self._orgs.get(r["org_id"])
+            if org is not None:
+                org.add(r)
+        for org in self._orgs.values():
+            if len(org.keys) > 2 * self.rows_per_org:
+                org.trim(self.rows_per_org)
+        self._evict()
+
+    def _fill(self, org_id: str) -> _Org:
+        self.stats["fills"] += 1
+        rows = self._select("org_id = {o:String}", {"o": org_id, "n": self.rows_per_org},
+                            f"{ORDER} LIMIT {{n:UInt32}}")
+        org = _Org()
+        for r in rows:
+            org.add(r)
+        if len(rows) >= self.rows_per_org:
+            org.floor = org.keys[0]
+        self._orgs[org_id] = org
+        self._evict()
+        return org
+
+    def _evict(self) -> None:
+        held = self.held_bytes
+        while held > self.max_bytes and len(self._orgs) > 1:
+            _, org = self._orgs.popitem(last=False)
+            held -= org.size
+        if held > self.max_bytes:  # one org alone above the budget: keep its newest rows within it
+            org = next(iter(self._orgs.values()))
+            org.trim(max(1, len(org.keys) * self.max_bytes // max(held, 1)))
+
+
+def window_for(store: Store, *, rows_per_org: int, max_bytes: int, detail_max: int,
+               retention_days: int) -> PageWindow | None:
+    """A window over ``store``'s events table, or None when it is off (``rows_per_org`` 0) or the table is not a
+    plain MergeTree (module contract); on the embedded engine it watches the table's directories."""
+    if rows_per_org <= 0:
+        return None
+    rows = store.client().query(
+        "SELECT engine, data_paths FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        parameters={"db": store.database, "t": EVENTS_TABLE}).result_rows
+    if not rows or rows[0][0] not in ("MergeTree", "ReplacingMergeTree"):
+        log.info("page_window.off", engine=rows[0][0] if rows else None)
+        return None
+    paths = [str(p) for p in rows[0][1]]
+    changes = TableChanges(paths) if store.embedded and paths and all(os.path.isdir(p) for p in paths) else None
+    return PageWindow(store, rows_per_org=rows_per_org, max_bytes=max_bytes, detail_max=detail_max,
+                      retention_days=retention_days, changes=changes)
+
+
+def read_page(window: PageWindow | None, store: Store, sq: ScopedQuery, filters: EventFilters, catalog: Catalog,
+              limit: int, after: tuple[datetime, uuid.UUID] | None, detail_max: int
+              ) -> tuple[list[dict[str, Any]], tuple[datetime, uuid.UUID] | None]:
+    """A list page: the window's answer when it has one, else :func:`~auditlogkit.query_api.read.events.list_page`
+    (``sq`` carries the same filters and position)."""
+    if window is not None:
+        got = window.page(sq.principal, filters, catalog, limit, after, detail_max, datetime.now(UTC))
+        if got is not None:
+            return got
+    return list_page(store, sq, catalog, limit, detail_max)
