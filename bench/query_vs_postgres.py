@@ -259,26 +259,38 @@ def pg_index(conn: Any) -> dict[str, float]:
 class Ours:
     """The API's read code against the Store, as the routes call it (owner of ``org``)."""
 
-    def __init__(self, store: Any, catalog: Catalog, org: str, now: datetime) -> None:
+    def __init__(self, store: Any, catalog: Catalog, org: str, now: datetime, window_rows: int,
+                 window_mib: int) -> None:
+        from auditlogkit.query_api.read.recent import window_for
         from auditlogkit.query_api.security.principal import Principal
 
         self.store, self.catalog, self.now = store, catalog, now
         self.principal = Principal(sub="bench", email=f"bench@{org}.example", org_id=org, role="org_owner")
+        self.window = window_for(store, rows_per_org=window_rows, max_bytes=window_mib << 20, detail_max=DETAIL_MAX,
+                                 retention_days=400)
 
     def scoped(self, raw: dict[str, Any]) -> Any:
-        from auditlogkit.query_api.read.filters import parse_filters
         from auditlogkit.query_api.security.scoping import ScopedQuery
 
-        return ScopedQuery(self.principal).with_filters(parse_filters(self.catalog, raw, now=self.now), self.catalog)
+        return ScopedQuery(self.principal).with_filters(self.filters(raw), self.catalog)
 
-    def page(self, raw: dict[str, Any], after: tuple[datetime, uuid.UUID] | None = None
+    def filters(self, raw: dict[str, Any]) -> Any:
+        from auditlogkit.query_api.read.filters import parse_filters
+
+        return parse_filters(self.catalog, raw, now=self.now)
+
+    def page(self, raw: dict[str, Any], after: tuple[datetime, uuid.UUID] | None = None, *, sql_only: bool = False
              ) -> tuple[list[str], tuple[datetime, uuid.UUID] | None]:
-        from auditlogkit.query_api.read.events import list_page
+        """A list page as ``GET /v1/events`` reads it (the page window, else ClickHouse); ``sql_only``: always
+        ClickHouse (``list_page``)."""
+        from auditlogkit.query_api.read.recent import read_page
 
+        filters = self.filters(raw)
         sq = self.scoped(raw)
         if after is not None:
             sq.after(*after)
-        data, last = list_page(self.store, sq, self.catalog, 50, DETAIL_MAX)
+        data, last = read_page(None if sql_only else self.window, self.store, sq, filters, self.catalog, 50, after,
+                               DETAIL_MAX)
         return [str(d["event_id"]) for d in data], last
 
     def actors(self, prefix: str) -> list[str]:
@@ -352,6 +364,26 @@ class Pg:
         return int(self.run("SELECT 1", {})[0][0])
 
 
+def deep_size(window: Any) -> int:
+    """Bytes the window's held rows take in Python (the lists, dicts, keys and every value)."""
+    seen: set[int] = set()
+
+    def size(o: Any) -> int:
+        if id(o) in seen:
+            return 0
+        seen.add(id(o))
+        n = sys.getsizeof(o)
+        if isinstance(o, dict):
+            n += sum(size(k) + size(v) for k, v in o.items())
+        elif isinstance(o, list | tuple):
+            n += sum(size(v) for v in o)
+        elif isinstance(o, uuid.UUID):
+            n += size(o.int)
+        return n
+
+    return sum(size(org.keys) + size(org.rows) for org in window._orgs.values())
+
+
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[Any, list[float]]:
     first = fn()
     fn()  # two warm-ups
@@ -421,6 +453,9 @@ def main() -> int:
                     help="PostgreSQL heap order: time (as rows arrive in production; default) or the generator's "
                          "random time order")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories (printed)")
+    ap.add_argument("--window-rows", type=int, default=5000,
+                    help="the page window's rows per org (AUDITLOG_API_PAGE_WINDOW_ROWS; 0: ClickHouse alone)")
+    ap.add_argument("--window-mib", type=int, default=128, help="the page window's memory budget")
     args = ap.parse_args()
     psycopg, bin_dir = need_postgres()
 
@@ -458,7 +493,7 @@ def main() -> int:
         org_rows = int(ch_counts.get(org, 0))
         print(f"{args.rows:,} rows; {org} holds {org_rows:,}; per-org counts equal: {same_counts}", flush=True)
 
-        ours, theirs = Ours(store, catalog, org, now), Pg(conn, catalog, org)
+        ours, theirs = Ours(store, catalog, org, now, args.window_rows, args.window_mib), Pg(conn, catalog, org)
         week = {"start": now - timedelta(days=7), "end": now}
         month = {"start": now - timedelta(days=30), "end": now}
         heavy = next(c for s, c, a in catalog.all_actions() if s == "service" and a == "vm.list")
@@ -496,6 +531,14 @@ def main() -> int:
             share[term] = {"matches_30d": n, "share_pct": round(100 * n / max(1, month_rows), 3)}
         print(f"keyword selectivity in {org}, 30 days: {share}", flush=True)
 
+        sql_only: dict[str, Callable[[], Any]] = {
+            "page_7d": lambda: ours.page(week, sql_only=True)[0],
+            "page_7d_category": lambda: ours.page({**week, "scope": "service", "category": heavy}, sql_only=True)[0],
+            "page_2_cursor": lambda: ours.page(week, cursor, sql_only=True)[0],
+            "keyword_7d": lambda: ours.page({**week, "q": args.term}, sql_only=True)[0],
+            "keyword_30d": lambda: ours.page({**month, "q": args.term}, sql_only=True)[0],
+            "rare_keyword_30d": lambda: ours.page({**month, "q": args.rare_term}, sql_only=True)[0],
+        }
         results: dict[str, Any] = {}
         mismatches = []
         print(f"\n{'query':20s} {'what':36s} {'ours p50':>9s} {'ours p95':>9s} {'PG p50':>8s} {'PG p95':>8s} "
@@ -512,8 +555,22 @@ def main() -> int:
             n_answer = len(a) if isinstance(a, list | dict) else 1
             results[name] = {"what": what, "ours": o, "postgres": p, "ours_p95_over_pg_p95": ratio, "same": same,
                              "answer_rows": n_answer, "pg_plan": theirs.plan()}
-            print(f"{name:20s} {what:36s} {o['p50_ms']:9.1f} {o['p95_ms']:9.1f} {p['p50_ms']:8.1f} "
-                  f"{p['p95_ms']:8.1f} {ratio!s:>7s}  {'yes' if same else 'NO'} ({n_answer})", flush=True)
+            print(f"{name:20s} {what:36s} {o['p50_ms']:9.2f} {o['p95_ms']:9.2f} {p['p50_ms']:8.2f} "
+                  f"{p['p95_ms']:8.2f} {ratio!s:>7s}  {'yes' if same else 'NO'} ({n_answer})", flush=True)
+            if name in sql_only:  # the same page from ClickHouse alone (the window's declines and first fills)
+                c, tc = timed(sql_only[name], args.repeat)
+                if c != a:
+                    mismatches.append(f"{name}_sql_only")
+                    print(f"!!!!! MISMATCH in {name}: the window and ClickHouse disagree", flush=True)
+                results[name]["ours_sql_only"] = summary(tc)
+                print(f"{'':20s} {'  ... ClickHouse alone (no window)':36s} {summary(tc)['p50_ms']:9.2f} "
+                      f"{summary(tc)['p95_ms']:9.2f}", flush=True)
+        window = ours.window
+        if window is not None:
+            results["page_window"] = {"rows_per_org": args.window_rows, "held_rows": window.held_rows,
+                                      "estimated_bytes": window.held_bytes, "measured_bytes": deep_size(window),
+                                      "stats": dict(window.stats)}
+            print(f"page window: {results['page_window']}", flush=True)
         size = sizes(store, conn)
         ch_parts = ", ".join(f"{t} {mb(v['bytes_on_disk'])}" for t, v in size["chdb"].items())
         pgs = size["postgres"]

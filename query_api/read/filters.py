@@ -255,6 +255,10 @@ def _target_match(value: Any, _catalog: Catalog) -> RowTest:
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
+SEARCH_TEXT = "search_text"
+"""The key under which a holder of rows may keep :func:`search_text` (the page window does, once per row)."""
+
+
 def search_text(row: Mapping[str, Any]) -> str:
     """:data:`SEARCH_EXPR` of a row with only A-Z lowered: for an ASCII needle, ``lowerUTF8(...) LIKE`` finds it
     exactly where this text contains the lowered needle (ClickHouse lowers a character only into one of the
@@ -269,7 +273,12 @@ def keyword_match(value: Any, catalog: Catalog) -> RowTest | None:
         return None
     needle = value.translate(_ASCII_LOWER)
     pairs = frozenset(catalog.actions_matching(value))
-    return lambda row: needle in search_text(row) or (row["scope"], row["action"]) in pairs
+
+    def test(row: Mapping[str, Any]) -> bool:
+        hay = row.get(SEARCH_TEXT)
+        return needle in (hay if hay is not None else search_text(row)) or (row["scope"], row["action"]) in pairs
+
+    return test
 
 
 # ----- THE filter table -----------------------------------------------------------------------------------------
@@ -336,10 +345,13 @@ class EventFilters:
         """(SQL condition, bound parameters) of every filter that is set, in table order."""
         return [BY_NAME[name].condition(v, catalog) for name, v in self.values.items()]
 
-    def row_tests(self, catalog: Catalog) -> list[RowTest] | None:
-        """:meth:`conditions` as row tests (every one must hold), or None when one is left to ClickHouse."""
+    def row_tests(self, catalog: Catalog, skip: tuple[str, ...] = ()) -> list[RowTest] | None:
+        """:meth:`conditions` as row tests (every one must hold) but those of ``skip`` (which the caller applies
+        itself), or None when one is left to ClickHouse."""
         tests = []
         for name, v in self.values.items():
+            if name in skip:
+                continue
             match = BY_NAME[name].match
             test = match(v, catalog) if match is not None else None
             if test is None:

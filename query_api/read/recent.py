@@ -17,7 +17,7 @@ Contract of :class:`PageWindow`:
 - memory is bounded: the rows held are estimated at most ``max_bytes`` (:func:`row_bytes`); the organizations read
   least recently go first;
 - it only serves a plain (Replacing)MergeTree table: block numbers of replicated or distributed tables are not one
-  sequence (:func:`window_for` returns None there).
+  sequence (:func:`watch`, at its first page; then it declines every page).
 Thread-safe; one lock orders the looks, the fills and the answers (an answer is a few microseconds of Python).
 """
 
@@ -38,7 +38,7 @@ import structlog
 
 from auditlogkit.query_api.read.event_shape import select_list
 from auditlogkit.query_api.read.events import ORDER, list_page, public_row, utc_row
-from auditlogkit.query_api.read.filters import EventFilters, RowTest, ms
+from auditlogkit.query_api.read.filters import SEARCH_TEXT, EventFilters, RowTest, ms, search_text
 from auditlogkit.query_api.security.principal import Principal
 from auditlogkit.query_api.security.scoping import ScopedQuery
 from auditlogkit.schemas.catalog import Catalog
@@ -54,7 +54,7 @@ _MASK64 = (1 << 64) - 1
 Key = tuple[datetime, tuple[int, int]]
 _TOP = (_MASK64, _MASK64)
 _BLOCK = "toUInt64(splitByChar('_', _part)[3])"  # a part's newest block number, from its name
-ROW_OVERHEAD = 1600
+ROW_OVERHEAD = 1700
 """Bytes of a held row besides its text: the dict, its datetimes, UUID and small values (measured in
 bench/query_vs_postgres.py's page window figures)."""
 
@@ -82,6 +82,7 @@ class _Org:
         k = key_of(row["occurred_at"], row["event_id"])
         if self.floor is not None and k < self.floor:
             return
+        row[SEARCH_TEXT] = search_text(row)  # the keyword's haystack, made once
         i = bisect.bisect_left(self.keys, k)
         if i < len(self.keys) and self.keys[i] == k:  # a re-sent copy: same content, a later receipt
             if row["received_at"] > self.rows[i]["received_at"]:
@@ -120,14 +121,15 @@ class TableChanges:
 class PageWindow:
     """The newest rows of the organizations read (module contract)."""
 
-    def __init__(self, store: Store, *, rows_per_org: int, max_bytes: int, detail_max: int, retention_days: int,
-                 changes: TableChanges | None = None) -> None:
+    def __init__(self, store: Store, *, rows_per_org: int, max_bytes: int, detail_max: int, retention_days: int
+                 ) -> None:
         self.store = store
         self.rows_per_org = rows_per_org
         self.max_bytes = max_bytes
         self.detail_max = detail_max
         self.retention = timedelta(days=retention_days)
-        self.changes = changes
+        self.changes: TableChanges | None = None
+        self._serves: bool | None = None  # None: not looked at the table yet (watch)
         self._orgs: OrderedDict[str, _Org] = OrderedDict()
         self._block: int | None = None  # newest block number looked at
         self._settled: tuple[int, ...] | None = None  # a trusted directory reading taken at the last look
@@ -149,7 +151,7 @@ class PageWindow:
              ) -> tuple[list[dict[str, Any]], tuple[datetime, uuid.UUID] | None] | None:
         """The page ``list_page`` would return for this caller, filters and position, or None (module contract)."""
         asked = time.monotonic()
-        tests = filters.row_tests(catalog)
+        tests = filters.row_tests(catalog, skip=("start", "end"))  # the scan's bounds
         start = ms(filters.start)
         if (tests is None or detail_max != self.detail_max or limit >= self.rows_per_org
                 or start < now - self.retention):
@@ -159,6 +161,11 @@ class PageWindow:
             seen = frozenset(w for w in principal.workspaces if w)
             tests.append(lambda row: row["workspace_id"] in seen)
         with self._lock:
+            if self._serves is None:
+                self._serves, self.changes = watch(self.store)
+            if not self._serves:
+                self.stats["declined"] += 1
+                return None
             self._look(asked)
             org = self._orgs.get(principal.org_id)
             if org is None:
@@ -183,12 +190,13 @@ class PageWindow:
             i = min(i, bisect.bisect_left(org.keys, key_of(*after)))
         out: list[dict[str, Any]] = []
         rows = org.rows
+        test = tests[0] if len(tests) == 1 else (lambda row: all(t(row) for t in tests))
         while i > 0:
             i -= 1
             row = rows[i]
             if row["occurred_at"] < start:
                 return out  # every row of the range lies above this one, inside the window
-            if all(t(row) for t in tests):
+            if not tests or test(row):
                 out.append(row)
                 if len(out) == want:
                     return out
@@ -276,21 +284,27 @@ class PageWindow:
 
 def window_for(store: Store, *, rows_per_org: int, max_bytes: int, detail_max: int,
                retention_days: int) -> PageWindow | None:
-    """A window over ``store``'s events table, or None when it is off (``rows_per_org`` 0) or the table is not a
-    plain MergeTree (module contract); on the embedded engine it watches the table's directories."""
+    """A window over ``store``'s events table, or None when it is off (``rows_per_org`` 0). It looks at the table
+    at its first page (the store need not be up when the API starts)."""
     if rows_per_org <= 0:
         return None
+    return PageWindow(store, rows_per_org=rows_per_org, max_bytes=max_bytes, detail_max=detail_max,
+                      retention_days=retention_days)
+
+
+def watch(store: Store) -> tuple[bool, TableChanges | None]:
+    """(whether the window can serve ``store``'s events table: a plain MergeTree, module contract; on the embedded
+    engine the watcher of the table's directories)."""
     rows = store.client().query(
         "SELECT engine, data_paths FROM system.tables WHERE database = {db:String} AND name = {t:String}",
         parameters={"db": store.database, "t": EVENTS_TABLE}).result_rows
     if not rows or rows[0][0] not in ("MergeTree", "ReplacingMergeTree"):
         log.info("page_window.off", engine=rows[0][0] if rows else None)
-        return None
+        return False, None
     paths = [str(p) for p in rows[0][1]]
-    changes = TableChanges(paths) if store.embedded and paths and all(os.path.isdir(p) for p in paths) else None
-    return PageWindow(store, rows_per_org=rows_per_org, max_bytes=max_bytes, detail_max=detail_max,
-                      retention_days=retention_days, changes=changes)
-
+    if store.embedded and paths and all(os.path.isdir(p) for p in paths):
+        return True, TableChanges(paths)
+    return True, None
 
 def read_page(window: PageWindow | None, store: Store, sq: ScopedQuery, filters: EventFilters, catalog: Catalog,
               limit: int, after: tuple[datetime, uuid.UUID] | None, detail_max: int
