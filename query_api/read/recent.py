@@ -237,14 +237,16 @@ class PageWindow:
         return [utc_row(r) for r in result.named_results()]
 
     def _read_since(self, block: int) -> None:
-        orgs = list(self._orgs)
-        floors = [o.floor[0] for o in self._orgs.values() if o.floor is not None]
-        where = f"org_id IN {{orgs:Array(String)}} AND {_BLOCK} > {{b:UInt64}}"
-        params: dict[str, Any] = {"orgs": orgs, "b": block}
-        if len(floors) == len(orgs):  # a merged part can hold old rows too: read none below every floor
-            where += " AND occurred_at >= {low:DateTime64(3, 'UTC')}"
-            params["low"] = min(floors)
-        cap = 2 * self.rows_per_org * len(orgs)
+        # A part merged from new and old blocks holds old rows too: read none below an org's floor.
+        whole = [o for o, held in self._orgs.items() if held.floor is None]
+        params: dict[str, Any] = {"b": block, "whole": whole}
+        ranges = ["org_id IN {whole:Array(String)}"]
+        floors = [(o, held.floor[0]) for o, held in self._orgs.items() if held.floor is not None]
+        for i, (o, floor) in enumerate(floors):
+            ranges.append(f"(org_id = {{o{i}:String}} AND occurred_at >= {{f{i}:DateTime64(3, 'UTC')}})")
+            params[f"o{i}"], params[f"f{i}"] = o, floor
+        where = f"{_BLOCK} > {{b:UInt64}} AND ({' OR '.join(ranges)})"
+        cap = 4 * self.rows_per_org * len(self._orgs)  # the held rows again (merged parts) and as many new ones
         rows = self._select(where, {**params, "cap": cap + 1}, "LIMIT {cap:UInt32}")
         if len(rows) > cap:  # more new rows than the window holds: start again from the store
             log.info("page_window.dropped", reason="burst", rows=len(rows))

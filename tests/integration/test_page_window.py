@@ -230,7 +230,7 @@ def test_a_flood_of_new_rows_starts_the_window_again(filled: tuple[Store, dateti
     store, now = filled
     window = _window(store, rows_per_org=40)
     _both(window, store, catalog, OWNER, {}, 10, None, now)
-    store_events(store, _events(random.Random(5), 150, now, spread_s=60))  # more than twice the 40 held
+    store_events(store, _events(random.Random(5), 200, now, spread_s=60))  # more than four times the 40 held
     want, got = _both(window, store, catalog, OWNER, {}, 10, None, now)
     assert got == want and window.held_rows == 40 and window.stats["fills"] == 2
 
@@ -249,3 +249,18 @@ def test_a_table_that_is_not_a_plain_merge_tree_is_never_served(chdb_url: str, c
     finally:
         other.admin_client().command(f"DROP DATABASE IF EXISTS {other.database} SYNC")
         other.close()
+
+
+def test_a_merge_of_old_and_new_parts_keeps_the_window(filled: tuple[Store, datetime], catalog: Catalog) -> None:
+    """A part merged from held and new blocks carries a new block number: its old rows come again and are kept
+    once; the window is neither dropped nor wrong."""
+    store, now = filled
+    window = _window(store, rows_per_org=40)
+    _both(window, store, catalog, OWNER, {}, 10, None, now)
+    fresh = [make_event(occurred_at=(now - timedelta(seconds=s)).isoformat().replace("+00:00", "Z")) for s in (1, 2)]
+    store_events(store, fresh)
+    store.client().command("OPTIMIZE TABLE audit_events FINAL")
+    want, got = _both(window, store, catalog, OWNER, {}, 10, None, now)
+    assert got == want and window.stats["fills"] == 1
+    assert {e["event_id"] for e in fresh} <= {str(e["event_id"]) for e in got[0]}
+    assert window.held_rows == 42
