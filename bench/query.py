@@ -158,12 +158,13 @@ def load(client: Any, n: int, *, batch: int = 500_000, seed: int = 1, orgs: int 
 
 
 def settle(client: Any, database: str, table: str = EVENTS_TABLE, timeout: float = 600.0) -> dict[str, Any]:
-    """Wait until the background merges of ``table`` are done (none for 3 s); its active parts then."""
+    """Wait until the background merges of every table of ``database`` are done (none for 3 s: the aggregates
+    that the views fill are merged too); the active parts of ``table`` and of the actors' aggregate then."""
     t0 = time.perf_counter()
     quiet_since = None
     while time.perf_counter() - t0 < timeout:
-        busy = int(client.query("SELECT count() FROM system.merges WHERE database = {d:String} AND table = {t:String}",
-                                parameters={"d": database, "t": table}).result_rows[0][0])
+        busy = int(client.query("SELECT count() FROM system.merges WHERE database = {d:String}",
+                                parameters={"d": database}).result_rows[0][0])
         if busy:
             quiet_since = None
         elif quiet_since is None:
@@ -171,9 +172,12 @@ def settle(client: Any, database: str, table: str = EVENTS_TABLE, timeout: float
         elif time.perf_counter() - quiet_since >= 3:
             break
         time.sleep(0.5)
-    parts = int(client.query("SELECT count() FROM system.parts WHERE database = {d:String} AND table = {t:String} "
-                             "AND active", parameters={"d": database, "t": table}).result_rows[0][0])
-    return {"settle_s": round(time.perf_counter() - t0, 1), "active_parts": parts}
+    def parts(t: str) -> int:
+        return int(client.query("SELECT count() FROM system.parts WHERE database = {d:String} AND table = {t:String} "
+                                "AND active", parameters={"d": database, "t": t}).result_rows[0][0])
+
+    return {"settle_s": round(time.perf_counter() - t0, 1), "active_parts": parts(table),
+            "actors_parts": parts("audit_actors")}
 
 
 # ----- the measured queries ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ Thread-safe; one lock orders the looks, the fills and the answers (an answer is 
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import threading
 import time
@@ -54,6 +55,7 @@ _MASK64 = (1 << 64) - 1
 Key = tuple[datetime, tuple[int, int]]
 _TOP = (_MASK64, _MASK64)
 _BLOCK = "toUInt64(splitByChar('_', _part)[3])"  # a part's newest block number, from its name
+_PUBLIC = "public"  # a held row's API event once served: (the catalog it was labelled with, the event)
 ROW_OVERHEAD = 1700
 """Bytes of a held row besides its text: the dict, its datetimes, UUID and small values (measured in
 bench/query_vs_postgres.py's page window figures)."""
@@ -61,7 +63,11 @@ bench/query_vs_postgres.py's page window figures)."""
 
 def row_bytes(row: Mapping[str, Any]) -> int:
     """The estimated memory of a held row."""
-    return ROW_OVERHEAD + sum(len(v) for v in row.values() if isinstance(v, str))
+    return ROW_OVERHEAD * (2 if _PUBLIC in row else 1) + sum(len(v) for v in row.values() if isinstance(v, str))
+
+
+def _both(a: RowTest, b: RowTest) -> RowTest:
+    return lambda row: a(row) and b(row)
 
 
 def key_of(occurred_at: datetime, event_id: uuid.UUID) -> Key:
@@ -176,11 +182,23 @@ class PageWindow:
                 self.stats["declined"] += 1
                 return None
             self.stats["served"] += 1
-            rows = [dict(r) for r in found]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = (rows[-1]["occurred_at"], rows[-1]["event_id"]) if more and rows else None
-        return [public_row(r, catalog) for r in rows], last
+            more = len(found) > limit
+            found = found[:limit]
+            data = [self._public(org, r, catalog) for r in found]
+            self._evict()  # the events made count too
+        last = (found[-1]["occurred_at"], found[-1]["event_id"]) if more and found else None
+        return data, last
+
+    @staticmethod
+    def _public(org: _Org, row: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+        """The row's API event (``public_row``), made once per row and catalog and kept with it (read-only)."""
+        made = row.get(_PUBLIC)
+        if made is None or made[0] is not catalog:
+            if made is None:
+                org.size += ROW_OVERHEAD
+            made = (catalog, public_row(dict(row), catalog))
+            row[_PUBLIC] = made
+        return made[1]
 
     @staticmethod
     def _scan(org: _Org, tests: list[RowTest], start: datetime, end: datetime,
@@ -190,13 +208,13 @@ class PageWindow:
             i = min(i, bisect.bisect_left(org.keys, key_of(*after)))
         out: list[dict[str, Any]] = []
         rows = org.rows
-        test = tests[0] if len(tests) == 1 else (lambda row: all(t(row) for t in tests))
+        test = functools.reduce(_both, tests) if tests else None
         while i > 0:
             i -= 1
             row = rows[i]
             if row["occurred_at"] < start:
                 return out  # every row of the range lies above this one, inside the window
-            if not tests or test(row):
+            if test is None or test(row):
                 out.append(row)
                 if len(out) == want:
                     return out
