@@ -83,6 +83,7 @@ class _Org:
     rows: list[dict[str, Any]] = field(default_factory=list)  # in the order of keys
     floor: Key | None = None  # complete for keys >= floor; None: complete
     size: int = 0  # estimated bytes (row_bytes)
+    block: int = 0  # every part up to this block number is in
 
     def add(self, row: dict[str, Any]) -> None:
         k = key_of(row["occurred_at"], row["event_id"])
@@ -137,7 +138,6 @@ class PageWindow:
         self.changes: TableChanges | None = None
         self._serves: bool | None = None  # None: not looked at the table yet (watch)
         self._orgs: OrderedDict[str, _Org] = OrderedDict()
-        self._block: int | None = None  # newest block number looked at
         self._settled: tuple[int, ...] | None = None  # a trusted directory reading taken at the last look
         self._looked_at = 0.0  # monotonic start of the last completed look
         self._lock = threading.Lock()
@@ -173,19 +173,30 @@ class PageWindow:
                 self.stats["declined"] += 1
                 return None
             self._look(asked)
-            org = self._orgs.get(principal.org_id)
-            if org is None:
-                org = self._fill(principal.org_id)
-            self._orgs.move_to_end(principal.org_id)
-            found = self._scan(org, tests, start, ms(filters.end), after, limit + 1)
-            if found is None:
-                self.stats["declined"] += 1
-                return None
-            self.stats["served"] += 1
-            more = len(found) > limit
-            found = found[:limit]
-            data = [self._public(org, r, catalog) for r in found]
-            self._evict()  # the events made count too
+            if principal.org_id in self._orgs:
+                return self._serve(principal.org_id, catalog, tests, start, ms(filters.end), after, limit)
+        fresh = self._fill(principal.org_id)  # without the lock: other orgs' pages go on meanwhile
+        with self._lock:
+            if principal.org_id not in self._orgs:
+                self._orgs[principal.org_id] = fresh
+                self._read_since([principal.org_id])  # what was stored while it filled
+            return self._serve(principal.org_id, catalog, tests, start, ms(filters.end), after, limit)
+
+    def _serve(self, org_id: str, catalog: Catalog, tests: list[RowTest], start: datetime, end: datetime,
+               after: tuple[datetime, uuid.UUID] | None, limit: int
+               ) -> tuple[list[dict[str, Any]], tuple[datetime, uuid.UUID] | None] | None:
+        """The page from a held org that is up to date (lock held); None: it is not held or the page is not in it."""
+        org = self._orgs.get(org_id)
+        found = self._scan(org, tests, start, end, after, limit + 1) if org is not None else None
+        if org is None or found is None:
+            self.stats["declined"] += 1
+            return None
+        self._orgs.move_to_end(org_id)
+        self.stats["served"] += 1
+        more = len(found) > limit
+        found = found[:limit]
+        data = [self._public(org, r, catalog) for r in found]
+        self._evict()  # the events made count too
         last = (found[-1]["occurred_at"], found[-1]["event_id"]) if more and found else None
         return data, last
 
@@ -232,12 +243,8 @@ class PageWindow:
         if reading is not None and self._settled is not None and reading[0] == self._settled:
             return
         self.stats["looks"] += 1
-        newest = self._newest_block()
-        if self._block is None or not self._orgs:
-            self._block = newest
-        elif newest != self._block:
-            self._read_since(self._block)
-            self._block = newest
+        if self._orgs:
+            self._read_since(list(self._orgs))
         self._settled = reading[0] if reading is not None and reading[1] > SETTLED_SECONDS else None
         self._looked_at = began
 
@@ -254,42 +261,48 @@ class PageWindow:
         result = self.store.client().query(sql, parameters={**params, "d_max": self.detail_max})
         return [utc_row(r) for r in result.named_results()]
 
-    def _read_since(self, block: int) -> None:
+    def _read_since(self, org_ids: list[str]) -> None:
+        """Bring these held orgs up to the newest block: their rows from the parts newer than their own block
+        (lock held)."""
+        newest = self._newest_block()
+        behind = [(o, self._orgs[o]) for o in org_ids if self._orgs[o].block < newest]
+        if not behind:
+            return
         # A part merged from new and old blocks holds old rows too: read none below an org's floor.
-        whole = [o for o, held in self._orgs.items() if held.floor is None]
-        params: dict[str, Any] = {"b": block, "whole": whole}
-        ranges = ["org_id IN {whole:Array(String)}"]
-        floors = [(o, held.floor[0]) for o, held in self._orgs.items() if held.floor is not None]
-        for i, (o, floor) in enumerate(floors):
-            ranges.append(f"(org_id = {{o{i}:String}} AND occurred_at >= {{f{i}:DateTime64(3, 'UTC')}})")
-            params[f"o{i}"], params[f"f{i}"] = o, floor
-        where = f"{_BLOCK} > {{b:UInt64}} AND ({' OR '.join(ranges)})"
-        cap = 4 * self.rows_per_org * len(self._orgs)  # the held rows again (merged parts) and as many new ones
-        rows = self._select(where, {**params, "cap": cap + 1}, "LIMIT {cap:UInt32}")
-        if len(rows) > cap:  # more new rows than the window holds: start again from the store
-            log.info("page_window.dropped", reason="burst", rows=len(rows))
-            self._orgs.clear()
+        ranges: list[str] = []
+        params: dict[str, Any] = {}
+        for i, (o, held) in enumerate(behind):
+            cond = f"org_id = {{o{i}:String}} AND {_BLOCK} > {{b{i}:UInt64}}"
+            params[f"o{i}"], params[f"b{i}"] = o, held.block
+            if held.floor is not None:
+                cond += f" AND occurred_at >= {{f{i}:DateTime64(3, 'UTC')}}"
+                params[f"f{i}"] = held.floor[0]
+            ranges.append(f"({cond})")
+        cap = 4 * self.rows_per_org * len(behind)  # the held rows again (merged parts) and as many new ones
+        rows = self._select(" OR ".join(ranges), {**params, "cap": cap + 1}, "LIMIT {cap:UInt32}")
+        if len(rows) > cap:  # more new rows than the window holds: those orgs start again from the store
+            log.info("page_window.dropped", reason="burst", rows=len(rows), orgs=len(behind))
+            for o, _ in behind:
+                del self._orgs[o]
             return
         for r in rows:
-            org = self._orgs.get(r["org_id"])
-            if org is not None:
-                org.add(r)
-        for org in self._orgs.values():
-            if len(org.keys) > 2 * self.rows_per_org:
-                org.trim(self.rows_per_org)
+            self._orgs[r["org_id"]].add(r)
+        for _, held in behind:
+            held.block = newest
+            if len(held.keys) > 2 * self.rows_per_org:
+                held.trim(self.rows_per_org)
         self._evict()
 
     def _fill(self, org_id: str) -> _Org:
+        """The newest ``rows_per_org`` rows of ``org_id``, as of a block number taken before (no lock needed)."""
         self.stats["fills"] += 1
+        org = _Org(block=self._newest_block())
         rows = self._select("org_id = {o:String}", {"o": org_id, "n": self.rows_per_org},
                             f"{ORDER} LIMIT {{n:UInt32}}")
-        org = _Org()
         for r in rows:
             org.add(r)
         if len(rows) >= self.rows_per_org:
             org.floor = org.keys[0]
-        self._orgs[org_id] = org
-        self._evict()
         return org
 
     def _evict(self) -> None:

@@ -8,6 +8,8 @@ re-sent copies and other tenants' rows are the attacks on it.
 from __future__ import annotations
 
 import random
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -265,3 +267,49 @@ def test_a_merge_of_old_and_new_parts_keeps_the_window(filled: tuple[Store, date
     assert got == want and window.stats["fills"] == 1
     assert {e["event_id"] for e in fresh} <= {str(e["event_id"]) for e in got[0]}
     assert window.held_rows == 42
+
+
+def test_rows_stored_while_an_org_fills_are_not_lost(filled: tuple[Store, datetime], catalog: Catalog,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fill runs without the lock; what is stored between its read and its joining the window is read then."""
+    store, now = filled
+    window = _window(store)
+    late = make_event(occurred_at=(now - timedelta(seconds=1)).isoformat().replace("+00:00", "Z"))
+    real = window._fill
+
+    def fill_then_store(org_id: str) -> Any:
+        org = real(org_id)
+        store_events(store, [late])
+        return org
+
+    monkeypatch.setattr(window, "_fill", fill_then_store)
+    _, got = _both(window, store, catalog, OWNER, {}, 10, None, now)
+    want = list_page(store, ScopedQuery(OWNER).with_filters(parse_filters(catalog, {}, now=now), catalog), catalog, 10,
+                     DETAIL_MAX)  # ClickHouse's page once the late event is stored
+    assert got == want and got[0][0]["event_id"] == late["event_id"]
+
+
+def test_a_slow_fill_does_not_hold_up_other_orgs_pages(filled: tuple[Store, datetime], catalog: Catalog,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    store, now = filled
+    window = _window(store)
+    globex = Principal(sub="g", email="g@globex.example", org_id="globex", role="org_owner")
+    _both(window, store, catalog, globex, {}, 10, None, now)  # globex held
+    other_done = threading.Event()
+    real = window._fill
+
+    def fill_after_the_other_page(org_id: str) -> Any:
+        assert other_done.wait(30), "globex's page waited for acme's fill"
+        return real(org_id)
+
+    monkeypatch.setattr(window, "_fill", fill_after_the_other_page)
+    results: dict[str, Any] = {}
+    acme = threading.Thread(target=lambda: results.update(acme=_both(window, store, catalog, OWNER, {}, 10, None,
+                                                                     now)))
+    acme.start()
+    time.sleep(0.2)  # acme's request is in its fill
+    results["globex"] = _both(window, store, catalog, globex, {}, 10, None, now)
+    other_done.set()
+    acme.join(60)
+    want, got = results["acme"]
+    assert got == want and results["globex"][1] == results["globex"][0]
