@@ -273,12 +273,10 @@ def keyword_match(value: Any, catalog: Catalog) -> RowTest | None:
         return None
     needle = value.translate(_ASCII_LOWER)
     pairs = frozenset(catalog.actions_matching(value))
-
-    def test(row: Mapping[str, Any]) -> bool:
-        hay = row.get(SEARCH_TEXT)
-        return needle in (hay if hay is not None else search_text(row)) or (row["scope"], row["action"]) in pairs
-
-    return test
+    if pairs:
+        return lambda row: (needle in (row.get(SEARCH_TEXT) or search_text(row))
+                            or (row["scope"], row["action"]) in pairs)
+    return lambda row: needle in (row.get(SEARCH_TEXT) or search_text(row))
 
 
 # ----- THE filter table -----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import os
 import threading
 import time
@@ -214,23 +215,15 @@ class PageWindow:
     @staticmethod
     def _scan(org: _Org, tests: list[RowTest], start: datetime, end: datetime,
               after: tuple[datetime, uuid.UUID] | None, want: int) -> list[dict[str, Any]] | None:
-        i = bisect.bisect_right(org.keys, (end, _TOP))
+        hi = bisect.bisect_right(org.keys, (end, _TOP))
         if after is not None:
-            i = min(i, bisect.bisect_left(org.keys, key_of(*after)))
-        out: list[dict[str, Any]] = []
-        rows = org.rows
-        test = functools.reduce(_both, tests) if tests else None
-        while i > 0:
-            i -= 1
-            row = rows[i]
-            if row["occurred_at"] < start:
-                return out  # every row of the range lies above this one, inside the window
-            if test is None or test(row):
-                out.append(row)
-                if len(out) == want:
-                    return out
-        if org.floor is None or start > org.floor[0]:
-            return out
+            hi = min(hi, bisect.bisect_left(org.keys, key_of(*after)))
+        lo = bisect.bisect_left(org.keys, (start, (0, 0)))  # rows below lo are older than start
+        newest_first = reversed(org.rows[lo:hi]) if lo < hi else iter(())
+        matching = filter(functools.reduce(_both, tests), newest_first) if tests else newest_first
+        found = list(itertools.islice(matching, want))
+        if len(found) == want or lo > 0 or org.floor is None or start > org.floor[0]:
+            return found  # a full page, or every row of the range is held (an older one is, or none is older)
         return None  # older matching rows may lie below the floor
 
     # ----- keeping up with the store ----------------------------------------------------------------------------
