@@ -137,7 +137,11 @@ def render_cluster(stmt: str, database: str, cluster: str, sharded: set[str]) ->
         return [f"{view.group(1)} {db}.{view.group(3)}{oc}{view.group(4)}"]
     alter = re.match(r"^ALTER TABLE (\w+)\.(\w+)(.*)$", stmt, re.S)
     if alter:
-        return [f"ALTER TABLE {db}.{local(alter.group(2))}{oc}{alter.group(3)}"]
+        name, rest = alter.group(2), alter.group(3)
+        out = [f"ALTER TABLE {db}.{local(name)}{oc}{rest}"]
+        if name in sharded and rest.lstrip().startswith("ADD COLUMN"):  # the Distributed table reads it by name
+            out.append(f"ALTER TABLE {db}.{name}{oc}{rest}")
+        return out
     if stmt.startswith(("INSERT INTO", "DROP ")):
         return [stmt if stmt.startswith("INSERT") else re.sub(r"^(DROP \w+ IF EXISTS \w+\.\w+)", rf"\1{oc}", stmt)]
     raise MigrationError(f"no cluster rendering for statement: {stmt[:80]}")
