@@ -43,12 +43,15 @@ from auditlogkit.server.logs import get_logger
 from auditlogkit.server.store import Store
 
 log = get_logger("auditlogkit.consumers.store.inserter")
-#: Insert settings, each used where the store knows it. One cuts ClickHouse's work per row: no ReplacingMergeTree
-#: collapse inside each inserted block (FINAL reads and merges collapse anyway). One is about what "stored" means: on a cluster (``audit_events`` a Distributed table) the INSERT returns only once every
+#: Insert settings, each used where the store knows it. Two cut ClickHouse's work per row: no ReplacingMergeTree
+#: collapse inside each inserted block (FINAL reads and merges collapse anyway) and the ngram search index built
+#: by the part's first merge rather than at insert (a part not merged yet is searched without it). One is about
+#: what "stored" means: on a cluster (``audit_events`` a Distributed table) the INSERT returns only once every
 #: shard holds its rows, not when they are queued on the node that took the insert: offsets are committed after
 #: it returns (``insert_distributed_sync`` is the older name of the same setting).
 INSERT_SETTINGS: dict[str, Any] = {
-    "optimize_on_insert": 0, "distributed_foreground_insert": 1, "insert_distributed_sync": 1,
+    "optimize_on_insert": 0, "exclude_materialize_skip_indexes_on_insert": "idx_search",
+    "distributed_foreground_insert": 1, "insert_distributed_sync": 1,
 }
 
 

@@ -37,9 +37,8 @@ LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 MAX_TEXT = 512
 Status = StatusText
 
-# The keyword-search haystack: the definition of the MATERIALIZED column ``search_text`` of audit_events
-# (schemas/migrations/0080_search_text.sql carries this text verbatim), which keyword search reads.
-SEARCH_COLUMN = "search_text"
+# The keyword-search haystack. It is also the expression of the skipping index ``idx_search`` in
+# schemas/migrations/0001_events.sql (keep both texts identical so ClickHouse can use the index).
 SEARCH_EXPR = ("lowerUTF8(concat(ifNull(actor_email, ''), ' ', ifNull(target_id, ''), ' ', ifNull(target_name, ''), "
                "' ', description))")
 
@@ -215,7 +214,7 @@ def like_contains(text: str) -> str:
 
 def keyword_condition(value: Any, catalog: Catalog) -> tuple[str, dict[str, Any]]:
     """``q``: the text columns contain it, or the event's (scope, action) has a catalog code/label containing it."""
-    text_cond = f"{SEARCH_COLUMN} LIKE {{f_q:String}}"
+    text_cond = f"{SEARCH_EXPR} LIKE {{f_q:String}}"
     pairs = catalog.actions_matching(value)
     if pairs:
         return (f"({text_cond} OR (scope, action) IN {{f_q_pairs:Array(Tuple(String, String))}})",

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import structlog
 
-from auditlogkit.query_api.read.filters import SEARCH_COLUMN
 from auditlogkit.schemas.columns import COLUMNS
 from auditlogkit.schemas.tables import DIGESTS_TABLE, EVENTS_TABLE
 from auditlogkit.server.app.cli import main
@@ -32,19 +31,15 @@ def _reset_logging() -> Any:
     structlog.reset_defaults()  # `auditlog verify` binds logging to this test's (then closed) stderr
 
 
-def table_columns(store: Store, table: str = EVENTS_TABLE, kind: str = "") -> dict[str, str]:
-    """Name -> type of the table's columns of ``default_kind`` ``kind`` ('' : stored as inserted)."""
+def table_columns(store: Store, table: str = EVENTS_TABLE) -> dict[str, str]:
     return dict(store.client().query(
-        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String} "
-        "AND default_kind IN ({k:String}, if({k:String} = '', 'DEFAULT', {k:String}))",
-        parameters={"db": store.database, "t": table, "k": kind}).result_rows)
+        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String}",
+        parameters={"db": store.database, "t": table}).result_rows)
 
 
 def test_a_migrated_store_has_the_spec_columns(store: Store) -> None:
-    """Every migration applied to a fresh store: audit_events has exactly the spec's columns, with its types, and
-    the one column ClickHouse makes from them for keyword search."""
+    """Every migration applied to a fresh store: audit_events has exactly the spec's columns, with its types."""
     assert table_columns(store) == {c.name: c.ch_type for c in COLUMNS}
-    assert table_columns(store, kind="MATERIALIZED") == {SEARCH_COLUMN: "String"}
 
 
 def test_the_store_records_digests_with_the_written_out_v1(store: Store) -> None:
@@ -104,8 +99,8 @@ if phase == "before":
 c = store.client()
 if phase == "after":  # the column's migration
     c.command(f"ALTER TABLE {db}.{EVENTS_TABLE} ADD COLUMN IF NOT EXISTS extra String DEFAULT ''")
-types = dict(c.query("SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String} "
-                     "AND default_kind != 'MATERIALIZED'", parameters={"db": db, "t": EVENTS_TABLE}).result_rows)
+types = dict(c.query("SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String}",
+                     parameters={"db": db, "t": EVENTS_TABLE}).result_rows)
 now = datetime.now(UTC)
 part = 0 if phase == "before" else 1
 rows = [event_row(parse_event(e), now, "t", part, i) for i, e in enumerate(random_events(60, seed=21 + part))]

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from auditlogkit.query_api.core.errors import ApiError, install_error_handlers
 from auditlogkit.query_api.deps import ReadPrincipal
 from auditlogkit.query_api.read import cursor
-from auditlogkit.query_api.read.filters import SEARCH_COLUMN, SEARCH_EXPR, like_contains
+from auditlogkit.query_api.read.filters import SEARCH_EXPR, like_contains
 from auditlogkit.query_api.security.auth import TokenVerifier, mint_token
 from auditlogkit.query_api.security.principal import Principal
 from auditlogkit.query_api.security.scoping import ScopedQuery
@@ -148,12 +148,12 @@ def test_scoped_query_guards() -> None:
     assert like_contains("100%_a\\B") == "%100\\%\\_a\\\\b%"
 
 
-def test_search_expression_is_the_search_columns_definition() -> None:
-    """Keyword search reads the column ``search_text``: its migration must define it as SEARCH_EXPR verbatim (the
-    page window's row test and the docs describe that text)."""
-    sql = (Path(__file__).resolve().parents[2] / "schemas" / "migrations" / "0080_search_text.sql").read_text(
-        encoding="utf-8")
-    assert f"ADD COLUMN IF NOT EXISTS {SEARCH_COLUMN} String MATERIALIZED {SEARCH_EXPR} CODEC" in sql
+def test_search_expression_is_the_index_expression() -> None:
+    """ClickHouse uses idx_search only for the very same expression: the migrations must carry SEARCH_EXPR verbatim."""
+    migrations = Path(__file__).resolve().parents[2] / "schemas" / "migrations"
+    for name in ("0001_events.sql", "0021_search_index.sql"):
+        sql = (migrations / name).read_text(encoding="utf-8")
+        assert f"INDEX idx_search {SEARCH_EXPR}" in sql or f"INDEX IF NOT EXISTS idx_search {SEARCH_EXPR}" in sql, name
 
 
 # ----- aud / iss, time-claim types, blank workspaces, claims that cannot be recorded --------------------------------

@@ -35,7 +35,7 @@ CATALOG = get_catalog()
 
 def ddl_columns() -> dict[str, str]:
     """Column -> type of ``CREATE TABLE ... audit_events`` in 0001_events.sql and the columns later migrations add
-    (DEFAULT and CODEC left out; not the MATERIALIZED ones, which ClickHouse computes)."""
+    (DEFAULT and CODEC left out)."""
     sql = (ROOT / "schemas" / "migrations" / "0001_events.sql").read_text(encoding="utf-8")
     body = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\.audit_events\s*\((.*?)\n\)\s*ENGINE", sql, re.S)
     assert body is not None
@@ -47,8 +47,7 @@ def ddl_columns() -> dict[str, str]:
     for path in sorted((ROOT / "schemas" / "migrations").glob("*.sql")):
         for m in re.finditer(r"ALTER TABLE \{db\}\.audit_events ADD COLUMN IF NOT EXISTS ([a-z_]+) (.+?)"
                              r"(?:\s+DEFAULT\s+[^;]+)?;", path.read_text(encoding="utf-8")):
-            if " MATERIALIZED " not in m.group(2):  # computed by ClickHouse from the others: not an event column
-                out[m.group(1)] = m.group(2)
+            out[m.group(1)] = m.group(2)
     return out
 
 

@@ -20,7 +20,7 @@ from auditlogkit.query_api.read.filters import (
     BY_NAME,
     DEFAULT_RANGE,
     FILTERS,
-    SEARCH_COLUMN,
+    SEARCH_EXPR,
     EventFilters,
     FilterError,
     parse_filters,
@@ -253,7 +253,7 @@ EXPECTED_SQL: dict[str, tuple[Any, str]] = {
     "ip": (HOSTILE, "actor_ip = {f_ip:String}"),
     "workspace_id": (HOSTILE, "workspace_id = {f_workspace_id:String}"),
     "target": (HOSTILE, "(target_id = {f_target:String} OR target_name = {f_target2:String})"),
-    "q": (HOSTILE, f"{SEARCH_COLUMN} LIKE {{f_q:String}}"),
+    "q": (HOSTILE, f"{SEARCH_EXPR} LIKE {{f_q:String}}"),
     "org_id": (HOSTILE, "org_id = {f_org_id:String}"),
 }
 
@@ -279,7 +279,7 @@ def test_every_filter_has_an_expected_condition() -> None:
 
 def test_keyword_also_matches_catalog_labels() -> None:
     sql, params = BY_NAME["q"].condition("vm.cre", CATALOG)
-    assert sql == f"({SEARCH_COLUMN} LIKE {{f_q:String}} OR (scope, action) IN {{f_q_pairs:Array(Tuple(String, String))}})"
+    assert sql == f"({SEARCH_EXPR} LIKE {{f_q:String}} OR (scope, action) IN {{f_q_pairs:Array(Tuple(String, String))}})"
     assert params == {"f_q": "%vm.cre%", "f_q_pairs": [("service", "vm.create")]}
 
 
