@@ -98,6 +98,8 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
             pool.shutdown(wait=False, cancel_futures=True)
             ingest_pool.shutdown(wait=False, cancel_futures=True)
             runner.close()
+            if app.state.page_window is not None:
+                app.state.page_window.close()
             if app.state.streams is not None and app.state.streams.store is not store:
                 app.state.streams.store.close()
 

@@ -14,6 +14,8 @@ Contract of :class:`PageWindow`:
   committed). Whether anything was stored is, on the embedded engine, whether the table's directory changed (a
   ``stat``, no query) once that directory has been still for :data:`SETTLED_SECONDS`; else one query of
   ``system.parts``;
+- an organization's first page is ClickHouse's: its fill (the newest ``rows_per_org`` rows, ~0.2 s at 10M rows)
+  runs on the window's own thread meanwhile (``background``; without it the first page waits for the fill);
 - memory is bounded: the rows held are estimated at most ``max_bytes`` (:func:`row_bytes`); the organizations read
   least recently go first;
 - it only serves a plain (Replacing)MergeTree table: block numbers of replicated or distributed tables are not one
@@ -32,11 +34,10 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import structlog
 
 from auditlogkit.query_api.read.event_shape import select_list
 from auditlogkit.query_api.read.events import ORDER, list_page, public_row, utc_row
@@ -45,9 +46,10 @@ from auditlogkit.query_api.security.principal import Principal
 from auditlogkit.query_api.security.scoping import ScopedQuery
 from auditlogkit.schemas.catalog import Catalog
 from auditlogkit.schemas.tables import EVENTS_TABLE
+from auditlogkit.server.logs import get_logger
 from auditlogkit.server.store import Store
 
-log = structlog.get_logger(__name__)
+log = get_logger("auditlogkit.query_api.read.recent")
 
 SETTLED_SECONDS = 1.0
 """A directory reading is trusted once its last change is this old (kernel timestamps are coarse: two changes in
@@ -57,6 +59,7 @@ Key = tuple[datetime, tuple[int, int]]
 _TOP = (_MASK64, _MASK64)
 _BLOCK = "toUInt64(splitByChar('_', _part)[3])"  # a part's newest block number, from its name
 _PUBLIC = "public"  # a held row's API event once served: (the catalog it was labelled with, the event)
+MAX_PENDING_FILLS = 16
 ROW_OVERHEAD = 1700
 """Bytes of a held row besides its text: the dict, its datetimes, UUID and small values (measured in
 bench/query_vs_postgres.py's page window figures)."""
@@ -129,9 +132,12 @@ class TableChanges:
 class PageWindow:
     """The newest rows of the organizations read (module contract)."""
 
-    def __init__(self, store: Store, *, rows_per_org: int, max_bytes: int, detail_max: int, retention_days: int
-                 ) -> None:
+    def __init__(self, store: Store, *, rows_per_org: int, max_bytes: int, detail_max: int, retention_days: int,
+                 background: bool = True) -> None:
         self.store = store
+        # An org's first page is ClickHouse's while its fill runs here (else that page would wait for the fill).
+        self._filler = ThreadPoolExecutor(1, thread_name_prefix="page-window") if background else None
+        self._filling: dict[str, Future[None]] = {}
         self.rows_per_org = rows_per_org
         self.max_bytes = max_bytes
         self.detail_max = detail_max
@@ -176,6 +182,11 @@ class PageWindow:
             self._look(asked)
             if principal.org_id in self._orgs:
                 return self._serve(principal.org_id, catalog, tests, start, ms(filters.end), after, limit)
+            if self._filler is not None:
+                if principal.org_id not in self._filling and len(self._filling) < MAX_PENDING_FILLS:
+                    self._filling[principal.org_id] = self._filler.submit(self._fill_in, principal.org_id)
+                self.stats["declined"] += 1
+                return None
         fresh = self._fill(principal.org_id)  # without the lock: other orgs' pages go on meanwhile
         with self._lock:
             if principal.org_id not in self._orgs:
@@ -286,6 +297,29 @@ class PageWindow:
                 held.trim(self.rows_per_org)
         self._evict()
 
+    def _fill_in(self, org_id: str) -> None:
+        """Fill ``org_id`` and let it join (the background filler's task)."""
+        try:
+            fresh = self._fill(org_id)
+            with self._lock:
+                if org_id not in self._orgs:
+                    self._orgs[org_id] = fresh
+                    self._read_since([org_id])  # what was stored while it filled
+        except Exception as exc:  # the org's pages stay ClickHouse's; its next page tries again
+            log.warning("page_window.fill_failed", org_id=org_id, error=str(exc).splitlines()[0][:300])
+        finally:
+            with self._lock:
+                self._filling.pop(org_id, None)
+
+    def settle(self) -> None:
+        """Wait for the fills under way (tests, benchmarks)."""
+        for f in list(self._filling.values()):
+            f.result()
+
+    def close(self) -> None:
+        if self._filler is not None:
+            self._filler.shutdown(wait=False, cancel_futures=True)
+
     def _fill(self, org_id: str) -> _Org:
         """The newest ``rows_per_org`` rows of ``org_id``, as of a block number taken before (no lock needed)."""
         self.stats["fills"] += 1
@@ -309,13 +343,13 @@ class PageWindow:
 
 
 def window_for(store: Store, *, rows_per_org: int, max_bytes: int, detail_max: int,
-               retention_days: int) -> PageWindow | None:
+               retention_days: int, background: bool = True) -> PageWindow | None:
     """A window over ``store``'s events table, or None when it is off (``rows_per_org`` 0). It looks at the table
     at its first page (the store need not be up when the API starts)."""
     if rows_per_org <= 0:
         return None
     return PageWindow(store, rows_per_org=rows_per_org, max_bytes=max_bytes, detail_max=detail_max,
-                      retention_days=retention_days)
+                      retention_days=retention_days, background=background)
 
 
 def watch(store: Store) -> tuple[bool, TableChanges | None]:

@@ -105,7 +105,8 @@ def _both(window: PageWindow, store: Store, catalog: Catalog, who: Principal, ra
 
 
 def _window(store: Store, rows_per_org: int = 120, max_bytes: int = 64 << 20) -> PageWindow:
-    w = window_for(store, rows_per_org=rows_per_org, max_bytes=max_bytes, detail_max=DETAIL_MAX, retention_days=400)
+    w = window_for(store, rows_per_org=rows_per_org, max_bytes=max_bytes, detail_max=DETAIL_MAX, retention_days=400,
+                   background=False)  # each first page fills at once (the background filler: its own test)
     assert w is not None
     return w
 
@@ -313,3 +314,19 @@ def test_a_slow_fill_does_not_hold_up_other_orgs_pages(filled: tuple[Store, date
     acme.join(60)
     want, got = results["acme"]
     assert got == want and results["globex"][1] == results["globex"][0]
+
+
+def test_an_orgs_first_page_is_clickhouses_while_it_fills_in_the_background(filled: tuple[Store, datetime],
+                                                                           catalog: Catalog) -> None:
+    store, now = filled
+    window = window_for(store, rows_per_org=120, max_bytes=64 << 20, detail_max=DETAIL_MAX, retention_days=400)
+    assert window is not None
+    try:
+        assert _both(window, store, catalog, OWNER, {}, 10, None, now)[1] is None  # ClickHouse's, the fill started
+        window.settle()
+        late = make_event(occurred_at=(now - timedelta(seconds=1)).isoformat().replace("+00:00", "Z"))
+        store_events(store, [late])
+        want, got = _both(window, store, catalog, OWNER, {}, 10, None, now)
+        assert got == want and got[0][0]["event_id"] == late["event_id"] and window.stats["fills"] == 1
+    finally:
+        window.close()
