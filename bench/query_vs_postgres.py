@@ -261,6 +261,7 @@ class Ours:
 
     def __init__(self, store: Any, catalog: Catalog, org: str, now: datetime, window_rows: int,
                  window_mib: int) -> None:
+        from auditlogkit.query_api.read.actors import ActorsWindow
         from auditlogkit.query_api.read.recent import window_for
         from auditlogkit.query_api.security.principal import Principal
 
@@ -268,6 +269,7 @@ class Ours:
         self.principal = Principal(sub="bench", email=f"bench@{org}.example", org_id=org, role="org_owner")
         self.window = window_for(store, rows_per_org=window_rows, max_bytes=window_mib << 20, detail_max=DETAIL_MAX,
                                  retention_days=400)
+        self.actors_window = ActorsWindow(store) if window_rows > 0 else None
 
     def scoped(self, raw: dict[str, Any]) -> Any:
         from auditlogkit.query_api.security.scoping import ScopedQuery
@@ -293,11 +295,14 @@ class Ours:
                                DETAIL_MAX)
         return [str(d["event_id"]) for d in data], last
 
-    def actors(self, prefix: str) -> list[str]:
-        from auditlogkit.query_api.read.actors import suggest
+    def actors(self, prefix: str, *, sql_only: bool = False) -> list[str]:
+        """Autocomplete as ``GET /v1/actors`` reads it (the actors window, else ClickHouse); ``sql_only``: always
+        ClickHouse (``suggest``)."""
+        from auditlogkit.query_api.read.actors import read_suggest
         from auditlogkit.query_api.security.scoping import ScopedQuery
 
-        return [a["email"] for a in suggest(self.store, ScopedQuery(self.principal), prefix)]
+        window = None if sql_only else self.actors_window
+        return [a["email"] for a in read_suggest(window, self.store, ScopedQuery(self.principal), prefix)]
 
     def stats(self, raw: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
         from auditlogkit.query_api.read.stats import compute
@@ -543,6 +548,7 @@ def main() -> int:
             "keyword_7d": lambda: ours.page({**week, "q": args.term}, sql_only=True)[0],
             "keyword_30d": lambda: ours.page({**month, "q": args.term}, sql_only=True)[0],
             "rare_keyword_30d": lambda: ours.page({**month, "q": args.rare_term}, sql_only=True)[0],
+            "autocomplete": lambda: ours.actors(args.prefix, sql_only=True),
         }
         results: dict[str, Any] = {}
         mismatches = []
@@ -562,7 +568,7 @@ def main() -> int:
                              "answer_rows": n_answer, "pg_plan": theirs.plan()}
             print(f"{name:20s} {what:36s} {o['p50_ms']:9.2f} {o['p95_ms']:9.2f} {p['p50_ms']:8.2f} "
                   f"{p['p95_ms']:8.2f} {ratio!s:>7s}  {'yes' if same else 'NO'} ({n_answer})", flush=True)
-            if name in sql_only:  # the same page from ClickHouse alone (the window's declines and first fills)
+            if name in sql_only:  # the same answer from ClickHouse alone (what the windows decline, first reads)
                 c, tc = timed(sql_only[name], args.repeat)
                 if c != a:
                     mismatches.append(f"{name}_sql_only")
@@ -578,6 +584,9 @@ def main() -> int:
                                       "estimated_bytes": window.held_bytes, "measured_bytes": deep_size(window),
                                       "stats": dict(window.stats)}
             print(f"page window: {results['page_window']}", flush=True)
+        if ours.actors_window is not None:
+            results["actors_window"] = {"stats": dict(ours.actors_window.stats)}
+            print(f"actors window: {results['actors_window']}", flush=True)
         size = sizes(store, conn)
         ch_parts = ", ".join(f"{t} {mb(v['bytes_on_disk'])}" for t, v in size["chdb"].items())
         pgs = size["postgres"]

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from auditlogkit.producer import AuditProducer
 from auditlogkit.query_api.core.errors import ApiError
 from auditlogkit.query_api.core.query_runner import QueryRunner
+from auditlogkit.query_api.read.actors import ActorsWindow
 from auditlogkit.query_api.read.filters import FILTERS, EventFilters, parse_filters
 from auditlogkit.query_api.read.integrity import IntegrityRuns
 from auditlogkit.query_api.read.recent import PageWindow
@@ -64,6 +65,7 @@ ServerKeysDep = Annotated[ServerKeys, Depends(from_state("server_keys"))]
 AuditorDep = Annotated[ReadAuditor, Depends(from_state("auditor"))]
 RunnerDep = Annotated[QueryRunner, Depends(from_state("runner"))]
 PageWindowDep = Annotated[PageWindow | None, Depends(from_state("page_window"))]
+ActorsWindowDep = Annotated[ActorsWindow | None, Depends(from_state("actors_window"))]
 VerifierDep = Annotated[TokenVerifier, Depends(from_state("verifier"))]
 RateLimiterDep = Annotated[RateLimiter, Depends(from_state("rate_limiter"))]
 IngestRateLimiterDep = Annotated[RateLimiter, Depends(from_state("ingest_rate_limiter"))]

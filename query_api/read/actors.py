@@ -9,8 +9,14 @@ events without a workspace, ``workspace_id = ''``, are never in its scope: :meth
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from auditlogkit.query_api.read.recent import SETTLED_SECONDS, TableChanges
 from auditlogkit.query_api.security.scoping import ScopedQuery
 from auditlogkit.schemas.event import as_utc, format_ts
 from auditlogkit.schemas.tables import ACTORS_TABLE
@@ -18,6 +24,7 @@ from auditlogkit.server.store import Store
 
 MIN_PREFIX = 2
 MAX_RESULTS = 20
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def suggest(store: Store, sq: ScopedQuery, prefix: str, limit: int = MAX_RESULTS) -> list[dict[str, Any]]:
@@ -31,3 +38,82 @@ def suggest(store: Store, sq: ScopedQuery, prefix: str, limit: int = MAX_RESULTS
     for email, last_seen in store.client().query(sql, parameters={**sq.params, "lim": limit}).result_rows:
         out.append({"email": email, "last_seen": format_ts(as_utc(last_seen))})
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    reading: tuple[int, ...]  # the table's directories when read
+    settled: bool  # they had been still for SETTLED_SECONDS then: an equal reading later means nothing new
+    rows: list[tuple[str, str, str, datetime]]  # (email_key, actor_email, workspace_id, last_seen), sorted
+
+
+class ActorsWindow:
+    """Each organization's actor e-mails held in memory on the embedded engine, re-read whenever ``audit_actors``
+    changed: :meth:`suggest` answers exactly as :func:`suggest` would, or None (a non-ASCII prefix, whose
+    ``lowerUTF8`` Python does not reproduce; a store that is not the embedded engine: nothing to watch without a
+    query). At most ``max_orgs`` organizations, the least recently asked dropped first."""
+
+    def __init__(self, store: Store, max_orgs: int = 64) -> None:
+        self.store, self.max_orgs = store, max_orgs
+        self._changes: TableChanges | None = None
+        self._watched = False
+        self._orgs: OrderedDict[str, _Held] = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = {"served": 0, "declined": 0, "reads": 0}
+
+    def suggest(self, sq: ScopedQuery, prefix: str, limit: int = MAX_RESULTS) -> list[dict[str, Any]] | None:
+        if not prefix.isascii():
+            self.stats["declined"] += 1
+            return None
+        p = sq.principal
+        with self._lock:
+            if not self._watched:
+                self._changes, self._watched = self._watch(), True
+            reading = self._changes.reading() if self._changes is not None else None
+            if reading is None:
+                self.stats["declined"] += 1
+                return None
+            held = self._orgs.get(p.org_id)
+            if held is None or held.reading != reading[0] or not held.settled:
+                held = _Held(reading[0], reading[1] > SETTLED_SECONDS, self._read(p.org_id))
+                self._orgs[p.org_id] = held
+                while len(self._orgs) > self.max_orgs:
+                    self._orgs.popitem(last=False)
+            self._orgs.move_to_end(p.org_id)
+            self.stats["served"] += 1
+        want = prefix.translate(_ASCII_LOWER)
+        seen = None if p.is_owner else frozenset(w for w in p.workspaces if w)
+        last: dict[str, tuple[str, datetime]] = {}
+        for key, email, ws, ts in held.rows:
+            if key.startswith(want) and (seen is None or ws in seen):
+                prev = last.get(email)
+                if prev is None or ts > prev[1]:
+                    last[email] = (key, ts)
+        ordered = sorted(last.items(), key=lambda kv: (kv[1][0], kv[0]))[:limit]
+        return [{"email": email, "last_seen": format_ts(as_utc(ts))} for email, (_, ts) in ordered]
+
+    def _watch(self) -> TableChanges | None:
+        rows = self.store.client().query(
+            "SELECT data_paths FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            parameters={"db": self.store.database, "t": ACTORS_TABLE}).result_rows
+        paths = [str(x) for x in rows[0][0]] if rows else []
+        if self.store.embedded and paths and all(os.path.isdir(x) for x in paths):
+            return TableChanges(paths)
+        return None
+
+    def _read(self, org_id: str) -> list[tuple[str, str, str, datetime]]:
+        self.stats["reads"] += 1
+        rows = self.store.client().query(
+            f"SELECT email_key, actor_email, workspace_id, max(last_seen) FROM {ACTORS_TABLE} "
+            "WHERE org_id = {o:String} GROUP BY email_key, actor_email, workspace_id SETTINGS max_threads = 1",
+            parameters={"o": org_id}).result_rows
+        return sorted((str(k), str(e), str(w), t) for k, e, w, t in rows)
+
+
+def read_suggest(window: ActorsWindow | None, store: Store, sq: ScopedQuery, prefix: str) -> list[dict[str, Any]]:
+    """Autocomplete: the actors window's answer when it has one, else :func:`suggest`."""
+    if window is not None:
+        got = window.suggest(sq, prefix)
+        if got is not None:
+            return got
+    return suggest(store, sq, prefix)
