@@ -19,6 +19,7 @@ from itertools import count
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from auditlogkit.consumers import metrics as m
 from auditlogkit.consumers.decode.pool import DecodePool, shared_pool
@@ -34,7 +35,7 @@ from auditlogkit.consumers.kafka.dlq import (
 from auditlogkit.consumers.kafka.watermark_check import verify_watermarks
 from auditlogkit.consumers.partition import PartitionState
 from auditlogkit.consumers.processor import StreamProcessor
-from auditlogkit.consumers.retry import Retry, Stopping
+from auditlogkit.consumers.retry import Retry, Stopping, backoff_delay
 from auditlogkit.consumers.steps import Fetched, Step
 from auditlogkit.consumers.steps.batching import Batching
 from auditlogkit.consumers.steps.committing import Committing
@@ -128,9 +129,12 @@ class ConsumerWorker:
     async def run(self) -> None:
         s = self.settings
         self._inserter = Inserter(self.store, dedup=self.dedup, name=f"inserter-{self.name}", nice=s.consumer_nice)
-        producer = make_dlq_producer(self._kafka)
-        try:  # started inside: a start cut short (broker gone, cancelled) is closed too
-            await producer.start()
+        producer = None
+        try:
+            producer = await self._kafka_start(lambda: make_dlq_producer(self._kafka), "dlq_producer")
+            if producer is None:  # stopped while the broker was unreachable: nothing was consumed
+                log.info("consumer.stopped", worker=self.name, before="consuming", **self.stats)
+                return
             parts = await producer.partitions_for(s.dlq_topic)
             if not parts:
                 raise RuntimeError(f"DLQ topic {s.dlq_topic!r} has no partitions (create it first)")
@@ -151,12 +155,37 @@ class ConsumerWorker:
             await self._consume()
         finally:
             self._closing = True
-            await producer.stop()
+            if producer is not None:
+                await producer.stop()
             if self._guard is not None:
                 self._guard.close()
             self._inserter.close()
 
-    async def _consume(self) -> None:
+    async def _kafka_start(self, make: Callable[[], Any], what: str) -> Any:
+        """A Kafka client made by ``make`` and started, made and started again while the broker cannot be reached
+        (e.g. ``up`` reviving its broker); None when a stop was asked meanwhile. A start that fails otherwise, or
+        is cancelled, closes its client (no "Unclosed" at exit) and raises."""
+        attempt = 0
+        while True:
+            client = make()
+            try:
+                await client.start()
+                return client
+            except KafkaConnectionError as exc:
+                await client.stop()
+                if self._stop:
+                    return None
+                delay = backoff_delay(attempt, self.retry.base_s, self.retry.cap_s)
+                log.warning("consumer.broker_unreachable", worker=self.name, client=what, attempt=attempt + 1,
+                            delay_s=round(delay, 3), error=str(exc)[:300])
+                await asyncio.sleep(delay)
+                attempt += 1
+            except BaseException:
+                await client.stop()
+                raise
+
+    def _make_consumer(self) -> AIOKafkaConsumer:
+        """A group consumer of the topic with a fresh processor as its rebalance listener."""
         s = self.settings
         consumer = AIOKafkaConsumer(
             **kafka_options(self._kafka), group_id=s.consumer_group, client_id=self.name, enable_auto_commit=False,
@@ -171,11 +200,15 @@ class ConsumerWorker:
         if self._stop:
             p.request_stop()
         consumer.subscribe([s.topic], listener=p)
-        try:
-            await consumer.start()
-        except BaseException:  # broker gone or stopped during start: closed here (no "Unclosed" at exit)
-            await consumer.stop()
-            raise
+        return consumer
+
+    async def _consume(self) -> None:
+        s = self.settings
+        consumer = await self._kafka_start(self._make_consumer, "consumer")
+        if consumer is None:
+            return
+        p = self._processor
+        assert p is not None
         self._started = True
         log.info("consumer.started", worker=self.name, topic=s.topic, group=s.consumer_group,
                  dlq_partitions=self._dlq_partitions, dedup=self.dedup)
