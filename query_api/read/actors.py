@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from auditlogkit.query_api.read.filters import ascii_lower
 from auditlogkit.query_api.read.recent import SETTLED_SECONDS, TableChanges
 from auditlogkit.query_api.security.scoping import ScopedQuery
 from auditlogkit.schemas.event import as_utc, format_ts
@@ -24,7 +25,6 @@ from auditlogkit.server.store import Store
 
 MIN_PREFIX = 2
 MAX_RESULTS = 20
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def suggest(store: Store, sq: ScopedQuery, prefix: str, limit: int = MAX_RESULTS) -> list[dict[str, Any]]:
@@ -81,7 +81,7 @@ class ActorsWindow:
                     self._orgs.popitem(last=False)
             self._orgs.move_to_end(p.org_id)
             self.stats["served"] += 1
-        want = prefix.translate(_ASCII_LOWER)
+        want = ascii_lower(prefix)
         seen = None if p.is_owner else frozenset(w for w in p.workspaces if w)
         last: dict[str, tuple[str, datetime]] = {}
         for key, email, ws, ts in held.rows:

@@ -255,6 +255,12 @@ def _target_match(value: Any, _catalog: Catalog) -> RowTest:
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
+def ascii_lower(text: str) -> str:
+    """``text`` with A-Z lowered and nothing else: ClickHouse's ``lowerUTF8`` of an ASCII text, and what that
+    lowers in any text that ASCII can be found in."""
+    return text.translate(_ASCII_LOWER)
+
+
 SEARCH_TEXT = "search_ascii"
 """The key under which a holder of rows may keep :func:`search_text` (the page window does, once per row)."""
 
@@ -271,7 +277,7 @@ def keyword_match(value: Any, catalog: Catalog) -> RowTest | None:
     """:func:`keyword_condition` as a row test, for an ASCII keyword (any other is left to ClickHouse)."""
     if not value.isascii():
         return None
-    needle = value.translate(_ASCII_LOWER)
+    needle = ascii_lower(value)
     pairs = frozenset(catalog.actions_matching(value))
     if pairs:
         return lambda row: (needle in (row.get(SEARCH_TEXT) or search_text(row))
