@@ -20,7 +20,8 @@ Contract of :class:`PageWindow`:
   least recently go first;
 - it only serves a plain (Replacing)MergeTree table: block numbers of replicated or distributed tables are not one
   sequence (:func:`watch`, at its first page; then it declines every page).
-Thread-safe; one lock orders the looks, the fills and the answers (an answer is a few microseconds of Python).
+Thread-safe: one lock orders the looks and the answers (an answer is tens of microseconds of Python); a fill reads
+without it and joins under it, catching up with what was stored meanwhile.
 """
 
 from __future__ import annotations
