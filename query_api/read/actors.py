@@ -9,7 +9,6 @@ events without a workspace, ``workspace_id = ''``, are never in its scope: :meth
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from auditlogkit.query_api.read.filters import ascii_lower
-from auditlogkit.query_api.read.recent import SETTLED_SECONDS, TableChanges
+from auditlogkit.query_api.read.recent import TableChanges, watch
 from auditlogkit.query_api.security.scoping import ScopedQuery
 from auditlogkit.schemas.event import as_utc, format_ts
 from auditlogkit.schemas.tables import ACTORS_TABLE
@@ -43,7 +42,7 @@ def suggest(store: Store, sq: ScopedQuery, prefix: str, limit: int = MAX_RESULTS
 @dataclass(frozen=True, slots=True)
 class _Held:
     reading: tuple[int, ...]  # the table's directories when read
-    settled: bool  # they had been still for SETTLED_SECONDS then: an equal reading later means nothing new
+    settled: bool  # TableChanges.reading's: an equal reading later means nothing new
     rows: list[tuple[str, str, str, datetime]]  # (email_key, actor_email, workspace_id, last_seen), sorted
 
 
@@ -68,14 +67,14 @@ class ActorsWindow:
         p = sq.principal
         with self._lock:
             if not self._watched:
-                self._changes, self._watched = self._watch(), True
+                self._changes, self._watched = watch(self.store, ACTORS_TABLE)[1], True
             reading = self._changes.reading() if self._changes is not None else None
             if reading is None:
                 self.stats["declined"] += 1
                 return None
             held = self._orgs.get(p.org_id)
             if held is None or held.reading != reading[0] or not held.settled:
-                held = _Held(reading[0], reading[1] > SETTLED_SECONDS, self._read(p.org_id))
+                held = _Held(reading[0], reading[1], self._read(p.org_id))
                 self._orgs[p.org_id] = held
                 while len(self._orgs) > self.max_orgs:
                     self._orgs.popitem(last=False)
@@ -91,15 +90,6 @@ class ActorsWindow:
                     last[email] = (key, ts)
         ordered = sorted(last.items(), key=lambda kv: (kv[1][0], kv[0]))[:limit]
         return [{"email": email, "last_seen": format_ts(as_utc(ts))} for email, (_, ts) in ordered]
-
-    def _watch(self) -> TableChanges | None:
-        rows = self.store.client().query(
-            "SELECT data_paths FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-            parameters={"db": self.store.database, "t": ACTORS_TABLE}).result_rows
-        paths = [str(x) for x in rows[0][0]] if rows else []
-        if self.store.embedded and paths and all(os.path.isdir(x) for x in paths):
-            return TableChanges(paths)
-        return None
 
     def _read(self, org_id: str) -> list[tuple[str, str, str, datetime]]:
         self.stats["reads"] += 1

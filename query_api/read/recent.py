@@ -121,13 +121,14 @@ class TableChanges:
     def __init__(self, paths: list[str]) -> None:
         self.paths = paths
 
-    def reading(self) -> tuple[tuple[int, ...], float] | None:
-        """(the times, seconds since the newest change), or None when a directory cannot be read."""
+    def reading(self) -> tuple[tuple[int, ...], bool] | None:
+        """(the times, whether they can be trusted later: the newest change is :data:`SETTLED_SECONDS` old, so an
+        equal reading then means nothing changed), or None when a directory cannot be read."""
         try:
             times = tuple(os.stat(p).st_mtime_ns for p in self.paths)
         except OSError:
             return None
-        return times, time.time() - max(times) / 1e9
+        return times, time.time() - max(times) / 1e9 > SETTLED_SECONDS
 
 
 class PageWindow:
@@ -250,7 +251,7 @@ class PageWindow:
         self.stats["looks"] += 1
         if self._orgs:
             self._read_since(list(self._orgs))
-        self._settled = reading[0] if reading is not None and reading[1] > SETTLED_SECONDS else None
+        self._settled = reading[0] if reading is not None and reading[1] else None
         self._looked_at = began
 
     def _newest_block(self) -> int:
@@ -353,19 +354,21 @@ def window_for(store: Store, *, rows_per_org: int, max_bytes: int, detail_max: i
                       retention_days=retention_days, background=background)
 
 
-def watch(store: Store) -> tuple[bool, TableChanges | None]:
-    """(whether the window can serve ``store``'s events table: a plain MergeTree, module contract; on the embedded
-    engine the watcher of the table's directories)."""
+def watch(store: Store, table: str = EVENTS_TABLE) -> tuple[bool, TableChanges | None]:
+    """(whether ``table`` is a plain MergeTree of one block-number sequence, module contract; on the embedded
+    engine the watcher of its directories, else None)."""
     rows = store.client().query(
         "SELECT engine, data_paths FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-        parameters={"db": store.database, "t": EVENTS_TABLE}).result_rows
-    if not rows or rows[0][0] not in ("MergeTree", "ReplacingMergeTree"):
-        log.info("page_window.off", engine=rows[0][0] if rows else None)
+        parameters={"db": store.database, "t": table}).result_rows
+    plain = bool(rows) and str(rows[0][0]).endswith("MergeTree") and "Replicated" not in str(rows[0][0])
+    if not plain:
+        log.info("page_window.off", table=table, engine=rows[0][0] if rows else None)
         return False, None
     paths = [str(p) for p in rows[0][1]]
     if store.embedded and paths and all(os.path.isdir(p) for p in paths):
         return True, TableChanges(paths)
     return True, None
+
 
 def read_page(window: PageWindow | None, store: Store, sq: ScopedQuery, filters: EventFilters, catalog: Catalog,
               limit: int, after: tuple[datetime, uuid.UUID] | None, detail_max: int
