@@ -41,7 +41,10 @@ class Retry:
         self.counts = counts  # its own: "<step>_retries"
         self.failing: dict[str, bool] = {"store": False, "dlq": False}
 
-    async def run(self, step: str, fn: Callable[[int], Awaitable[T]], stoppable: bool = False) -> T:
+    async def run(self, step: str, fn: Callable[[int], Awaitable[T]], stoppable: bool = False,
+                  retry_on: tuple[type[Exception], ...] = (Exception,)) -> T:
+        """``fn(attempt)`` until it returns, with backoff after each failure of ``retry_on`` (any other raises);
+        ``stoppable``: :class:`Stopping` once a stop is requested."""
         attempt = 0
         while True:
             if stoppable and self.should_stop():
@@ -50,7 +53,7 @@ class Retry:
                 out = await fn(attempt)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # any store/broker failure is retried, never committed
+            except retry_on as exc:  # a store/broker failure is retried, never committed
                 self.failing[step] = True
                 delay = backoff_delay(attempt, self.base_s, self.cap_s)
                 self.counts[f"{step}_retries"] += 1

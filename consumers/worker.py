@@ -35,7 +35,7 @@ from auditlogkit.consumers.kafka.dlq import (
 from auditlogkit.consumers.kafka.watermark_check import verify_watermarks
 from auditlogkit.consumers.partition import PartitionState
 from auditlogkit.consumers.processor import StreamProcessor
-from auditlogkit.consumers.retry import Retry, Stopping, backoff_delay
+from auditlogkit.consumers.retry import Retry, Stopping
 from auditlogkit.consumers.steps import Fetched, Step
 from auditlogkit.consumers.steps.batching import Batching
 from auditlogkit.consumers.steps.committing import Committing
@@ -163,26 +163,22 @@ class ConsumerWorker:
 
     async def _kafka_start(self, make: Callable[[], Any], what: str) -> Any:
         """A Kafka client made by ``make`` and started, made and started again while the broker cannot be reached
-        (e.g. ``up`` reviving its broker); None when a stop was asked meanwhile. A start that fails otherwise, or
-        is cancelled, closes its client (no "Unclosed" at exit) and raises."""
-        attempt = 0
-        while True:
+        (e.g. ``up`` reviving its broker; ``broker.retry`` in the log); None when a stop was asked meanwhile. A
+        start that fails, or is cancelled, closes its client (no "Unclosed" at exit)."""
+
+        async def attempt(_n: int) -> Any:
             client = make()
             try:
                 await client.start()
-                return client
-            except KafkaConnectionError as exc:
-                await client.stop()
-                if self._stop:
-                    return None
-                delay = backoff_delay(attempt, self.retry.base_s, self.retry.cap_s)
-                log.warning("consumer.broker_unreachable", worker=self.name, client=what, attempt=attempt + 1,
-                            delay_s=round(delay, 3), error=str(exc)[:300])
-                await asyncio.sleep(delay)
-                attempt += 1
             except BaseException:
                 await client.stop()
                 raise
+            return client
+
+        try:
+            return await self.retry.run(f"broker_{what}", attempt, stoppable=True, retry_on=(KafkaConnectionError,))
+        except Stopping:
+            return None
 
     def _make_consumer(self) -> AIOKafkaConsumer:
         """A group consumer of the topic with a fresh processor as its rebalance listener."""
