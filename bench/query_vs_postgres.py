@@ -271,10 +271,10 @@ class Ours:
                                  retention_days=400)
         self.actors_window = ActorsWindow(store) if window_rows > 0 else None
 
-    def scoped(self, raw: dict[str, Any]) -> Any:
+    def scoped(self, raw: dict[str, Any], filters: Any = None) -> Any:
         from auditlogkit.query_api.security.scoping import ScopedQuery
 
-        return ScopedQuery(self.principal).with_filters(self.filters(raw), self.catalog)
+        return ScopedQuery(self.principal).with_filters(filters or self.filters(raw), self.catalog)
 
     def filters(self, raw: dict[str, Any]) -> Any:
         from auditlogkit.query_api.read.filters import parse_filters
@@ -288,7 +288,7 @@ class Ours:
         from auditlogkit.query_api.read.recent import read_page
 
         filters = self.filters(raw)
-        sq = self.scoped(raw)
+        sq = self.scoped(raw, filters)
         if after is not None:
             sq.after(*after)
         data, last = read_page(None if sql_only else self.window, self.store, sq, filters, self.catalog, 50, after,

@@ -38,7 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from auditlogkit.producer import AuditProducer
 from auditlogkit.query_api.core.errors import install_error_handlers
 from auditlogkit.query_api.core.observability import AccessLogMiddleware
-from auditlogkit.query_api.core.query_runner import QueryRunner
+from auditlogkit.query_api.core.query_runner import QueryRunner, limits_of
 from auditlogkit.query_api.read.actors import ActorsWindow
 from auditlogkit.query_api.read.integrity import IntegrityRuns
 from auditlogkit.query_api.read.recent import window_for
@@ -120,7 +120,7 @@ def create_app(settings: Settings, store: Store, *, catalog: Catalog | None = No
     app.state.page_window = window_for(store, rows_per_org=settings.api_page_window_rows,
                                        max_bytes=settings.api_page_window_mib << 20,
                                        detail_max=settings.api_list_detail_max_bytes,
-                                       retention_days=settings.retention_days)
+                                       retention_days=settings.retention_days, limits=limits_of(settings))
     app.state.actors_window = ActorsWindow(store) if settings.api_page_window_rows > 0 else None
     app.state.rate_limiter = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)
     app.state.ingest_rate_limiter = RateLimiter(settings.api_ingest_rate_per_second, settings.api_ingest_rate_burst)

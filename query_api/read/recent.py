@@ -135,10 +135,14 @@ class PageWindow:
     """The newest rows of the organizations read (module contract)."""
 
     def __init__(self, store: Store, *, rows_per_org: int, max_bytes: int, detail_max: int, retention_days: int,
-                 background: bool = True) -> None:
+                 background: bool = True, limits: Mapping[str, str] | None = None) -> None:
+        """``limits``: ClickHouse settings of the background fills (the API's query time and memory limits; a
+        request's own queries carry its query thread's)."""
         self.store = store
+        self.limits = dict(limits or {})
         # An org's first page is ClickHouse's while its fill runs here (else that page would wait for the fill).
-        self._filler = ThreadPoolExecutor(1, thread_name_prefix="page-window") if background else None
+        self._filler = (ThreadPoolExecutor(1, thread_name_prefix="page-window", initializer=self._limit_filler)
+                        if background else None)
         self._filling: dict[str, Future[None]] = {}
         self.rows_per_org = rows_per_org
         self.max_bytes = max_bytes
@@ -299,6 +303,11 @@ class PageWindow:
                 held.trim(self.rows_per_org)
         self._evict()
 
+    def _limit_filler(self) -> None:
+        client = self.store.client()  # the filler thread's own
+        for k, v in self.limits.items():
+            client.set_client_setting(k, v)
+
     def _fill_in(self, org_id: str) -> None:
         """Fill ``org_id`` and let it join (the background filler's task)."""
         try:
@@ -344,14 +353,14 @@ class PageWindow:
             org.trim(max(1, len(org.keys) * self.max_bytes // max(held, 1)))
 
 
-def window_for(store: Store, *, rows_per_org: int, max_bytes: int, detail_max: int,
-               retention_days: int, background: bool = True) -> PageWindow | None:
+def window_for(store: Store, *, rows_per_org: int, max_bytes: int, detail_max: int, retention_days: int,
+               background: bool = True, limits: Mapping[str, str] | None = None) -> PageWindow | None:
     """A window over ``store``'s events table, or None when it is off (``rows_per_org`` 0). It looks at the table
     at its first page (the store need not be up when the API starts)."""
     if rows_per_org <= 0:
         return None
     return PageWindow(store, rows_per_org=rows_per_org, max_bytes=max_bytes, detail_max=detail_max,
-                      retention_days=retention_days, background=background)
+                      retention_days=retention_days, background=background, limits=limits)
 
 
 def watch(store: Store, table: str = EVENTS_TABLE) -> tuple[bool, TableChanges | None]:

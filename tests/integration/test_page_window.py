@@ -330,3 +330,17 @@ def test_an_orgs_first_page_is_clickhouses_while_it_fills_in_the_background(fill
         assert got == want and got[0][0]["event_id"] == late["event_id"] and window.stats["fills"] == 1
     finally:
         window.close()
+
+
+def test_background_fills_carry_the_apis_query_limits(store: Store) -> None:
+    """The filler is a thread of its own: a frozen store must stop its fills at the API's time limit, as it stops
+    every request's query, instead of holding the only filler thread for good."""
+    window = window_for(store, rows_per_org=10, max_bytes=1 << 20, detail_max=DETAIL_MAX, retention_days=400,
+                        limits={"max_execution_time": "7", "max_memory_usage": str(1 << 30)})
+    assert window is not None and window._filler is not None
+    try:
+        got = window._filler.submit(lambda: store.client().query(
+            "SELECT getSetting('max_execution_time'), getSetting('max_memory_usage')").result_rows[0]).result(30)
+        assert (float(got[0]), int(got[1])) == (7.0, 1 << 30)
+    finally:
+        window.close()
