@@ -23,9 +23,10 @@ from auditlogkit.query_api.read.recent import PageWindow, window_for
 from auditlogkit.query_api.security.principal import Principal
 from auditlogkit.query_api.security.scoping import ScopedQuery
 from auditlogkit.schemas.catalog import Catalog, get_catalog
+from auditlogkit.server.settings import Settings
 from auditlogkit.server.store import Store
 from tests.factories import make_event
-from tests.integration.test_api_helpers import store_events
+from tests.integration.test_api_helpers import app_client, auth, store_events, token
 
 DETAIL_MAX = 60
 OWNER = Principal(sub="o", email="o@acme.example", org_id="acme", role="org_owner")
@@ -344,3 +345,35 @@ def test_background_fills_carry_the_apis_query_limits(store: Store) -> None:
         assert (float(got[0]), int(got[1])) == (7.0, 1 << 30)
     finally:
         window.close()
+
+
+def test_through_the_api_the_window_keeps_tenants_apart_and_refuses_forged_cursors(settings: Settings,
+                                                                                    store: Store) -> None:
+    """GET /v1/events as the attacker tries it once the window holds two orgs: every answer only the caller's
+    org and workspaces, another org's cursor gives only the caller's rows, a forged cursor is a 400, a fresh event
+    shows on the next page."""
+    rng = random.Random(9)
+    now = datetime.now(UTC)
+    store_events(store, _events(rng, 120, now) + _events(rng, 60, now, org="globex"))
+    acme, globex = auth(token(settings)), auth(token(settings, org="globex", email="g@globex.example"))
+    ws1 = auth(token(settings, role="workspace_admin", workspaces=["ws1"]))
+    with app_client(settings, store) as c:
+        window = c.app.state.page_window  # type: ignore[attr-defined]
+        for who in (acme, globex):
+            assert c.get("/v1/events", headers=who).status_code == 200  # first page: ClickHouse's, fill started
+        window.settle()
+        served = window.stats["served"]
+        a = c.get("/v1/events", params={"limit": 20}, headers=acme).json()
+        g = c.get("/v1/events", params={"limit": 20}, headers=globex).json()
+        w = c.get("/v1/events", params={"limit": 20}, headers=ws1).json()
+        assert window.stats["served"] == served + 3  # from the window, not ClickHouse
+        assert {e["org_id"] for e in a["data"]} == {"acme"} and {e["org_id"] for e in g["data"]} == {"globex"}
+        assert {e["workspace_id"] for e in w["data"]} == {"ws1"}
+        other = c.get("/v1/events", params={"limit": 20, "cursor": a["next_cursor"]}, headers=globex)
+        assert other.status_code == 200 and {e["org_id"] for e in other.json()["data"]} <= {"globex"}
+        forged = a["next_cursor"][:-4] + ("AAAA" if not a["next_cursor"].endswith("AAAA") else "BBBB")
+        bad = c.get("/v1/events", params={"cursor": forged}, headers=acme)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"
+        fresh = make_event(occurred_at=(datetime.now(UTC) - timedelta(seconds=1)).isoformat().replace("+00:00", "Z"))
+        store_events(store, [fresh])
+        assert c.get("/v1/events", headers=acme).json()["data"][0]["event_id"] == fresh["event_id"]
