@@ -133,7 +133,6 @@ class ConsumerWorker:
         try:
             producer = await self._kafka_start(lambda: make_dlq_producer(self._kafka), "dlq_producer")
             if producer is None:  # stopped while the broker was unreachable: nothing was consumed
-                log.info("consumer.stopped", worker=self.name, before="consuming", **self.stats)
                 return
             parts = await producer.partitions_for(s.dlq_topic)
             if not parts:
@@ -147,7 +146,6 @@ class ConsumerWorker:
                 guard = self._guard = FirstWriteGuard(self._inserter, self.catalog, types)
                 await self.retry.run("store", lambda _a: guard.load(), stoppable=True)
             except Stopping:  # stopped while the store was unreachable: nothing was consumed
-                log.info("consumer.stopped", worker=self.name, before="consuming", **self.stats)
                 return
             self._pool = shared_pool(s.decode_processes(), self.catalog, types, s.consumer_nice)
             await asyncio.to_thread(self._pool.start)
@@ -160,6 +158,8 @@ class ConsumerWorker:
             if self._guard is not None:
                 self._guard.close()
             self._inserter.close()
+            before = {} if self._started else {"before": "consuming"}  # a stop before the group was joined
+            log.info("consumer.stopped", worker=self.name, **before, **self.stats)
 
     async def _kafka_start(self, make: Callable[[], Any], what: str) -> Any:
         """A Kafka client made by ``make`` and started, made and started again while the broker cannot be reached
@@ -201,7 +201,7 @@ class ConsumerWorker:
     async def _consume(self) -> None:
         s = self.settings
         consumer = await self._kafka_start(self._make_consumer, "consumer")
-        if consumer is None:
+        if consumer is None:  # stopped before the group was joined: nothing was consumed
             return
         p = self._processor
         assert p is not None
@@ -223,7 +223,6 @@ class ConsumerWorker:
             for tp in list(p.partitions):
                 p.partitions.pop(tp, None)
             self._sync_stats(p)
-            log.info("consumer.stopped", worker=self.name, **self.stats)
 
     def _chain(self, consumer: AIOKafkaConsumer, states: dict[TopicPartition, PartitionState]) -> Step[Fetched]:
         """A fresh chain of steps for one assignment."""

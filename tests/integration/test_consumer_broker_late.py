@@ -7,9 +7,13 @@ import asyncio
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
+from structlog.testing import capture_logs
 
+from auditlogkit.consumers import worker as worker_module
 from auditlogkit.consumers.worker import ConsumerWorker
 from auditlogkit.server.broker import EmbeddedBroker, ensure_topics, free_port
 from auditlogkit.server.settings import Settings
@@ -59,4 +63,35 @@ async def test_a_worker_waiting_for_its_broker_stops_when_asked(tmp_path: Path, 
     assert not task.done()
     worker.request_stop()
     await asyncio.wait_for(task, 15)  # returns, raises nothing
+    assert not worker.status()["started"]
+
+
+
+async def test_a_stop_asked_while_the_decode_helpers_start_is_logged_as_a_stop(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``up`` stopped right after READY: the DLQ producer is up and the decode helpers are starting, the group not
+    yet joined. The worker returns without joining and says so (``consumer.stopped``, ``before="consuming"``)."""
+    port = free_port()
+    s = _settings(tmp_path, store, port)
+    worker = ConsumerWorker(s, store)
+    real_shared_pool = worker_module.shared_pool
+
+    def pool_whose_start_meets_a_stop(*args: Any, **kwargs: Any) -> Any:
+        pool = real_shared_pool(*args, **kwargs)
+        start = pool.start
+
+        def start_then_stop() -> None:
+            start()
+            worker.request_stop()
+
+        monkeypatch.setattr(pool, "start", start_then_stop)
+        return pool
+
+    monkeypatch.setattr(worker_module, "shared_pool", pool_whose_start_meets_a_stop)
+    with EmbeddedBroker(port=port, log_file=tmp_path / "tansu.log") as broker:
+        await ensure_topics(broker.bootstrap, [s.topic, s.dlq_topic], 1)
+        with capture_logs() as logs:
+            await asyncio.wait_for(worker.run(), 30)
+    stopped = [e for e in logs if e["event"] == "consumer.stopped"]
+    assert [e.get("before") for e in stopped] == ["consuming"], logs
     assert not worker.status()["started"]
