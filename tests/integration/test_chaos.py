@@ -1,6 +1,6 @@
-"""Chaos: 300k messages (1 % producer retries of the same event_id, some invalid, some
-invalid ones published twice) while the consumer process is SIGKILLed at random points >= 10 times and
-restarted. Afterwards every valid event_id is in the store exactly once (SQL ``FINAL``, as analysts count) and
+"""Chaos: 100k messages (1 % producer retries of the same event_id, some invalid, some
+invalid ones published twice) while the consumer process is SIGKILLed at random points >= 5 times and
+restarted; the soak size (``-m soak``, run by ``bench/soak.py``) is 300k messages and >= 10 kills. Afterwards every valid event_id is in the store exactly once (SQL ``FINAL``, as analysts count) and
 every invalid message is on the DLQ exactly as often as it was published.
 
 The consumer runs as ``auditlog consume`` subprocesses on their own chDB directory; the check runs in one more
@@ -25,14 +25,13 @@ from auditlogkit.server.settings import Settings
 from tests.consumer_helpers import committed_offsets, consumer_env, highwaters, publish, read_topic, sql_in_subprocess
 from tests.factories import make_event, random_events
 
-N_TOTAL = 300_000
 N_INVALID = 1_000
 
 
-def _workload(seed: int) -> tuple[list[bytes], list[dict], set[str], list[bytes]]:
+def _workload(seed: int, n_total: int) -> tuple[list[bytes], list[dict], set[str], list[bytes]]:
     rng = random.Random(seed)
-    n_retry = N_TOTAL // 100
-    n_unique = N_TOTAL - n_retry - N_INVALID - N_INVALID // 10
+    n_retry = n_total // 100
+    n_unique = n_total - n_retry - N_INVALID - N_INVALID // 10
     events = random_events(n_unique, seed=seed)
     valid = [json.dumps(e).encode() for e in events]
     invalid = [json.dumps(make_event(actor={"email": f"broken-{i}"})).encode() for i in range(N_INVALID)]
@@ -41,7 +40,7 @@ def _workload(seed: int) -> tuple[list[bytes], list[dict], set[str], list[bytes]
     retried = [rng.randrange(len(valid)) for _ in range(n_retry)]
     values += [valid[i] for i in retried]  # producer retries: the same event_id published again
     rng.shuffle(values)
-    assert len(values) == N_TOTAL
+    assert len(values) == n_total
     return values, [events[i] for i in retried], {e["event_id"] for e in events}, invalid_published
 
 
@@ -80,16 +79,20 @@ def _api_check(settings: Settings, data_dir: Path, events: list[dict]) -> dict:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-async def _committed_all(settings: Settings) -> bool:
+async def _committed_all(settings: Settings, n_total: int) -> bool:
     hw = await highwaters(settings.kafka_bootstrap, settings.topic)
     com = await committed_offsets(settings.kafka_bootstrap, settings.consumer_group, settings.topic)
-    return sum(hw.values()) == N_TOTAL and all(max(com.get(p, -1), 0) >= o for p, o in hw.items())
+    return sum(hw.values()) == n_total and all(max(com.get(p, -1), 0) >= o for p, o in hw.items())
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-async def test_chaos_sigkill_restarts(settings: Settings, tmp_path: Path) -> None:
-    values, retried, valid_ids, invalid_published = _workload(seed=2026)
+@pytest.mark.parametrize(("n_total", "min_kills"), [
+    pytest.param(100_000, 5, id="100k"),
+    pytest.param(300_000, 10, id="300k", marks=pytest.mark.soak),
+])
+async def test_chaos_sigkill_restarts(settings: Settings, tmp_path: Path, n_total: int, min_kills: int) -> None:
+    values, retried, valid_ids, invalid_published = _workload(seed=2026, n_total=n_total)
     settings = settings.model_copy(update={"batch_max_seconds": 0.5, "session_timeout_ms": 2000})
     # one decode helper per consumer: the kills also hit decodes in flight, and the helpers must die too
     env = consumer_env(settings, tmp_path / "c", batch_max_rows=20_000, max_inflight_rows=100_000,
@@ -101,7 +104,7 @@ async def test_chaos_sigkill_restarts(settings: Settings, tmp_path: Path) -> Non
     t0 = time.monotonic()
     logs = tmp_path / "logs"
     logs.mkdir()
-    while kills < 10 or not producer.done():
+    while kills < min_kills or not producer.done():
         path = logs / f"run{kills}.log"
         with open(path, "w") as log:
             proc = subprocess.Popen(cmd, env=env, stderr=log)
@@ -123,7 +126,7 @@ async def test_chaos_sigkill_restarts(settings: Settings, tmp_path: Path) -> Non
                 assert proc.poll() is None, (logs / "final.log").read_text()[-3000:]
                 await asyncio.sleep(0.05)
             deadline = t0 + 160
-            while not await _committed_all(settings):
+            while not await _committed_all(settings, n_total):
                 assert proc.poll() is None, (logs / "final.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "final consumer did not catch up"
                 await asyncio.sleep(0.5)

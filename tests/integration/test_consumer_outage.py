@@ -120,7 +120,7 @@ async def test_store_outage_short(settings: Settings, store: Store) -> None:
     await _outage(settings, store, outage_s=3)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.timeout(180)
 async def test_store_outage_30s(settings: Settings, store: Store) -> None:
     await _outage(settings, store, outage_s=30)
