@@ -48,8 +48,15 @@ def stalled_world(settings: Settings, store: Store) -> Iterator[tuple[str, Any, 
         yield url, app, s
 
 
+# A stalled export holds its slot until its client reads or the stall timeout (default far above this) ends it: a
+# request blocked behind one waits that long. Answering within RESPONSIVE_S tells the two apart on a loaded machine;
+# how fast the answers are is bench/api_stalled.py's.
+RESPONSIVE_S = 5.0
+
+
 def test_twelve_stalled_exports_leave_the_api_responsive(stalled_world: tuple[str, Any, Settings]) -> None:
     url, app, s = stalled_world
+    assert s.api_export_stall_seconds > 4 * RESPONSIVE_S
     slots = app.state.export_slots
     callers = [auth(token(s, sub=f"u-{i}")) for i in range(5)]
     path = "/v1/events/export?format=csv&start=2000-01-01T00:00:00Z"
@@ -62,10 +69,10 @@ def test_twelve_stalled_exports_leave_the_api_responsive(stalled_world: tuple[st
                 t0 = time.monotonic()
                 r = c.get(p, headers=h)
                 took = time.monotonic() - t0
-                assert r.status_code == 200 and took < 1.0, (p, r.status_code, took)
+                assert r.status_code == 200 and took < RESPONSIVE_S, (p, r.status_code, took)
             t0 = time.monotonic()
             r = c.get(path, headers=callers[4])  # a 13th export: over the total
-            assert r.status_code == 429 and time.monotonic() - t0 < 1.0
+            assert r.status_code == 429 and time.monotonic() - t0 < RESPONSIVE_S
             assert r.json()["error"]["code"] == "too_many_exports" and int(r.headers["Retry-After"]) > 0
             r = c.get(path, headers=callers[0])  # a 4th of one caller: over its own limit
             assert r.status_code == 429 and "limit 3" in r.json()["error"]["message"]
@@ -78,7 +85,7 @@ def test_twelve_stalled_exports_leave_the_api_responsive(stalled_world: tuple[st
                         assert next(r.iter_bytes()).startswith(b"event_id,")
                         break
                     assert r.status_code == 429
-                assert time.monotonic() - t0 < 1.0, "no export slot came free within 1 s of the clients leaving"
+                assert time.monotonic() - t0 < RESPONSIVE_S, "no export slot came free soon after the clients left"
                 time.sleep(0.05)
         _wait(lambda: slots.running == 0, 5, "every slot released")
     finally:
