@@ -4,20 +4,25 @@ part within a second; the worker must not end the stack meanwhile), and stops cl
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiokafka import AIOKafkaProducer
-from structlog.testing import capture_logs
 
 from auditlogkit.consumers import worker as worker_module
 from auditlogkit.consumers.worker import ConsumerWorker
 from auditlogkit.server.broker import EmbeddedBroker, ensure_topics, free_port
+from auditlogkit.server.logs import configure
 from auditlogkit.server.settings import Settings
 from auditlogkit.server.store import Store
+from tests.consumer_helpers import log_events
 from tests.factories import make_event
 
 
@@ -67,8 +72,24 @@ async def test_a_worker_waiting_for_its_broker_stops_when_asked(tmp_path: Path, 
 
 
 
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """This process's log as JSON lines in a buffer for one test (a logger cached by an earlier test of this process
+    logs through the root handler, which this replaces), then the logging of before."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    buf = io.StringIO()
+    configure("info", file=buf, fmt="json")
+    try:
+        yield buf
+    finally:
+        structlog.reset_defaults()
+        root.handlers, root.level = handlers, level
+
+
 async def test_a_stop_asked_while_the_decode_helpers_start_is_logged_as_a_stop(
-        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch, json_log: io.StringIO) -> None:
     """``up`` stopped right after READY: the DLQ producer is up and the decode helpers are starting, the group not
     yet joined. The worker returns without joining and says so (``consumer.stopped``, ``before="consuming"``)."""
     port = free_port()
@@ -90,8 +111,8 @@ async def test_a_stop_asked_while_the_decode_helpers_start_is_logged_as_a_stop(
     monkeypatch.setattr(worker_module, "shared_pool", pool_whose_start_meets_a_stop)
     with EmbeddedBroker(port=port, log_file=tmp_path / "tansu.log") as broker:
         await ensure_topics(broker.bootstrap, [s.topic, s.dlq_topic], 1)
-        with capture_logs() as logs:
-            await asyncio.wait_for(worker.run(), 30)
-    stopped = [e for e in logs if e["event"] == "consumer.stopped"]
-    assert [e.get("before") for e in stopped] == ["consuming"], logs
+        await asyncio.wait_for(worker.run(), 30)
+    stopped = log_events(json_log.getvalue(), "consumer.stopped")
+    assert [e.get("before") for e in stopped] == ["consuming"], json_log.getvalue()[-3000:]
+    assert log_events(json_log.getvalue(), "first_write.loaded"), "the log reached this buffer"
     assert not worker.status()["started"]
