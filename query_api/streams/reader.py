@@ -28,7 +28,7 @@ import heapq
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -97,8 +97,10 @@ def stored_position(store: Store, topic: str) -> Position:
 class StoredEnd:
     """Where the stored log of ``topic`` ends, shared by the streams of one process (module contract)."""
 
-    def __init__(self, store: Store, topic: str, max_age: float = 0.1) -> None:
+    def __init__(self, store: Store, topic: str, max_age: float = 0.1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.topic, self.max_age = store, topic, max_age
+        self._clock = clock
         self._lock = threading.Lock()
         self._generation = 0  # bumped by every stored(): a reading taken before it is stale
         self._reading: tuple[int, float, Position] | None = None
@@ -110,9 +112,9 @@ class StoredEnd:
     def get(self) -> Position:
         with self._lock:  # callers that come together share one query
             gen, r = self._generation, self._reading
-            if r is not None and r[0] == gen and time.monotonic() - r[1] <= self.max_age:
+            if r is not None and r[0] == gen and self._clock() - r[1] <= self.max_age:
                 return dict(r[2])
-            taken = time.monotonic()
+            taken = self._clock()
             end = stored_position(self.store, self.topic)
             self._reading = (gen, taken, end)
             return dict(end)

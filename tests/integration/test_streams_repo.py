@@ -168,16 +168,18 @@ def lease_of(repo: StreamStore, stream_id: str, holder: str) -> Lease:
 
 
 def test_the_shared_stored_end_is_read_again_after_an_insert_or_its_age(store: Store) -> None:
-    end = reader.StoredEnd(store, TOPIC, max_age=0.3)
+    now = [1000.0]
+    end = reader.StoredEnd(store, TOPIC, max_age=0.3, clock=lambda: now[0])
     put_events(store, [make_event()], 0)
     first = end.get()
     put_events(store, [make_event()], 0)  # stored, but no one said so: the reading is reused within its age
+    now[0] += 0.3
     assert end.get() == first
     end.stored()
     second = end.get()
     assert second[0] == first[0] + 1
     put_events(store, [make_event()], 0)
-    time.sleep(0.35)  # past its age: read again (``auditlog stream`` hears of no insert)
+    now[0] += 0.31  # past its age: read again (``auditlog stream`` hears of no insert)
     assert end.get()[0] == second[0] + 1
 
 
