@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 
 import httpx
 import pytest
+import structlog
 
 from auditlogkit import AuditProducer
 from auditlogkit.query_api.core.app import create_app
@@ -18,6 +20,20 @@ from auditlogkit.server.store import Store
 from auditlogkit.testing import FakeTransport
 from tests.factories import make_event
 from tests.integration.test_api_helpers import auth, store_events, token
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_as_before() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers, root.level = handlers, level
+
+
+def _unconfigure() -> None:
+    """structlog back to its defaults: a logger first used by a later test of this process is not cached with this
+    test's configuration (a level of "warning" here dropped the info lines of a later test that read its log)."""
+    structlog.reset_defaults()
 
 
 @pytest.mark.parametrize(("given", "kept"), [("trace-7f3a.1:2", True), ("a b\nc", False), ("x" * 129, False)])
@@ -37,7 +53,7 @@ async def test_the_request_id_reaches_the_response_the_logs_and_the_self_audit_e
             r = await c.get(f"/v1/events/{ev['event_id']}", headers=h)
             other = await c.get("/healthz")
     finally:
-        logs.configure("warning")
+        _unconfigure()
     assert r.status_code == 200
     rid = r.headers["x-request-id"]
     assert (rid == given) if kept else (len(rid) == 32 and rid != given.replace("\n", " "))
@@ -51,8 +67,6 @@ async def test_the_request_id_reaches_the_response_the_logs_and_the_self_audit_e
 
 
 def test_stdlib_records_come_out_in_the_same_format_with_logger_names() -> None:
-    import structlog
-
     buf = io.StringIO()
     logs.configure("info", json=True, file=buf)
     try:
@@ -62,7 +76,7 @@ def test_stdlib_records_come_out_in_the_same_format_with_logger_names() -> None:
         logs.get_logger("auditlogkit.consumers.worker").info("batch.flushed", rows=3)
         structlog.contextvars.clear_contextvars()
     finally:
-        logs.configure("warning")
+        _unconfigure()
     lines = [json.loads(line) for line in buf.getvalue().splitlines()]
     assert [(x["logger"], x["event"], x["request_id"]) for x in lines] == [
         ("uvicorn.error", "Started server process [42]", "r-1"), ("aiokafka.conn", "Connection lost", "r-1"),
@@ -74,7 +88,7 @@ def test_stdlib_records_come_out_in_the_same_format_with_logger_names() -> None:
     try:
         logging.getLogger("uvicorn.error").warning("Started")
     finally:
-        logs.configure("warning")
+        _unconfigure()
     text = console.getvalue()
     assert "Started" in text and "uvicorn.error" in text and not text.lstrip().startswith("{")
 
@@ -91,5 +105,5 @@ def test_lines_go_to_the_stderr_of_the_moment(monkeypatch: pytest.MonkeyPatch) -
         first.close()
         logging.getLogger("kafka.cluster").warning("after")
     finally:
-        logs.configure("warning")
+        _unconfigure()
     assert json.loads(second.getvalue())["event"] == "after"
