@@ -272,6 +272,7 @@ def test_verify_while_events_are_being_inserted_reports_nothing(env: Store) -> N
     steady stream of inserts must still come out clean, every time (the ids it looks at again are those of its
     own first look, not of a later one)."""
     import threading
+    import time
 
     stop = threading.Event()
     inserted: list[int] = []
@@ -282,13 +283,21 @@ def test_verify_while_events_are_being_inserted_reports_nothing(env: Store) -> N
             inserted.append(store_events(env, random_events(200, seed=seed)))
             seed += 1
 
+    def after_another_insert() -> None:  # the inserts really run beside the checks, however slow the machine
+        n, deadline = len(inserted), time.monotonic() + 30
+        while len(inserted) == n:
+            assert time.monotonic() < deadline and t.is_alive(), "no insert within 30 s"
+            time.sleep(0.01)
+
     t = threading.Thread(target=insert)
     t.start()
+    reports = []
     try:
-        reports = [integrity.verify(env, recheck_seconds=5.0) for _ in range(8)]
+        for _ in range(8):
+            after_another_insert()
+            reports.append(integrity.verify(env, recheck_seconds=5.0))
     finally:
         stop.set()
         t.join(30)
-    assert len(inserted) > 8  # the inserts really ran beside the checks
     assert [r.counts for r in reports if not r.clean] == []
     assert reports[-1].counts["verified"] > reports[0].counts["verified"]
