@@ -295,3 +295,14 @@ def test_all_filters_together_narrow_the_tenant_scope() -> None:
     assert sq.params["s_org"] == "acme" and sq.params["s_ws"] == ["w1"]
     assert sq.params["f_actor_email"] == sq.params["f_target"] == sq.params["f_target2"] == HOSTILE
     assert len(f.conditions(CATALOG)) == len(f.values) == len(FILTERS)
+
+
+def test_the_keyword_haystack_is_the_search_index_expression() -> None:
+    """ClickHouse uses ``idx_search`` for a keyword only when the query's text is the index's expression: the last
+    migration that defines the index must carry SEARCH_EXPR verbatim."""
+    from pathlib import Path
+
+    migrations = sorted((Path(__file__).resolve().parents[2] / "schemas" / "migrations").glob("*.sql"))
+    defined = [m.group(1) for f in migrations
+               for m in re.finditer(r"INDEX (?:IF NOT EXISTS )?idx_search (.+?)\s+TYPE\b", f.read_text(), re.S)]
+    assert defined and defined[-1] == SEARCH_EXPR
